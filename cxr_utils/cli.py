@@ -1,0 +1,108 @@
+"""Command-line front: `python -m cxr_utils {prepare,train,sample,evaluate,metrics}`.
+
+Each subcommand is a thin wrapper over a function in the matching module. A UserError
+becomes one line on stderr and exit status 2; any other failure exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import TrainingDiverged, UserError
+
+# subcommand -> (module, function); imported lazily so `--help` stays fast and TF loads only when needed
+COMMANDS = {
+    "prepare": ("cxr_utils.data", "cli_prepare"),
+    "train": ("cxr_utils.train", "cli_train"),
+    "sample": ("cxr_utils.sample", "cli_sample"),
+    "evaluate": ("cxr_utils.evaluation", "cli_evaluate"),
+    "metrics": ("cxr_utils.metrics", "cli_metrics"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree for every subcommand."""
+    p = _Parser(prog="python -m cxr_utils", description="Conditional GAN for chest X-rays: prepare, train, sample, evaluate.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("prepare", help="build the cached dataset (.npz + manifest) from a source")
+    s.add_argument("--source", default="auto", choices=["auto", "sample", "kaggle", "medmnist", "folder"])
+    s.add_argument("--path", default=None, help="local archive (.zip), .npz or folder instead of downloading")
+    s.add_argument("--size", type=int, default=64, choices=[32, 64, 128])
+    s.add_argument("--out", default=None, help="output .npz (default: data/<source>-<size>.npz)")
+    s.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the grouped split")
+    s.add_argument("--force", action="store_true", help="rebuild even if the cache is current")
+
+    t = sub.add_parser("train", help="train the conditional GAN into a run folder")
+    t.add_argument("--data", required=True, help="cached dataset .npz from `prepare`")
+    t.add_argument("--run-dir", required=True)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--config", default=None, help="JSON file with GANConfig fields")
+    t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    t.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--deterministic", action="store_true", help="bit-identical CPU runs (slower)")
+    t.add_argument("--max-per-class", type=int, default=None, help="cap real training images per class")
+    t.add_argument("--smoke", action="store_true", help="tiny sizes for a quick check (same code path)")
+
+    m = sub.add_parser("sample", help="export synthetic PNGs + manifest from a run's EMA generator")
+    m.add_argument("--run-dir", required=True)
+    m.add_argument("--n-per-class", type=int, required=True)
+    m.add_argument("--out", required=True)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--batch-size", type=int, default=256)
+
+    e = sub.add_parser("evaluate", help="VGG16 protocols on the real test split")
+    e.add_argument("--data", required=True)
+    e.add_argument("--synthetic", default=None, help="folder written by `sample` (needed by tstr/augment/pretrain)")
+    e.add_argument("--protocol", default="tstr", choices=["trtr", "tstr", "augment", "pretrain"])
+    e.add_argument("--weights", default="imagenet", choices=["imagenet", "none", "auto"])
+    e.add_argument("--seeds", type=int, default=1)
+    e.add_argument("--epochs", type=int, default=None)
+    e.add_argument("--input-size", type=int, default=None)
+    e.add_argument("--bootstrap", type=int, default=1000)
+    e.add_argument("--smoke", action="store_true")
+    e.add_argument("--out", required=True)
+
+    g = sub.add_parser("metrics", help="FID/KID/PRDC/memorization/label fidelity of a synthetic folder")
+    g.add_argument("--data", required=True)
+    g.add_argument("--synthetic", required=True)
+    g.add_argument("--extractor", default="auto", choices=["auto", "inception", "domain", "random"])
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--smoke", action="store_true")
+    g.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, dispatch, and map errors to exit statuses (2 user error, 1 internal failure)."""
+    args = build_parser().parse_args(argv)
+    module_name, func_name = COMMANDS[args.command]
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # internal failure: one line by default, the traceback on request
+        if os.environ.get("CXR_DEBUG") == "1":
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (set CXR_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
