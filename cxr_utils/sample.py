@@ -1,0 +1,360 @@
+"""Sampling from a run's EMA generator: galleries, interpolations, memorization check, PNG export.
+
+An export folder looks like::
+
+    OUT/NORMAL/syn-s<seed>-000001.png ...   8-bit grayscale, text chunks Synthetic=true, Description=<SYNTHETIC_TAG>
+    OUT/PNEUMONIA/syn-s<seed>-000001.png ...
+    OUT/manifest.csv                         file, class, label, seed, run, generator_sha256, synthetic
+
+It is built in a hidden sibling folder and renamed into place at the end, so a crash (or a full disk)
+never leaves a half-written export or a manifest that lists missing files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import CLASS_NAMES, SYNTHETIC_TAG
+from .errors import UserError
+
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_FIELDS = ("file", "class", "label", "seed", "run", "generator_sha256", "synthetic")
+SOFTWARE = f"cxr-utils {__version__} (cxr_utils.sample.export)"
+
+
+# ----------------------------------------------------------------------------- reading a synthetic folder
+
+
+def _png_to_gray(img: Any, path: Path) -> np.ndarray:
+    """PIL image -> uint8 (H, W); colour is averaged over channels (as the generator's output is)."""
+    if img.mode == "L":
+        return np.asarray(img, dtype=np.uint8)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img, dtype=np.int64)
+        hi = 65535 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255
+        return np.clip(np.rint(a * (255.0 / hi)), 0, 255).astype(np.uint8)
+    if img.mode in ("LA", "1", "F"):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32)
+    return np.clip(np.rint(rgb.mean(axis=-1)), 0, 255).astype(np.uint8)
+
+
+def load_synthetic(folder: str | os.PathLike, expected_size: int | None = None,
+                   class_names: Sequence[str] = CLASS_NAMES) -> tuple[np.ndarray, np.ndarray]:
+    """Read FOLDER/<class>/*.png -> (images uint8 (N, S, S), labels int64); label = index in class_names."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: synthetic folder not found; write one with `python -m cxr_utils sample --out {folder} ...`")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    first: tuple[Path, tuple[int, int]] | None = None
+    for label, name in enumerate(class_names):
+        sub = folder / name
+        if not sub.is_dir():
+            raise UserError(f"{sub}: class folder missing (expected one folder per class: {', '.join(class_names)}); "
+                            f"re-export with `python -m cxr_utils sample`")
+        files = sorted(p for p in sub.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+        if not files:
+            raise UserError(f"{sub}: no .png images in this class folder; re-export with `python -m cxr_utils sample`")
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    im.load()
+                    a = _png_to_gray(im, p)
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+                raise UserError(f"{p}: unreadable PNG ({type(e).__name__}); delete it or re-export the folder") from None
+            shape = (int(a.shape[0]), int(a.shape[1]))
+            if shape[0] != shape[1]:
+                raise UserError(f"{p}: image is {shape[1]}x{shape[0]}, not square; synthetic images must be S x S")
+            if expected_size is not None and shape[0] != expected_size:
+                raise UserError(f"{p}: image is {shape[0]}x{shape[0]} but {expected_size}x{expected_size} was expected; "
+                                f"export from a generator trained at size {expected_size}")
+            if first is None:
+                first = (p, shape)
+            elif shape != first[1]:
+                raise UserError(f"{p}: image is {shape[0]}x{shape[0]} but {first[0]} is {first[1][0]}x{first[1][0]}; "
+                                f"a synthetic folder must hold one image size")
+            images.append(a)
+            labels.append(label)
+    return np.stack(images).astype(np.uint8), np.asarray(labels, dtype=np.int64)
+
+
+def read_manifest(folder: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of FOLDER/manifest.csv as dicts (empty list if there is no manifest)."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ----------------------------------------------------------------------------- generating
+
+
+def _load_generator(run_dir: Path) -> tuple[Any, Any]:
+    """train.load_generator, imported lazily (TF is heavy); tests may replace this function."""
+    from .train import load_generator
+
+    return load_generator(run_dir)
+
+
+def latent_dim_of(generator: Any) -> int:
+    """The noise length the generator expects (its first input)."""
+    return int(generator.inputs[0].shape[-1])
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Generator output float (B, S, S, C) in [-1, 1] -> uint8 (B, S, S), channels averaged."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 4:
+        x = x.mean(axis=-1)
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def generate(generator: Any, noise: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Run the generator on (noise, labels) in batches -> uint8 (N, S, S)."""
+    import keras
+
+    noise = np.asarray(noise, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int32)
+    out = []
+    for i in range(0, len(noise), batch_size):
+        y = generator([noise[i:i + batch_size], labels[i:i + batch_size]], training=False)
+        out.append(to_uint8(keras.ops.convert_to_numpy(y)))
+    return np.concatenate(out) if out else np.zeros((0, 0, 0), np.uint8)
+
+
+def noise_for(seed: int, n: int, latent_dim: int) -> np.ndarray:
+    """Standard-normal noise (n, latent_dim) that is a pure function of the seed."""
+    return np.random.default_rng(seed).standard_normal((n, latent_dim)).astype(np.float32)
+
+
+def gallery(generator: Any, n_per_class: int, num_classes: int, seed: int = 0) -> np.ndarray:
+    """n_per_class images per class -> uint8 (K, n, S, S); row k uses fresh noise per image."""
+    z = noise_for(seed, num_classes * n_per_class, latent_dim_of(generator))
+    labels = np.repeat(np.arange(num_classes), n_per_class)
+    imgs = generate(generator, z, labels)
+    return imgs.reshape(num_classes, n_per_class, *imgs.shape[1:])
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation between noise vectors a and b at fractions t (keeps Gaussian-like norms)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    t = np.asarray(t, np.float64)[:, None]
+    cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if omega < 1e-6:  # (anti)parallel vectors: the sphere formula divides by ~0, a straight line is exact enough
+        return ((1 - t) * a + t * b).astype(np.float32)
+    return ((np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)).astype(np.float32)
+
+
+def interpolation_strip(generator: Any, label: int, n_steps: int = 8, seed: int = 0) -> np.ndarray:
+    """Same label, noise slerped between two random points -> uint8 (n_steps, S, S)."""
+    z = noise_for(seed, 2, latent_dim_of(generator))
+    path = slerp(z[0], z[1], np.linspace(0.0, 1.0, n_steps))
+    return generate(generator, path, np.full(n_steps, label))
+
+
+def class_swap(generator: Any, n: int, num_classes: int, seed: int = 0) -> np.ndarray:
+    """Same n noise vectors rendered as every class -> uint8 (K, n, S, S): column j shares noise j."""
+    z = noise_for(seed, n, latent_dim_of(generator))
+    noise = np.tile(z, (num_classes, 1))
+    labels = np.repeat(np.arange(num_classes), n)
+    imgs = generate(generator, noise, labels)
+    return imgs.reshape(num_classes, n, *imgs.shape[1:])
+
+
+def nearest_real(synthetic: np.ndarray, real: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """For each synthetic image its nearest real image in pixel space -> (indices, RMS distances in [0, 1] units).
+
+    The distance is the root-mean-square pixel difference with pixels scaled to [0, 1], so 0 means a
+    copy and ~0.1 is a visibly different image of the same kind.
+    """
+    # float64 throughout: near-copies differ by a few grey levels, float32 cancellation would blur that
+    s = np.asarray(synthetic, np.float64).reshape(len(synthetic), -1) / 255.0
+    r = np.asarray(real, np.float64).reshape(len(real), -1) / 255.0
+    if s.shape[1] != r.shape[1]:
+        raise UserError(f"nearest_real: synthetic images have {s.shape[1]} pixels, real ones {r.shape[1]}; use the same size")
+    r2 = (r * r).sum(1)
+    idx = np.empty(len(s), np.int64)
+    dist = np.empty(len(s), np.float64)
+    for i in range(0, len(s), chunk):
+        c = s[i:i + chunk]
+        d2 = (c * c).sum(1)[:, None] - 2.0 * (c @ r.T) + r2[None, :]  # |c - r|^2 without an (n, m, P) array
+        j = d2.argmin(1)
+        idx[i:i + chunk] = j
+        # the expansion cancels badly near 0; recompute the winner's distance directly so a copy reads exactly 0
+        dist[i:i + chunk] = np.sqrt(((c - r[j]) ** 2).mean(1))
+    return idx, dist
+
+
+def real_to_real_nn(real: np.ndarray) -> np.ndarray:
+    """Each real image's RMS distance to its nearest *other* real image: the scale for nearest_real's numbers."""
+    r = np.asarray(real, np.float64).reshape(len(real), -1) / 255.0
+    sq = (r * r).sum(1)
+    d2 = sq[:, None] - 2.0 * r @ r.T + sq[None, :]
+    np.fill_diagonal(d2, np.inf)
+    return np.sqrt(np.maximum(d2.min(1), 0.0) / r.shape[1])
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def png_bytes(img: np.ndarray, text: dict[str, str]) -> bytes:
+    """Encode a uint8 (S, S) image as an 8-bit grayscale PNG with the given tEXt chunks."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for k, v in text.items():
+        info.add_text(k, v)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img, dtype=np.uint8), mode="L").save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _is_previous_export(out: Path, run_name: str) -> bool:
+    """True if OUT holds exactly an export of this run (so replacing it loses nothing the user made)."""
+    rows = read_manifest(out)
+    if not rows or any(r.get("run") != run_name or r.get("synthetic") != "true" for r in rows):
+        return False
+    listed = {r["file"] for r in rows} | {MANIFEST_NAME}
+    for p in out.rglob("*"):
+        if p.is_file() and p.relative_to(out).as_posix() not in listed:
+            return False  # a file we did not write: refuse rather than delete it
+    return True
+
+
+def _check_out(out: Path, run_name: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; choose a folder path")
+    if out.is_dir() and any(out.iterdir()) and not _is_previous_export(out, run_name):
+        raise UserError(f"--out {out}: folder is not empty and is not an export of run '{run_name}'; "
+                        f"choose an empty or new folder (or delete this one)")
+
+
+def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike, seed: int = 0,
+           batch_size: int = 256, progress: bool | str = "auto") -> Path:
+    """Write n_per_class PNGs per class from the run's EMA generator into OUT/<class>/ plus OUT/manifest.csv."""
+    from tqdm.auto import tqdm
+
+    run_dir = Path(run_dir)
+    out = Path(out)
+    if n_per_class < 1:
+        raise UserError(f"--n-per-class: must be >= 1, got {n_per_class}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
+    if not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir}: folder not found; train a GAN first (`python -m cxr_utils train ...`)")
+    gen_file = run_dir / "generator.keras"
+    if not gen_file.is_file():
+        raise UserError(f"--run-dir {run_dir}: no generator.keras in it; let the training finish (or resume it) first")
+    run_name = run_dir.resolve().name
+    _check_out(out, run_name)
+
+    generator, cfg = _load_generator(run_dir)
+    class_names = tuple(getattr(cfg, "class_names", CLASS_NAMES))
+    sha = file_sha256(gen_file)
+    latent = latent_dim_of(generator)
+    n_total = n_per_class * len(class_names)
+    # one seed -> all the noise; image i of class k always gets the same noise row, whatever the batch size
+    noise = noise_for(seed, n_total, latent)
+    labels = np.repeat(np.arange(len(class_names)), n_per_class)
+    index_in_class = np.tile(np.arange(1, n_per_class + 1), len(class_names))
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
+    rows: list[dict[str, str]] = []
+    show = (sys.stderr.isatty() or "ipykernel" in sys.modules) if progress == "auto" else bool(progress)
+    try:
+        for name in class_names:
+            (stage / name).mkdir()
+        with tqdm(total=n_total, desc=f"export {out.name}", unit="img", disable=not show) as bar:
+            for i in range(0, n_total, batch_size):
+                imgs = generate(generator, noise[i:i + batch_size], labels[i:i + batch_size], batch_size=batch_size)
+                for j, img in enumerate(imgs):
+                    k = int(labels[i + j])
+                    rel = f"{class_names[k]}/syn-s{seed}-{int(index_in_class[i + j]):06d}.png"
+                    text = {"Synthetic": "true", "Description": SYNTHETIC_TAG, "Software": SOFTWARE,
+                            "Source-Run": run_name, "Generator-SHA256": sha, "Class": class_names[k], "Seed": str(seed)}
+                    (stage / rel).write_bytes(png_bytes(img, text))
+                    rows.append({"file": rel, "class": class_names[k], "label": str(k), "seed": str(seed),
+                                 "run": run_name, "generator_sha256": sha, "synthetic": "true"})
+                bar.update(len(imgs))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        (stage / MANIFEST_NAME).write_text(buf.getvalue(), encoding="utf-8")
+        _fsync_tree(stage)
+        _swap_into_place(stage, out, run_name)
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise UserError(f"--out {out}: cannot write the export ({e.strerror or e}); free disk space or choose a writable "
+                        f"folder (nothing was left half-written)") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file of a staged export before it becomes visible (one pass, not one fsync per write)."""
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with contextlib.suppress(OSError), open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _swap_into_place(stage: Path, out: Path, run_name: str) -> None:
+    """Rename the staged folder onto OUT; a previous export of the same run is moved aside, then removed."""
+    old: Path | None = None
+    if out.exists():
+        _check_out(out, run_name)  # re-check: another process may have written into OUT meanwhile
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "x")
+    try:
+        os.replace(stage, out)
+    except BaseException:
+        if old is not None:  # put the previous export back: never leave the user with nothing
+            os.replace(old / "x", out)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def cli_sample(args: Any) -> int:
+    """`python -m cxr_utils sample`: export PNGs + manifest and print where they went."""
+    t0 = time.perf_counter()
+    out = export(args.run_dir, args.n_per_class, args.out, seed=args.seed, batch_size=args.batch_size)
+    dt = time.perf_counter() - t0
+    n = len(read_manifest(out))
+    print(f"wrote {n} synthetic PNGs + {MANIFEST_NAME} to {out} in {dt:.1f} s ({n / max(dt, 1e-9):.0f} img/s, model load included)")
+    return 0
