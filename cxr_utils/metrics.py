@@ -1,0 +1,441 @@
+"""Generative metrics on feature arrays (FID, KID, PRDC, memorization, label fidelity) and their feature extractors.
+
+Every metric is a pure numpy/scipy function of feature arrays, so it can be checked against closed-form cases.
+The extractors turn uint8 images (N, S, S) into features; every result names the extractor it used, because
+numbers from different extractors are not comparable (an offline random-init CNN is not InceptionV3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import linalg
+
+from .config import CLASS_NAMES, SMOKE
+from .errors import UserError
+from .io import atomic_write_json
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased) covariance of a feature array (N, D), in float64."""
+    x = _as_2d(feats, "feats")
+    if len(x) < 2:
+        raise ValueError("feature_stats needs at least 2 feature vectors")
+    return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def fid_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+    """Frechet distance ||mu1-mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"fid_from_stats: shapes differ: mu {mu1.shape}/{mu2.shape}, sigma {s1.shape}/{s2.shape}")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        # singular product (fewer samples than dimensions): regularise, as the reference implementation does
+        offset = np.eye(s1.shape[0]) * eps
+        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    if np.iscomplexobj(covmean):
+        covmean = covmean.real  # tiny imaginary parts are round-off of a PSD product
+    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    return max(value, 0.0)  # the distance is >= 0; a tiny negative value is round-off
+
+
+def fid(real_feats: np.ndarray, fake_feats: np.ndarray) -> float:
+    """Frechet Inception Distance between two feature sets (lower is closer)."""
+    mu1, s1 = feature_stats(real_feats)
+    mu2, s2 = feature_stats(fake_feats)
+    return fid_from_stats(mu1, s1, mu2, s2)
+
+
+def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The KID kernel k(x, y) = (x.y / d + 1)^3."""
+    d = x.shape[1]
+    return (x @ y.T / d + 1.0) ** 3
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 between samples x (m, D) and y (n, D) with the cubic polynomial kernel."""
+    m, n = len(x), len(y)
+    if m < 2 or n < 2:
+        raise ValueError("mmd2_unbiased needs at least 2 samples on each side")
+    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(sxx + syy - 2.0 * kxy.mean())
+
+
+def kid(real_feats: np.ndarray, fake_feats: np.ndarray, n_subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float]:
+    """Kernel Inception Distance: mean and std of unbiased MMD^2 over random subsets (without replacement)."""
+    x, y = _as_2d(real_feats, "real_feats"), _as_2d(fake_feats, "fake_feats")
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"kid: feature dimensions differ ({x.shape[1]} vs {y.shape[1]})")
+    m = min(subset_size, len(x), len(y))
+    rng = np.random.default_rng(seed)
+    vals = [mmd2_unbiased(x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)])
+            for _ in range(max(1, n_subsets))]
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Euclidean distances (len(a), len(b)) in float64, computed in chunks to bound memory."""
+    a, b = _as_2d(a, "a"), _as_2d(b, "b")
+    bb = (b * b).sum(axis=1)
+    out = np.empty((len(a), len(b)), np.float64)
+    for i in range(0, len(a), chunk):
+        ai = a[i:i + chunk]
+        d2 = (ai * ai).sum(axis=1)[:, None] + bb[None, :] - 2.0 * ai @ b.T
+        out[i:i + chunk] = np.sqrt(np.maximum(d2, 0.0))
+    return out
+
+
+def _kth_neighbour_radius(feats: np.ndarray, k: int) -> np.ndarray:
+    """Distance from each point to its k-th nearest other point in the same set."""
+    if len(feats) <= k:
+        raise ValueError(f"prdc: need more than k={k} points per set, got {len(feats)}")
+    d = pairwise_distances(feats, feats)
+    # column 0 of the sorted row is the point itself (distance 0)
+    return np.partition(d, k, axis=1)[:, k]
+
+
+def prdc(real_feats: np.ndarray, fake_feats: np.ndarray, k: int = 5) -> dict[str, float]:
+    """Precision, recall, density and coverage (Naeem et al. 2020, k-NN balls; strict '<' as in the reference code)."""
+    real, fake = _as_2d(real_feats, "real_feats"), _as_2d(fake_feats, "fake_feats")
+    real_r = _kth_neighbour_radius(real, k)
+    fake_r = _kth_neighbour_radius(fake, k)
+    d = pairwise_distances(real, fake)  # (n_real, n_fake)
+    inside_real = d < real_r[:, None]  # fake j inside the k-NN ball of real i
+    return {
+        "precision": float(inside_real.any(axis=0).mean()),
+        "recall": float((d < fake_r[None, :]).any(axis=1).mean()),
+        "density": float(inside_real.sum(axis=0).mean() / k),
+        "coverage": float((d.min(axis=1) < real_r).mean()),
+    }
+
+
+def memorization(train_feats: np.ndarray, synth_feats: np.ndarray, test_feats: np.ndarray,
+                 percentile: float = 5.0, n_pairs: int = 8) -> dict[str, Any]:
+    """Nearest-training-image distances of synthetic images against those of held-out real test images.
+
+    A synthetic image closer to a training image than the `percentile`-th test-to-train distance is suspicious:
+    real unseen images are rarely that close. Returns the suspicious fraction and the closest pairs.
+    """
+    d_syn = pairwise_distances(synth_feats, train_feats)
+    d_test = pairwise_distances(test_feats, train_feats)
+    syn_nn, syn_idx = d_syn.min(axis=1), d_syn.argmin(axis=1)
+    test_nn = d_test.min(axis=1)
+    threshold = float(np.percentile(test_nn, percentile))
+    order = np.argsort(syn_nn, kind="stable")[:n_pairs]
+    return {
+        "threshold": threshold,
+        "percentile": float(percentile),
+        "fraction_below_threshold": float((syn_nn < threshold).mean()),
+        "synth_to_train_median": float(np.median(syn_nn)),
+        "test_to_train_median": float(np.median(test_nn)),
+        "median_ratio": float(np.median(syn_nn) / np.median(test_nn)) if np.median(test_nn) > 0 else float("inf"),
+        "closest_pairs": [{"synthetic": int(i), "train": int(syn_idx[i]), "distance": float(syn_nn[i])} for i in order],
+        "n_synthetic": int(len(syn_nn)),
+        "n_test": int(len(test_nn)),
+    }
+
+
+def label_fidelity(probs_or_preds: np.ndarray, generator_labels: np.ndarray,
+                   class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
+    """How often a classifier trained on real images agrees with the label the generator was asked for.
+
+    Accepts class predictions (N,) int, probabilities (N, C), or positive-class probabilities (N,) float.
+    """
+    p = np.asarray(probs_or_preds)
+    labels = np.asarray(generator_labels).astype(np.int64).ravel()
+    if p.ndim == 2:
+        preds = p.argmax(axis=1)
+    elif np.issubdtype(p.dtype, np.floating):
+        preds = (p >= 0.5).astype(np.int64)
+    else:
+        preds = p.astype(np.int64)
+    if len(preds) != len(labels):
+        raise ValueError(f"label_fidelity: {len(preds)} predictions for {len(labels)} labels")
+    agree = preds == labels
+    per_class = {name: (float(agree[labels == c].mean()) if (labels == c).any() else None)
+                 for c, name in enumerate(class_names)}
+    return {"overall": float(agree.mean()) if len(agree) else None, "per_class": per_class, "n": int(len(agree))}
+
+
+def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(a, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected a (N, D) feature array, got shape {x.shape}")
+    return x
+
+
+# ------------------------------------------------------------------------------------------ extractors
+
+
+class ExtractorUnavailable(RuntimeError):
+    """The extractor's weights cannot be had here (e.g. no internet for the ImageNet store)."""
+
+
+@dataclass
+class Extractor:
+    """A named function uint8 images (N, S, S) -> features (N, D)."""
+
+    name: str
+    fn: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Features of uint8 grayscale images."""
+        return np.asarray(self.fn(images), dtype=np.float64)
+
+
+INCEPTION_NOTOP = ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                   "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+                   "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                   "bcbd6486424b2319ff4ef7d526e38f63")
+
+
+def fetch_keras_weights(fname: str, origin: str, file_hash: str) -> Path:
+    """Path of a Keras application weight file (cache under $KERAS_HOME/models or download); raises on failure."""
+    import keras
+
+    # looked up at call time (not `from keras.utils import get_file`) so tests can monkeypatch it;
+    # KERAS_HOME is re-read here because Keras reads it only once, at import
+    return Path(keras.utils.get_file(fname, origin, cache_subdir="models", file_hash=file_hash,
+                                     cache_dir=os.environ.get("KERAS_HOME")))
+
+
+def _gray_to_rgb_float(images: np.ndarray) -> np.ndarray:
+    x = np.asarray(images)
+    if x.ndim == 4:
+        x = x.mean(axis=-1)
+    return np.repeat(x[..., None].astype(np.float32), 3, axis=-1)  # 0..255
+
+
+def inception_extractor(batch_size: int = 64) -> Extractor:
+    """InceptionV3 ImageNet pooled features (2048-d) at 299x299; ExtractorUnavailable when weights can't be had."""
+    import keras
+
+    try:
+        weights = fetch_keras_weights(*INCEPTION_NOTOP)
+    except Exception as e:  # offline: URLError, hash mismatch, permission...
+        raise ExtractorUnavailable(f"InceptionV3 ImageNet weights could not be obtained ({type(e).__name__}: {e})") from e
+    net = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg", input_shape=(299, 299, 3))
+    net.load_weights(str(weights))
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = keras.ops.image.resize(_gray_to_rgb_float(images[i:i + batch_size]), (299, 299), interpolation="bilinear")
+            out.append(keras.ops.convert_to_numpy(net(keras.applications.inception_v3.preprocess_input(x), training=False)))
+        return np.concatenate(out)
+
+    return Extractor("InceptionV3 ImageNet pool3 (2048-d)", fn)
+
+
+def random_cnn_extractor(image_size: int, seed: int = 0, width: int = 32) -> Extractor:
+    """A fixed random-init CNN (seeded initialisers, never trained): a weak but reproducible offline extractor."""
+    import keras
+
+    layers = keras.layers
+    inp = keras.Input((image_size, image_size, 1))
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    for i, f in enumerate((width, width * 2, width * 4)):
+        x = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu",
+                          kernel_initializer=keras.initializers.HeNormal(seed=seed + i))(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    net = keras.Model(inp, x)
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        return net.predict(np.asarray(images, np.float32)[..., None], batch_size=256, verbose=0)
+
+    return Extractor(f"random-init CNN (seed {seed}, {width * 4}-d, untrained)", fn)
+
+
+def train_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: np.ndarray | None = None,
+                            val_labels: np.ndarray | None = None, epochs: int = 15, seed: int = 0,
+                            width: int = 16) -> Any:
+    """A small CNN trained on real images (NORMAL vs PNEUMONIA); early stopping on the real val split if given."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    s = images.shape[1]
+    inp = keras.Input((s, s, 1))
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    for f in (width, width * 2, width * 4):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    feats = layers.Dense(64, activation="relu", name="features")(x)
+    out = layers.Dense(1, activation="sigmoid")(layers.Dropout(0.2)(feats))
+    model = keras.Model(inp, out)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    val = None
+    callbacks = []
+    if val_images is not None and val_labels is not None and len(val_images) > 0:
+        val = (np.asarray(val_images, np.float32)[..., None], np.asarray(val_labels, np.float32))
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True))
+    model.fit(np.asarray(images, np.float32)[..., None], np.asarray(labels, np.float32), epochs=epochs,
+              batch_size=32, validation_data=val, callbacks=callbacks, verbose=0, shuffle=True)
+    return model
+
+
+def domain_extractor(model: Any) -> Extractor:
+    """Penultimate-layer (64-d) features of a domain classifier trained on the real train split."""
+    import keras
+
+    feat_model = keras.Model(model.inputs, model.get_layer("features").output)
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        return feat_model.predict(np.asarray(images, np.float32)[..., None], batch_size=256, verbose=0)
+
+    return Extractor("domain classifier trained on real train split (penultimate 64-d)", fn)
+
+
+def predict_proba(model: Any, images: np.ndarray) -> np.ndarray:
+    """Positive-class (PNEUMONIA) probabilities of a domain classifier."""
+    return model.predict(np.asarray(images, np.float32)[..., None], batch_size=256, verbose=0).ravel()
+
+
+# ------------------------------------------------------------------------------------------- reports
+
+
+def feature_metrics(real_train: np.ndarray, real_test: np.ndarray, synth: np.ndarray, k: int = 5,
+                    kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """FID, KID, PRDC (against real train) and memorization (train vs test) for one feature space."""
+    out: dict[str, Any] = {"n_real": int(len(real_train)), "n_synthetic": int(len(synth))}
+    out["fid"] = fid(real_train, synth) if min(len(real_train), len(synth)) >= 2 else None
+    if min(len(real_train), len(synth)) >= 2:
+        m, s = kid(real_train, synth, kid_subsets, kid_subset_size, seed)
+        out["kid_mean"], out["kid_std"] = m, s
+    kk = min(k, len(real_train) - 1, len(synth) - 1)
+    out["prdc_k"] = int(kk)
+    out["prdc"] = prdc(real_train, synth, kk) if kk >= 1 else None
+    out["memorization"] = memorization(real_train, synth, real_test) if len(real_test) and len(real_train) else None
+    return out
+
+
+def evaluate_synthetic(real_images: dict[str, np.ndarray], real_labels: dict[str, np.ndarray], synth_images: np.ndarray,
+                       synth_labels: np.ndarray, extractors: Sequence[Extractor],
+                       class_names: Sequence[str] = CLASS_NAMES, seed: int = 0, **kw: Any) -> dict[str, Any]:
+    """All feature metrics per extractor, overall and per class; real_* are dicts keyed 'train' and 'test'."""
+    results: dict[str, Any] = {}
+    for ex in extractors:
+        f_tr, f_te, f_sy = ex(real_images["train"]), ex(real_images["test"]), ex(synth_images)
+        entry = {"overall": feature_metrics(f_tr, f_te, f_sy, seed=seed, **kw), "per_class": {}}
+        for c, name in enumerate(class_names):
+            mtr, mte, msy = real_labels["train"] == c, real_labels["test"] == c, synth_labels == c
+            entry["per_class"][name] = feature_metrics(f_tr[mtr], f_te[mte], f_sy[msy], seed=seed, **kw)
+        results[ex.name] = entry
+    return results
+
+
+def build_extractors(kind: str, image_size: int, train_images: np.ndarray | None = None,
+                     domain_model: Any = None, seed: int = 0) -> tuple[list[Extractor], list[str]]:
+    """Extractors for --extractor {auto,inception,domain,random}, plus notes naming any fallback taken."""
+    notes: list[str] = []
+    exs: list[Extractor] = []
+    if kind in ("auto", "inception"):
+        try:
+            exs.append(inception_extractor())
+        except ExtractorUnavailable as e:
+            if kind == "inception":
+                raise UserError(f"--extractor inception: {e}; connect to the internet or use --extractor auto") from None
+            notes.append(f"fallback: {e}; using the offline extractors (domain classifier + random-init CNN) instead")
+    if kind == "domain" or (kind == "auto" and not exs):
+        if domain_model is None:
+            raise ValueError("build_extractors: the domain extractor needs a trained domain_model")
+        exs.append(domain_extractor(domain_model))
+    if kind == "random" or (kind == "auto" and len(exs) == 1 and "domain" in exs[0].name):
+        exs.append(random_cnn_extractor(image_size, seed=seed))
+    return exs, notes
+
+
+def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0,
+                smoke: bool = SMOKE, out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Everything `python -m cxr_utils metrics` reports for a cache and a synthetic folder; writes JSON if `out`."""
+    from . import data, sample
+
+    ds = data.load(npz)
+    x_tr, y_tr = ds.subset("train")
+    x_va, y_va = ds.subset("val")
+    x_te, y_te = ds.subset("test")
+    if len(x_tr) < 2 or len(x_te) < 1:
+        raise UserError(f"--data {npz}: needs real train and test images (train {len(x_tr)}, test {len(x_te)}); rebuild with `prepare`")
+    s = int(x_tr.shape[1])
+    syn_x, syn_y = sample.load_synthetic(synthetic, expected_size=s)
+    domain = train_domain_classifier(x_tr, y_tr, x_va, y_va, epochs=2 if smoke else 15, seed=seed)
+    exs, notes = build_extractors(extractor, s, x_tr, domain_model=domain, seed=seed)
+    kw = dict(kid_subsets=10 if smoke else 100)
+    res = {
+        "data": str(npz), "synthetic": str(synthetic), "source": _source_of(ds), "image_size": s, "seed": int(seed),
+        "smoke": bool(smoke), "notes": notes,
+        "reference": "FID/KID/PRDC against the real train split; memorization: train vs held-out test",
+        "extractors": evaluate_synthetic({"train": x_tr, "test": x_te}, {"train": y_tr, "test": y_te}, syn_x, syn_y, exs,
+                                         seed=seed, **kw),
+        "label_fidelity": {"classifier": "domain classifier trained on real train split",
+                           "real_test_accuracy": float(((predict_proba(domain, x_te) >= 0.5) == y_te).mean()),
+                           **label_fidelity(predict_proba(domain, syn_x), syn_y)},
+    }
+    if out is not None:
+        atomic_write_json(out, _json_safe(res))
+    return res
+
+
+def _source_of(ds: Any) -> str:
+    man = getattr(ds, "manifest", None) or {}
+    return str(man.get("source", "unknown")) if isinstance(man, dict) else "unknown"
+
+
+def _json_safe(obj: Any) -> Any:
+    """Replace non-finite floats by None (JSON has no NaN/inf)."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def metrics_table(res: dict[str, Any]) -> Any:
+    """A pandas table (one row per extractor x class) of a run_metrics result."""
+    import pandas as pd
+
+    rows = []
+    for ex, entry in res["extractors"].items():
+        for scope, m in [("overall", entry["overall"]), *entry["per_class"].items()]:
+            p = m.get("prdc") or {}
+            mem = m.get("memorization") or {}
+            rows.append({"extractor": ex, "class": scope, "n_synthetic": m["n_synthetic"], "FID": m.get("fid"),
+                         "KID": m.get("kid_mean"), "precision": p.get("precision"), "recall": p.get("recall"),
+                         "density": p.get("density"), "coverage": p.get("coverage"),
+                         "memorized_frac": mem.get("fraction_below_threshold")})
+    return pd.DataFrame(rows)
+
+
+def cli_metrics(args: argparse.Namespace) -> int:
+    """`python -m cxr_utils metrics`: write generative metrics JSON for a synthetic folder."""
+    res = run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
+                      smoke=bool(args.smoke or SMOKE), out=args.out)
+    for note in res["notes"]:
+        print(note)
+    for ex, entry in res["extractors"].items():
+        o = entry["overall"]
+        fid_txt = f"{o['fid']:.3f}" if o.get("fid") is not None else "n/a"
+        print(f"[{ex}] FID {fid_txt}  KID {o.get('kid_mean', float('nan')):.4f}  PRDC {o.get('prdc')}")
+    lf = res["label_fidelity"]
+    print(f"label fidelity ({lf['classifier']}): {lf['overall']:.3f}")
+    print(f"wrote {Path(args.out)}")
+    return 0

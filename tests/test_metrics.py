@@ -1,0 +1,140 @@
+"""Generative metrics against closed-form and hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr_utils import metrics as M
+
+
+def _rotation(theta: float) -> np.ndarray:
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, -s], [s, c]])
+
+
+def test_fid_from_stats_exact_commuting_covariances():
+    r = _rotation(0.7)
+    s1 = r @ np.diag([1.0, 4.0]) @ r.T
+    s2 = r @ np.diag([9.0, 1.0]) @ r.T
+    mu1, mu2 = np.array([0.0, 0.0]), np.array([1.0, 2.0])
+    # ||dmu||^2 = 5; Tr S1 + Tr S2 = 15; (S1 S2)^1/2 = R diag(3, 2) R^T -> trace 5 -> 15 - 10 = 5
+    assert M.fid_from_stats(mu1, s1, mu2, s2) == pytest.approx(10.0, abs=1e-9)
+
+
+def test_fid_from_stats_one_dimension_is_mean_and_std_gap():
+    # 1-D: (m1 - m2)^2 + (sd1 - sd2)^2
+    assert M.fid_from_stats([1.0], [[4.0]], [3.0], [[9.0]]) == pytest.approx(4.0 + 1.0, abs=1e-12)
+
+
+def test_fid_of_a_set_against_itself_is_zero():
+    x = np.random.default_rng(0).normal(size=(300, 16))
+    assert M.fid(x, x) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fid_large_gaussian_samples_match_closed_form():
+    rng = np.random.default_rng(1)
+    mu1, mu2 = np.zeros(2), np.array([1.0, 1.0])
+    s1, s2 = np.diag([1.0, 4.0]), np.diag([4.0, 1.0])
+    a = rng.multivariate_normal(mu1, s1, size=40_000)
+    b = rng.multivariate_normal(mu2, s2, size=40_000)
+    # closed form: 2 + (1 + 4 + 4 + 1) - 2 * (2 + 2) = 4
+    assert M.fid(a, b) == pytest.approx(4.0, abs=0.1)
+
+
+def test_fid_survives_more_dimensions_than_samples():
+    x = np.random.default_rng(2).normal(size=(5, 12))
+    assert np.isfinite(M.fid(x, x + 0.1))
+
+
+def test_kid_hand_computed_case_is_exact():
+    # d = 1, k(x, y) = (xy + 1)^3. X = {0, 1}: k(0,1) = 1. Y = {0, 2}: k(0,2) = 1.
+    # cross terms k(0,0)=1, k(0,2)=1, k(1,0)=1, k(1,2)=27 -> mean 7.5.  MMD^2_u = 1 + 1 - 2 * 7.5 = -13
+    mean, std = M.kid(np.array([[0.0], [1.0]]), np.array([[0.0], [2.0]]), n_subsets=3, subset_size=2, seed=0)
+    assert mean == pytest.approx(-13.0, abs=1e-12)
+    assert std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kid_point_masses_closed_form():
+    # all x = (1, 0), all y = (0, 1), d = 2: k(a,a) = k(b,b) = 1.5^3 = 3.375, k(a,b) = 1 -> 6.75 - 2 = 4.75
+    x = np.tile([1.0, 0.0], (6, 1))
+    y = np.tile([0.0, 1.0], (6, 1))
+    mean, std = M.kid(x, y, n_subsets=4, subset_size=5, seed=3)
+    assert mean == pytest.approx(4.75, abs=1e-12)
+    assert std == pytest.approx(0.0, abs=1e-12)
+
+
+def test_kid_is_near_zero_for_the_same_distribution_and_not_for_a_shift():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(1000, 8)), rng.normal(size=(1000, 8))
+    same, _ = M.kid(a, b, n_subsets=20, subset_size=500, seed=0)
+    shifted, _ = M.kid(a, b + 1.0, n_subsets=20, subset_size=500, seed=0)
+    assert abs(same) < 0.02
+    assert shifted > 50 * abs(same) and shifted > 0.5
+
+
+def test_prdc_hand_computed_points():
+    # 1-D, k = 1. Real {0, 1, 3.5, 7, 12}: radii 1, 1, 2.5, 3.5, 5. Fake {0.5, 5, 20, 20.5}: radii 4.5, 4.5, .5, .5.
+    # precision: 0.5 (in ball of 0) and 5 (ball of 3.5) -> 2/4. density: 0.5 in 2 balls, 5 in 2 balls -> 4/(1*4).
+    # recall: every real but 12 lies in the ball of 0.5 or 5 -> 4/5. coverage: nearest fake inside own ball
+    # for 0, 1, 3.5, 7 but not 12 (7 > 5) -> 4/5.
+    real = np.array([0.0, 1.0, 3.5, 7.0, 12.0])[:, None]
+    fake = np.array([0.5, 5.0, 20.0, 20.5])[:, None]
+    assert M.prdc(real, fake, k=1) == pytest.approx({"precision": 0.5, "recall": 0.8, "density": 1.0, "coverage": 0.8})
+
+
+def test_prdc_same_set_is_perfect_in_precision_recall_coverage():
+    x = np.random.default_rng(5).normal(size=(50, 4))
+    r = M.prdc(x, x, k=3)
+    assert r["precision"] == 1.0 and r["recall"] == 1.0 and r["coverage"] == 1.0
+
+
+def test_memorization_hand_computed():
+    train = np.array([[0.0], [10.0], [20.0]])
+    test = np.array([[1.0], [12.0], [25.0], [16.0]])  # nearest train distances 1, 2, 5, 4 -> 50th percentile 3
+    synth = np.array([[10.5], [19.0], [5.0], [0.0]])  # nearest 0.5 (train 1), 1 (train 2), 5 (train 0, first tie), 0 (train 0)
+    r = M.memorization(train, synth, test, percentile=50, n_pairs=2)
+    assert r["threshold"] == pytest.approx(3.0)
+    assert r["fraction_below_threshold"] == pytest.approx(0.75)
+    assert r["closest_pairs"] == [{"synthetic": 3, "train": 0, "distance": 0.0}, {"synthetic": 0, "train": 1, "distance": 0.5}]
+    assert r["synth_to_train_median"] == pytest.approx(0.75)
+    assert r["test_to_train_median"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("pred", [np.array([0, 1, 1, 0]),
+                                  np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]]),
+                                  np.array([0.1, 0.8, 0.6, 0.3])])
+def test_label_fidelity_accepts_preds_and_probs(pred):
+    r = M.label_fidelity(pred, np.array([0, 1, 0, 0]))
+    assert r["overall"] == pytest.approx(0.75)
+    assert r["per_class"] == pytest.approx({"NORMAL": 2 / 3, "PNEUMONIA": 1.0})
+    assert r["n"] == 4
+
+
+def test_random_cnn_extractor_is_fixed_by_its_seed():
+    imgs = np.random.default_rng(6).integers(0, 256, size=(4, 32, 32), dtype=np.uint8)
+    a = M.random_cnn_extractor(32, seed=7)(imgs)
+    b = M.random_cnn_extractor(32, seed=7)(imgs)
+    c = M.random_cnn_extractor(32, seed=8)(imgs)
+    assert a.shape == (4, 128)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert "random-init" in M.random_cnn_extractor(32, seed=7).name
+
+
+def test_inception_unavailable_offline_falls_back_with_a_note(monkeypatch, tmp_path):
+    import keras
+
+    def no_network(*a, **k):
+        raise OSError("network unreachable (test)")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    with pytest.raises(M.ExtractorUnavailable, match="InceptionV3 ImageNet weights could not be obtained"):
+        M.inception_extractor()
+    from cxr_utils.errors import UserError
+
+    with pytest.raises(UserError, match="--extractor inception"):
+        M.build_extractors("inception", 32)
+    exs, notes = M.build_extractors("random", 32)
+    assert [e.name.startswith("random-init") for e in exs] == [True]
