@@ -1,0 +1,307 @@
+"""ConditionalGAN: an ACGAN `keras.Model` whose every random draw is keyed by (seed, step), with an EMA generator."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .config import GANConfig
+
+# independent random streams inside one train step; the key of stream k at step t is (seed, t * N_STREAMS + k)
+N_STREAMS = 16
+S_NOISE_D, S_LABELS_D, S_AUG_REAL, S_AUG_FAKE, S_NOISE_G, S_LABELS_G, S_AUG_G = range(7)
+# key used for the fixed sample-grid noise: no training step ever uses a negative counter
+FIXED_NOISE_KEY = -1
+
+
+def rng_key(seed: int, step: tf.Tensor | int, stream: int) -> tf.Tensor:
+    """Stateless RNG key (int64 shape [2]) for one stream of one training step."""
+    step = tf.cast(step, tf.int64)
+    return tf.stack([tf.constant(seed, tf.int64), step * N_STREAMS + stream])
+
+
+# ---------------------------------------------------------------- losses (per example, float32)
+
+def adversarial_d_loss(kind: str, real_score: tf.Tensor, fake_score: tf.Tensor) -> tf.Tensor:
+    """Per-example discriminator adversarial loss for lsgan | bce | hinge; scores (B, 1) -> (B,)."""
+    r = tf.reshape(tf.cast(real_score, tf.float32), [-1])
+    f = tf.reshape(tf.cast(fake_score, tf.float32), [-1])
+    if kind == "lsgan":  # least squares: real -> 1, fake -> 0 (the seed's MSE)
+        return tf.square(r - 1.0) + tf.square(f)
+    if kind == "bce":  # logits; softplus(-x) = -log(sigmoid(x)) without overflow
+        return tf.nn.softplus(-r) + tf.nn.softplus(f)
+    if kind == "hinge":
+        return tf.nn.relu(1.0 - r) + tf.nn.relu(1.0 + f)
+    raise ValueError(f"unknown adversarial loss {kind!r}")
+
+
+def adversarial_g_loss(kind: str, fake_score: tf.Tensor) -> tf.Tensor:
+    """Per-example generator adversarial loss (non-saturating for bce); scores (B, 1) -> (B,)."""
+    f = tf.reshape(tf.cast(fake_score, tf.float32), [-1])
+    if kind == "lsgan":
+        return tf.square(f - 1.0)
+    if kind == "bce":
+        return tf.nn.softplus(-f)
+    if kind == "hinge":
+        return -f
+    raise ValueError(f"unknown adversarial loss {kind!r}")
+
+
+def class_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Per-example sparse softmax cross-entropy from logits -> (B,)."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
+
+
+def real_threshold(kind: str) -> float:
+    """Score above which D calls an image real (0.5 for least squares, 0 for logit-like scores)."""
+    return 0.5 if kind == "lsgan" else 0.0
+
+
+# ---------------------------------------------------------------- stateless draws
+
+def balanced_labels(n: int, num_classes: int, key: tf.Tensor) -> tf.Tensor:
+    """n labels, each class n // K or n // K + 1 times, in an order keyed by `key` -> int32 (n,)."""
+    base = tf.range(n, dtype=tf.int32) % num_classes
+    # the remainder classes rotate with the key, so no class is favoured over many steps
+    shift = tf.random.stateless_uniform([], key, 0, num_classes, dtype=tf.int32)
+    base = (base + shift) % num_classes
+    order = tf.argsort(tf.random.stateless_uniform([n], key + tf.constant([0, 1], tf.int64)))
+    return tf.gather(base, order)
+
+
+def diff_augment(x: tf.Tensor, policy: str, key: tf.Tensor, offset: tf.Tensor | int = 0,
+                 global_batch: int | None = None) -> tf.Tensor:
+    """DiffAugment (Zhao et al. 2020): color, translation, cutout on images in [-1, 1], differentiable.
+
+    Parameters are drawn for `global_batch` images from `key` and rows [offset, offset + B) are used, so a
+    replica of a multi-device run augments its slice exactly as a single device would.
+    """
+    policies = [p.strip() for p in policy.split(",") if p.strip()]
+    if not policies:
+        return x
+    x = tf.cast(x, tf.float32)
+    b = tf.shape(x)[0]
+    n = global_batch if global_batch is not None else b
+    s = x.shape[1]
+
+    def draw(i: int, shape: list, lo: float = 0.0, hi: float = 1.0, dtype: tf.DType = tf.float32) -> tf.Tensor:
+        k = key + tf.constant([0, 1000 + i], tf.int64)
+        v = tf.random.stateless_uniform([n, *shape], k, lo, hi, dtype=dtype)
+        return v[offset:offset + b]
+
+    for p in policies:
+        if p == "color":
+            x = x + (draw(0, [1, 1, 1]) - 0.5)  # brightness
+            m = tf.reduce_mean(x, axis=3, keepdims=True)
+            x = (x - m) * (draw(1, [1, 1, 1]) * 2.0) + m  # saturation (a no-op on grey 1-channel images)
+            m = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+            x = (x - m) * (draw(2, [1, 1, 1]) + 0.5) + m  # contrast
+        elif p == "translation":
+            pad = int(s * 0.125 + 0.5)
+            ty = draw(3, [], -pad, pad + 1, tf.int32)
+            tx = draw(4, [], -pad, pad + 1, tf.int32)
+            xp = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+            grid = tf.range(s, dtype=tf.int32)[None, :]
+            rows = grid + pad - ty[:, None]
+            cols = grid + pad - tx[:, None]
+            x = tf.gather(xp, rows, axis=1, batch_dims=1)
+            x = tf.gather(x, cols, axis=2, batch_dims=1)
+        elif p == "cutout":
+            size = int(s * 0.5 + 0.5)
+            cy = draw(5, [], 0, s + (1 - size % 2), tf.int32)
+            cx = draw(6, [], 0, s + (1 - size % 2), tf.int32)
+            grid = tf.range(s, dtype=tf.int32)[None, :]
+            in_y = (grid >= (cy - size // 2)[:, None]) & (grid < (cy - size // 2 + size)[:, None])
+            in_x = (grid >= (cx - size // 2)[:, None]) & (grid < (cx - size // 2 + size)[:, None])
+            hole = tf.cast(in_y[:, :, None] & in_x[:, None, :], x.dtype)
+            x = x * (1.0 - hole)[..., None]
+        else:
+            raise ValueError(f"unknown DiffAugment policy {p!r}; use color, translation, cutout")
+    return x
+
+
+# ---------------------------------------------------------------- the model
+
+def _replica_info() -> tuple[tf.Tensor | int, int]:
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        return 0, 1
+    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+
+class ConditionalGAN(keras.Model):
+    """ACGAN: G(noise, label) vs D(image, label) -> (real score, class logits), trained by `fit`.
+
+    Call `compile(d_optimizer=..., g_optimizer=...)`, then `fit` on batches `(images float32 [-1, 1], labels int32)`
+    of exactly `cfg.batch_size` images (global batch). The EMA generator is what sampling uses.
+    """
+
+    def __init__(self, cfg: GANConfig, generator: keras.Model, discriminator: keras.Model,
+                 ema_generator: keras.Model | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        self.generator = generator
+        self.discriminator = discriminator
+        self.ema_generator = ema_generator if ema_generator is not None else generator
+        if self.ema_generator is not generator:
+            self.ema_generator.set_weights(generator.get_weights())
+        # the only RNG state: every random draw of a step is keyed by (seed, step)
+        self.step = keras.Variable(0, dtype="int64", trainable=False, name="gan_step", aggregation="only_first_replica")
+        names = ["d_loss", "g_loss", "d_acc_real", "d_acc_fake", "d_class_acc_real", "d_class_acc_fake"]
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.built = True
+
+    def call(self, inputs, training=False):
+        """EMA generator forward: [noise, labels] -> images."""
+        return self.ema_generator(inputs, training=training)
+
+    def compile(self, d_optimizer: keras.optimizers.Optimizer, g_optimizer: keras.optimizers.Optimizer, **kwargs) -> None:
+        """Attach both optimizers (wrap them in LossScaleOptimizer for fp16)."""
+        super().compile(**kwargs)
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+
+    def build_optimizers(self) -> None:
+        """Create both optimizers' slot variables now, so a checkpoint can be restored into them."""
+        if not self.d_optimizer.built:
+            self.d_optimizer.build(self.discriminator.trainable_variables)
+        if not self.g_optimizer.built:
+            self.g_optimizer.build(self.generator.trainable_variables)
+
+    @property
+    def metrics(self) -> list:
+        return list(self.trackers.values())
+
+    def _apply(self, optimizer, loss: tf.Tensor, tape: tf.GradientTape, variables: list) -> None:
+        scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+        grads = tape.gradient(scaled, variables)
+        optimizer.apply(grads, variables)
+
+    def train_step(self, data):
+        """One D update and one G update on a (real images, labels) batch; returns the running metrics."""
+        cfg = self.cfg
+        real, labels = data
+        real = tf.cast(real, tf.float32)
+        labels = tf.cast(labels, tf.int32)
+        rid, _ = _replica_info()
+        local = tf.shape(real)[0]
+        gb = cfg.batch_size
+        offset = tf.cast(rid, tf.int32) * local
+        step = self.step.value
+        seed = cfg.seed
+        k = cfg.num_classes
+
+        def noise(stream: int) -> tf.Tensor:
+            z = tf.random.stateless_normal([gb, cfg.latent_dim], rng_key(seed, step, stream))
+            return z[offset:offset + local]
+
+        def gen_labels(stream: int) -> tf.Tensor:
+            return balanced_labels(gb, k, rng_key(seed, step, stream))[offset:offset + local]
+
+        def aug(x: tf.Tensor, stream: int) -> tf.Tensor:
+            return diff_augment(x, cfg.diffaugment, rng_key(seed, step, stream), offset, gb)
+
+        # discriminator step
+        z, fake_labels = noise(S_NOISE_D), gen_labels(S_LABELS_D)
+        fake = self.generator([z, fake_labels], training=True)
+        with tf.GradientTape() as tape:
+            r_score, r_logits = self.discriminator([aug(real, S_AUG_REAL), labels], training=True)
+            f_score, f_logits = self.discriminator([aug(fake, S_AUG_FAKE), fake_labels], training=True)
+            per_ex = adversarial_d_loss(cfg.adv_loss, r_score, f_score) + cfg.class_loss_weight * class_loss(labels, r_logits)
+            if cfg.d_class_on_fake:
+                per_ex = per_ex + cfg.class_loss_weight * class_loss(fake_labels, f_logits)
+            # divide by the GLOBAL batch: replicas' gradients are summed
+            d_loss = tf.reduce_sum(per_ex) / gb
+        self._apply(self.d_optimizer, d_loss, tape, self.discriminator.trainable_variables)
+
+        # generator step (fresh noise and labels)
+        z2, labels2 = noise(S_NOISE_G), gen_labels(S_LABELS_G)
+        with tf.GradientTape() as tape:
+            fake2 = self.generator([z2, labels2], training=True)
+            g_score, g_logits = self.discriminator([aug(fake2, S_AUG_G), labels2], training=True)
+            per_ex_g = adversarial_g_loss(cfg.adv_loss, g_score) + cfg.class_loss_weight * class_loss(labels2, g_logits)
+            g_loss = tf.reduce_sum(per_ex_g) / gb
+        self._apply(self.g_optimizer, g_loss, tape, self.generator.trainable_variables)
+
+        self._update_ema(step)
+        self.step.assign_add(1)
+
+        thr = real_threshold(cfg.adv_loss)
+        n_local = tf.cast(local, tf.float32)
+        t = self.trackers
+        t["d_loss"].update_state(tf.reduce_sum(per_ex) / n_local, sample_weight=n_local)
+        t["g_loss"].update_state(tf.reduce_sum(per_ex_g) / n_local, sample_weight=n_local)
+        t["d_acc_real"].update_state(tf.cast(tf.reshape(r_score, [-1]) > thr, tf.float32))
+        t["d_acc_fake"].update_state(tf.cast(tf.reshape(f_score, [-1]) <= thr, tf.float32))
+        t["d_class_acc_real"].update_state(tf.cast(tf.argmax(r_logits, -1, output_type=tf.int32) == labels, tf.float32))
+        t["d_class_acc_fake"].update_state(tf.cast(tf.argmax(f_logits, -1, output_type=tf.int32) == fake_labels, tf.float32))
+        return {name: m.result() for name, m in t.items()}
+
+    def _update_ema(self, step: tf.Tensor) -> None:
+        """ema <- d * ema + (1 - d) * G for trainable weights (copy before ema_start_step); copy non-trainable."""
+        if self.ema_generator is self.generator:
+            return
+        decay = tf.where(step < self.cfg.ema_start_step, 0.0, float(self.cfg.ema_decay))
+        pairs = list(zip(self.ema_generator.trainable_variables, self.generator.trainable_variables, strict=True))
+        copies = list(zip(self.ema_generator.non_trainable_variables, self.generator.non_trainable_variables, strict=True))
+
+        def ema_fn(avg, var):
+            return avg.assign(decay * avg + (1.0 - decay) * tf.cast(var, avg.dtype))
+
+        def copy_fn(avg, var):
+            return avg.assign(tf.cast(var, avg.dtype))
+
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or not tf.distribute.has_strategy():
+            for a, v in pairs:
+                ema_fn(a, v)
+            for a, v in copies:
+                copy_fn(a, v)
+            return
+
+        def merged(strategy):  # cross-replica: update each mirrored copy from its device's G weights
+            for a, v in pairs:
+                strategy.extended.update(a.value, ema_fn, args=(v.value,), group=False)
+            for a, v in copies:
+                strategy.extended.update(a.value, copy_fn, args=(v.value,), group=False)
+
+        ctx.merge_call(merged)
+
+    # ------------------------------------------------------------ state for checkpoints
+
+    def state_variables(self) -> dict[str, keras.Variable]:
+        """Every variable a bit-exact resume needs, by stable name (optimizer learning rates excluded: config rules)."""
+        out: dict[str, keras.Variable] = {"step": self.step}
+        for prefix, model in (("g", self.generator), ("d", self.discriminator), ("ema", self.ema_generator)):
+            for i, v in enumerate(model.variables):
+                out[f"{prefix}/{i:04d}"] = v
+        for prefix, opt in (("gopt", self.g_optimizer), ("dopt", self.d_optimizer)):
+            for i, v in enumerate(opt.variables):
+                if v.path.endswith("learning_rate"):
+                    continue
+                out[f"{prefix}/{i:04d}"] = v
+        return out
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """All state as named numpy arrays."""
+        return {k: np.asarray(v.numpy()) for k, v in self.state_variables().items()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore from get_state() output; a missing or misshapen array is a ValueError."""
+        variables = self.state_variables()
+        missing = sorted(set(variables) - set(state))
+        if missing:
+            raise ValueError(f"checkpoint lacks {len(missing)} variables (e.g. {missing[:3]}): it was written by another model")
+        for k, v in variables.items():
+            a = state[k]
+            if tuple(a.shape) != tuple(v.shape):
+                raise ValueError(f"checkpoint variable {k} has shape {a.shape}, model expects {tuple(v.shape)}")
+            v.assign(a)
+
+    def fixed_noise(self, n_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+        """The run's fixed sample-grid inputs: noise (K * n, latent) and labels, one block of n per class."""
+        k = self.cfg.num_classes
+        z = tf.random.stateless_normal([k * n_per_class, self.cfg.latent_dim], rng_key(self.cfg.seed, FIXED_NOISE_KEY, 0))
+        labels = np.repeat(np.arange(k, dtype=np.int32), n_per_class)
+        return z.numpy(), labels

@@ -1,0 +1,106 @@
+"""Generator and discriminator builders for the class-conditional GAN (ACGAN), generic in size, channels, classes."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+from .config import GANConfig
+
+# the widest feature map, in multiples of the base filters: keeps 128 px models from exploding in size
+MAX_FILTER_MULT = 8
+
+
+def _n_blocks(image_size: int) -> int:
+    """Number of 2x resampling blocks between 4x4 and image_size."""
+    n = int(round(math.log2(image_size / 4)))
+    if 4 * 2**n != image_size:
+        raise ValueError(f"image_size must be 4 * 2**n, got {image_size}")
+    return n
+
+
+def generator_filters(cfg: GANConfig) -> list[int]:
+    """Output filters of each generator block, from 4x4 up to image_size (the last block has g_base_filters)."""
+    n = _n_blocks(cfg.image_size)
+    return [cfg.g_base_filters * min(2 ** (n - 1 - i), MAX_FILTER_MULT) for i in range(n)]
+
+
+def discriminator_filters(cfg: GANConfig) -> list[int]:
+    """Output filters of each discriminator block, from image_size down to 4x4."""
+    n = _n_blocks(cfg.image_size)
+    return [cfg.d_base_filters * min(2**i, MAX_FILTER_MULT) for i in range(n)]
+
+
+def _norm(kind: str, name: str, dtype: str | None) -> layers.Layer | None:
+    if kind == "layer":
+        return layers.LayerNormalization(name=name, dtype=dtype)
+    if kind == "batch":
+        return layers.BatchNormalization(name=name, momentum=0.9, dtype=dtype)
+    return None  # "none": the discriminator gets spectral normalization instead
+
+
+def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "generator") -> keras.Model:
+    """G([noise (B, latent_dim) float32, labels (B,) int32]) -> images (B, S, S, C) float32 in [-1, 1]."""
+    noise = keras.Input(shape=(cfg.latent_dim,), dtype="float32", name="noise")
+    label = keras.Input(shape=(), dtype="int32", name="label")
+    filters = generator_filters(cfg)
+    emb = layers.Embedding(cfg.num_classes, cfg.embed_dim, name="label_embedding", dtype=dtype)(label)
+    x = layers.Concatenate(name="noise_and_label", dtype=dtype)([noise, emb])
+    start = filters[0] if len(filters) == 1 else min(filters[0] * 2, cfg.g_base_filters * MAX_FILTER_MULT)
+    x = layers.Dense(4 * 4 * start, use_bias=cfg.norm == "none", name="project", dtype=dtype)(x)
+    x = layers.Reshape((4, 4, start), name="to_4x4", dtype=dtype)(x)
+    nl = _norm(cfg.norm, "project_norm", dtype)
+    if nl is not None:
+        x = nl(x)
+    x = layers.ReLU(name="project_relu", dtype=dtype)(x)
+    for i, f in enumerate(filters):
+        if cfg.g_upsample == "transpose":
+            x = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=cfg.norm == "none", name=f"up{i}_conv",
+                                       dtype=dtype)(x)
+        else:
+            x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_resize", dtype=dtype)(x)
+            x = layers.Conv2D(f, 3, padding="same", use_bias=cfg.norm == "none", name=f"up{i}_conv", dtype=dtype)(x)
+        nl = _norm(cfg.norm, f"up{i}_norm", dtype)
+        if nl is not None:
+            x = nl(x)
+        x = layers.ReLU(name=f"up{i}_relu", dtype=dtype)(x)
+    # output layer in float32 so mixed precision never quantises the image
+    x = layers.Conv2D(cfg.channels, 3, padding="same", name="to_image", dtype="float32")(x)
+    out = layers.Activation("tanh", name="tanh", dtype="float32")(x)
+    return keras.Model([noise, label], out, name=name)
+
+
+def build_discriminator(cfg: GANConfig, dtype: str | None = None, name: str = "discriminator") -> keras.Model:
+    """D([images (B, S, S, C), labels (B,) int32]) -> [score (B, 1) float32, class logits (B, K) float32]."""
+    s = cfg.image_size
+    image = keras.Input(shape=(s, s, cfg.channels), dtype="float32", name="image")
+    label = keras.Input(shape=(), dtype="int32", name="label")
+    spectral = cfg.norm == "none"
+
+    def conv(f: int, n: str) -> layers.Layer:
+        c = layers.Conv2D(f, 4, strides=2, padding="same", name=n, dtype=dtype)
+        return layers.SpectralNormalization(c, name=f"{n}_sn", dtype=dtype) if spectral else c
+
+    lmap = layers.Embedding(cfg.num_classes, s * s, name="label_map_embedding", dtype=dtype)(label)
+    lmap = layers.Reshape((s, s, 1), name="label_map", dtype=dtype)(lmap)
+    x = layers.Concatenate(name="image_and_label", dtype=dtype)([image, lmap])
+    for i, f in enumerate(discriminator_filters(cfg)):
+        x = conv(f, f"down{i}_conv")(x)
+        if i > 0:  # no norm on the first block (DCGAN practice): it would wash out the image statistics
+            nl = _norm(cfg.norm, f"down{i}_norm", dtype)
+            if nl is not None:
+                x = nl(x)
+        x = layers.LeakyReLU(0.2, name=f"down{i}_lrelu", dtype=dtype)(x)
+        if i == 0 and cfg.label_into_features:
+            # seed variant: the label also enters as a map beside the first feature maps
+            h = s // 2
+            fmap = layers.Embedding(cfg.num_classes, h * h, name="label_feature_embedding", dtype=dtype)(label)
+            fmap = layers.Reshape((h, h, 1), name="label_feature_map", dtype=dtype)(fmap)
+            x = layers.Concatenate(name="features_and_label", dtype=dtype)([x, fmap])
+    x = layers.Flatten(name="flatten", dtype=dtype)(x)
+    # heads in float32: losses and accuracies must not see bf16/fp16 rounding
+    score = layers.Dense(1, name="score", dtype="float32")(x)
+    logits = layers.Dense(cfg.num_classes, name="class_logits", dtype="float32")(x)
+    return keras.Model([image, label], [score, logits], name=name)

@@ -1,0 +1,528 @@
+"""Train a ConditionalGAN into a run folder: exact resume, atomic checkpoints, NaN guard, lock, precision, devices.
+
+Run folder: config.json, checkpoints/ (ckpt-EEEE.npz + latest.json, the last 2 kept), samples/epoch-NNNN.png,
+metrics.csv, tb/, generator.keras (the EMA generator), lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import errno
+import fcntl
+import hashlib
+import io
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import io as cio
+from .config import GANConfig, smoke_overrides
+from .errors import RunLocked, TrainingDiverged, UserError
+from .gan import ConditionalGAN
+from .models import build_discriminator, build_generator
+
+METRIC_COLUMNS = ["epoch", "d_loss", "g_loss", "d_acc_real", "d_acc_fake", "d_class_acc_real", "d_class_acc_fake",
+                  "seconds", "images_per_second"]
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+# config fields that may change when resuming; everything else defines the run and must match config.json
+RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sample_every", "g_lr", "d_lr", "deterministic"}
+KEEP_CHECKPOINTS = 2
+
+
+# ---------------------------------------------------------------- precision and devices
+
+def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
+    """True if /proc/cpuinfo lists avx512_bf16 or amx_bf16 (fast bf16 matmuls on CPU)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def resolve_precision(requested: str, deterministic: bool = False) -> str:
+    """auto -> fp16 on GPUs with compute capability >= 7, bf16 on TPUs and bf16-capable CPUs, else fp32."""
+    if requested != "auto":
+        return requested
+    if deterministic:
+        return "fp32"  # bit-identical runs are only promised in fp32
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
+        return "fp16" if tuple(cc) >= (7, 0) else "fp32"
+    if tf.config.list_physical_devices("TPU"):
+        return "bf16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def make_strategy(distribute: str = "auto") -> tf.distribute.Strategy:
+    """auto: MirroredStrategy over all GPUs when there are several, else the default strategy.
+
+    "mirrored" forces MirroredStrategy over the logical GPUs, or over the logical CPUs when there are no GPUs
+    (used by the tests with 2 logical CPU devices); "default" forces one device.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if distribute == "default" or (distribute == "auto" and len(gpus) < 2):
+        return tf.distribute.get_strategy()
+    if distribute not in ("auto", "mirrored"):
+        raise UserError(f"distribute: expected auto|mirrored|default, got {distribute!r}")
+    devices = [d.name for d in gpus] if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+# ---------------------------------------------------------------- building
+
+def build_gan(cfg: GANConfig, precision: str = "fp32") -> ConditionalGAN:
+    """A compiled ConditionalGAN with both optimizers built (call inside the strategy scope)."""
+    policy = POLICIES[precision]
+    g = build_generator(cfg, dtype=policy, name="generator")
+    d = build_discriminator(cfg, dtype=policy, name="discriminator")
+    ema = build_generator(cfg, dtype="float32", name="ema_generator") if cfg.ema_decay > 0 else None
+    gan = ConditionalGAN(cfg, g, d, ema)
+    d_opt = keras.optimizers.Adam(cfg.d_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="d_adam")
+    g_opt = keras.optimizers.Adam(cfg.g_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="g_adam")
+    if precision == "fp16":  # fp16 gradients underflow without loss scaling; each optimizer keeps its own scale
+        d_opt = keras.optimizers.LossScaleOptimizer(d_opt, name="d_loss_scale")
+        g_opt = keras.optimizers.LossScaleOptimizer(g_opt, name="g_loss_scale")
+    gan.compile(d_optimizer=d_opt, g_optimizer=g_opt, jit_compile=False)
+    gan.build_optimizers()
+    return gan
+
+
+# ---------------------------------------------------------------- data
+
+def _model_view(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (N,S,S) or (N,S,S,C) -> uint8 (N,S,S,channels) (grey copied into channels)."""
+    a = np.asarray(images)
+    if a.ndim == 3:
+        a = a[..., None]
+    if a.shape[-1] != channels:
+        if a.shape[-1] == 1:
+            a = np.repeat(a, channels, axis=-1)
+        else:
+            a = a.mean(axis=-1, keepdims=True).round().astype(np.uint8)
+            a = np.repeat(a, channels, axis=-1)
+    return np.ascontiguousarray(a)
+
+
+def cap_per_class(labels: np.ndarray, max_per_class: int | None, seed: int) -> np.ndarray:
+    """Indices keeping at most max_per_class images of each class (a seeded choice), in original order."""
+    labels = np.asarray(labels)
+    if not max_per_class:
+        return np.arange(len(labels))
+    rng = np.random.default_rng([seed, 7])
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) > max_per_class:
+            idx = np.sort(rng.choice(idx, max_per_class, replace=False))
+        keep.append(idx)
+    return np.sort(np.concatenate(keep))
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The shuffle order of one epoch: a pure function of (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def make_dataset(images_u8: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, first_epoch: int,
+                 epochs: int) -> tf.data.Dataset:
+    """Batches (float32 [-1, 1], int32) for epochs [first_epoch, epochs); order per epoch from epoch_order()."""
+    n = len(images_u8)
+    steps = n // batch_size
+    # the whole index stream is computed up front: it is tiny (epochs * N ints) and makes resume trivially exact
+    order = np.concatenate([epoch_order(seed, e, n)[: steps * batch_size] for e in range(first_epoch, epochs)]) \
+        if epochs > first_epoch else np.zeros((0,), np.int64)
+    imgs = tf.constant(images_u8)
+    labs = tf.constant(np.asarray(labels, np.int32))
+
+    def fetch(idx):
+        x = tf.cast(tf.gather(imgs, idx), tf.float32) / 127.5 - 1.0
+        return x, tf.gather(labs, idx)
+
+    ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64)).batch(batch_size, drop_remainder=True)
+    return ds.map(fetch, num_parallel_calls=1, deterministic=True).prefetch(2)
+
+
+# ---------------------------------------------------------------- run folder pieces
+
+class RunLock:
+    """An exclusive flock on run_dir/lock; the OS drops it when the process dies, even on kill -9."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / "lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise RunLocked(f"{self.path.parent}: another trainer (pid {holder}) is using this run folder; "
+                                f"wait for it to finish or choose another --run-dir") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class Checkpoints:
+    """ckpt-EEEE.npz files (all state, written atomically) + latest.json; the newest KEEP_CHECKPOINTS are kept."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.dir = Path(run_dir) / "checkpoints"
+
+    def path(self, epoch: int) -> Path:
+        return self.dir / f"ckpt-{epoch:04d}.npz"
+
+    def save(self, epoch: int, state: dict[str, np.ndarray]) -> Path:
+        """Write one checkpoint, then point latest.json at it, then prune old ones (each step atomic)."""
+        p = self.path(epoch)
+        arrays = {k.replace("/", "."): v for k, v in state.items()}
+        cio.atomic_save_npz(p, meta_epoch=np.int64(epoch), **arrays)
+        cio.atomic_write_json(self.dir / "latest.json", {"file": p.name, "epoch": epoch, "step": int(state["step"])})
+        for old in self.files()[KEEP_CHECKPOINTS:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+        return p
+
+    def files(self) -> list[Path]:
+        """Checkpoint files, newest epoch first (temp files of interrupted writes are ignored)."""
+        if not self.dir.is_dir():
+            return []
+        found = [p for p in self.dir.glob("ckpt-*.npz") if p.stem[5:].isdigit()]
+        return sorted(found, key=lambda p: int(p.stem[5:]), reverse=True)
+
+    def load_latest(self) -> tuple[int, dict[str, np.ndarray], Path] | None:
+        """(epoch, state, path) of the newest readable checkpoint, or None if there is none."""
+        candidates: list[Path] = []
+        with contextlib.suppress(Exception):
+            candidates.append(self.dir / cio.read_json(self.dir / "latest.json")["file"])
+        candidates += [p for p in self.files() if p not in candidates]
+        # a newer file than latest.json names can exist (killed between the two writes): prefer the newest
+        candidates.sort(key=lambda p: int(p.stem[5:]) if p.stem[5:].isdigit() else -1, reverse=True)
+        for p in candidates:
+            try:
+                raw = cio.load_npz(p)
+                epoch = int(raw.pop("meta_epoch"))
+            except Exception as e:  # a damaged file: fall back to the previous one
+                print(f"warning: skipping unreadable checkpoint {p} ({type(e).__name__})", file=sys.stderr)
+                continue
+            return epoch, {k.replace(".", "/"): v for k, v in raw.items()}, p
+        return None
+
+
+def read_metrics(path: Path, max_epoch: int | None = None) -> list[dict[str, str]]:
+    """Rows of metrics.csv (epoch <= max_epoch if given)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [r for r in rows if max_epoch is None or int(r["epoch"]) <= max_epoch]
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.csv atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in METRIC_COLUMNS})
+    cio.atomic_write_text(path, buf.getvalue())
+
+
+def _in_notebook() -> bool:
+    return "ipykernel" in sys.modules
+
+
+class RunCallback(keras.callbacks.Callback):
+    """Per batch: the NaN guard. Per epoch: metrics.csv, TensorBoard, sample grid, checkpoint (in that order)."""
+
+    def __init__(self, run_dir: Path, gan: ConditionalGAN, ckpts: Checkpoints, rows: list[dict[str, Any]],
+                 steps_per_epoch: int, last_good: tuple[int, Path], show_samples: bool):
+        super().__init__()
+        self.run_dir, self.gan, self.ckpts, self.rows = run_dir, gan, ckpts, rows
+        self.cfg = gan.cfg
+        self.steps_per_epoch = steps_per_epoch
+        self.last_good = last_good
+        self.show_samples = show_samples
+        self.bad: dict[str, Any] | None = None
+        self.epoch_now = 0
+        self.writer = tf.summary.create_file_writer(str(run_dir / "tb"))
+        self.fixed = gan.fixed_noise(self.cfg.n_fixed_noise)
+        self.t0 = time.perf_counter()
+        self.images_seen = 0
+        self.train_seconds = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.epoch_now = epoch
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        for k, v in (logs or {}).items():
+            val = float(np.asarray(v))
+            if not math.isfinite(val):
+                self.bad = {"name": k, "value": val, "epoch": self.epoch_now + 1,
+                            "step": self.epoch_now * self.steps_per_epoch + batch + 1}
+                self.model.stop_training = True
+                return
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if self.bad is not None:
+            return  # never record or checkpoint a diverged state
+        e = epoch + 1
+        secs = time.perf_counter() - self.t0
+        n_img = self.steps_per_epoch * self.cfg.batch_size
+        self.train_seconds += secs
+        self.images_seen += n_img
+        row: dict[str, Any] = {"epoch": e}
+        for k in METRIC_COLUMNS[1:-2]:
+            row[k] = f"{float(np.asarray((logs or {}).get(k, float('nan')))):.6g}"
+        row["seconds"] = f"{secs:.3f}"
+        row["images_per_second"] = f"{n_img / max(secs, 1e-9):.2f}"
+        for k, v in row.items():
+            if k != "epoch" and not math.isfinite(float(v)):
+                self.bad = {"name": k, "value": float(v), "epoch": e, "step": e * self.steps_per_epoch}
+                self.model.stop_training = True
+                return
+        # order matters for kill -9: metrics and samples first, the checkpoint last (resume truncates to it)
+        self.rows.append(row)
+        write_metrics(self.run_dir / "metrics.csv", self.rows)
+        with self.writer.as_default():
+            for k in METRIC_COLUMNS[1:]:
+                tf.summary.scalar(k, float(row[k]), step=e)
+        self.writer.flush()
+        last = e == self.cfg.epochs
+        if e % self.cfg.sample_every == 0 or last:
+            self._sample_grid(e)
+        if e % self.cfg.checkpoint_every == 0 or last:
+            p = self.ckpts.save(e, self.gan.get_state())
+            self.last_good = (e, p)
+
+    def _sample_grid(self, e: int) -> Path:
+        from . import plots
+
+        z, labels = self.fixed
+        imgs = self.gan.ema_generator([tf.constant(z), tf.constant(labels)], training=False).numpy()
+        n = self.cfg.n_fixed_noise
+        rows = [imgs[i * n:(i + 1) * n] for i in range(self.cfg.num_classes)]
+        fig = plots.image_grid(rows, row_titles=list(self.cfg.class_names), title=f"epoch {e} (EMA generator, fixed noise)")
+        path = plots.save_figure(fig, self.run_dir / "samples" / f"epoch-{e:04d}.png")
+        plots.plt.close(fig)
+        if self.show_samples:
+            from IPython.display import Image, display
+
+            display(Image(filename=str(path)))
+        return path
+
+
+# ---------------------------------------------------------------- the public entry points
+
+def _check_resumable(saved: dict[str, Any], cfg: GANConfig, run_dir: Path) -> None:
+    now = cfg.to_dict()
+    for k, v in saved.items():
+        if k in RESUMABLE_CHANGES or k == "precision" or k not in now:
+            continue
+        if now[k] != v:
+            raise UserError(f"{run_dir / 'config.json'}: the run was trained with {k}={v!r}, now {k}={now[k]!r}; "
+                            f"resume with the same settings or choose another --run-dir")
+
+
+def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray, resume: bool = False,
+          progress: str | bool | int = "auto", *, data_info: dict[str, Any] | None = None, distribute: str = "auto",
+          show_samples: bool | None = None) -> dict[str, Any]:
+    """Train (or resume) a ConditionalGAN on uint8 images (N,S,S[,C]) and int labels into run_dir; returns a summary."""
+    cfg = cfg.validate()
+    run_dir = Path(run_dir)
+    images = np.asarray(images)
+    labels = np.asarray(labels).astype(np.int64)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[1:3] != (cfg.image_size, cfg.image_size):
+        raise UserError(f"images: expected uint8 (N, {cfg.image_size}, {cfg.image_size}[, C]), got {images.dtype} "
+                        f"{images.shape}; set image_size to the data's size")
+    if len(labels) != len(images) or (len(labels) and (labels.min() < 0 or labels.max() >= cfg.num_classes)):
+        raise UserError(f"labels: expected {len(images)} ints in [0, {cfg.num_classes}), got {len(labels)} "
+                        f"in [{labels.min() if len(labels) else '-'}, {labels.max() if len(labels) else '-'}]")
+    keep = cap_per_class(labels, cfg.max_per_class, cfg.seed)
+    x, y = _model_view(images[keep], cfg.channels), labels[keep]
+    if len(x) < cfg.batch_size:
+        raise UserError(f"data: {len(x)} training images is fewer than batch_size={cfg.batch_size}; lower --batch-size")
+
+    with RunLock(run_dir):
+        return _train_locked(cfg, run_dir, x, y, resume, progress, data_info, distribute, show_samples)
+
+
+def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, resume: bool, progress: Any,
+                  data_info: dict[str, Any] | None, distribute: str, show_samples: bool | None) -> dict[str, Any]:
+    ckpts = Checkpoints(run_dir)
+    found = ckpts.load_latest()
+    if found is not None and not resume:
+        raise UserError(f"{run_dir}: already holds a run (checkpoint {found[2].name}); pass --resume to continue it "
+                        f"or choose another --run-dir")
+    cfg_path = run_dir / "config.json"
+    saved = cio.read_json(cfg_path) if cfg_path.is_file() else None
+    if found is not None and saved is not None:
+        _check_resumable({k: v for k, v in saved.items() if k != "data"}, cfg, run_dir)
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    precision = resolve_precision(cfg.precision, cfg.deterministic)
+    strategy = make_strategy(distribute)
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be a multiple of the {replicas} devices")
+
+    counts = {cfg.class_names[c]: int((y == c).sum()) for c in range(cfg.num_classes)}
+    info = dict(data_info or {})
+    info.update(n_train=int(len(y)), per_class=counts)
+    # GANConfig fields at the top level (GANConfig.from_dict reads them back); provenance under "data"
+    info.update(precision_resolved=precision, replicas=replicas)
+    if found is not None and saved is not None and "data" in saved:
+        info = {**saved["data"], **info}
+    cio.atomic_write_json(cfg_path, {**cfg.to_dict(), "data": info})
+
+    steps = len(x) // cfg.batch_size
+    with strategy.scope():
+        gan = build_gan(cfg, precision)
+        if found is not None:
+            start_epoch, state, ckpt_path = found
+            try:
+                gan.set_state(state)
+            except ValueError as e:
+                raise UserError(f"{ckpt_path}: {e}; resume with the run's own config or choose another --run-dir") from None
+            if int(state["step"]) != start_epoch * steps:
+                raise UserError(f"{ckpt_path}: step {int(state['step'])} does not match epoch {start_epoch} x {steps} "
+                                f"steps; the data or batch size changed since the run started")
+        else:
+            start_epoch = 0
+            ckpt_path = ckpts.save(0, gan.get_state())  # a fresh run is resumable (and has a last good state) at once
+        rows = read_metrics(run_dir / "metrics.csv", start_epoch)
+        write_metrics(run_dir / "metrics.csv", rows)  # drop epochs after the checkpoint (a kill after metrics, before ckpt)
+
+        if show_samples is None:
+            show_samples = _in_notebook()
+        if progress == "auto":
+            verbose = 1 if (_in_notebook() or sys.stdout.isatty()) else 2
+        else:
+            verbose = int(progress) if not isinstance(progress, bool) else (1 if progress else 0)
+        cb = RunCallback(run_dir, gan, ckpts, rows, steps, (start_epoch, ckpt_path), show_samples)
+        t0 = time.perf_counter()
+        if start_epoch < cfg.epochs:
+            ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs)
+            gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, verbose=verbose,
+                    callbacks=[cb])
+        seconds = time.perf_counter() - t0
+        if cb.bad is not None:
+            e, p = cb.last_good
+            b = cb.bad
+            raise TrainingDiverged(f"{run_dir}: training diverged: {b['name']}={b['value']} at epoch {b['epoch']}, step "
+                                   f"{b['step']}; the last good checkpoint is {p} (epoch {e}); lower g_lr/d_lr and "
+                                   f"rerun with --resume")
+        gen_path = run_dir / "generator.keras"
+        with cio.atomic_path(gen_path) as tmp:
+            gan.ema_generator.save(tmp)
+    last = rows[-1] if rows else {}
+    return {
+        "run_dir": str(run_dir), "epochs": cfg.epochs, "resumed_from_epoch": start_epoch if found else None,
+        "step": int(gan.step.numpy()), "seconds": seconds, "train_seconds": cb.train_seconds,
+        "images_per_second": cb.images_seen / cb.train_seconds if cb.train_seconds else None,
+        "precision": precision, "replicas": replicas, "generator": str(gen_path),
+        "metrics": {k: float(v) for k, v in last.items() if k != "epoch"} | ({"epoch": int(last["epoch"])} if last else {}),
+    }
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANConfig, resume: bool = False,
+                   **kwargs: Any) -> dict[str, Any]:
+    """Train on the `train` split of a cached dataset .npz (see cxr_utils.data); records its provenance."""
+    npz = Path(npz)
+    if not npz.is_file():
+        raise UserError(f"--data {npz}: file not found; build it with `python -m cxr_utils prepare`")
+    try:
+        arrays = cio.load_npz(npz)
+    except Exception as e:
+        raise UserError(f"--data {npz}: not a readable .npz ({type(e).__name__}); rebuild it with `prepare --force`") from None
+    for key in ("images", "labels"):
+        if key not in arrays:
+            raise UserError(f"--data {npz}: has no '{key}' array; rebuild it with `python -m cxr_utils prepare --force`")
+    images, labels = arrays["images"], arrays["labels"]
+    if "split" in arrays:
+        m = arrays["split"].astype(str) == "train"
+        if not m.any():
+            raise UserError(f"--data {npz}: no images in the 'train' split")
+        images, labels = images[m], labels[m]
+    if images.ndim >= 3 and images.shape[1] != cfg.image_size:
+        print(f"note: image_size set to {images.shape[1]} to match {npz.name}", file=sys.stderr)
+        cfg = cfg.replace(image_size=int(images.shape[1]))
+    manifest = npz.with_name(npz.name[: -len(".npz")] + ".manifest.json")
+    info = {"npz": str(npz.resolve()), "npz_sha256": _sha256(npz), "manifest": str(manifest) if manifest.is_file() else None,
+            "manifest_sha256": _sha256(manifest), "split": "train"}
+    return train(cfg, run_dir, images, labels, resume=resume, data_info=info, **kwargs)
+
+
+def load_generator(run_dir: str | os.PathLike) -> tuple[keras.Model, GANConfig]:
+    """The run's EMA generator (safe_mode loading) and its GANConfig."""
+    run_dir = Path(run_dir)
+    gen, cfg_path = run_dir / "generator.keras", run_dir / "config.json"
+    if not gen.is_file() or not cfg_path.is_file():
+        raise UserError(f"{run_dir}: no generator.keras/config.json; train first (python -m cxr_utils train --run-dir {run_dir} ...)")
+    saved = cio.read_json(cfg_path)
+    cfg = GANConfig.from_dict({k: v for k, v in saved.items() if k != "data"})
+    model = keras.models.load_model(gen, safe_mode=True, compile=False)
+    return model, cfg
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    """`python -m cxr_utils train`: config file or the run's saved config, then flags, then --smoke sizes."""
+    run_dir = Path(args.run_dir)
+    saved = run_dir / "config.json"
+    if args.config:
+        cfg = GANConfig.from_file(args.config)
+    elif args.resume and saved.is_file():
+        cfg = GANConfig.from_dict({k: v for k, v in cio.read_json(saved).items() if k != "data"})
+    else:
+        cfg = GANConfig()
+    if getattr(args, "smoke", False):
+        cfg = cfg.replace(**smoke_overrides())
+    cfg = cfg.replace(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
+                      max_per_class=args.max_per_class, deterministic=True if args.deterministic else None)
+    out = train_from_npz(args.data, run_dir, cfg, resume=args.resume)
+    m = out["metrics"]
+    print(f"trained {run_dir}: epoch {m.get('epoch', out['epochs'])}/{out['epochs']}, step {out['step']}, "
+          f"{out['precision']}, d_loss {m.get('d_loss', float('nan')):.4f}, g_loss {m.get('g_loss', float('nan')):.4f}; "
+          f"generator: {out['generator']}")
+    return 0
