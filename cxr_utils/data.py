@@ -467,8 +467,8 @@ def safe_extract_tree(archive: str | os.PathLike, target: str | os.PathLike) -> 
             raise UserError(f"{archive}: no train|val|test/NORMAL|PNEUMONIA folders inside; expected the Kaggle "
                             f"{KAGGLE_DATASET} archive")
         n_root = len(root)
-        stats = {"tree": "/".join(root) or ".", "extracted": 0, "ignored_macosx": 0, "ignored_appledouble": 0,
-                 "ignored_outside_tree": 0}
+        # `._*` files inside the tree are extracted (tiny) so the scan names them as skipped in the summary
+        stats = {"tree": "/".join(root) or ".", "extracted": 0, "ignored_macosx": 0, "ignored_outside_tree": 0}
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
         try:
@@ -477,9 +477,6 @@ def safe_extract_tree(archive: str | os.PathLike, target: str | os.PathLike) -> 
                 parts = PurePosixPath(info.filename).parts
                 if "__MACOSX" in parts:
                     stats["ignored_macosx"] += 1
-                    continue
-                if parts[-1].startswith("._"):
-                    stats["ignored_appledouble"] += 1
                     continue
                 if tuple(parts[:n_root]) != root or len(parts) <= n_root + 2 or parts[n_root].lower() not in SPLITS:
                     stats["ignored_outside_tree"] += 1  # e.g. the nested duplicate chest_xray/chest_xray/

@@ -1,0 +1,577 @@
+"""Each source's parsing on fixtures built here (generated images), bad inputs, splits, cache staleness, zip safety."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr_utils import data
+from cxr_utils.cli import main as cli_main
+from cxr_utils.errors import UserError
+
+# ---------------------------------------------------------------------------------------------- fixtures helpers
+
+def fake_xray(seed: int, h: int = 96, w: int = 80) -> np.ndarray:
+    """A generated grey image with structure (gradient + blobs + noise), different per seed."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 60 + 80 * (yy / h) + 40 * np.sin(xx / (3 + seed % 5))
+    for _ in range(3):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(5, 20)
+        img += 60 * (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r)
+    img += rng.normal(0, 8, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(arr: np.ndarray, mode: str = "L") -> bytes:
+    b = io.BytesIO()
+    Image.fromarray(arr).convert(mode).save(b, "JPEG", quality=95)
+    return b.getvalue()
+
+
+def png_bytes(im: Image.Image) -> bytes:
+    b = io.BytesIO()
+    im.save(b, "PNG")
+    return b.getvalue()
+
+
+def kaggle_names(split: str, k: int) -> list[tuple[str, str, int]]:
+    """(class folder, file name, seed) in Kaggle's naming: IM-NNNN normals, personNNN pneumonias (2 per patient)."""
+    base = {"train": 0, "val": 500, "test": 900}[split]
+    out = []
+    for i in range(k):
+        out.append(("NORMAL", f"IM-{base + i:04d}-0001.jpeg", base + i))
+        out.append(("PNEUMONIA", f"person{base + i // 2}_bacteria_{base + i}.jpeg", 10_000 + base + i))
+    return out
+
+
+def make_folder(root: Path, splits: dict[str, int] | None = None, flat_k: int = 6) -> Path:
+    """A folder source: NORMAL/ PNEUMONIA/ either flat or under train/ val/ test/."""
+    if splits is None:
+        for cls, name, seed in kaggle_names("train", flat_k):
+            p = root / cls / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(jpeg_bytes(fake_xray(seed)))
+        return root
+    for s, k in splits.items():
+        for cls, name, seed in kaggle_names(s, k):
+            p = root / s / cls / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(jpeg_bytes(fake_xray(seed)))
+    return root
+
+
+def make_kaggle_zip(path: Path, extra: dict[str, bytes] | None = None) -> Path:
+    """A small Kaggle-layout archive: chest_xray/{train,val,test}, __MACOSX/._*, and the nested duplicate tree."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for s, k in {"train": 6, "val": 2, "test": 2}.items():
+            for cls, name, seed in kaggle_names(s, k):
+                b = jpeg_bytes(fake_xray(seed))
+                zf.writestr(f"chest_xray/{s}/{cls}/{name}", b)
+                zf.writestr(f"chest_xray/chest_xray/{s}/{cls}/{name}", b)  # the nested duplicate tree
+                zf.writestr(f"__MACOSX/chest_xray/{s}/{cls}/._{name}", b"\x00\x05\x16\x07mac")
+                zf.writestr(f"chest_xray/__MACOSX/{s}/{cls}/._{name}", b"\x00\x05\x16\x07mac")
+        zf.writestr("chest_xray/train/NORMAL/._IM-0000-0001.jpeg", b"\x00\x05\x16\x07mac")
+        zf.writestr("chest_xray/.DS_Store", b"\x00\x00\x00\x01Bud1")
+        for name, b in (extra or {}).items():
+            zf.writestr(name, b)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- sample (real)
+
+def test_sample_split_is_grouped_stratified_and_stated(sample_npz):
+    ds = data.load(sample_npz)
+    c = data.counts(ds)
+    # the fixed-seed split of the 16 real images (15 patients): 5+5 train, 2+2 val, 1+1 test
+    assert c == {"train": {"NORMAL": 5, "PNEUMONIA": 5}, "val": {"NORMAL": 2, "PNEUMONIA": 2},
+                 "test": {"NORMAL": 1, "PNEUMONIA": 1}}
+    rep = data.leakage_report(ds)
+    assert rep["shared_patients"] == {} and rep["n_patients"] == 15
+    both = ds.split[ds.patient == "person1946"]
+    assert len(both) == 2 and both[0] == both[1]  # the two images of one patient stay together
+    assert rep["pixel_groups"] == [] and rep["file_groups"] == []
+    assert set(ds.patient[ds.labels == 0]) == {f"IM-{n}" for n in (1427, 1430, 1431, 1436, 1437, 1438, 1440, 1442)}
+
+
+def test_cli_prepare_sample_prints_table(sample_data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("CXR_DATA_DIR", str(sample_data_dir))
+    t0 = time.perf_counter()
+    assert cli_main(["prepare", "--source", "sample"]) == 0
+    dt = time.perf_counter() - t0
+    out = capsys.readouterr().out
+    assert "source: sample (--source sample; cache is current)" in out
+    assert [ln.split() for ln in out.splitlines() if ln.startswith(("train", "val ", "test", "total"))] == [
+        ["train", "5", "5", "10"], ["val", "2", "2", "4"], ["test", "1", "1", "2"], ["total", "8", "8", "16"]]
+    assert "skipped: 0 file(s)" in out and "patients in more than one split: 0" in out
+    assert str(sample_data_dir / "sample-64.npz") in out
+    assert dt < 1.0  # a current cache loads, it is not rebuilt
+
+
+# ---------------------------------------------------------------------------------------------- folder source
+
+def test_folder_flat_grouped_split_and_cache_staleness(tmp_path):
+    root = make_folder(tmp_path / "flat", flat_k=10)
+    out = tmp_path / "c" / "f.npz"
+    r1 = data.prepare_verbose("folder", path=root, out=out, progress=False)
+    assert r1.rebuilt
+    ds = data.load(out)
+    assert ds.images.shape == (20, 64, 64)
+    assert data.leakage_report(ds)["shared_patients"] == {}
+    assert all(min(v.values()) >= 1 for v in data.counts(ds).values())  # every split holds both classes
+    m = ds.manifest
+    assert m["images"][0]["sha256"] == hashlib.sha256((root / m["images"][0]["path"]).read_bytes()).hexdigest()
+    assert {e["patient"] for e in m["images"] if e["class"] == "PNEUMONIA"} == {f"person{i}" for i in range(5)}
+
+    t0 = time.perf_counter()
+    r2 = data.prepare_verbose("folder", path=root, out=out, progress=False)
+    assert not r2.rebuilt and time.perf_counter() - t0 < 1.0
+    before = out.read_bytes()
+
+    # a file added, changed, removed: each is noticed and rebuilt
+    (root / "NORMAL" / "IM-0077-0001.jpeg").write_bytes(jpeg_bytes(fake_xray(77)))
+    r3 = data.prepare_verbose("folder", path=root, out=out, progress=False)
+    assert r3.rebuilt and len(data.load(out)) == 21 and out.read_bytes() != before
+    victim = root / "NORMAL" / "IM-0001-0001.jpeg"
+    victim.write_bytes(jpeg_bytes(255 - fake_xray(1)))
+    assert data.prepare_verbose("folder", path=root, out=out, progress=False).rebuilt
+    new_sha = next(e["sha256"] for e in data.load(out).manifest["images"] if e["path"].endswith("IM-0001-0001.jpeg"))
+    assert new_sha == hashlib.sha256(victim.read_bytes()).hexdigest()
+    victim.unlink()
+    assert data.prepare_verbose("folder", path=root, out=out, progress=False).rebuilt
+    assert len(data.load(out)) == 20
+    # same seed, same split; the cache is bit-identical when rebuilt from the same files
+    a = data.load(out)
+    data.prepare("folder", path=root, out=out, force=True, progress=False)
+    b = data.load(out)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.split, b.split)
+
+
+def test_folder_with_official_splits_keeps_test(tmp_path):
+    root = make_folder(tmp_path / "tree", splits={"train": 10, "val": 2, "test": 3})
+    # a test patient also present in train: its train image must be dropped (no leakage)
+    (root / "train" / "PNEUMONIA" / "person901_virus_1.jpeg").write_bytes(jpeg_bytes(fake_xray(4242)))
+    out = data.prepare("folder", path=root, progress=False)
+    assert out == Path(os.environ["CXR_DATA_DIR"]) / "folder-64.npz"
+    ds = data.load(out)
+    test_paths = sorted(e["path"] for e in ds.manifest["images"] if e["split"] == "test")
+    assert test_paths == sorted(p.relative_to(root).as_posix() for p in (root / "test").rglob("*.jpeg"))
+    assert ds.manifest["excluded"] == [{"path": "train/PNEUMONIA/person901_virus_1.jpeg",
+                                         "reason": "patient also in the official test split"}]
+    assert data.leakage_report(ds)["n_shared_patients"] == 0
+    c = data.counts(ds)
+    assert c["test"] == {"NORMAL": 3, "PNEUMONIA": 3}
+    assert sum(c["train"].values()) + sum(c["val"].values()) == 24 and min(c["val"].values()) >= 1
+
+
+def test_bad_files_are_skipped_and_named(tmp_path, capsys):
+    root = make_folder(tmp_path / "bad", flat_k=4)
+    good = jpeg_bytes(fake_xray(5, 200, 200))
+    n = root / "NORMAL"
+    (n / "zero.jpeg").write_bytes(b"")
+    (n / "truncated.jpeg").write_bytes(good[: len(good) // 2])
+    (n / "garbage.jpeg").write_bytes(os.urandom(3000))
+    (n / "notes.txt").write_text("radiologist notes, not an image")
+    (n / "._IM-0001-0001.jpeg").write_bytes(b"\x00\x05\x16\x07mac")
+    (n / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    png = png_bytes(Image.fromarray(fake_xray(6)))
+    (root / "PNEUMONIA" / "cut.png").write_bytes(png[: len(png) - 40])
+    assert cli_main(["prepare", "--source", "folder", "--path", str(root)]) == 0
+    out = capsys.readouterr().out
+    reasons = {s["path"]: s["reason"] for s in data.load(Path(os.environ["CXR_DATA_DIR"]) / "folder-64.npz").manifest["skipped"]}
+    assert reasons["NORMAL/zero.jpeg"] == "empty file (0 bytes)"
+    assert reasons["NORMAL/truncated.jpeg"] == "truncated JPEG (no end-of-image marker)"
+    assert reasons["NORMAL/garbage.jpeg"].startswith("not an image")
+    assert reasons["NORMAL/notes.txt"].startswith("not an image")
+    assert reasons["NORMAL/._IM-0001-0001.jpeg"].startswith("macOS resource fork")
+    assert reasons["NORMAL/.DS_Store"].startswith("hidden file")
+    assert reasons["PNEUMONIA/cut.png"].startswith("corrupt or truncated image")
+    assert "skipped: 7 file(s)" in out
+    for path in reasons:
+        assert f"  {path}: " in out  # every skipped file is named in the summary
+
+
+@pytest.mark.parametrize("case", ["missing_class", "empty_class", "all_unreadable", "no_folder", "empty_split_class"])
+def test_bad_folders_are_one_clear_error(tmp_path, capsys, case):
+    root = tmp_path / "ds"
+    if case == "missing_class":
+        make_folder(root, flat_k=2)
+        for p in (root / "PNEUMONIA").iterdir():
+            p.unlink()
+        (root / "PNEUMONIA").rmdir()
+        expect = [str(root), "missing class folder PNEUMONIA/"]
+    elif case == "empty_class":
+        make_folder(root, flat_k=2)
+        for p in (root / "NORMAL").iterdir():
+            p.unlink()
+        expect = [str(root / "NORMAL"), "holds no files"]
+    elif case == "all_unreadable":
+        make_folder(root, flat_k=2)
+        for p in (root / "NORMAL").iterdir():
+            p.write_bytes(b"")
+        expect = [str(root), "no readable NORMAL images"]
+    elif case == "no_folder":
+        expect = [str(root), "folder not found"]
+    else:
+        make_folder(root, splits={"train": 2, "test": 1})
+        (root / "test" / "PNEUMONIA").mkdir(exist_ok=True)
+        for p in (root / "test" / "PNEUMONIA").iterdir():
+            p.unlink()
+        expect = [str(root / "test" / "PNEUMONIA"), "holds no files"]
+    cache = Path(os.environ["CXR_DATA_DIR"]) / "folder-64.npz"
+    with pytest.raises(UserError) as ei:
+        data.prepare("folder", path=root, progress=False)
+    assert all(e in str(ei.value) for e in expect), str(ei.value)
+    assert cli_main(["prepare", "--source", "folder", "--path", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and expect[1] in err
+    assert not cache.exists()
+
+
+def test_failed_rebuild_keeps_old_cache(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "ds", flat_k=4)
+    out = data.prepare("folder", path=root, progress=False)
+    mp = data.manifest_path(out)
+    old_npz, old_manifest = out.read_bytes(), mp.read_bytes()
+    (root / "NORMAL" / "IM-0050-0001.jpeg").write_bytes(jpeg_bytes(fake_xray(50)))
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # a crash half-way through the rebuild
+
+    monkeypatch.setattr(data, "duplicate_audit", boom)
+    with pytest.raises(KeyboardInterrupt):
+        data.prepare("folder", path=root, progress=False)
+    assert out.read_bytes() == old_npz and mp.read_bytes() == old_manifest
+    assert sorted(p.name for p in out.parent.iterdir()) == ["folder-64.manifest.json", "folder-64.npz"]
+
+
+# ---------------------------------------------------------------------------------------------- preprocessing
+
+def test_odd_modes_are_converted_not_skipped(tmp_path):
+    size = 32
+    cases = {
+        "cmyk.jpg": (lambda: _save(Image.new("CMYK", (40, 48), (0, 0, 0, 128)), "JPEG"), 127),
+        "u16.png": (lambda: png_bytes(Image.fromarray(np.full((40, 40), 32896, np.uint16))), 128),
+        "palette.png": (lambda: png_bytes(Image.new("RGB", (40, 40), (255, 0, 0)).convert("P")), 76),
+        "rgba.png": (lambda: png_bytes(Image.new("RGBA", (40, 40), (200, 200, 200, 128))), 100),
+        "la.png": (lambda: png_bytes(Image.new("LA", (40, 40), (200, 255))), 200),
+        "bilevel.png": (lambda: png_bytes(Image.new("1", (40, 40), 1)), 255),
+        "small_rgb.png": (lambda: png_bytes(Image.new("RGB", (12, 20), (10, 20, 30))), 18),
+        "float.tif": (lambda: _save(Image.fromarray(np.full((40, 40), 0.5, np.float32)), "TIFF"), 128),
+    }
+    for name, (make, expected) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(make())
+        img = data.preprocess_image(p, size)
+        assert img.shape == (size, size) and img.dtype == np.uint8, name
+        assert abs(int(np.median(img)) - expected) <= 2, (name, int(np.median(img)), expected)
+
+
+def _save(im: Image.Image, fmt: str) -> bytes:
+    b = io.BytesIO()
+    im.save(b, fmt)
+    return b.getvalue()
+
+
+def test_center_crop_and_reduced_decode(tmp_path):
+    # left half black, right half white, landscape 2:1: the centre crop keeps both halves equally
+    a = np.zeros((512, 1024), np.uint8)
+    a[:, 512:] = 255
+    sq = data.square_resize(a, 64)
+    assert sq.shape == (64, 64) and sq[:, :30].max() == 0 and sq[:, 34:].min() == 255
+    # a large JPEG takes the 1/8 DCT path and matches a full decode + area resize closely
+    big = np.kron(fake_xray(3, 128, 128), np.ones((8, 8), np.uint8))  # 1024 x 1024
+    data_bytes = jpeg_bytes(big)
+    reduced, method = data.decode_bytes(data_bytes, 64)
+    assert method == "opencv/8"
+    import cv2
+
+    full = cv2.resize(cv2.imdecode(np.frombuffer(data_bytes, np.uint8), cv2.IMREAD_GRAYSCALE), (64, 64),
+                      interpolation=cv2.INTER_AREA)
+    assert np.abs(reduced.astype(int) - full.astype(int)).mean() < 2.0
+    assert data.decode_bytes(data_bytes, 128)[1] == "opencv/8"  # 1024/8 = 128 >= 128
+    assert data.decode_bytes(jpeg_bytes(fake_xray(1, 200, 150)), 64)[1] == "opencv/2"  # 150/2 = 75 >= 64
+
+
+def test_workers_match_in_process(tmp_path):
+    root = make_folder(tmp_path / "w", flat_k=6)
+    files = sorted(root.rglob("*.jpeg"))
+    one = data.decode_files(files, 64, workers=1, progress=False)
+    two = data.decode_files(files, 64, workers=2, progress=False)
+    assert len(one) == len(two) == 12
+    for (a, sa, ma), (b, sb, mb) in zip(one, two, strict=True):
+        assert np.array_equal(a, b) and sa == sb and ma == mb
+
+
+def test_model_view_round_trip():
+    x = np.array([[[0, 255], [127, 128]]], np.uint8)
+    v = data.to_model_view(x)
+    assert v.shape == (1, 2, 2, 3) and v.dtype == np.float32
+    assert v[0, 0, 0].tolist() == [-1.0, -1.0, -1.0] and v[0, 0, 1, 0] == 1.0
+    assert np.isclose(v[0, 1, 0, 0], 127 / 127.5 - 1)
+    assert data.to_model_view(x[..., None], channels=1).shape == (1, 2, 2, 1)
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    assert np.array_equal(data.from_model_view(data.to_model_view(imgs)), imgs)
+
+
+# ---------------------------------------------------------------------------------------------- splits, duplicates
+
+def test_grouped_split_no_patient_in_two_splits():
+    rng = np.random.default_rng(1)
+    groups = np.repeat([f"p{i}" for i in range(120)], rng.integers(1, 5, 120))
+    labels = np.array([int(g[1:]) % 3 == 0 for g in groups], dtype=np.int64)
+    fr = {"train": 0.6, "val": 0.2, "test": 0.2}
+    s = data.grouped_split(labels, groups, fr, seed=7)
+    for g in np.unique(groups):
+        assert len(set(s[groups == g])) == 1
+    for k in (0, 1):
+        n = (labels == k).sum()
+        for name, f in fr.items():
+            assert abs(((s == name) & (labels == k)).sum() - f * n) <= 3
+    assert np.array_equal(s, data.grouped_split(labels, groups, fr, seed=7))
+    assert not np.array_equal(s, data.grouped_split(labels, groups, fr, seed=8))
+
+
+def test_duplicate_audit_within_and_across(tmp_path):
+    root = make_folder(tmp_path / "d", flat_k=8)
+    src = (root / "NORMAL" / "IM-0000-0001.jpeg").read_bytes()
+    for i in (90, 91, 92, 93, 94, 95):  # six copies under other patient ids: some land in another split
+        (root / "NORMAL" / f"IM-{i:04d}-0001.jpeg").write_bytes(src)
+    ds = data.load(data.prepare("folder", path=root, progress=False))
+    rep = data.leakage_report(ds)
+    assert len(rep["pixel_groups"]) == 1 and len(rep["pixel_groups"][0]["indices"]) == 7
+    assert len(rep["file_groups"]) == 1
+    g = rep["pixel_groups"][0]
+    assert g["across_splits"] == (len(g["splits"]) > 1)
+    assert rep["pixel_groups_across_splits"] + rep["pixel_groups_within_split"] == 1
+    assert ds.manifest["duplicates"]["pixel_groups"][0]["indices"] == g["indices"]
+
+
+# ---------------------------------------------------------------------------------------------- kaggle
+
+def test_kaggle_zip_takes_one_tree_and_ignores_macosx(tmp_path, capsys):
+    z = make_kaggle_zip(tmp_path / "chest-xray-pneumonia.zip")
+    assert cli_main(["prepare", "--source", "kaggle", "--path", str(z), "--size", "32"]) == 0
+    out_npz = Path(os.environ["CXR_DATA_DIR"]) / "kaggle-32.npz"
+    ds = data.load(out_npz)
+    assert ds.images.shape == (20, 32, 32)  # 10 per class once, not twice (nested duplicate ignored)
+    assert data.counts(ds)["test"] == {"NORMAL": 2, "PNEUMONIA": 2}  # official test untouched
+    assert sorted(e["path"] for e in ds.manifest["images"] if e["split"] == "test") == sorted(
+        f"test/{c}/{n}" for c, n, _ in kaggle_names("test", 2))
+    assert data.leakage_report(ds)["n_shared_patients"] == 0
+    arc = ds.manifest["origin"]["archive"]
+    assert arc["tree"] == "chest_xray" and arc["extracted"] == 21
+    assert arc["ignored_macosx"] == 40 and arc["ignored_outside_tree"] == 20 + 1
+    assert ds.manifest["skipped"] == [{"path": "train/NORMAL/._IM-0000-0001.jpeg",
+                                       "reason": "macOS resource fork (._*), not an image"}]
+    assert "train/NORMAL/._IM-0000-0001.jpeg: macOS resource fork" in capsys.readouterr().out
+    # a second run reuses both the extraction and the cache
+    r = data.prepare_verbose("kaggle", path=z, size=32, progress=False)
+    assert not r.rebuilt
+
+
+@pytest.mark.parametrize("member", ["../evil.jpeg", "/tmp/evil-abs.jpeg", "chest_xray/train/NORMAL/link.jpeg"])
+def test_zip_with_unsafe_members_cannot_write_outside(tmp_path, member):
+    z = tmp_path / "archive.zip"
+    make_kaggle_zip(z)
+    with zipfile.ZipFile(z, "a") as zf:
+        info = zipfile.ZipInfo(member)
+        if member.endswith("link.jpeg"):
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "../../../../outside.jpeg")
+        else:
+            zf.writestr(info, jpeg_bytes(fake_xray(1)))
+    target = tmp_path / "data" / "raw" / "kaggle" / "x"
+    before = set(tmp_path.rglob("*"))
+    with pytest.raises(UserError) as ei:
+        data.safe_extract_tree(z, target)
+    assert repr(member) in str(ei.value) and "refusing" in str(ei.value)
+    assert set(tmp_path.rglob("*")) - before <= {tmp_path / "data", tmp_path / "data" / "raw", target.parent}
+    assert not (tmp_path / "evil.jpeg").exists() and not Path("/tmp/evil-abs.jpeg").exists()
+    assert cli_main(["prepare", "--source", "kaggle", "--path", str(z)]) == 2
+
+
+def test_kaggle_not_imported_at_import_time():
+    code = "import sys, cxr_utils.data, cxr_utils.cli; print('kaggle' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(data.__file__).parent.parent)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+@pytest.fixture
+def no_kaggle_creds(tmp_path, monkeypatch):
+    for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    return tmp_path / "home"
+
+
+def test_kaggle_credentials_sources_and_errors(no_kaggle_creds, monkeypatch, capsys):
+    assert data.kaggle_credentials() is None
+    with pytest.raises(UserError, match="kaggle: no credentials; put kaggle.json in ~/.kaggle/"):
+        data.prepare("kaggle", progress=False)
+    assert cli_main(["prepare", "--source", "kaggle"]) == 2
+    assert "no credentials" in capsys.readouterr().err
+    p = data.write_kaggle_json("alice", "s3cr3t-key")
+    assert p == no_kaggle_creds / ".kaggle" / "kaggle.json"
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    assert json.loads(p.read_text()) == {"username": "alice", "key": "s3cr3t-key"}
+    assert data.kaggle_credentials() == str(p)
+    p.unlink()
+    monkeypatch.setenv("KAGGLE_USERNAME", "bob")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    assert data.kaggle_credentials() == "environment variables KAGGLE_USERNAME/KAGGLE_KEY"
+
+
+def test_kaggle_colab_secrets_and_download_flow(no_kaggle_creds, tmp_path, monkeypatch, capsys):
+    import types
+
+    colab = types.ModuleType("google.colab")
+    colab.userdata = types.SimpleNamespace(get=lambda k: {"KAGGLE_USERNAME": "carol", "KAGGLE_KEY": "colab-key-123"}[k])
+    if "google" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert data.kaggle_credentials() == "Colab secrets KAGGLE_USERNAME/KAGGLE_KEY"
+    fixture_zip = make_kaggle_zip(tmp_path / "fixture.zip")
+    calls = []
+
+    class FakeApi:  # stands in for KaggleApi: Kaggle is unreachable here, the rest of the flow is real
+        def authenticate(self):
+            calls.append("auth")
+
+        def dataset_download_files(self, dataset, path, unzip, quiet):
+            calls.append(dataset)
+            (Path(path) / "chest-xray-pneumonia.zip").write_bytes(fixture_zip.read_bytes())
+
+    # fake kaggle modules: importing the real package without credentials prints help and calls exit()
+    for name in ("kaggle", "kaggle.api", "kaggle.api.kaggle_api_extended"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["kaggle.api.kaggle_api_extended"].KaggleApi = FakeApi
+    res = data.prepare_verbose("auto", size=32, progress=False)
+    assert res.source == "kaggle" and "Colab secrets" in res.reason
+    assert calls == ["auth", data.KAGGLE_DATASET]
+    kj = no_kaggle_creds / ".kaggle" / "kaggle.json"
+    assert stat.S_IMODE(kj.stat().st_mode) == 0o600
+    assert len(data.load(res.path)) == 20
+    assert not list((Path(os.environ["CXR_DATA_DIR"]) / "raw" / "kaggle").glob("**/*.zip"))  # archive deleted
+    captured = capsys.readouterr()
+    assert "colab-key-123" not in captured.out + captured.err
+    assert "colab-key-123" not in data.manifest_path(res.path).read_text()
+
+
+# ---------------------------------------------------------------------------------------------- medmnist
+
+def fake_medmnist(path: Path, n=(6, 4, 4), px=64, **override) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for s, k in zip(("train", "val", "test"), n, strict=True):
+        arrays[f"{s}_images"] = rng.integers(0, 256, (k, px, px), dtype=np.uint8)
+        arrays[f"{s}_labels"] = (np.arange(k) % 2).reshape(-1, 1).astype(np.uint8)
+    arrays.update(override)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    np.savez(path, **arrays)
+    return path
+
+
+def test_medmnist_local_npz_keeps_official_splits(tmp_path):
+    f = fake_medmnist(tmp_path / "pneumoniamnist_64.npz")
+    ds = data.load(data.prepare("medmnist", path=f, progress=False))
+    assert ds.images.shape == (14, 64, 64)
+    assert data.counts(ds) == {"train": {"NORMAL": 3, "PNEUMONIA": 3}, "val": {"NORMAL": 2, "PNEUMONIA": 2},
+                               "test": {"NORMAL": 2, "PNEUMONIA": 2}}
+    with np.load(f) as z:
+        assert np.array_equal(ds.subset("val")[0], z["val_images"])  # 64 -> 64: pixels untouched
+    m = ds.manifest
+    assert m["patient_ids"].startswith("none: MedMNIST ships no patient ids")
+    assert m["md5_matches_official"] is False and any("differs from the official" in n for n in m["notes"])
+    small = data.load(data.prepare("medmnist", path=f, size=32, progress=False))
+    assert small.images.shape == (14, 32, 32) and any("resampled from 64 px to 32 px" in n for n in small.manifest["notes"])
+
+
+@pytest.mark.parametrize("bad", ["missing_key", "pickled", "not_npz"])
+def test_medmnist_bad_files(tmp_path, bad, capsys):
+    f = tmp_path / "p.npz"
+    if bad == "missing_key":
+        fake_medmnist(f, val_labels=None)
+        msg = "missing key 'val_images' or 'val_labels'"
+    elif bad == "pickled":
+        np.savez(f, train_images=np.array([{"a": 1}], dtype=object))
+        msg = "not a readable .npz"
+    else:
+        f.write_text("hello")
+        msg = "not a readable .npz"
+    assert cli_main(["prepare", "--source", "medmnist", "--path", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert str(f) in err and msg in err and err.count("\n") == 1
+
+
+def test_medmnist_download_verifies_md5_and_fails_cleanly(tmp_path, monkeypatch, capsys):
+    payload = fake_medmnist(tmp_path / "src.npz").read_bytes()
+
+    class Resp(io.BytesIO):
+        status = 200
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: Resp(payload))
+    with pytest.raises(UserError, match="MD5"):
+        data.prepare("medmnist", progress=False)
+    raw = Path(os.environ["CXR_DATA_DIR"]) / "raw" / "medmnist"
+    assert list(raw.iterdir()) == []  # nothing half-written kept
+    monkeypatch.setattr(data, "MEDMNIST_MD5", hashlib.md5(payload).hexdigest())
+    ds = data.load(data.prepare("medmnist", progress=False))
+    assert len(ds) == 14 and ds.manifest["md5_matches_official"] is True
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    (raw / data.MEDMNIST_FILE).unlink()
+    (Path(os.environ["CXR_DATA_DIR"]) / "medmnist-64.npz").unlink()
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    assert cli_main(["prepare", "--source", "medmnist"]) == 2
+    assert "medmnist: download from zenodo.org failed" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- auto
+
+def test_auto_falls_back_to_sample_and_says_why(sample_data_dir, no_kaggle_creds, monkeypatch, capsys):
+    monkeypatch.setenv("CXR_DATA_DIR", str(sample_data_dir))
+    monkeypatch.setattr(data, "medmnist_reachable", lambda timeout=3.0: (False, "zenodo.org unreachable within 3 s (test)"))
+    res = data.prepare_verbose("auto", progress=False)
+    assert res.source == "sample" and res.path == sample_data_dir / "sample-64.npz"
+    out = capsys.readouterr().out
+    assert "auto: trying sample: no Kaggle credentials; zenodo.org unreachable within 3 s (test)" in out
+    monkeypatch.setattr(data, "medmnist_reachable", lambda timeout=3.0: (True, "zenodo.org answered HTTP 200"))
+    assert [s for s, _ in data.resolve_auto()] == ["medmnist", "sample"]
+    monkeypatch.setenv("KAGGLE_USERNAME", "u")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    assert [s for s, _ in data.resolve_auto()] == ["kaggle", "medmnist", "sample"]
+
+
+def test_flag_errors():
+    with pytest.raises(UserError, match="--source folder needs --path"):
+        data.prepare("folder")
+    with pytest.raises(UserError, match="--size 48"):
+        data.prepare("sample", size=48)
+    with pytest.raises(UserError, match="--out x.txt: must end in .npz"):
+        data.prepare("sample", out="x.txt")
+    with pytest.raises(UserError, match="--data .*missing.npz: file not found"):
+        data.load("missing.npz")
