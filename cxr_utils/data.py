@@ -874,7 +874,7 @@ def _assign_splits(labels: np.ndarray, patients: np.ndarray, official: Sequence[
                   f"by class (val fraction {VAL_FRACTION}, seed {seed}); images of patients in the official test are "
                   "dropped from train/val")
     else:
-        fr = {"train": 1 - VAL_FRACTION - TEST_FRACTION, "val": VAL_FRACTION, "test": TEST_FRACTION}
+        fr = {"train": round(1 - VAL_FRACTION - TEST_FRACTION, 6), "val": VAL_FRACTION, "test": TEST_FRACTION}
         split[:] = grouped_split(labels, patients, fr, seed)
         policy = (f"no official test split: grouped (patient) stratified train/val/test split with fractions "
                   f"{fr} and seed {seed}")
@@ -918,7 +918,7 @@ def _build_from_scan(scan: _Scan, source: str, size: int, seed: int, workers: in
     arrays = {"images": imgs, "labels": labels, "split": split.astype(str), "patient": patients.astype(str)}
     meta = {"root": str(scan.root), "split_policy": policy, "excluded": excluded, "skipped": skipped,
             "patient_ids": (f"parsed from file names (personNNN for pneumonia, IM-NNNN for normal) for {n_named} of "
-                            f"{len(entries)} images; the others are their own group"),
+                            f"{len(entries)} images" + ("; the others are each their own group" if n_named < len(entries) else "")),
             "decode_methods": dict(sorted(methods.items())), "entries": entries,
             "file_sha256": [e["sha256"] for e in entries], "notes": scan.notes}
     return arrays, meta
