@@ -69,6 +69,11 @@ class BadImage(Exception):
     """One file could not be used as an image; the message is the reason shown in the summary."""
 
 
+def _one_line(e: object) -> str:
+    """An exception's text squeezed onto one line (UserError messages are printed as a single line)."""
+    return " ".join(str(e).split())
+
+
 def log(msg: str) -> None:
     """One progress/status line on stdout (the CLI and notebooks show it)."""
     print(msg, flush=True)
@@ -179,7 +184,7 @@ def decode_bytes(data: bytes, size: int) -> tuple[np.ndarray, str]:
     except UnidentifiedImageError:
         raise BadImage("not an image (unrecognised format)") from None
     except Exception as e:  # noqa: BLE001 - any parser failure means the file is unusable
-        raise BadImage(f"not an image ({type(e).__name__}: {e})") from None
+        raise BadImage(f"not an image ({type(e).__name__}: {_one_line(e)})") from None
     fmt, mode, (w, h) = im.format, im.mode, im.size
     if w < 1 or h < 1:
         raise BadImage(f"image has no pixels ({w}x{h})")
@@ -195,7 +200,7 @@ def decode_bytes(data: bytes, size: int) -> tuple[np.ndarray, str]:
         im.load()
         gray = _pil_to_gray(im)
     except Exception as e:  # noqa: BLE001
-        raise BadImage(f"corrupt or truncated image ({type(e).__name__}: {e})") from None
+        raise BadImage(f"corrupt or truncated image ({type(e).__name__}: {_one_line(e)})") from None
     return square_resize(gray, size), f"pil/{mode}"
 
 
@@ -234,6 +239,16 @@ def _default_workers(n_files: int) -> int:
     return max(1, min(os.cpu_count() or 1, 8)) if n_files >= 200 else 1
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork when safe (fast, no re-import of __main__); forkserver once a threaded ML framework is loaded."""
+    methods = multiprocessing.get_all_start_methods()
+    threaded = any(m in sys.modules for m in ("tensorflow", "torch", "jax"))
+    if "fork" in methods and not threaded:
+        return multiprocessing.get_context("fork")
+    # forking a process that holds TensorFlow's thread pools can deadlock the children
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def decode_files(paths: Sequence[str | os.PathLike], size: int, workers: int | None = None,
                  progress: bool = True, desc: str = "decoding") -> list[tuple[np.ndarray | None, str, str]]:
     """Decode many files with worker processes (chunked; workers=1 runs in-process) behind a tqdm bar."""
@@ -251,11 +266,18 @@ def decode_files(paths: Sequence[str | os.PathLike], size: int, workers: int | N
                 out.extend(_decode_chunk(c, size))
                 bar.update(len(c))
         else:
-            # forkserver/spawn, not fork: the parent may already hold TensorFlow's threads (notebooks)
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as ex:
-                for c, res in zip(chunks, ex.map(_decode_chunk, chunks, [size] * len(chunks)), strict=True):
-                    out.extend(res)
+            done = 0
+            try:
+                with cf.ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as ex:
+                    for c, res in zip(chunks, ex.map(_decode_chunk, chunks, [size] * len(chunks)), strict=True):
+                        out.extend(res)
+                        done += 1
+                        bar.update(len(c))
+            except cf.process.BrokenProcessPool as e:
+                # e.g. a script without `if __name__ == "__main__":` under forkserver: finish in-process
+                log(f"{desc}: worker processes failed ({_one_line(e)}); decoding the remaining files in this process")
+                for c in chunks[done:]:
+                    out.extend(_decode_chunk(c, size))
                     bar.update(len(c))
     finally:
         bar.close()
@@ -453,7 +475,7 @@ def safe_extract_tree(archive: str | os.PathLike, target: str | os.PathLike) -> 
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as e:
-        raise UserError(f"{archive}: not a readable zip archive ({e}); re-download it or pass the right --path") from None
+        raise UserError(f"{archive}: not a readable zip archive ({_one_line(e)}); re-download it or pass the right --path") from None
     with zf:
         infos = zf.infolist()
         for info in infos:
@@ -725,7 +747,7 @@ def fetch_medmnist(timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
                 with urllib.request.urlopen(MEDMNIST_URL, timeout=timeout) as r:
                     shutil.copyfileobj(r, fh, 1 << 20)
             except Exception as e:  # noqa: BLE001
-                raise NetworkError(f"medmnist: download from zenodo.org failed ({getattr(e, 'reason', e)}); check the "
+                raise NetworkError(f"medmnist: download from zenodo.org failed ({_one_line(getattr(e, 'reason', e))}); check the "
                                    f"network or download {MEDMNIST_FILE} yourself and pass it with --path") from None
         md5 = _md5_file(tmp)
         if md5 != MEDMNIST_MD5:
@@ -745,7 +767,7 @@ def read_medmnist(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.nda
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); re-download {MEDMNIST_FILE}") from None
+        raise UserError(f"{path}: not a readable .npz ({type(e).__name__}: {_one_line(e)}); re-download {MEDMNIST_FILE}") from None
     out = {}
     for s in SPLITS:
         ik, lk = f"{s}_images", f"{s}_labels"
@@ -1151,7 +1173,7 @@ def load(npz: str | os.PathLike) -> CXRDataset:
     try:
         z = load_npz(npz)
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"--data {npz}: not a readable .npz ({type(e).__name__}: {e}); rebuild it with prepare --force") from None
+        raise UserError(f"--data {npz}: not a readable .npz ({type(e).__name__}: {_one_line(e)}); rebuild it with prepare --force") from None
     missing = [k for k in ("images", "labels", "split") if k not in z]
     if missing:
         raise UserError(f"--data {npz}: missing arrays {missing}; rebuild it with `python -m cxr_utils prepare --force`")

