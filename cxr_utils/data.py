@@ -1092,7 +1092,7 @@ def _prepare_one(source: str, reason: str, path: str | os.PathLike | None, size:
         flag = "--path" if path is not None else source
         scan = scan_folder(raw, flag=flag)
         if source == "sample":
-            scan.notes.append("all 16 images come from the Kaggle val split; split redrawn as below")
+            scan.notes.append("all 16 images come from the Kaggle val split; the train/val/test split is redrawn (see the split policy)")
         arrays, meta = _build_from_scan(scan, source, size, seed, workers, progress)
     _write_cache(out, arrays, meta, source, reason, size, seed, key, origin)
     return PrepareResult(out, source, reason, True)
@@ -1252,7 +1252,7 @@ def cli_prepare(args) -> int:
                           seed=args.seed, force=args.force, progress=sys.stderr.isatty())
     ds = load(res.path)
     m = ds.manifest
-    print(f"source: {res.source} ({res.reason})")
+    # the source used and why was already printed by prepare_verbose
     print(f"split policy: {m.get('split_policy', '?')}")
     print(counts_table(counts(ds)))
     skipped = m.get("skipped", [])
