@@ -434,7 +434,7 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         t0 = time.perf_counter()
         if start_epoch < cfg.epochs:
             ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs)
-            gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, verbose=verbose,
+            gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, verbose=verbose, shuffle=False,
                     callbacks=[cb])
         seconds = time.perf_counter() - t0
         if cb.bad is not None:

@@ -1,0 +1,166 @@
+"""ConditionalGAN pieces: closed-form losses, balanced labels, DiffAugment, EMA math, stateless (seed, step) RNG."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cxr_utils import gan as G
+from cxr_utils.config import GANConfig
+from cxr_utils.train import build_gan
+
+
+def _cfg(**kw) -> GANConfig:
+    base = dict(image_size=32, channels=1, g_base_filters=4, d_base_filters=4, latent_dim=8, embed_dim=3, batch_size=4,
+                precision="fp32")
+    return GANConfig(**{**base, **kw})
+
+
+def _np(t) -> np.ndarray:
+    return np.asarray(t.numpy() if hasattr(t, "numpy") else t)
+
+
+# ---------------------------------------------------------------- losses
+
+def test_lsgan_losses_closed_form() -> None:
+    r = tf.constant([[1.0], [0.0], [0.5]])
+    f = tf.constant([[0.0], [1.0], [0.5]])
+    np.testing.assert_allclose(_np(G.adversarial_d_loss("lsgan", r, f)), [0.0, 2.0, 0.5])
+    np.testing.assert_allclose(_np(G.adversarial_g_loss("lsgan", f)), [1.0, 0.0, 0.25])
+
+
+def test_bce_losses_closed_form_and_stable() -> None:
+    z = tf.zeros((2, 1))
+    np.testing.assert_allclose(_np(G.adversarial_d_loss("bce", z, z)), [2 * math.log(2)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(_np(G.adversarial_g_loss("bce", z)), [math.log(2)] * 2, rtol=1e-6)
+    big = tf.constant([[1000.0]])
+    assert _np(G.adversarial_d_loss("bce", big, -big))[0] == 0.0  # softplus: no overflow for confident D
+    np.testing.assert_allclose(_np(G.adversarial_g_loss("bce", -big)), [1000.0])
+
+
+def test_hinge_losses_closed_form() -> None:
+    r = tf.constant([[0.5], [2.0]])
+    f = tf.constant([[-0.5], [-3.0]])
+    np.testing.assert_allclose(_np(G.adversarial_d_loss("hinge", r, f)), [1.0, 0.0])
+    np.testing.assert_allclose(_np(G.adversarial_g_loss("hinge", f)), [0.5, 3.0])
+
+
+def test_class_loss_uniform_logits_is_log_k() -> None:
+    np.testing.assert_allclose(_np(G.class_loss(tf.constant([0, 2]), tf.zeros((2, 3)))), [math.log(3)] * 2, rtol=1e-6)
+
+
+def test_unknown_loss_is_an_error() -> None:
+    with pytest.raises(ValueError, match="wasserstein"):
+        G.adversarial_g_loss("wasserstein", tf.zeros((1, 1)))
+
+
+# ---------------------------------------------------------------- stateless draws
+
+@pytest.mark.parametrize(("n", "k"), [(10, 2), (7, 3), (64, 2)])
+def test_balanced_labels(n: int, k: int) -> None:
+    key = G.rng_key(5, 3, G.S_LABELS_D)
+    labels = _np(G.balanced_labels(n, k, key))
+    counts = np.bincount(labels, minlength=k)
+    assert counts.sum() == n and counts.max() - counts.min() <= 1
+    assert np.array_equal(labels, _np(G.balanced_labels(n, k, key)))  # pure function of the key
+
+
+def test_rng_keys_differ_by_step_and_stream() -> None:
+    keys = {tuple(_np(G.rng_key(1, s, k))) for s in range(4) for k in range(G.N_STREAMS)}
+    assert len(keys) == 4 * G.N_STREAMS
+
+
+def test_diff_augment_properties() -> None:
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(-1, 1, (8, 32, 32, 1)).astype(np.float32))
+    key = G.rng_key(0, 0, G.S_AUG_REAL)
+    a1 = _np(G.diff_augment(x, "color,translation,cutout", key))
+    a2 = _np(G.diff_augment(x, "color,translation,cutout", key))
+    assert a1.shape == (8, 32, 32, 1) and np.array_equal(a1, a2)
+    assert not np.array_equal(a1, _np(G.diff_augment(x, "color,translation,cutout", G.rng_key(0, 1, G.S_AUG_REAL))))
+    assert np.array_equal(_np(G.diff_augment(x, "", key)), _np(x))
+    # cutout on ones: values stay in {0, 1}; each hole covers at most a quarter of the image (16 x 16 of 32 x 32)
+    c = _np(G.diff_augment(tf.ones((8, 32, 32, 1)), "cutout", key))
+    assert set(np.unique(c)) <= {0.0, 1.0}
+    zeros = (c == 0).reshape(8, -1).sum(1)
+    assert (zeros <= 256).all() and (zeros > 0).all()
+    # translation moves content by at most 1/8 of the size, padding with 0
+    t = _np(G.diff_augment(x, "translation", key))
+    assert set(np.round(np.unique(t), 6)) <= set(np.round(np.unique(_np(x)), 6)) | {0.0}
+    # a replica's slice is augmented exactly as the same rows of the global batch
+    part = _np(G.diff_augment(x[4:], "color,translation,cutout", key, offset=4, global_batch=8))
+    assert np.array_equal(part, a1[4:])
+    with pytest.raises(ValueError, match="blur"):
+        G.diff_augment(x, "blur", key)
+
+
+# ---------------------------------------------------------------- EMA and train_step
+
+def test_ema_update_math() -> None:
+    gan = build_gan(_cfg(ema_decay=0.9, ema_start_step=2))
+    for v in gan.generator.trainable_variables:
+        v.assign(np.ones(v.shape, np.float32))
+    for v in gan.ema_generator.trainable_variables:
+        v.assign(np.zeros(v.shape, np.float32))
+    gan._update_ema(tf.constant(5, tf.int64))  # after ema_start_step: 0.9 * 0 + 0.1 * 1
+    for v in gan.ema_generator.trainable_variables:
+        np.testing.assert_allclose(_np(v), 0.1, rtol=1e-6)
+    gan._update_ema(tf.constant(6, tf.int64))  # 0.9 * 0.1 + 0.1
+    np.testing.assert_allclose(_np(gan.ema_generator.trainable_variables[0]), 0.19, rtol=1e-6)
+    gan._update_ema(tf.constant(1, tf.int64))  # before ema_start_step: a plain copy
+    np.testing.assert_allclose(_np(gan.ema_generator.trainable_variables[0]), 1.0)
+
+
+def test_ema_disabled_samples_from_the_generator() -> None:
+    gan = build_gan(_cfg(ema_decay=0.0))
+    assert gan.ema_generator is gan.generator
+
+
+def _batch(cfg: GANConfig):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.uniform(-1, 1, (cfg.batch_size, 32, 32, 1)).astype(np.float32))
+    y = tf.constant(np.arange(cfg.batch_size, dtype=np.int32) % 2)
+    return x, y
+
+
+def test_train_step_is_a_pure_function_of_state_and_step() -> None:
+    cfg = _cfg()
+    gan = build_gan(cfg)
+    start = gan.get_state()
+    batch = _batch(cfg)
+    logs1 = {k: float(v) for k, v in gan.train_step(batch).items()}
+    after1 = gan.get_state()
+    assert int(after1["step"]) == 1 and int(start["step"]) == 0
+    assert not np.array_equal(after1["g/0000"], start["g/0000"])
+    gan.set_state(start)
+    for m in gan.metrics:
+        m.reset_state()
+    logs2 = {k: float(v) for k, v in gan.train_step(batch).items()}
+    after2 = gan.get_state()
+    assert logs1 == logs2
+    assert all(np.array_equal(after1[k], after2[k]) for k in after1)  # same noise, labels and augmentation
+    # the next step draws differently: same batch, different losses
+    logs3 = {k: float(v) for k, v in gan.train_step(batch).items()}
+    assert logs3["d_loss"] != logs1["d_loss"] or logs3["g_loss"] != logs1["g_loss"]
+
+
+def test_state_covers_every_variable_and_rejects_other_models() -> None:
+    gan = build_gan(_cfg())
+    state = gan.get_state()
+    n_opt = sum(1 for o in (gan.g_optimizer, gan.d_optimizer) for v in o.variables if not v.path.endswith("learning_rate"))
+    n_models = len(gan.generator.variables) + len(gan.discriminator.variables) + len(gan.ema_generator.variables)
+    assert len(state) == 1 + n_models + n_opt
+    other = build_gan(_cfg(g_base_filters=8))
+    with pytest.raises(ValueError, match="shape"):
+        other.set_state(state)
+
+
+def test_fixed_noise_is_fixed_and_class_blocked() -> None:
+    gan = build_gan(_cfg(num_classes=3, class_names=("a", "b", "c")))
+    z1, l1 = gan.fixed_noise(4)
+    z2, _ = gan.fixed_noise(4)
+    assert z1.shape == (12, 8) and np.array_equal(z1, z2)
+    assert l1.tolist() == [0] * 4 + [1] * 4 + [2] * 4
