@@ -1,0 +1,510 @@
+"""The VGG16 study: does a classifier gain from synthetic X-rays? Four protocols, all tested on the same real test split.
+
+- trtr: train on real train.            - tstr: train on synthetic only (the seed's headline protocol).
+- augment: real train + synthetic.      - pretrain: synthetic first, then real train.
+Model selection (early stopping) uses the real val split, never test. Positive class = PNEUMONIA (label 1).
+Whenever VGG16 ran without ImageNet weights, every output says "random init".
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import CLASS_NAMES, SMOKE
+from .errors import UserError
+from .io import atomic_write_json, read_json
+
+PROTOCOLS: tuple[str, ...] = ("trtr", "tstr", "augment", "pretrain")
+PROTOCOL_TEXT = {
+    "trtr": "train on real, test on real",
+    "tstr": "train on synthetic, test on real",
+    "augment": "train on real + synthetic, test on real",
+    "pretrain": "train on synthetic, then fine-tune on real, test on real",
+}
+RANDOM_INIT = "random init"
+IMAGENET = "imagenet"
+FULL_SOURCES = ("kaggle", "medmnist")  # sources that hold the whole 5,856-image chest X-ray set
+HEADLINE = ("accuracy", "precision", "recall", "f1")
+METRICS = (*HEADLINE, "roc_auc")
+COUNTS = ("tn", "fp", "fn", "tp")
+VGG16_NOTOP = ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+               "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               "6d6bbae143d832006294945121d1f1fc")
+# the seed repository's headline (percent) and the Kaggle test split it was measured on
+SEED_CLAIM = {"accuracy": 93.90, "precision": 92.62, "recall": 99.12, "f1": 95.76}
+KAGGLE_TEST = {"n_neg": 234, "n_pos": 390}
+EAGER_MAX_STEPS = 16  # fits with at most this many steps run eagerly (see _fit_two_stage)
+
+
+@dataclass
+class EvalConfig:
+    """Classifier and training settings of one evaluation (saved into the results JSON)."""
+
+    input_size: int = 64  # images are upsampled from S to this inside the model; VGG16 needs >= 32
+    head_units: int = 128
+    dropout: float = 0.3
+    batch_size: int = 32
+    epochs_head: int = 10  # stage 1: frozen base, train the head
+    epochs_finetune: int = 10  # stage 2: unfreeze the top conv block (block5)
+    lr_head: float = 1e-3
+    lr_finetune: float = 1e-5  # small: ImageNet features must survive fine-tuning
+    patience: int = 3  # early stopping on real val loss
+    class_weight: str = "balanced"  # balanced | none: Kaggle train is 1:3 NORMAL:PNEUMONIA
+    bootstrap: int = 1000  # resamples of the test images for the 95% interval
+    threshold: float = 0.5
+    seed: int = 0  # seeds used: seed, seed+1, ...
+    run_eagerly: str = "auto"  # auto (eager for tiny fits) | always | never
+
+    @classmethod
+    def smoke(cls) -> EvalConfig:
+        """Tiny sizes for CI: same code path, less work."""
+        return cls(input_size=32, head_units=16, batch_size=16, epochs_head=1, epochs_finetune=1, bootstrap=50)
+
+    def validate(self) -> EvalConfig:
+        """Raise UserError on values the code cannot honour."""
+        if self.input_size < 32:
+            raise UserError(f"--input-size {self.input_size}: VGG16 without its top needs inputs of at least 32x32")
+        if self.epochs_head < 1 or self.epochs_finetune < 0:
+            raise UserError("--epochs: must be >= 1")
+        if self.class_weight not in ("balanced", "none"):
+            raise UserError(f"class_weight must be balanced|none, got {self.class_weight}")
+        if self.run_eagerly not in ("auto", "always", "never"):
+            raise UserError(f"run_eagerly must be auto|always|never, got {self.run_eagerly}")
+        if self.bootstrap < 0:
+            raise UserError("--bootstrap: must be >= 0")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- counts
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, int]:
+    """tn, fp, fn, tp with PNEUMONIA (1) as the positive class."""
+    t, p = np.asarray(y_true).astype(np.int64).ravel(), np.asarray(y_pred).astype(np.int64).ravel()
+    return {"tn": int(((t == 0) & (p == 0)).sum()), "fp": int(((t == 0) & (p == 1)).sum()),
+            "fn": int(((t == 1) & (p == 0)).sum()), "tp": int(((t == 1) & (p == 1)).sum())}
+
+
+def metrics_from_counts(tn: int, fp: int, fn: int, tp: int) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 (fractions) implied by confusion counts; 0 where undefined (as sklearn)."""
+    n = tn + fp + fn + tp
+    return {"accuracy": (tp + tn) / n if n else 0.0, "precision": tp / (tp + fp) if tp + fp else 0.0,
+            "recall": tp / (tp + fn) if tp + fn else 0.0, "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0}
+
+
+def counts_consistent(entry: dict[str, Any], tol: float = 1e-9) -> bool:
+    """True if the entry's accuracy/precision/recall/F1 are exactly those implied by its tn/fp/fn/tp."""
+    implied = metrics_from_counts(*(int(entry[k]) for k in COUNTS))
+    return all(abs(float(entry[k]) - implied[k]) <= tol for k in HEADLINE)
+
+
+def search_confusion_matrices(accuracy: float, precision: float, recall: float, f1: float, n_neg: int = 234,
+                              n_pos: int = 390, decimals: int = 2) -> dict[str, Any]:
+    """Every confusion matrix of a test set with n_neg/n_pos images whose four percentages round to the claim.
+
+    Checks all (n_pos + 1) x (n_neg + 1) matrices; `closest` minimises the largest gap to the claimed figures.
+    """
+    claimed = np.array([accuracy, precision, recall, f1], np.float64)
+    tp = np.arange(n_pos + 1, dtype=np.float64)[:, None] * np.ones((1, n_neg + 1))
+    tn = np.ones((n_pos + 1, 1)) * np.arange(n_neg + 1, dtype=np.float64)[None, :]
+    fn, fp = n_pos - tp, n_neg - tn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.stack([(tp + tn) / (n_pos + n_neg), np.where(tp + fp > 0, tp / (tp + fp), 0.0), tp / n_pos,
+                      np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)], axis=-1) * 100.0
+    gap = np.abs(m - claimed)
+    half = 0.5 * 10.0 ** (-decimals) + 1e-9  # "rounds to" under either rounding convention
+    ok = (gap <= half).all(axis=-1)
+    worst = gap.max(axis=-1)
+    i, j = np.unravel_index(int(np.argmin(worst)), worst.shape)
+
+    def as_dict(a: int, b: int) -> dict[str, Any]:
+        v = m[a, b]
+        return {"tn": int(b), "fp": int(n_neg - b), "fn": int(n_pos - a), "tp": int(a),
+                **{k: round(float(x), 4) for k, x in zip(HEADLINE, v, strict=True)}}
+
+    matches = [as_dict(int(a), int(b)) for a, b in zip(*np.nonzero(ok), strict=True)]
+    closest = {**as_dict(int(i), int(j)), "max_abs_gap": round(float(worst[i, j]), 4)}
+    claim_txt = "/".join(f"{x:.{decimals}f}" for x in claimed)
+    if matches:
+        statement = f"{len(matches)} confusion matrices of a {n_neg}/{n_pos} test set give {claim_txt} at {decimals}-decimal rounding."
+    else:
+        c = closest
+        statement = (f"No confusion matrix of a test set with {n_neg} NORMAL / {n_pos} PNEUMONIA images gives accuracy/"
+                     f"precision/recall/F1 = {claim_txt} at {decimals}-decimal rounding (all {(n_pos + 1) * (n_neg + 1):,} "
+                     f"checked). The closest, tn={c['tn']} fp={c['fp']} fn={c['fn']} tp={c['tp']}, gives "
+                     f"{c['accuracy']:.2f}/{c['precision']:.2f}/{c['recall']:.2f}/{c['f1']:.2f} "
+                     f"(largest gap {c['max_abs_gap']:.2f} points).")
+    return {"claimed": dict(zip(HEADLINE, map(float, claimed), strict=True)), "n_neg": n_neg, "n_pos": n_pos,
+            "decimals": decimals, "matches": matches, "closest": closest, "statement": statement}
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Counts, the four headline metrics implied by them, and ROC AUC (None if test holds one class only)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(probs, np.float64).ravel()
+    counts = confusion_counts(y, (p >= threshold).astype(np.int64))
+    auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
+    return {**metrics_from_counts(**counts), "roc_auc": auc, **counts}
+
+
+def bootstrap_ci(y_true: np.ndarray, probs_per_seed: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0,
+                 threshold: float = 0.5) -> dict[str, list[float] | None]:
+    """95% percentile interval of the seed-mean metrics, resampling test images with replacement."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    if n_boot <= 0 or len(y) == 0:
+        return {k: None for k in METRICS}
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in METRICS}
+    preds = [(np.asarray(p).ravel() >= threshold).astype(np.int64) for p in probs_per_seed]
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        yb = y[idx]
+        per = [metrics_from_counts(**confusion_counts(yb, pr[idx])) for pr in preds]
+        for k in HEADLINE:
+            draws[k].append(float(np.mean([d[k] for d in per])))
+        if len(np.unique(yb)) == 2:
+            draws["roc_auc"].append(float(np.mean([roc_auc_score(yb, np.asarray(p).ravel()[idx]) for p in probs_per_seed])))
+    return {k: ([float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None) for k, v in draws.items()}
+
+
+# ------------------------------------------------------------------------------------------- model
+
+
+def resolve_weights(weights: str) -> tuple[Path | None, str, str | None]:
+    """(weights file or None, label 'imagenet' | 'random init', note) for --weights imagenet|none|auto."""
+    from .metrics import fetch_keras_weights
+
+    if weights == "none":
+        return None, RANDOM_INIT, "VGG16 random init (--weights none)"
+    if weights not in ("imagenet", "auto"):
+        raise UserError(f"--weights {weights}: use imagenet, none or auto")
+    try:
+        return fetch_keras_weights(*VGG16_NOTOP), IMAGENET, None
+    except Exception as e:  # offline: URLError, hash mismatch, unwritable cache...
+        why = f"{type(e).__name__}: {e}"
+        if weights == "imagenet":
+            raise UserError(f"--weights imagenet: the VGG16 ImageNet weights could not be downloaded ({why}); connect to "
+                            f"the internet, put {VGG16_NOTOP[0]} into $KERAS_HOME/models/, or use --weights auto "
+                            f"(falls back to random init) or --weights none") from None
+        return None, RANDOM_INIT, f"fallback: VGG16 ImageNet weights unavailable ({why}); using random init"
+
+
+def to_vgg_input(images: np.ndarray) -> np.ndarray:
+    """uint8 grayscale (N, S, S) -> float32 (N, S, S, 3) through VGG16's own preprocess_input (caffe mode)."""
+    import keras
+
+    x = np.asarray(images)
+    if x.ndim == 4:
+        x = x.mean(axis=-1)
+    x = np.repeat(x[..., None].astype(np.float32), 3, axis=-1)
+    # per-pixel affine, so applying it before the in-model bilinear upsampling equals applying it after
+    return np.asarray(keras.applications.vgg16.preprocess_input(x), np.float32)
+
+
+def build_classifier(image_size: int, cfg: EvalConfig, weights_path: Path | None) -> tuple[Any, Any]:
+    """(model, vgg16 base): resize S -> input_size, VGG16 without top, pooled small head, sigmoid output."""
+    import keras
+
+    layers = keras.layers
+    inp = keras.Input((image_size, image_size, 3), name="vgg_preprocessed")
+    x = inp
+    if cfg.input_size != image_size:
+        x = layers.Resizing(cfg.input_size, cfg.input_size, interpolation="bilinear", name="upsample")(x)
+    base = keras.applications.VGG16(include_top=False, weights=str(weights_path) if weights_path else None,
+                                    input_shape=(cfg.input_size, cfg.input_size, 3))
+    x = base(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(cfg.dropout)(x)
+    x = layers.Dense(cfg.head_units, activation="relu")(x)
+    x = layers.Dropout(cfg.dropout)(x)
+    out = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    return keras.Model(inp, out, name="vgg16_classifier"), base
+
+
+def _class_weight(y: np.ndarray, mode: str) -> dict[int, float] | None:
+    if mode == "none":
+        return None
+    n = np.bincount(y.astype(np.int64), minlength=2)
+    return {c: float(len(y) / (2 * n[c])) for c in range(2)}
+
+
+def _fit_two_stage(model: Any, base: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
+                   cfg: EvalConfig, verbose: int, tag: str) -> list[dict[str, Any]]:
+    """Stage 1 trains the head on a frozen base; stage 2 also trains the top conv block (block5)."""
+    import keras
+
+    stages = []
+    # stage 2 unfreezes only block5 for random init too: one code path, and the random-init numbers are
+    # labelled pipeline checks anyway (a full random-init backward pass also costs ~3x more to trace on CPU)
+    plan = [("head", cfg.epochs_head, cfg.lr_head, ()), ("finetune", cfg.epochs_finetune, cfg.lr_finetune, ("block5",))]
+    cw = _class_weight(y, cfg.class_weight)
+    for name, epochs, lr, unfrozen in plan:
+        if epochs < 1:
+            continue
+        base.trainable = True
+        for layer in base.layers:
+            layer.trainable = layer.name.startswith(unfrozen) if unfrozen else False
+        steps = -(-len(x) // cfg.batch_size) * epochs
+        # tracing VGG16's train graph takes seconds; a handful of steps runs faster eagerly (same train_step)
+        eager = cfg.run_eagerly == "always" or (cfg.run_eagerly == "auto" and steps <= EAGER_MAX_STEPS)
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy", metrics=["accuracy"],
+                      jit_compile=False, run_eagerly=eager)  # XLA compiles VGG16 for seconds on CPU
+        callbacks = []
+        if val is not None:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True))
+        h = model.fit(x, y.astype(np.float32), validation_data=val, epochs=epochs, batch_size=cfg.batch_size,
+                      class_weight=cw, callbacks=callbacks, verbose=verbose, shuffle=True)
+        stages.append({"stage": f"{tag}:{name}", "epochs_run": len(h.history["loss"]),
+                       "history": {k: [float(v) for v in vals] for k, vals in h.history.items()}})
+    return stages
+
+
+def train_set(protocol: str, real_train: tuple[np.ndarray, np.ndarray],
+              synthetic: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The ordered training phases (name, images, labels) of a protocol."""
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--protocol {protocol}: use one of {', '.join(PROTOCOLS)}")
+    if protocol != "trtr" and synthetic is None:
+        raise UserError(f"--synthetic: protocol {protocol} needs a synthetic folder (write one with `python -m cxr_utils sample`)")
+    xr, yr = real_train
+    if protocol == "trtr":
+        return [("real", xr, yr)]
+    xs, ys = synthetic  # type: ignore[misc]
+    if protocol == "tstr":
+        return [("synthetic", xs, ys)]
+    if protocol == "augment":
+        return [("real+synthetic", np.concatenate([xr, xs]), np.concatenate([yr, ys]))]
+    return [("synthetic", xs, ys), ("real", xr, yr)]
+
+
+def _class_counts(y: np.ndarray, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, int]:
+    y = np.asarray(y).astype(np.int64)
+    return {n: int((y == c).sum()) for c, n in enumerate(class_names)}
+
+
+def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
+                 synthetic: tuple[np.ndarray, np.ndarray] | None = None, weights: str = "auto", seeds: int = 1,
+                 cfg: EvalConfig | None = None, verbose: int = 0, provenance: dict[str, Any] | None = None,
+                 log: Any = print) -> dict[str, Any]:
+    """Train/test one protocol over `seeds` seeds; `real` maps 'train'|'val'|'test' to (uint8 images, labels)."""
+    import keras
+
+    cfg = (cfg or (EvalConfig.smoke() if SMOKE else EvalConfig())).validate()
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: must be >= 1")
+    x_te, y_te = real["test"]
+    if len(x_te) == 0:
+        raise UserError("--data: the real test split is empty; rebuild the cache with `python -m cxr_utils prepare`")
+    s = int(x_te.shape[1])
+    if synthetic is not None and (synthetic[0].ndim < 3 or synthetic[0].shape[1] != s):
+        raise UserError(f"--synthetic: images are {synthetic[0].shape[1]}x{synthetic[0].shape[1]} but the real data is "
+                        f"{s}x{s}; export from a generator trained at size {s}")
+    phases = train_set(protocol, real["train"], synthetic)
+    for name, _, yy in phases:
+        missing = [n for n, k in _class_counts(yy).items() if k == 0]
+        if missing:
+            raise UserError(f"protocol {protocol}: the {name} training set has no {', '.join(missing)} images; "
+                            f"check --data / --synthetic")
+    weights_path, weights_label, note = resolve_weights(weights)
+    random_init = weights_path is None
+    tag = f"VGG16 {'random init' if random_init else 'ImageNet'}"
+    notes = [note] if note else []
+    x_va, y_va = real.get("val", (np.zeros((0, s, s), np.uint8), np.zeros(0, np.int64)))
+    val = (to_vgg_input(x_va), np.asarray(y_va, np.float32)) if len(x_va) else None
+    if val is None:
+        notes.append("no real val split: fixed epochs, no early stopping (test is never used for selection)")
+    x_test = to_vgg_input(x_te)
+    inputs = [(name, to_vgg_input(xx), np.asarray(yy).astype(np.int64)) for name, xx, yy in phases]
+    per_seed, probs_all = [], []
+    for i in range(seeds):
+        seed = cfg.seed + i
+        keras.utils.set_random_seed(seed)
+        model, base = build_classifier(s, cfg, weights_path)
+        stages: list[dict[str, Any]] = []
+        for name, xx, yy in inputs:
+            stages += _fit_two_stage(model, base, xx, yy, val, cfg, verbose, name)
+        probs = model.predict(x_test, batch_size=256, verbose=0).ravel().astype(np.float64)
+        probs_all.append(probs)
+        m = classification_metrics(y_te, probs, cfg.threshold)
+        per_seed.append({"seed": seed, **m, "stages": stages, "test_probs": [round(float(p), 6) for p in probs]})
+        auc_txt = f"{m['roc_auc']:.3f}" if m["roc_auc"] is not None else "n/a"
+        log(f"[{protocol} | {tag} | seed {seed}] acc {m['accuracy']:.4f} prec {m['precision']:.4f} rec {m['recall']:.4f} "
+            f"f1 {m['f1']:.4f} auc {auc_txt} tn/fp/fn/tp {m['tn']}/{m['fp']}/{m['fn']}/{m['tp']}")
+        keras.backend.clear_session()  # free the graph between seeds
+    mean, std = {}, {}
+    for k in (*METRICS, *COUNTS):
+        vals = [e[k] for e in per_seed if e[k] is not None]
+        mean[k] = float(np.mean(vals)) if vals else None
+        std[k] = float(np.std(vals, ddof=1)) if len(vals) > 1 else (0.0 if vals else None)
+    result = {
+        "protocol": protocol, "protocol_text": PROTOCOL_TEXT[protocol], "model": tag,
+        "weights": weights_label, "weights_requested": weights, "notes": notes,
+        "positive_class": CLASS_NAMES[1], "threshold": cfg.threshold,
+        "n_train": {name: _class_counts(yy) for name, _, yy in inputs},
+        "n_val": _class_counts(y_va), "n_test": _class_counts(y_te), "image_size": s,
+        "seeds": [e["seed"] for e in per_seed], "mean": mean, "std": std,
+        "ci95": bootstrap_ci(y_te, probs_all, cfg.bootstrap, seed=cfg.seed, threshold=cfg.threshold),
+        "ci95_method": f"percentile bootstrap over test images ({cfg.bootstrap} resamples) of the seed-mean",
+        "per_seed": per_seed, "test_labels": [int(v) for v in np.asarray(y_te).ravel()],
+        "config": dataclasses.asdict(cfg), "smoke": bool(SMOKE), **(provenance or {}),
+    }
+    if not all(counts_consistent(e) for e in per_seed):  # guard: numbers must be checkable from counts
+        raise RuntimeError("internal: reported metrics disagree with the confusion counts")
+    return result
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
+def load_real(npz: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
+    """Real splits of a cache .npz and its provenance (path, source, whether it is the full data set)."""
+    from . import data
+
+    p = Path(npz)
+    if not p.is_file():
+        raise UserError(f"--data {p}: file not found; build it with `python -m cxr_utils prepare`")
+    ds = data.load(p)
+    real = {sp: ds.subset(sp) for sp in ("train", "val", "test")}
+    man = ds.manifest if isinstance(getattr(ds, "manifest", None), dict) else {}
+    source = str(man.get("source", "unknown"))
+    return real, {"data": str(p), "source": source, "full_dataset": source in FULL_SOURCES,
+                  "n_images": int(len(ds.labels))}
+
+
+def load_synthetic_folder(folder: str | os.PathLike, image_size: int) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """Synthetic images of a `sample` folder checked against the real image size, and their provenance."""
+    from . import sample
+
+    x, y = sample.load_synthetic(folder, expected_size=image_size)
+    return (x, y), {"synthetic": str(folder), "n_synthetic": _class_counts(y)}
+
+
+def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike | None = None, weights: str = "imagenet",
+             seeds: int = 1, cfg: EvalConfig | None = None, out: str | os.PathLike | None = None, verbose: int = 0,
+             log: Any = print) -> dict[str, Any]:
+    """Load data (and synthetic images), run one protocol, and write the results JSON atomically if `out`."""
+    real, prov = load_real(npz)
+    syn = None
+    if protocol != "trtr" or synthetic is not None:
+        if synthetic is None:
+            raise UserError(f"--synthetic: protocol {protocol} needs a synthetic folder (write one with `python -m cxr_utils sample`)")
+        syn, sprov = load_synthetic_folder(synthetic, int(real["test"][0].shape[1]))
+        prov.update(sprov)
+        if protocol == "trtr":
+            syn = None  # loaded only to validate and record it; trtr never trains on it
+    res = run_protocol(protocol, real, syn, weights=weights, seeds=seeds, cfg=cfg, verbose=verbose, provenance=prov, log=log)
+    if out is not None:
+        atomic_write_json(out, res)
+    return res
+
+
+def summary_line(res: dict[str, Any]) -> str:
+    """One line: protocol, weights (says 'random init' when used), mean +- std of the headline metrics."""
+    parts = []
+    for k in METRICS:
+        m, s = res["mean"].get(k), res["std"].get(k)
+        parts.append(f"{k} {100 * m:.2f}+-{100 * s:.2f}" if m is not None else f"{k} n/a")
+    return f"{res['protocol']} [{res['model']}, {len(res['seeds'])} seed(s), data {res.get('source', '?')}]: " + ", ".join(parts)
+
+
+def comparison_table(results: Sequence[dict[str, Any]]) -> Any:
+    """pandas table, one row per protocol: mean, std and 95% interval (percent) plus mean counts."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"protocol": r["protocol"], "model": r["model"], "seeds": len(r["seeds"])}
+        for k in METRICS:
+            m, s, ci = r["mean"].get(k), r["std"].get(k), r["ci95"].get(k)
+            row[k] = None if m is None else round(100 * m, 2)
+            row[f"{k}_std"] = None if s is None else round(100 * s, 2)
+            row[f"{k}_ci95"] = None if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+        for k in COUNTS:
+            row[k] = r["mean"][k]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _is_study_grade(r: dict[str, Any]) -> bool:
+    return r.get("weights") == IMAGENET and bool(r.get("full_dataset")) and not r.get("smoke")
+
+
+def results_markdown(*paths: str | os.PathLike, seed_check: bool = True) -> str:
+    """The README Results section from results JSON files; runs without ImageNet weights or the full data set are
+    described, not tabulated, so pipeline checks are never presented as the study's result."""
+    results = []
+    for p in paths:
+        r = read_json(p)
+        items = r if isinstance(r, list) else r.get("protocols", [r]) if isinstance(r, dict) else []
+        results += [(Path(p), it) for it in items]
+    lines: list[str] = []
+    grade = [(p, r) for p, r in results if _is_study_grade(r)]
+    other = [(p, r) for p, r in results if not _is_study_grade(r)]
+    if grade:
+        lines += ["VGG16 (ImageNet weights) on the real test split; mean +- std over seeds, 95% bootstrap interval of the "
+                  "mean over test images. Positive class = PNEUMONIA.", "",
+                  "| Protocol | Data | Seeds | Accuracy | Precision | Recall | F1 | ROC AUC | tn/fp/fn/tp (seed 1) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for _p, r in grade:
+            cells = []
+            for k in METRICS:
+                m, s, ci = r["mean"].get(k), r["std"].get(k), r["ci95"].get(k)
+                cells.append("n/a" if m is None else f"{100 * m:.2f} +- {100 * s:.2f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""))
+            c = r["per_seed"][0]
+            lines.append(f"| {r['protocol']} ({r['protocol_text']}) | {r.get('source')} | {len(r['seeds'])} | " + " | ".join(cells)
+                         + f" | {c['tn']}/{c['fp']}/{c['fn']}/{c['tp']} |")
+        lines.append("")
+    else:
+        lines += ["**No study result yet.** The VGG16 study has not been run with ImageNet weights on the full data set, "
+                  "so no numbers are shown here.", ""]
+    for p, r in other:
+        why = []
+        if r.get("weights") != IMAGENET:
+            why.append("VGG16 random init (ImageNet weights were not available)")
+        if not r.get("full_dataset"):
+            n = r.get("n_images")
+            why.append(f"the `{r.get('source', 'unknown')}` data source" + (f" ({n} images)" if n else "") + " instead of the full data set")
+        if r.get("smoke"):
+            why.append("smoke-mode sizes")
+        lines.append(f"- `{p.name}` ({r['protocol']}): ran with {', '.join(why)}; its numbers only show that the pipeline "
+                     f"runs and are not the study's result (they stay in the JSON).")
+    if other:
+        lines.append("")
+    if seed_check:
+        chk = search_confusion_matrices(**SEED_CLAIM, **KAGGLE_TEST)
+        lines += ["The seed repository's headline (accuracy/precision/recall/F1 = 93.90/92.62/99.12/95.76, VGG16 trained on "
+                  "GAN images, tested on the Kaggle test split) cannot be checked: " + chk["statement"], ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def cli_evaluate(args: argparse.Namespace) -> int:
+    """`python -m cxr_utils evaluate`: one protocol, results JSON written atomically."""
+    cfg = EvalConfig.smoke() if (args.smoke or SMOKE) else EvalConfig()
+    over: dict[str, Any] = {}
+    if args.epochs is not None:
+        over.update(epochs_head=args.epochs, epochs_finetune=args.epochs)
+    if args.input_size is not None:
+        over["input_size"] = args.input_size
+    if args.bootstrap is not None and not (args.smoke or SMOKE):
+        over["bootstrap"] = args.bootstrap
+    cfg = dataclasses.replace(cfg, **over).validate()
+    res = evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
+                   out=args.out, verbose=2 if not os.isatty(1) else 1)
+    for note in res["notes"]:
+        print(note)
+    print(summary_line(res))
+    print(f"wrote {args.out} (weights: {res['weights']})")
+    return 0
