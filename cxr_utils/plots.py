@@ -98,3 +98,100 @@ def training_curves(metrics_csv: str | os.PathLike, title: str = "GAN training")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------- evaluation figures
+# Each takes a results dict from cxr_utils.evaluation and titles itself with res["model"], so a figure of a
+# random-init VGG16 always says "random init".
+
+PROTOCOL_ORDER = ("trtr", "tstr", "augment", "pretrain")  # fixed colours per protocol across figures
+
+
+def _eval_title(res: dict, what: str) -> str:
+    return f"{res['protocol']} [{res['model']}]: {what}"
+
+
+def confusion_heatmap(res: dict, seed_index: int = 0, class_names: Sequence[str] = ("NORMAL", "PNEUMONIA")) -> plt.Figure:
+    """Seaborn heatmap of one seed's test confusion counts (rows true, columns predicted)."""
+    import seaborn as sns
+
+    e = res["per_seed"][seed_index]
+    cm = np.array([[e["tn"], e["fp"]], [e["fn"], e["tp"]]])
+    fig, ax = plt.subplots(figsize=(3.8, 3.3))
+    sns.heatmap(cm, annot=True, fmt="d", cmap="Blues", cbar=False, xticklabels=class_names, yticklabels=class_names, ax=ax)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(_eval_title(res, f"test confusion (seed {e['seed']})"), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def roc_curves(results: Sequence[dict], title: str | None = None) -> plt.Figure:
+    """ROC curve on the real test split of every protocol (each seed a line), AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    for res in results:
+        y = np.asarray(res["test_labels"])
+        if len(np.unique(y)) < 2:
+            continue
+        for k, e in enumerate(res["per_seed"]):
+            fpr, tpr, _ = roc_curve(y, e["test_probs"])
+            label = f"{res['protocol']} (AUC {roc_auc_score(y, e['test_probs']):.3f})" if k == 0 else None
+            ax.plot(fpr, tpr, color=f"C{PROTOCOL_ORDER.index(res['protocol']) if res['protocol'] in PROTOCOL_ORDER else 0}",
+                    alpha=0.9 if k == 0 else 0.4, label=label)
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (PNEUMONIA)")
+    models = sorted({r["model"] for r in results})
+    ax.set_title(title or f"ROC on the real test split [{', '.join(models)}]", fontsize=9)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def classifier_history(res: dict, seed_index: int = 0) -> plt.Figure:
+    """Loss and accuracy per epoch (train and real val) across the training stages of one seed."""
+    e = res["per_seed"][seed_index]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    start = 0
+    for st in e["stages"]:
+        h = st["history"]
+        x = np.arange(start + 1, start + st["epochs_run"] + 1)
+        for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+            ax.plot(x, h.get(key, []), "o-", color="C0", ms=3, label=f"train {key}" if start == 0 else None)
+            if f"val_{key}" in h:
+                ax.plot(x, h[f"val_{key}"], "s--", color="C1", ms=3, label=f"real val {key}" if start == 0 else None)
+            ax.axvline(start + 0.5, color="grey", lw=0.6)
+            ax.text(start + 0.6, 1.0, st["stage"], transform=ax.get_xaxis_transform(), fontsize=6, va="top")
+        start += st["epochs_run"]
+    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
+        ax.set_xlabel("epoch (all stages)")
+        ax.set_title(key, fontsize=9)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(_eval_title(res, f"classifier training (seed {e['seed']})"), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def protocol_comparison(results: Sequence[dict], metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "roc_auc")) -> plt.Figure:
+    """Grouped bars (percent) of each protocol's seed-mean metrics with std error bars."""
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    width = 0.8 / max(1, len(results))
+    xs = np.arange(len(metrics))
+    for i, res in enumerate(results):
+        means = [100 * (res["mean"].get(m) or 0.0) for m in metrics]
+        stds = [100 * (res["std"].get(m) or 0.0) for m in metrics]
+        bars = ax.bar(xs + (i - (len(results) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+                      label=f"{res['protocol']} ({len(res['seeds'])} seed{'s' if len(res['seeds']) > 1 else ''})")
+        ax.bar_label(bars, fmt="%.0f", fontsize=6)
+    ax.set_xticks(xs, metrics)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("percent (real test split)")
+    models = sorted({r["model"] for r in results})
+    ax.set_title(f"Protocol comparison [{', '.join(models)}]", fontsize=10)
+    ax.legend(fontsize=7, ncol=len(results), loc="lower center")
+    fig.tight_layout()
+    return fig
