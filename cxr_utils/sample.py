@@ -214,6 +214,62 @@ def real_to_real_nn(real: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2.min(1), 0.0) / r.shape[1])
 
 
+def load_run(run_dir: str | os.PathLike, hint: str = "run notebooks/02_train_cgan.ipynb (or `python -m cxr_utils train`) first") -> tuple[Any, Any]:
+    """(EMA generator, GANConfig) of a finished run; a missing run is one clear UserError with `hint`."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "generator.keras").is_file():
+        raise UserError(f"{run_dir}: no trained GAN here (generator.keras missing); {hint}")
+    return _load_generator(run_dir)
+
+
+def real_images(run_dir: str | os.PathLike, split: str = "train", source: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
+    """Real images of one split of the cache a run was trained on -> (images uint8 (N,S,S), labels, where from).
+
+    The cache is the one named in the run's config.json (data.npz), so the memorization check compares against
+    exactly what the GAN saw; if the run names none (or it moved), `data.prepare(source, size)` provides it.
+    """
+    from . import io as cio
+
+    cfg_path = Path(run_dir) / "config.json"
+    saved = cio.read_json(cfg_path) if cfg_path.is_file() else {}
+    npz = (saved.get("data") or {}).get("npz")
+    if not npz or not Path(npz).is_file():
+        from . import data
+
+        npz = data.prepare(source=source, size=int(saved.get("image_size", 64)), progress=False)
+    arrays = cio.load_npz(npz)
+    images, labels = arrays["images"], arrays["labels"].astype(np.int64)
+    if "split" in arrays:
+        m = arrays["split"].astype(str) == split
+        images, labels = images[m], labels[m]
+    # with max_per_class the GAN saw a seeded subset of the train split; all of it is the stricter check
+    return images, labels, f"{Path(npz).name} ({split} split, {len(labels)} images)"
+
+
+def nearest_figure(synthetic: np.ndarray, syn_labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
+                   class_names: Sequence[str], reference: float | None = None, title: str | None = None) -> Any:
+    """Pairs (synthetic above, its nearest real training image below) with RMS distances: a memorization check."""
+    from .plots import _as_display, plt
+
+    idx, dist = nearest_real(synthetic, real)
+    n = len(synthetic)
+    fig, axes = plt.subplots(2, n, figsize=(1.25 * n + 1.4, 3.2), squeeze=False)
+    for j in range(n):
+        for i, (img, cap) in enumerate(((synthetic[j], f"syn {class_names[int(syn_labels[j])]}\nd={dist[j]:.3f}"),
+                                        (real[idx[j]], f"real #{int(idx[j])}\n{class_names[int(real_labels[idx[j]])]}"))):
+            ax = axes[i][j]
+            ax.imshow(_as_display(img), cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(cap, fontsize=7)
+    axes[0][0].set_ylabel("synthetic", fontsize=9)
+    axes[1][0].set_ylabel("nearest real\n(train)", fontsize=9)
+    ref = f"; real-to-real nearest distance median {reference:.3f}" if reference is not None else ""
+    fig.suptitle(title or f"Nearest real training image in pixel space (RMS distance, pixels in [0, 1]{ref})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -262,8 +318,6 @@ def _check_out(out: Path, run_name: str) -> None:
 def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike, seed: int = 0,
            batch_size: int = 256, progress: bool | str = "auto") -> Path:
     """Write n_per_class PNGs per class from the run's EMA generator into OUT/<class>/ plus OUT/manifest.csv."""
-    from tqdm.auto import tqdm
-
     run_dir = Path(run_dir)
     out = Path(out)
     if n_per_class < 1:
@@ -292,6 +346,7 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
     rows: list[dict[str, str]] = []
     show = (sys.stderr.isatty() or "ipykernel" in sys.modules) if progress == "auto" else bool(progress)
+    tqdm = _tqdm()
     try:
         for name in class_names:
             (stage / name).mkdir()
@@ -322,6 +377,20 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return out
+
+
+def _tqdm() -> Any:
+    """Notebook widget bar when ipywidgets is there, else the text bar (tqdm.auto would warn about it)."""
+    if "ipykernel" in sys.modules:
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.auto import tqdm
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm import tqdm
+
+    return tqdm
 
 
 def _fsync_tree(folder: Path) -> None:
