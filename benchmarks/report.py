@@ -1,0 +1,147 @@
+"""Markdown for the README's Performance section, from the JSON that `python -m benchmarks` wrote."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cxr_utils.io import read_json
+
+
+def _met(r: dict[str, Any] | None) -> str:
+    if not r or r.get("met") is None:
+        return "n/a"
+    return "met" if r["met"] else "**missed**"
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _g(v: float | None, unit: str = "GFLOP/s") -> str:
+    return "-" if v is None else f"{v / 1e9:,.0f} {unit}"
+
+
+def _n(v: float | None, unit: str = "") -> str:
+    return "-" if v is None else f"{v:,.0f}{(' ' + unit) if unit else ''}"
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """One line naming the machine: CPU, cores, ISA flags, GPUs, library versions."""
+    if not m:
+        return "Machine: not recorded."
+    flags = m.get("flags", {})
+    shown = ", ".join(f"{k} {'yes' if flags.get(k) else 'no'}" for k in ("avx512f", "avx512_bf16", "amx_bf16") if k in flags)
+    v = m.get("versions", {})
+    gpus = m.get("gpus") or []
+    return (f"Machine: {m.get('cpu_model', 'unknown CPU')}, {m.get('cores', '?')} cores, {m.get('memory_gib') or '?'} GiB; "
+            f"{shown}; {'GPUs: ' + ', '.join(gpus) if gpus else 'no GPU'}; TensorFlow {v.get('tensorflow')}, "
+            f"Keras {v.get('keras')}, OpenCV {v.get('cv2')}, Python {m.get('python')}.")
+
+
+def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows: list[tuple[str, str, str, str]] = []
+    p = d.get("prep") or {}
+    if "error" in p:
+        rows.append(("a. preparation", f"failed: {p['error']}", "", ""))
+    elif p:
+        nf = p.get("input", {}).get("files")
+        rows.append((f"a. preparation of {nf} full-size real X-ray JPEGs, cxr_utils ({p['cxr_utils'].get('workers')} workers)",
+                     _n(p["cxr_utils"]["images_per_second"], "img/s"), "", ""))
+        rows.append(("a. same code, 1 worker", _n(p["cxr_utils_1_worker"]["images_per_second"], "img/s"), "", ""))
+        rows.append(("a. keras.utils.image_dataset_from_directory, same size", _n(p["keras"]["images_per_second"], "img/s"), "", ""))
+        r = p.get("ratios", {}).get("cxr_vs_keras")
+        rows.append(("a. cxr_utils / Keras", _x(r and r["value"]), f">= {r['target']:.0f}x" if r else "", _met(r)))
+    t = d.get("train") or {}
+    if "error" in t:
+        rows.append(("b. train step", f"failed: {t['error']}", "", ""))
+    elif t:
+        c = t.get("config", {})
+        what = f"{c.get('image_size')}x{c.get('image_size')}, batch {c.get('batch_size')}, default model"
+        for name, rec in t.get("precisions", {}).items():
+            rows.append((f"b. D+G train step {name} ({what})", f"{rec['images_per_second']:.1f} img/s "
+                         f"({rec['seconds_per_step']:.2f} s/step)", "", ""))
+        r = t.get("ratios", {})
+        if "bf16_vs_fp32" in r:
+            rows.append(("b. bf16 / fp32", _x(r["bf16_vs_fp32"]["value"]), f">= {r['bf16_vs_fp32']['target']:.0f}x", _met(r["bf16_vs_fp32"])))
+        f = t.get("flops", {})
+        if f:
+            rows.append(("b. FLOPs per step (TF per-op FLOP registry over the traced train_step)", f"{f['total'] / 1e9:,.1f} GFLOP", "", ""))
+        pk = d.get("matmul_peak", {})
+        if pk:
+            rows.append(("b. matmul peak measured in the same run (fp32 / bf16)",
+                         f"{_g(pk.get('float32', {}).get('flops_per_second'))} / {_g(pk.get('bfloat16', {}).get('flops_per_second'))}", "", ""))
+        for name, rec in t.get("precisions", {}).items():
+            if "peak_fraction" in rec:
+                key = "bf16_peak_fraction" if name == "bf16" else None
+                rr = r.get(key) if key else None
+                rows.append((f"b. {name} achieved / {name} matmul peak", f"{_g(rec['achieved_flops_per_second'])} = {_pct(rec['peak_fraction'])}",
+                             f">= {100 * rr['target']:.0f}%" if rr else "", _met(rr) if rr else ""))
+        if "input_overhead" in r:
+            rp = next((rec["real_pipeline"] for rec in t["precisions"].values() if "real_pipeline" in rec), {})
+            rows.append(("b. real tf.data pipeline from the cache vs in-memory batches",
+                         f"{_pct(r['input_overhead']['value'])} ({rp.get('seconds_per_step', 0):.2f} s/step)",
+                         f"< {100 * r['input_overhead']['target']:.0f}%", _met(r["input_overhead"])))
+        elif t.get("real_pipeline_note"):
+            rows.append(("b. input pipeline overhead", t["real_pipeline_note"], "< 5%", "n/a"))
+    e = d.get("export") or {}
+    if "error" in e:
+        rows.append(("c. export", f"failed: {e['error']}", "", ""))
+    elif e:
+        rows.append((f"c. sample export: {e['pngs']} PNGs via cxr_utils.sample.export", _n(e["images_per_second"], "img/s"), "", ""))
+    g = d.get("digits") or {}
+    if "error" in g:
+        rows.append(("d. digits TSTR", f"failed: {g['error']}", "", ""))
+    elif g:
+        for pt in g.get("curve") or []:
+            rows.append((f"d. digits TSTR after {pt.get('train_seconds', 0):.0f} s training (step {pt.get('step')})",
+                         f"TSTR {pt['tstr']:.3f} = {pt.get('ratio', 0):.3f} of TRTR", "", ""))
+        if g.get("tstr") is not None:
+            rows.append(("d. digits final TSTR / TRTR (exported PNGs)", f"{g['tstr']:.3f} / {g['trtr']:.3f} = {g['ratio']:.3f} "
+                         f"in {g.get('seconds', 0):.0f} s", ">= 0.97 within 600 s", _met({"met": g["ratio"] >= 0.97 and g.get("seconds", 1e9) <= 600})))
+    mt = d.get("make_test") or {}
+    if mt.get("measured"):
+        st = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in mt["stages"].items())
+        rr = mt["ratios"]["make_test_seconds"]
+        rows.append(("e. `make test` wall time by stage", f"{st} (total {mt['total_seconds']:.0f} s)", f"< {rr['target']:.0f} s", _met(rr)))
+    elif mt:
+        rows.append(("e. `make test` wall time", "not measured yet", "< 600 s", "n/a"))
+    q = d.get("quick_ratio")
+    if q:
+        rows.append(("`python -m benchmarks --quick` wall time", f"{q['value']:.0f} s", f"< {q['target']:.0f} s", _met(q)))
+    return rows
+
+
+def _profile_lines(d: dict[str, Any], top: int = 8) -> list[str]:
+    t = d.get("train") or {}
+    out = []
+    for name, rec in t.get("precisions", {}).items():
+        prof = rec.get("op_profile") or {}
+        if not prof.get("available"):
+            if prof:
+                out.append(f"Op profile ({name}): unavailable ({prof.get('reason')}).")
+            continue
+        out.append(f"\nWhere the {name} train step spends its time (TF profiler trace, {prof.get('steps')} steps, host op self time):\n")
+        out.append("| Op type | Share of op time | GFLOP per step | Achieved GFLOP/s |")
+        out.append("|---|---|---|---|")
+        for r in prof.get("top", [])[:top]:
+            ach = r.get("achieved_flops_per_second")
+            out.append(f"| {r['op']} | {_pct(r['share'])} | {r['flops_per_step'] / 1e9:.2f} | {'-' if ach is None else f'{ach / 1e9:,.0f}'} |")
+    return out
+
+
+def performance_markdown(json_path: str | os.PathLike) -> str:
+    """The Performance section body (machine line, results table with targets, op profile) from a benchmarks JSON."""
+    d = read_json(Path(json_path))
+    lines = [f"Measured by `{d.get('command', 'python -m benchmarks')}` on {d.get('started_utc', '?')} "
+             f"(JSON: `{Path(json_path).name}`; numbers are from one run on a shared machine: compare ratios, not absolute times).",
+             "", machine_line(d.get("machine", {})), "",
+             "| Measure | Result | Target | Status |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {s} |" for a, b, c, s in _rows(d)]
+    lines += _profile_lines(d)
+    return "\n".join(lines) + "\n"
