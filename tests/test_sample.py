@@ -264,3 +264,31 @@ def test_to_uint8_closed_form() -> None:
     x = np.array([[[[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], [[0.0, 0.0, 0.0], [-1.0, 1.0, 0.0]]]], np.float32)
     assert sample.to_uint8(x).tolist() == [[[0, 255], [128, 128]]]  # 127.5 rounds to even 128
     assert sample.to_uint8(np.array([[[[5.0]]]])).tolist() == [[[255]]]  # out of range is clipped
+
+
+def test_load_run_and_real_images(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"nope: no trained GAN here \(generator.keras missing\); run 02 first"):
+        sample.load_run(tmp_path / "nope", hint="run 02 first")
+    from cxr_utils.io import atomic_save_npz, atomic_write_json
+
+    imgs = np.arange(5 * 4 * 4, dtype=np.uint8).reshape(5, 4, 4)
+    npz = atomic_save_npz(tmp_path / "cache.npz", images=imgs, labels=np.array([0, 1, 0, 1, 1]),
+                          split=np.array(["train", "train", "val", "test", "train"]))
+    run = tmp_path / "run"
+    atomic_write_json(run / "config.json", {"image_size": 4, "data": {"npz": str(npz), "split": "train"}})
+    x, y, where = sample.real_images(run, "train")
+    assert np.array_equal(x, imgs[[0, 1, 4]]) and y.tolist() == [0, 1, 1]
+    assert where == "cache.npz (train split, 3 images)"
+    x, y, _ = sample.real_images(run, "val")
+    assert np.array_equal(x, imgs[[2]]) and y.dtype == np.int64
+
+
+def test_nearest_figure_pairs_each_synthetic_with_its_neighbour() -> None:
+    real = np.stack([np.zeros((4, 4)), np.full((4, 4), 255)]).astype(np.uint8)
+    syn = np.stack([real[1], np.full((4, 4), 51)]).astype(np.uint8)
+    fig = sample.nearest_figure(syn, np.array([1, 0]), real, np.array([0, 1]), CLASS_NAMES, reference=1.0)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(fig.axes) == 4
+    assert titles[:2] == ["syn PNEUMONIA\nd=0.000", "syn NORMAL\nd=0.200"]
+    assert titles[2:] == ["real #1\nPNEUMONIA", "real #0\nNORMAL"]
+    assert "real-to-real nearest distance median 1.000" in fig._suptitle.get_text()
