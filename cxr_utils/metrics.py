@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,10 @@ def fid_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2:
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
         raise ValueError(f"fid_from_stats: shapes differ: mu {mu1.shape}/{mu2.shape}, sigma {s1.shape}/{s2.shape}")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(s1 @ s2)
+    with warnings.catch_warnings():
+        # singular products (fewer samples than dimensions) warn; the finiteness check below handles them
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
         # singular product (fewer samples than dimensions): regularise, as the reference implementation does
         offset = np.eye(s1.shape[0]) * eps

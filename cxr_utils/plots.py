@@ -192,6 +192,6 @@ def protocol_comparison(results: Sequence[dict], metrics: Sequence[str] = ("accu
     ax.set_ylabel("percent (real test split)")
     models = sorted({r["model"] for r in results})
     ax.set_title(f"Protocol comparison [{', '.join(models)}]", fontsize=10)
-    ax.legend(fontsize=7, ncol=len(results), loc="lower center")
+    ax.legend(fontsize=7, ncol=len(results), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     fig.tight_layout()
     return fig
