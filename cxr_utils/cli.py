@@ -7,6 +7,7 @@ becomes one line on stderr and exit status 2; any other failure exits 1.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -101,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # disk full, read-only folder, ...: the machine's problem, not a bug; say what to do
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        hint = "free some disk space" if e.errno == errno.ENOSPC else "check that the folder exists and is writable"
+        print(f"error: cannot write{where}: {e.strerror or e} ({hint}, then rerun; training continues with --resume)",
+              file=sys.stderr)
+        return 1
     except Exception as e:  # internal failure: one line by default, the traceback on request
         if os.environ.get("CXR_DEBUG") == "1":
             raise
