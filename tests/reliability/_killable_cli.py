@@ -1,0 +1,40 @@
+"""`python -m cxr_utils` for the kill tests, with one optional pause *inside* a file write so a kill -9 lands there.
+
+CXR_TEST_PAUSE_FILE=<file name> (and optionally CXR_TEST_PAUSE_IF=<text in the written bytes>): the first atomic write
+of that file writes half its bytes into the temp file, creates CXR_TEST_PAUSE_MARKER and sleeps; the test kills it.
+Nothing else differs from `python -m cxr_utils`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from cxr_utils import io as cio
+from cxr_utils.cli import main
+
+PAUSE_FILE = os.environ.get("CXR_TEST_PAUSE_FILE")
+PAUSE_IF = os.environ.get("CXR_TEST_PAUSE_IF", "").encode()
+
+if PAUSE_FILE:
+    _real_write_bytes = cio.atomic_write_bytes
+
+    def _paused_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+        """Like cio.atomic_write_bytes, but stops half-way through the matching write."""
+        if Path(path).name != PAUSE_FILE or PAUSE_IF not in data:
+            return _real_write_bytes(path, data)
+        with cio.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+            fh.flush()
+            os.fsync(fh.fileno())
+            Path(os.environ["CXR_TEST_PAUSE_MARKER"]).write_text(f"{os.getpid()} {tmp}\n", encoding="utf-8")
+            time.sleep(3600)  # the test kills us here
+            fh.write(data[len(data) // 2:])
+        return Path(path)
+
+    cio.atomic_write_bytes = _paused_write_bytes  # every atomic writer of cxr_utils.io goes through this name
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
