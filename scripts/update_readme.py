@@ -1,0 +1,123 @@
+"""Regenerate the README's number-bearing sections from the JSON files the code wrote.
+
+    python scripts/update_readme.py          rewrite README.md in place
+    python scripts/update_readme.py --check  exit 1 if README.md is out of date (used by the tests)
+
+Sections live between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`. No number in them is typed
+by hand: each comes from a JSON in assets/results/ (see assets/results/README.md for the commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "assets" / "results"
+README = ROOT / "README.md"
+
+
+def _rel(p: Path) -> str:
+    return p.relative_to(ROOT).as_posix()
+
+
+def section_results() -> str:
+    """VGG16 protocol results (cxr_utils.evaluation.results_markdown)."""
+    from cxr_utils.evaluation import results_markdown
+    from cxr_utils.io import read_json
+
+    paths = sorted(RESULTS.glob("evaluation-*.json"))
+    body = results_markdown(*paths, seed_check=False) if paths else (
+        "No evaluation JSON in `assets/results/` yet: run `make run` and copy `evaluation/*.json` there.\n")
+    claim = RESULTS / "seed_claim.json"
+    if claim.is_file():
+        c = read_json(claim)
+        body += (f"\n**Checking the seed's claim** (`{_rel(claim)}`, from `{c['command']}`): {c['statement']}\n")
+    return body
+
+
+def section_digits() -> str:
+    """Digits train-on-synthetic/test-on-real table from benchmarks/digits_tstr.py JSONs."""
+    from cxr_utils.io import read_json
+
+    paths = sorted(RESULTS.glob("digits_tstr-seed*.json"))
+    if not paths:
+        return "Not measured yet: `python benchmarks/digits_tstr.py --seed 0 --out assets/results/digits_tstr-seed0.json`.\n"
+    lines = ["| Seed | Image size | Steps | TSTR | TRTR | TSTR/TRTR | Target | Wall time | JSON |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in paths:
+        d = read_json(p)
+        ok = "met" if d["ratio"] >= 0.97 and d["seconds"] <= 600 else "missed"
+        lines.append(f"| {d['seed']} | {d.get('size', d.get('config', {}).get('image_size', '?'))} px | {d['steps']} | "
+                     f"{d['tstr']:.4f} | {d['trtr']:.4f} | {d['ratio']:.4f} | >= 0.97 in 600 s: {ok} | "
+                     f"{d['seconds']:.0f} s | `{_rel(p)}` |")
+    return "\n".join(lines) + "\n"
+
+
+def section_performance() -> str:
+    """Performance table (benchmarks.report.performance_markdown)."""
+    from benchmarks.report import performance_markdown
+
+    p = RESULTS / "benchmarks.json"
+    if not p.is_file():
+        return "Not measured yet: `python -m benchmarks --quick --out assets/results/benchmarks.json`.\n"
+    return performance_markdown(p)
+
+
+def section_troubleshooting() -> str:
+    """The 'When things go wrong' table, kept in docs/ next to the reliability tests that prove it."""
+    p = ROOT / "docs" / "when-things-go-wrong.md"
+    if not p.is_file():
+        return "See the reliability tests in `tests/reliability/`.\n"
+    text = p.read_text(encoding="utf-8")
+    # drop the document's own top-level title: the README has the section heading
+    return re.sub(r"\A#[^\n]*\n+", "", text).rstrip() + "\n"
+
+
+SECTIONS: dict[str, Callable[[], str]] = {
+    "results": section_results,
+    "digits": section_digits,
+    "performance": section_performance,
+    "troubleshooting": section_troubleshooting,
+}
+
+
+def render(text: str) -> str:
+    """README text with every generated section replaced by freshly rendered content."""
+    for name, fn in SECTIONS.items():
+        pat = re.compile(rf"(<!-- generated:{name} -->\n)(.*?)(<!-- /generated:{name} -->)", re.S)
+        if not pat.search(text):
+            raise SystemExit(f"error: README.md has no <!-- generated:{name} --> section")
+        body = fn()
+        text = pat.sub(lambda m, body=body: m.group(1) + body + m.group(3), text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    old = README.read_text(encoding="utf-8")
+    new = render(old)
+    if args.check:
+        if new != old:
+            print("README.md is out of date: run `python scripts/update_readme.py`", file=sys.stderr)
+            return 1
+        print("README.md is up to date")
+        return 0
+    if new != old:
+        from cxr_utils.io import atomic_write_text
+
+        atomic_write_text(README, new)
+        print("README.md updated")
+    else:
+        print("README.md already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
