@@ -1,7 +1,8 @@
 """`python -m cxr_utils` for the kill tests, with one optional pause *inside* a file write so a kill -9 lands there.
 
 CXR_TEST_PAUSE_FILE=<file name> (and optionally CXR_TEST_PAUSE_IF=<text in the written bytes>): the first atomic write
-of that file writes half its bytes into the temp file, creates CXR_TEST_PAUSE_MARKER and sleeps; the test kills it.
+of that file writes half its bytes into the temp file, creates CXR_TEST_PAUSE_MARKER and sleeps (for
+CXR_TEST_PAUSE_SECONDS, default an hour: the kill tests kill it there), then finishes the write.
 Nothing else differs from `python -m cxr_utils`.
 """
 
@@ -17,6 +18,7 @@ from cxr_utils.cli import main
 
 PAUSE_FILE = os.environ.get("CXR_TEST_PAUSE_FILE")
 PAUSE_IF = os.environ.get("CXR_TEST_PAUSE_IF", "").encode()
+PAUSE_SECONDS = float(os.environ.get("CXR_TEST_PAUSE_SECONDS", "3600"))
 
 if PAUSE_FILE:
     _real_write_bytes = cio.atomic_write_bytes
@@ -30,7 +32,7 @@ if PAUSE_FILE:
             fh.flush()
             os.fsync(fh.fileno())
             Path(os.environ["CXR_TEST_PAUSE_MARKER"]).write_text(f"{os.getpid()} {tmp}\n", encoding="utf-8")
-            time.sleep(3600)  # the test kills us here
+            time.sleep(PAUSE_SECONDS)  # the kill tests kill us here
             fh.write(data[len(data) // 2:])
         return Path(path)
 
