@@ -394,9 +394,10 @@ def load_synthetic_folder(folder: str | os.PathLike, image_size: int) -> tuple[t
 
 def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike | None = None, weights: str = "imagenet",
              seeds: int = 1, cfg: EvalConfig | None = None, out: str | os.PathLike | None = None, verbose: int = 0,
-             log: Any = print) -> dict[str, Any]:
+             log: Any = print, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Load data (and synthetic images), run one protocol, and write the results JSON atomically if `out`."""
     real, prov = load_real(npz)
+    prov.update(extra or {})
     syn = None
     if protocol != "trtr" or synthetic is not None:
         if synthetic is None:
@@ -494,6 +495,19 @@ def results_markdown(*paths: str | os.PathLike, seed_check: bool = True) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def command_line(args: argparse.Namespace, sub: str) -> str:
+    """The `python -m cxr_utils SUB ...` command equivalent to parsed args (recorded in the JSON it writes)."""
+    import shlex
+
+    parts = ["python", "-m", "cxr_utils", sub]
+    for k, v in vars(args).items():
+        if k == "command" or v is None or v is False:
+            continue
+        flag = "--" + k.replace("_", "-")
+        parts += [flag] if v is True else [flag, str(v)]
+    return shlex.join(parts)
+
+
 def cli_evaluate(args: argparse.Namespace) -> int:
     """`python -m cxr_utils evaluate`: one protocol, results JSON written atomically."""
     cfg = EvalConfig.smoke() if (args.smoke or SMOKE) else EvalConfig()
@@ -506,7 +520,7 @@ def cli_evaluate(args: argparse.Namespace) -> int:
         over["bootstrap"] = args.bootstrap
     cfg = dataclasses.replace(cfg, **over).validate()
     res = evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
-                   out=args.out, verbose=2 if not os.isatty(1) else 1)
+                   out=args.out, verbose=2 if not os.isatty(1) else 1, extra={"command": command_line(args, "evaluate")})
     for note in res["notes"]:
         print(note)
     print(summary_line(res))

@@ -367,7 +367,7 @@ def build_extractors(kind: str, image_size: int, train_images: np.ndarray | None
 
 
 def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0,
-                smoke: bool = SMOKE, out: str | os.PathLike | None = None) -> dict[str, Any]:
+                smoke: bool = SMOKE, out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
     """Everything `python -m cxr_utils metrics` reports for a cache and a synthetic folder; writes JSON if `out`."""
     from . import data, sample
 
@@ -384,7 +384,7 @@ def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor:
     kw = dict(kid_subsets=10 if smoke else 100)
     res = {
         "data": str(npz), "synthetic": str(synthetic), "source": _source_of(ds), "image_size": s, "seed": int(seed),
-        "smoke": bool(smoke), "notes": notes,
+        "smoke": bool(smoke), "notes": notes, "command": command,
         "reference": "FID/KID/PRDC against the real train split; memorization: train vs held-out test",
         "extractors": evaluate_synthetic({"train": x_tr, "test": x_te}, {"train": y_tr, "test": y_te}, syn_x, syn_y, exs,
                                          seed=seed, **kw),
@@ -431,8 +431,10 @@ def metrics_table(res: dict[str, Any]) -> Any:
 
 def cli_metrics(args: argparse.Namespace) -> int:
     """`python -m cxr_utils metrics`: write generative metrics JSON for a synthetic folder."""
+    from .evaluation import command_line
+
     res = run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
-                      smoke=bool(args.smoke or SMOKE), out=args.out)
+                      smoke=bool(args.smoke or SMOKE), out=args.out, command=command_line(args, "metrics"))
     for note in res["notes"]:
         print(note)
     for ex, entry in res["extractors"].items():

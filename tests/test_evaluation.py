@@ -138,6 +138,7 @@ def test_cli_tstr_writes_counts_consistent_json_labelled_random_init(sample_npz,
     assert res["n_train"] == {"synthetic": {"NORMAL": 3, "PNEUMONIA": 3}}
     assert res["n_test"] == {"NORMAL": 1, "PNEUMONIA": 1} and res["source"] == "sample" and not res["full_dataset"]
     assert res["seeds"] == [0, 1] and len(res["per_seed"]) == 2
+    assert res["command"].startswith("python -m cxr_utils evaluate --data ") and "--protocol tstr" in res["command"]
     for e in res["per_seed"]:
         assert e["tn"] + e["fp"] + e["fn"] + e["tp"] == 2 and len(e["test_probs"]) == 2
         implied = E.metrics_from_counts(e["tn"], e["fp"], e["fn"], e["tp"])
