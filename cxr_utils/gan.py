@@ -173,9 +173,13 @@ class ConditionalGAN(keras.Model):
     def metrics(self) -> list:
         return list(self.trackers.values())
 
-    def _apply(self, optimizer, loss: tf.Tensor, tape: tf.GradientTape, variables: list) -> None:
-        scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-        grads = tape.gradient(scaled, variables)
+    @staticmethod
+    def _scaled(optimizer, loss: tf.Tensor) -> tf.Tensor:
+        # LossScaleOptimizer (fp16) needs the loss scaled inside the tape; apply() unscales and skips non-finite steps
+        return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
+
+    def _apply(self, optimizer, scaled_loss: tf.Tensor, tape: tf.GradientTape, variables: list) -> None:
+        grads = tape.gradient(scaled_loss, variables)
         optimizer.apply(grads, variables)
 
     def train_step(self, data):
@@ -213,7 +217,8 @@ class ConditionalGAN(keras.Model):
                 per_ex = per_ex + cfg.class_loss_weight * class_loss(fake_labels, f_logits)
             # divide by the GLOBAL batch: replicas' gradients are summed
             d_loss = tf.reduce_sum(per_ex) / gb
-        self._apply(self.d_optimizer, d_loss, tape, self.discriminator.trainable_variables)
+            d_scaled = self._scaled(self.d_optimizer, d_loss)
+        self._apply(self.d_optimizer, d_scaled, tape, self.discriminator.trainable_variables)
 
         # generator step (fresh noise and labels)
         z2, labels2 = noise(S_NOISE_G), gen_labels(S_LABELS_G)
@@ -222,7 +227,8 @@ class ConditionalGAN(keras.Model):
             g_score, g_logits = self.discriminator([aug(fake2, S_AUG_G), labels2], training=True)
             per_ex_g = adversarial_g_loss(cfg.adv_loss, g_score) + cfg.class_loss_weight * class_loss(labels2, g_logits)
             g_loss = tf.reduce_sum(per_ex_g) / gb
-        self._apply(self.g_optimizer, g_loss, tape, self.generator.trainable_variables)
+            g_scaled = self._scaled(self.g_optimizer, g_loss)
+        self._apply(self.g_optimizer, g_scaled, tape, self.generator.trainable_variables)
 
         self._update_ema(step)
         self.step.assign_add(1)

@@ -22,7 +22,10 @@ def _n_blocks(image_size: int) -> int:
 
 
 def generator_filters(cfg: GANConfig) -> list[int]:
-    """Output filters of each generator block, from 4x4 up to image_size (the last block has g_base_filters)."""
+    """Filters of the 4x4 projection and of each upsampling block up to S/2 (DCGAN layout: the last is g_base_filters).
+
+    The final layer upsamples S/2 -> S straight to the C image channels, so no full-resolution wide block is paid for.
+    """
     n = _n_blocks(cfg.image_size)
     return [cfg.g_base_filters * min(2 ** (n - 1 - i), MAX_FILTER_MULT) for i in range(n)]
 
@@ -48,26 +51,27 @@ def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "gener
     filters = generator_filters(cfg)
     emb = layers.Embedding(cfg.num_classes, cfg.embed_dim, name="label_embedding", dtype=dtype)(label)
     x = layers.Concatenate(name="noise_and_label", dtype=dtype)([noise, emb])
-    start = filters[0] if len(filters) == 1 else min(filters[0] * 2, cfg.g_base_filters * MAX_FILTER_MULT)
-    x = layers.Dense(4 * 4 * start, use_bias=cfg.norm == "none", name="project", dtype=dtype)(x)
-    x = layers.Reshape((4, 4, start), name="to_4x4", dtype=dtype)(x)
+    x = layers.Dense(4 * 4 * filters[0], use_bias=cfg.norm == "none", name="project", dtype=dtype)(x)
+    x = layers.Reshape((4, 4, filters[0]), name="to_4x4", dtype=dtype)(x)
     nl = _norm(cfg.norm, "project_norm", dtype)
     if nl is not None:
         x = nl(x)
     x = layers.ReLU(name="project_relu", dtype=dtype)(x)
-    for i, f in enumerate(filters):
+
+    def up(x, f: int, name: str, out_dtype: str | None, bias: bool):
         if cfg.g_upsample == "transpose":
-            x = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=cfg.norm == "none", name=f"up{i}_conv",
-                                       dtype=dtype)(x)
-        else:
-            x = layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_resize", dtype=dtype)(x)
-            x = layers.Conv2D(f, 3, padding="same", use_bias=cfg.norm == "none", name=f"up{i}_conv", dtype=dtype)(x)
+            return layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=bias, name=name, dtype=out_dtype)(x)
+        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize", dtype=dtype)(x)
+        return layers.Conv2D(f, 3, padding="same", use_bias=bias, name=name, dtype=out_dtype)(x)
+
+    for i, f in enumerate(filters[1:]):
+        x = up(x, f, f"up{i}_conv", dtype, cfg.norm == "none")
         nl = _norm(cfg.norm, f"up{i}_norm", dtype)
         if nl is not None:
             x = nl(x)
         x = layers.ReLU(name=f"up{i}_relu", dtype=dtype)(x)
-    # output layer in float32 so mixed precision never quantises the image
-    x = layers.Conv2D(cfg.channels, 3, padding="same", name="to_image", dtype="float32")(x)
+    # the last upsampling makes the image; float32 so mixed precision never quantises the output
+    x = up(x, cfg.channels, "to_image", "float32", True)
     out = layers.Activation("tanh", name="tanh", dtype="float32")(x)
     return keras.Model([noise, label], out, name=name)
 

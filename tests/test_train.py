@@ -1,0 +1,327 @@
+"""The trainer: run folder, exact resume (in process and after kill -9 of the CLI), NaN guard, lock, devices, precision."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr_utils import io as cio
+from cxr_utils import train as T
+from cxr_utils.cli import main as cli_main
+from cxr_utils.config import GANConfig
+from cxr_utils.errors import RunLocked, TrainingDiverged, UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_cfg(**kw) -> GANConfig:
+    """A seconds-sized model: 32 px, 1 channel, 4-8 filters."""
+    base = dict(image_size=32, channels=1, g_base_filters=8, d_base_filters=8, latent_dim=16, embed_dim=4, epochs=2,
+                batch_size=8, precision="fp32", deterministic=True, n_fixed_noise=3, seed=7)
+    return GANConfig(**{**base, **kw})
+
+
+def tiny_data(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth class-dependent blobs (not noise) so losses move like on images."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+    labels = np.arange(n) % 2
+    imgs = []
+    for lab in labels:
+        cy, cx = rng.uniform(10, 22, 2)
+        r = 6 if lab == 0 else 11
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
+        imgs.append(np.clip(255 * blob + rng.normal(0, 8, blob.shape), 0, 255).astype(np.uint8))
+    return np.stack(imgs), labels
+
+
+def _same_state(a: Path, b: Path) -> list[str]:
+    """Names of checkpoint arrays that differ (empty = bit-identical)."""
+    x, y = cio.load_npz(a), cio.load_npz(b)
+    assert set(x) == set(y)
+    return [k for k in x if not np.array_equal(x[k], y[k])]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def ref_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One uninterrupted deterministic 2-epoch run shared by the read-only tests."""
+    run = tmp_path_factory.mktemp("ref") / "run"
+    x, y = tiny_data()
+    out = T.train(tiny_cfg(), run, x, y, progress=False, data_info={"npz": "in-memory"})
+    return run, out
+
+
+# ---------------------------------------------------------------- run folder and generator
+
+def test_run_folder_contents(ref_run: tuple[Path, dict]) -> None:
+    run, out = ref_run
+    assert out["step"] == 2 * (40 // 8) and out["precision"] == "fp32" and out["replicas"] == 1
+    cfgd = cio.read_json(run / "config.json")
+    assert GANConfig.from_dict({k: v for k, v in cfgd.items() if k != "data"}) == tiny_cfg()
+    assert cfgd["data"]["npz"] == "in-memory" and cfgd["data"]["n_train"] == 40
+    assert cfgd["data"]["per_class"] == {"NORMAL": 20, "PNEUMONIA": 20}
+    rows = _rows(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert list(rows[0]) == T.METRIC_COLUMNS
+    for r in rows:
+        assert all(np.isfinite(float(r[k])) for k in T.METRIC_COLUMNS)
+        assert all(0.0 <= float(r[k]) <= 1.0 for k in T.METRIC_COLUMNS if "acc" in k)
+    grids = sorted(p.name for p in (run / "samples").iterdir())
+    assert grids == ["epoch-0001.png", "epoch-0002.png"]
+    with Image.open(run / "samples" / "epoch-0002.png") as im:
+        assert im.format == "PNG" and im.size[0] > im.size[1]  # 3 columns x 2 class rows + titles
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+    ck = T.Checkpoints(run)
+    assert [p.name for p in ck.files()] == ["ckpt-0002.npz", "ckpt-0001.npz"]  # the last 2 are kept
+    assert cio.read_json(ck.dir / "latest.json") == {"file": "ckpt-0002.npz", "epoch": 2, "step": 10}
+    assert not list(run.rglob("*.part*"))  # no temp files left behind
+
+
+def test_generator_loads_safe_mode_and_is_the_ema(ref_run: tuple[Path, dict]) -> None:
+    run, _ = ref_run
+    g, cfg = T.load_generator(run)
+    assert cfg == tiny_cfg()
+    z = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
+    x = g.predict([z, np.array([0, 1, 0, 1, 1], np.int32)], verbose=0)
+    assert x.shape == (5, 32, 32, 1) and x.dtype == np.float32 and x.min() >= -1 and x.max() <= 1
+    ck = cio.load_npz(run / "checkpoints" / "ckpt-0002.npz")
+    ema = [ck[k] for k in sorted(k for k in ck if k.startswith("ema."))]
+    assert len(ema) == len(g.variables)
+    assert all(np.array_equal(a, np.asarray(v)) for a, v in zip(ema, g.variables, strict=True))
+    assert not np.array_equal(ck["ema.0000"], ck["g.0000"])  # EMA differs from the raw generator
+
+
+def test_load_generator_missing_run_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no generator.keras"):
+        T.load_generator(tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------- exact resume
+
+def test_resume_in_process_is_bit_identical_and_truncates_metrics(ref_run: tuple[Path, dict], tmp_path: Path) -> None:
+    ref, _ = ref_run
+    run = tmp_path / "run"
+    x, y = tiny_data()
+    T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
+    # a kill after metrics.csv got epoch 2's row but before its checkpoint: resume must drop that row
+    with open(run / "metrics.csv", "a", encoding="utf-8") as fh:
+        fh.write("2,9,9,0,0,0,0,1,1\n")
+    out = T.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)
+    assert out["resumed_from_epoch"] == 1
+    assert _same_state(ref / "checkpoints" / "ckpt-0002.npz", run / "checkpoints" / "ckpt-0002.npz") == []
+    a, b = _rows(ref / "metrics.csv"), _rows(run / "metrics.csv")
+    assert [r["epoch"] for r in b] == ["1", "2"]
+    assert [r["d_loss"] for r in a] == [r["d_loss"] for r in b] and [r["g_loss"] for r in a] == [r["g_loss"] for r in b]
+
+
+def test_existing_run_needs_resume_and_same_settings(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    x, y = tiny_data()
+    T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
+    with pytest.raises(UserError, match="--resume"):
+        T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
+    with pytest.raises(UserError, match="latent_dim=16"):
+        T.train(tiny_cfg(epochs=2, latent_dim=32), run, x, y, resume=True, progress=False)
+    out = T.train(tiny_cfg(epochs=1), run, x, y, resume=True, progress=False)  # already complete: nothing to do
+    assert out["step"] == 5 and out["resumed_from_epoch"] == 1
+
+
+def test_checkpoints_fall_back_past_damaged_files(tmp_path: Path) -> None:
+    ck = T.Checkpoints(tmp_path)
+    for e in (1, 2, 3):
+        ck.save(e, {"step": np.int64(e * 5), "g/0000": np.full(3, e, np.float32)})
+    assert [p.name for p in ck.files()] == ["ckpt-0003.npz", "ckpt-0002.npz"]
+    (ck.dir / ".ckpt-0004.npz.part123.npz").write_bytes(b"half")  # an interrupted write's temp file
+    p3 = ck.path(3)
+    p3.write_bytes(p3.read_bytes()[:50])  # a damaged newest file (cannot happen via atomic writes, but disks fail)
+    epoch, state, path = ck.load_latest()
+    assert (epoch, path.name, state["g/0000"].tolist()) == (2, "ckpt-0002.npz", [2.0, 2.0, 2.0])
+
+
+def _write_npz(path: Path) -> Path:
+    x, y = tiny_data(48)
+    split = np.array(["train"] * 40 + ["test"] * 8)
+    np.savez_compressed(path, images=x, labels=y.astype(np.int64), split=split, patient=np.array([f"p{i}" for i in range(48)]))
+    return path
+
+
+def _cli_env() -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0")
+    return env
+
+
+def test_kill9_cli_then_resume_is_bit_identical(tmp_path: Path) -> None:
+    npz = _write_npz(tmp_path / "tiny-32.npz")
+    cfg = tiny_cfg(epochs=6)
+    cfg_file = tmp_path / "cfg.json"
+    cio.atomic_write_json(cfg_file, cfg.to_dict())
+    # the reference runs in this process: same ops, same seeds -> the same bits as the CLI
+    ref = tmp_path / "ref"
+    T.train_from_npz(npz, ref, cfg, progress=False)
+    est = sum(float(r["seconds"]) for r in _rows(ref / "metrics.csv"))
+
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "cxr_utils", "train", "--data", str(npz), "--run-dir", str(run), "--config", str(cfg_file),
+            "--deterministic"]
+    proc = subprocess.Popen(args, env=_cli_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "ckpt-0000.npz").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    delay = random.uniform(0.0, 1.5 * est + 0.5)
+    print(f"kill -9 after {delay:.2f} s of training (reference trained in {est:.2f} s)")
+    time.sleep(delay)
+    killed_early = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = T.Checkpoints(run).load_latest()
+    print(f"killed={killed_early} at checkpoint epoch {done[0] if done else None}")
+    r = subprocess.run([*args, "--resume"], env=_cli_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _same_state(ref / "checkpoints" / "ckpt-0006.npz", run / "checkpoints" / "ckpt-0006.npz") == []
+    assert [r["epoch"] for r in _rows(run / "metrics.csv")] == [str(e) for e in range(1, 7)]
+    assert (run / "generator.keras").is_file()
+
+
+# ---------------------------------------------------------------- guards
+
+def test_nan_guard_stops_names_the_loss_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    x, y = tiny_data()
+    T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
+    with pytest.raises(TrainingDiverged) as ei:
+        T.train(tiny_cfg(epochs=3, g_lr=1e30, d_lr=1e30), run, x, y, resume=True, progress=False)
+    msg = str(ei.value)
+    assert "diverged" in msg and "_loss=nan" in msg and "at epoch 2, step 6" in msg
+    assert "ckpt-0001.npz (epoch 1)" in msg and "--resume" in msg
+    epoch, state, _ = T.Checkpoints(run).load_latest()
+    assert epoch == 1 and all(np.isfinite(v).all() for v in state.values())
+    assert [r["epoch"] for r in _rows(run / "metrics.csv")] == ["1"]
+    # the kept checkpoint resumes: sane learning rates finish the run
+    out = T.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)
+    assert out["metrics"]["epoch"] == 2 and np.isfinite(out["metrics"]["d_loss"])
+
+
+def test_cli_maps_divergence_to_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    npz = _write_npz(tmp_path / "tiny-32.npz")
+    cfg_file = tmp_path / "cfg.json"
+    cio.atomic_write_json(cfg_file, tiny_cfg(epochs=1, g_lr=1e30, d_lr=1e30).to_dict())
+    rc = cli_main(["train", "--data", str(npz), "--run-dir", str(tmp_path / "run"), "--config", str(cfg_file)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and "diverged" in err and err.count("\n") == 1
+
+
+def test_lock_refuses_a_second_trainer(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    x, y = tiny_data()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from cxr_utils.train import RunLock
+        with RunLock({str(run)!r}):
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], env=_cli_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=f"another trainer \\(pid {holder.pid}\\)") as ei:
+            T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
+        assert str(run) in str(ei.value)
+        assert not (run / "checkpoints").exists()  # refused before touching anything
+    finally:
+        holder.kill()
+        holder.wait()
+    out = T.train(tiny_cfg(epochs=1), run, x, y, progress=False)  # the OS released the dead holder's lock
+    assert out["step"] == 5
+
+
+def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
+    x, y = tiny_data()
+    with pytest.raises(UserError, match=r"images: expected uint8 \(N, 64, 64"):
+        T.train(tiny_cfg(image_size=64), tmp_path / "a", x, y, progress=False)
+    with pytest.raises(UserError, match="labels"):
+        T.train(tiny_cfg(), tmp_path / "b", x, y + 5, progress=False)
+    with pytest.raises(UserError, match="fewer than batch_size"):
+        T.train(tiny_cfg(batch_size=64), tmp_path / "c", x, y, progress=False)
+    with pytest.raises(UserError, match="--data .*not found"):
+        T.train_from_npz(tmp_path / "missing.npz", tmp_path / "d", tiny_cfg())
+
+
+def test_cap_per_class_and_epoch_order() -> None:
+    labels = np.array([0] * 10 + [1] * 3)
+    keep = T.cap_per_class(labels, 4, seed=1)
+    assert np.bincount(labels[keep]).tolist() == [4, 3]
+    assert np.array_equal(keep, T.cap_per_class(labels, 4, seed=1))
+    assert np.array_equal(T.epoch_order(3, 5, 100), T.epoch_order(3, 5, 100))
+    assert not np.array_equal(T.epoch_order(3, 5, 100), T.epoch_order(3, 6, 100))
+
+
+# ---------------------------------------------------------------- precision and devices
+
+def test_precision_resolution() -> None:
+    assert T.cpu_supports_bf16("flags\t: fpu sse avx512f avx512_bf16\n")
+    assert T.cpu_supports_bf16("flags\t: fpu amx_bf16 amx_tile\n")
+    assert not T.cpu_supports_bf16("flags\t: fpu sse avx2\n")
+    assert T.resolve_precision("fp16") == "fp16" and T.resolve_precision("auto", deterministic=True) == "fp32"
+    expected = "bf16" if T.cpu_supports_bf16() else "fp32"  # this machine has no GPU
+    assert T.resolve_precision("auto") == expected
+
+
+def test_bf16_and_fp16_build_and_train_one_step(tmp_path: Path) -> None:
+    x, y = tiny_data(16)
+    for prec in ("bf16", "fp16"):
+        out = T.train(tiny_cfg(epochs=1, precision=prec, deterministic=False), tmp_path / prec, x, y, progress=False)
+        assert out["precision"] == prec and np.isfinite(out["metrics"]["g_loss"])
+    ck = cio.load_npz(tmp_path / "fp16" / "checkpoints" / "ckpt-0001.npz")
+    assert sum(1 for k in ck if k.startswith("dopt.")) > sum(1 for k in cio.load_npz(tmp_path / "bf16" / "checkpoints" /
+                                                                                    "ckpt-0001.npz") if k.startswith("dopt."))
+    g, _ = T.load_generator(tmp_path / "bf16")
+    assert g.get_layer("up0_conv").compute_dtype == "float32"  # the exported EMA generator is plain float32
+
+
+TWO_DEVICES = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_train import tiny_cfg, tiny_data
+from cxr_utils import io as cio, train as T
+x, y = tiny_data(32)
+cfg = tiny_cfg(epochs=2, deterministic=False)
+one = T.train(cfg, {out!r} + "/one", x, y, progress=False, distribute="default")
+two = T.train(cfg, {out!r} + "/two", x, y, progress=False, distribute="mirrored")
+a = cio.load_npz({out!r} + "/one/checkpoints/ckpt-0002.npz")
+b = cio.load_npz({out!r} + "/two/checkpoints/ckpt-0002.npz")
+diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a if a[k].size)
+print(json.dumps({{"replicas": [one["replicas"], two["replicas"]], "diff": diff, "steps": [one["step"], two["step"]],
+                  "m1": one["metrics"], "m2": two["metrics"]}}))
+"""
+
+
+def test_two_devices_match_one_device(tmp_path: Path) -> None:
+    code = TWO_DEVICES.format(tests=str(ROOT / "tests"), out=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", code], env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["replicas"] == [1, 2] and res["steps"] == [8, 8]
+    # same global batch, same per-example draws: only the summation order differs between 1 and 2 devices
+    assert res["diff"] < 1e-4, res
+    for k in ("d_loss", "g_loss"):
+        assert abs(res["m1"][k] - res["m2"][k]) < 1e-4, res
