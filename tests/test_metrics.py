@@ -192,3 +192,28 @@ def test_cli_metrics_bad_synthetic_exits_2(sample_npz, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "NORMAL: class folder missing" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "m.json").exists()
+
+
+def test_metrics_react_as_documented_on_real_digits():
+    """Real offline images (sklearn digits, 8x8 -> 32x32): dropped modes cut recall/coverage, noise cuts precision,
+    copies of the training set are flagged as memorized."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (np.kron(d.images, np.ones((4, 4))) * (255 / 16)).astype(np.uint8)
+    y = d.target
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))
+    a, b, t = idx[:500], idx[500:1000], idx[1000:1300]
+    ex = M.random_cnn_extractor(32, seed=0)
+    fa, fb, ft = ex(x[a]), ex(x[b]), ex(x[t])
+    f_drop = fb[y[b] < 5]
+    f_noise = ex(np.stack([rng.permutation(im.ravel()).reshape(32, 32) for im in x[b]]))
+    same, drop, noise = M.prdc(fa, fb), M.prdc(fa, f_drop), M.prdc(fa, f_noise)
+    assert same["precision"] > 0.85 and same["recall"] > 0.85
+    # with k-NN recall the smaller fake set's wider balls soften the drop; coverage shows it plainly
+    assert drop["recall"] < same["recall"] - 0.04 and drop["coverage"] < same["coverage"] - 0.15
+    assert drop["precision"] > 0.85 and noise["precision"] < 0.05
+    assert M.fid(fa, fb) < M.fid(fa, f_drop) < M.fid(fa, f_noise)
+    assert M.memorization(fa, fa[:100], ft)["fraction_below_threshold"] == 1.0
+    assert M.memorization(fa, fb, ft)["fraction_below_threshold"] < 0.15
