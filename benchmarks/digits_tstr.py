@@ -1,0 +1,245 @@
+"""Digits TSTR benchmark: does this project's ConditionalGAN make class-faithful images? (offline, real data)
+
+Trains the same ConditionalGAN code (`cxr_utils.train.train`) on scikit-learn's bundled `load_digits`
+(1,797 real 8x8 images, 10 classes), upsampled to 16 (default) or 32 px, 1 channel, on a fixed 70/30
+stratified split. Then it exports class-balanced PNGs from the EMA generator (`cxr_utils.sample.export`),
+reads them back, and compares
+
+    TSTR  logistic regression on pixels trained only on generated digits, tested on the real held-out 30 %
+    TRTR  the same classifier trained on the real 70 %, tested on the same real 30 %
+
+Training runs in chunks (resumed from the run folder's checkpoint) so TSTR can be recorded at several
+wall-clock points (`curve`) and a `--budget-seconds` can stop it early.
+
+    python benchmarks/digits_tstr.py --seed 0 --out runs/digits/seed0.json
+    python benchmarks/digits_tstr.py --quick            # a couple of minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+DIGIT_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
+SPLIT_SEED = 0  # the 70/30 split is fixed for every GAN seed: only the GAN's randomness varies
+TEST_FRACTION = 0.3
+
+
+# ----------------------------------------------------------------------------- data and classifier
+
+
+def upsample(images8: np.ndarray, size: int) -> np.ndarray:
+    """sklearn digits (N, 8, 8) with values 0..16 -> uint8 (N, size, size), bilinear (cv2.INTER_LINEAR)."""
+    import cv2
+
+    x = np.asarray(images8, np.float32) * (255.0 / 16.0)
+    out = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in x])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def digits_split(size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed stratified 70/30 split of load_digits, upsampled -> (x_train, y_train, x_test, y_test), x uint8."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    xtr, xte, ytr, yte = train_test_split(d.images, d.target, test_size=TEST_FRACTION, stratify=d.target,
+                                          random_state=SPLIT_SEED)
+    return upsample(xtr, size), ytr.astype(np.int64), upsample(xte, size), yte.astype(np.int64)
+
+
+def pixel_classifier() -> Any:
+    """The fixed probe: multinomial logistic regression on [0, 1] pixels."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=2000)
+
+
+def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Fit the pixel classifier on (x_train, y_train) uint8 images; accuracy on the test images."""
+    clf = pixel_classifier()
+    clf.fit(x_train.reshape(len(x_train), -1) / 255.0, y_train)
+    return float(clf.score(x_test.reshape(len(x_test), -1) / 255.0, y_test))
+
+
+# ----------------------------------------------------------------------------- the GAN
+
+
+@dataclass
+class Plan:
+    """What one benchmark run does (saved in the JSON)."""
+
+    size: int = 16
+    steps: int = 1500  # generator updates (one D + one G update per step)
+    chunks: int = 5  # TSTR is measured after each chunk: the `curve`
+    n_per_class: int = 300  # synthetic images per class for the TSTR probe
+    budget_seconds: float | None = None  # stop after the chunk that crosses this wall time
+
+
+def digits_config(size: int, seed: int, **overrides: Any) -> Any:
+    """The GANConfig tuned for 16/32 px digits (see the report in the module docstring's commands)."""
+    from cxr_utils.config import GANConfig
+
+    base = dict(image_size=size, channels=1, num_classes=10, class_names=DIGIT_NAMES, latent_dim=64, embed_dim=32,
+                g_base_filters=32, d_base_filters=32, g_upsample="transpose", norm="layer", adv_loss="lsgan",
+                class_loss_weight=1.0, d_class_on_fake=False, diffaugment="translation", ema_decay=0.99,
+                ema_start_step=0, batch_size=64, g_lr=2e-4, d_lr=2e-4, beta_1=0.5, beta_2=0.999, seed=seed,
+                precision="fp32", deterministic=False, checkpoint_every=1, sample_every=10**6, n_fixed_noise=4)
+    base.update(overrides)
+    return GANConfig.from_dict(base)  # unknown keys (a typo in --set) are a clear UserError
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Steps per epoch of train.train (full batches only)."""
+    return max(1, n_train // batch_size)
+
+
+def chunk_schedule(steps: int, chunks: int, spe: int) -> list[int]:
+    """Epoch counts at which training pauses for a TSTR measurement; the last one is the whole run."""
+    total = max(1, round(steps / spe))
+    return sorted({max(1, round(total * (i + 1) / max(1, chunks))) for i in range(max(1, chunks))})
+
+
+def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progress: bool = False,
+        **config_overrides: Any) -> dict[str, Any]:
+    """Train, sample and probe; returns the JSON-ready result dict."""
+    from cxr_utils import sample, train
+
+    plan = plan or Plan()
+    t_start = time.perf_counter()
+    cfg = digits_config(plan.size, seed, **config_overrides)  # first: a bad override fails before any work
+    xtr, ytr, xte, yte = digits_split(plan.size)
+    trtr = probe_accuracy(xtr, ytr, xte, yte)
+    spe = steps_per_epoch(len(xtr), cfg.batch_size)
+    chunk_epochs = chunk_schedule(plan.steps, plan.chunks, spe)
+
+    own_work = work is None
+    work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="digits-tstr-"))
+    run_dir = work / "gan"
+    curve: list[dict[str, Any]] = []
+    train_seconds = 0.0
+    epochs_done = 0
+    try:
+        for i, ep in enumerate(chunk_epochs):
+            t0 = time.perf_counter()
+            train.train(cfg.replace(epochs=ep), run_dir, xtr, ytr, resume=i > 0, progress=progress)
+            train_seconds += time.perf_counter() - t0
+            epochs_done = ep
+            gen, _ = train.load_generator(run_dir)
+            imgs = sample.gallery(gen, plan.n_per_class, cfg.num_classes, seed=10_000 + seed)
+            tstr_i = probe_accuracy(imgs.reshape(-1, plan.size, plan.size), np.repeat(np.arange(10), plan.n_per_class),
+                                    xte, yte)
+            curve.append({"epoch": ep, "step": ep * spe, "train_seconds": round(train_seconds, 2),
+                          "wall_seconds": round(time.perf_counter() - t_start, 2), "tstr": tstr_i,
+                          "ratio": tstr_i / trtr})
+            if progress:
+                print(f"  epoch {ep:4d} step {ep * spe:5d}  {train_seconds:6.1f} s  TSTR {tstr_i:.4f}  "
+                      f"ratio {tstr_i / trtr:.4f}", flush=True)
+            if plan.budget_seconds is not None and time.perf_counter() - t_start > plan.budget_seconds:
+                break
+        # the reported number goes through the real export path: PNGs on disk, read back by load_synthetic
+        out = sample.export(run_dir, plan.n_per_class, work / "synthetic", seed=seed, progress=False)
+        syn_x, syn_y = sample.load_synthetic(out, expected_size=plan.size, class_names=DIGIT_NAMES)
+        tstr = probe_accuracy(syn_x, syn_y, xte, yte)
+    finally:
+        if own_work:
+            shutil.rmtree(work, ignore_errors=True)
+    return {
+        "benchmark": "digits_tstr",
+        "data": "sklearn load_digits (1,797 real 8x8 images), upsampled bilinear; fixed stratified 70/30 split "
+                f"(random_state={SPLIT_SEED})",
+        "classifier": "sklearn LogisticRegression(max_iter=2000) on [0, 1] pixels",
+        "tstr": tstr,
+        "trtr": trtr,
+        "ratio": tstr / trtr,
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "train_seconds": round(train_seconds, 2),
+        "seed": seed,
+        "steps": epochs_done * spe,
+        "epochs": epochs_done,
+        "n_train_real": int(len(xtr)),
+        "n_test_real": int(len(xte)),
+        "n_synthetic_per_class": plan.n_per_class,
+        "plan": asdict(plan),
+        "config": cfg.replace(epochs=max(epochs_done, 1)).to_dict(),
+        "curve": curve,
+        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """["g_lr=1e-4", "diffaugment="] -> {"g_lr": 0.0001, "diffaugment": ""} (JSON values, else strings)."""
+    from cxr_utils.errors import UserError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UserError(f"--set {item}: expected KEY=VALUE, e.g. --set g_lr=1e-4")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: run the benchmark and write/print the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=0, help="GAN seed (the data split is fixed)")
+    ap.add_argument("--out", default=None, help="write the result JSON here (printed either way)")
+    ap.add_argument("--size", type=int, default=16, choices=[16, 32])
+    ap.add_argument("--steps", type=int, default=None, help=f"generator steps (default {Plan.steps})")
+    ap.add_argument("--chunks", type=int, default=None, help="TSTR measurements along the way (the curve)")
+    ap.add_argument("--n-per-class", type=int, default=None)
+    ap.add_argument("--budget-seconds", type=float, default=None, help="stop after the chunk that crosses this time")
+    ap.add_argument("--quick", action="store_true", help="a couple of minutes: fewer steps, 2 curve points")
+    ap.add_argument("--work-dir", default=None, help="keep the run folder and exported PNGs here (default: temp, deleted)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a GANConfig field of the digits config (repeatable), e.g. --set g_lr=1e-4")
+    args = ap.parse_args(argv)
+    plan = Plan(size=args.size)
+    if args.quick:
+        plan.steps, plan.chunks = 400, 2
+    for k in ("steps", "chunks", "n_per_class", "budget_seconds"):
+        if getattr(args, k) is not None:
+            setattr(plan, k, getattr(args, k))
+    from cxr_utils.errors import UserError
+
+    try:
+        if args.work_dir and Path(args.work_dir).exists() and any(Path(args.work_dir).iterdir()):
+            raise UserError(f"--work-dir {args.work_dir}: folder is not empty; choose a new one")
+        res = run(args.seed, plan, Path(args.work_dir) if args.work_dir else None, progress=True,
+                  **parse_overrides(args.set))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    text = json.dumps(res, indent=2)
+    if args.out:
+        from cxr_utils.io import atomic_write_json
+
+        atomic_write_json(args.out, res)
+    print(text)
+    print(f"TSTR {res['tstr']:.4f}  TRTR {res['trtr']:.4f}  ratio {res['ratio']:.4f}  in {res['seconds']:.0f} s "
+          f"({res['steps']} steps, seed {res['seed']})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""benchmarks/digits_tstr.py: a tiny end-to-end run (same code path) and its JSON; TRTR checked independently."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    """The benchmark script as a module (it is a script, not part of the package)."""
+    if "digits_tstr" in sys.modules:
+        return sys.modules["digits_tstr"]
+    spec = importlib.util.spec_from_file_location("digits_tstr", ROOT / "benchmarks" / "digits_tstr.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["digits_tstr"] = mod  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _independent_trtr(size: int) -> float:
+    """TRTR recomputed from scratch with sklearn + cv2, without the benchmark's helpers."""
+    import cv2
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    xtr, xte, ytr, yte = train_test_split(d.images, d.target, test_size=0.3, stratify=d.target, random_state=0)
+
+    def up(a: np.ndarray) -> np.ndarray:
+        r = [cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in a.astype(np.float32) * (255.0 / 16.0)]
+        return np.clip(np.rint(np.stack(r)), 0, 255).astype(np.uint8).reshape(len(a), -1) / 255.0
+
+    return float(LogisticRegression(max_iter=2000).fit(up(xtr), ytr).score(up(xte), yte))
+
+
+def test_digits_split_is_fixed_stratified_and_upsampled() -> None:
+    b = _bench()
+    xtr, ytr, xte, yte = b.digits_split(16)
+    assert xtr.shape == (1257, 16, 16) and xte.shape == (540, 16, 16) and xtr.dtype == np.uint8
+    n_all = np.bincount(np.concatenate([ytr, yte]))
+    assert np.all(np.abs(np.bincount(yte) - 0.3 * n_all) <= 1)  # stratified: 30 % of every digit held out
+    assert xtr.max() == 255 and xtr.min() == 0  # 0..16 mapped onto the full 8-bit range
+    xtr2, _, _, _ = b.digits_split(16)
+    assert np.array_equal(xtr, xtr2)
+    assert b.upsample(np.full((1, 8, 8), 16.0), 32).tolist() == np.full((1, 32, 32), 255).tolist()
+
+
+def test_tiny_benchmark_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b = _bench()
+    out = tmp_path / "res.json"
+    # 1 epoch of 19 steps, tiny filters: the same code path as the real run (train, EMA generator, export, probe)
+    rc = b.main(["--seed", "3", "--out", str(out), "--steps", "19", "--chunks", "1", "--n-per-class", "12",
+                 "--work-dir", str(tmp_path / "work"), "--set", "g_base_filters=8", "--set", "d_base_filters=8"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    for key in ("tstr", "trtr", "ratio", "seconds", "seed", "steps", "config", "curve", "train_seconds"):
+        assert key in res
+    assert res["seed"] == 3 and res["steps"] == 19 and res["epochs"] == 1
+    assert res["config"]["image_size"] == 16 and res["config"]["channels"] == 1 and res["config"]["g_base_filters"] == 8
+    assert 0.0 <= res["tstr"] <= 1.0 and res["seconds"] > 0
+    assert res["ratio"] == pytest.approx(res["tstr"] / res["trtr"])
+    assert res["trtr"] == pytest.approx(_independent_trtr(16), abs=1e-12)
+    assert 0.93 <= res["trtr"] <= 1.0
+    assert [c["step"] for c in res["curve"]] == [19]
+    assert 0.0 <= res["curve"][0]["tstr"] <= 1.0 and res["curve"][0]["train_seconds"] <= res["seconds"]
+    # the reported TSTR went through real PNG export: the folder holds 10 classes x 12 tagged images
+    syn = tmp_path / "work" / "synthetic"
+    assert sorted(p.name for p in syn.iterdir()) == sorted([str(d) for d in range(10)] + ["manifest.csv"])
+    assert len(list((syn / "7").glob("syn-s3-*.png"))) == 12
+    assert "TSTR" in capsys.readouterr().err
+
+
+def test_chunk_schedule() -> None:
+    b = _bench()
+    assert b.chunk_schedule(1500, 5, 19) == [16, 32, 47, 63, 79]  # 1500 steps ~ 79 epochs of 19 steps
+    assert b.chunk_schedule(19, 3, 19) == [1]  # never a zero-epoch chunk, never a repeated one
+    assert b.chunk_schedule(400, 2, 19) == [10, 21]
+
+
+def test_bad_override_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    b = _bench()
+    assert b.main(["--set", "g_lrr=1"]) == 2
+    assert "unknown keys ['g_lrr']" in capsys.readouterr().err
+    assert b.main(["--set", "nokey"]) == 2
+    assert "--set nokey: expected KEY=VALUE" in capsys.readouterr().err
