@@ -457,7 +457,7 @@ def results_markdown(*paths: str | os.PathLike, seed_check: bool = True) -> str:
     if grade:
         lines += ["VGG16 (ImageNet weights) on the real test split; mean +- std over seeds, 95% bootstrap interval of the "
                   "mean over test images. Positive class = PNEUMONIA.", "",
-                  "| Protocol | Data | Seeds | Accuracy | Precision | Recall | F1 | ROC AUC | tn/fp/fn/tp (seed 1) |",
+                  "| Protocol | Data | Seeds | Accuracy | Precision | Recall | F1 | ROC AUC | tn/fp/fn/tp (first seed) |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for _p, r in grade:
             cells = []
@@ -520,7 +520,7 @@ def cli_evaluate(args: argparse.Namespace) -> int:
         over["bootstrap"] = args.bootstrap
     cfg = dataclasses.replace(cfg, **over).validate()
     res = evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
-                   out=args.out, verbose=2 if not os.isatty(1) else 1, extra={"command": command_line(args, "evaluate")})
+                   out=args.out, verbose=2 if not os.isatty(1) else 1, extra={"command": command_line(args, "evaluate"), "smoke": bool(args.smoke or SMOKE)})
     for note in res["notes"]:
         print(note)
     print(summary_line(res))
