@@ -86,7 +86,8 @@ def function_flops(fn: Callable[..., Any], *input_signature: Any) -> dict[str, A
     """FLOPs of one call of python callable `fn` traced by tf.function with the given TensorSpecs."""
     import tensorflow as tf
 
-    cf = tf.function(fn).get_concrete_function(*input_signature)
+    # no autograph, as Keras traces train_step: the graph is the one fit runs (and no source re-reading)
+    cf = tf.function(fn, autograph=False).get_concrete_function(*input_signature)
     return graph_flops(cf.graph)
 
 
