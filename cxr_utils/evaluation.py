@@ -268,7 +268,8 @@ def _fit_two_stage(model: Any, base: Any, x: np.ndarray, y: np.ndarray, val: tup
         h = model.fit(x, y.astype(np.float32), validation_data=val, epochs=epochs, batch_size=cfg.batch_size,
                       class_weight=cw, callbacks=callbacks, verbose=verbose, shuffle=True)
         stages.append({"stage": f"{tag}:{name}", "epochs_run": len(h.history["loss"]),
-                       "history": {k: [float(v) for v in vals] for k, vals in h.history.items()}})
+                       # JSON has no NaN: a diverged epoch is recorded as null
+                       "history": {k: [float(v) if np.isfinite(v) else None for v in vals] for k, vals in h.history.items()}})
     return stages
 
 
