@@ -83,6 +83,7 @@ def log(msg: str) -> None:
 # preprocessing: one function for every source
 # --------------------------------------------------------------------------------------------------------------
 
+MIN_SIDE = 8  # smaller images are skipped as unusable; already-small ones above this are upsampled
 _CV2_MODES = {"L", "RGB"}  # 8-bit modes OpenCV decodes exactly like PIL; everything else goes through PIL
 _CV2_FORMATS = {"JPEG", "PNG", "BMP", "TIFF", "WEBP"}
 
@@ -188,6 +189,8 @@ def decode_bytes(data: bytes, size: int) -> tuple[np.ndarray, str]:
     fmt, mode, (w, h) = im.format, im.mode, im.size
     if w < 1 or h < 1:
         raise BadImage(f"image has no pixels ({w}x{h})")
+    if min(w, h) < MIN_SIDE:  # a thumbnail or icon, not a radiograph: blowing it up would only make noise
+        raise BadImage(f"image too small ({w}x{h} px; an X-ray needs at least {MIN_SIDE} px on its short side)")
     if fmt == "JPEG" and not _jpeg_is_complete(data):
         raise BadImage("truncated JPEG (no end-of-image marker)")
     if mode in _CV2_MODES and fmt in _CV2_FORMATS:
@@ -395,9 +398,14 @@ def _find_child(parent: Path, name: str) -> Path | None:
 def _scan_class_dir(scan: _Scan, class_dir: Path, label: int, official: str | None) -> int:
     n = 0
     for p in sorted(class_dir.rglob("*")):
-        if "__MACOSX" in p.parts or p.is_dir():
+        if "__MACOSX" in p.parts:
             continue
         rel = p.relative_to(scan.root).as_posix()
+        if p.is_symlink() and p.is_dir():  # never followed (it could loop or reach another class); say so
+            scan.skipped.append({"path": rel, "reason": "linked folder (symlink), not followed"})
+            continue
+        if p.is_dir():
+            continue
         reason = _skip_reason_by_name(p.name)
         if reason:
             scan.skipped.append({"path": rel, "reason": reason})
