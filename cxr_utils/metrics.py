@@ -284,7 +284,10 @@ def train_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: 
     feats = layers.Dense(64, activation="relu", name="features")(x)
     out = layers.Dense(1, activation="sigmoid")(layers.Dropout(0.2)(feats))
     model = keras.Model(inp, out)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    steps = -(-len(images) // 32) * epochs
+    # a handful of steps runs faster eagerly than the graph takes to trace (same train_step)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"],
+                  run_eagerly=steps <= 16)
     val = None
     callbacks = []
     if val_images is not None and val_labels is not None and len(val_images) > 0:
