@@ -342,12 +342,13 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
     labels = np.repeat(np.arange(len(class_names)), n_per_class)
     index_in_class = np.tile(np.arange(1, n_per_class + 1), len(class_names))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
     rows: list[dict[str, str]] = []
     show = (sys.stderr.isatty() or "ipykernel" in sys.modules) if progress == "auto" else bool(progress)
     tqdm = _tqdm()
+    stage: Path | None = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
         for name in class_names:
             (stage / name).mkdir()
         with tqdm(total=n_total, desc=f"export {out.name}", unit="img", disable=not show) as bar:
@@ -370,11 +371,13 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
         _fsync_tree(stage)
         _swap_into_place(stage, out, run_name)
     except OSError as e:
-        shutil.rmtree(stage, ignore_errors=True)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
         raise UserError(f"--out {out}: cannot write the export ({e.strerror or e}); free disk space or choose a writable "
                         f"folder (nothing was left half-written)") from None
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
         raise
     return out
 

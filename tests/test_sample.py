@@ -292,3 +292,15 @@ def test_nearest_figure_pairs_each_synthetic_with_its_neighbour() -> None:
     assert titles[:2] == ["syn PNEUMONIA\nd=0.000", "syn NORMAL\nd=0.200"]
     assert titles[2:] == ["real #1\nPNEUMONIA", "real #0\nNORMAL"]
     assert "real-to-real nearest distance median 1.000" in fig._suptitle.get_text()
+
+
+def test_export_read_only_parent_is_a_user_error(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    with pytest.raises(UserError, match=r"--out .*ro: cannot write the export \(Read-only file system\)"):
+        sample.export(run_dir, 2, tmp_path / "ro", progress=False)
+    assert not (tmp_path / "ro").exists()
