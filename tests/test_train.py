@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,6 +121,11 @@ def test_resume_in_process_is_bit_identical_and_truncates_metrics(ref_run: tuple
     run = tmp_path / "run"
     x, y = tiny_data()
     T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
+    # an existing run needs --resume, and the settings that define it cannot change
+    with pytest.raises(UserError, match="already holds a run .*--resume"):
+        T.train(tiny_cfg(epochs=2), run, x, y, progress=False)
+    with pytest.raises(UserError, match="trained with latent_dim=16, now latent_dim=32"):
+        T.train(tiny_cfg(epochs=2, latent_dim=32), run, x, y, resume=True, progress=False)
     # a kill after metrics.csv got epoch 2's row but before its checkpoint: resume must drop that row
     with open(run / "metrics.csv", "a", encoding="utf-8") as fh:
         fh.write("2,9,9,0,0,0,0,1,1\n")
@@ -129,18 +135,8 @@ def test_resume_in_process_is_bit_identical_and_truncates_metrics(ref_run: tuple
     a, b = _rows(ref / "metrics.csv"), _rows(run / "metrics.csv")
     assert [r["epoch"] for r in b] == ["1", "2"]
     assert [r["d_loss"] for r in a] == [r["d_loss"] for r in b] and [r["g_loss"] for r in a] == [r["g_loss"] for r in b]
-
-
-def test_existing_run_needs_resume_and_same_settings(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    x, y = tiny_data()
-    T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
-    with pytest.raises(UserError, match="--resume"):
-        T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
-    with pytest.raises(UserError, match="latent_dim=16"):
-        T.train(tiny_cfg(epochs=2, latent_dim=32), run, x, y, resume=True, progress=False)
-    out = T.train(tiny_cfg(epochs=1), run, x, y, resume=True, progress=False)  # already complete: nothing to do
-    assert out["step"] == 5 and out["resumed_from_epoch"] == 1
+    out = T.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)  # already complete: nothing to train
+    assert out["step"] == 10 and out["resumed_from_epoch"] == 2 and out["train_seconds"] == 0.0
 
 
 def test_checkpoints_fall_back_past_damaged_files(tmp_path: Path) -> None:
@@ -201,30 +197,23 @@ def test_kill9_cli_then_resume_is_bit_identical(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- guards
 
-def test_nan_guard_stops_names_the_loss_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+def test_nan_guard_stops_names_the_loss_and_keeps_the_last_good_checkpoint(ref_run: tuple[Path, dict],
+                                                                            tmp_path: Path) -> None:
     run = tmp_path / "run"
+    shutil.copytree(ref_run[0], run)
     x, y = tiny_data()
-    T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
     with pytest.raises(TrainingDiverged) as ei:
-        T.train(tiny_cfg(epochs=3, g_lr=1e30, d_lr=1e30), run, x, y, resume=True, progress=False)
+        T.train(tiny_cfg(epochs=4, g_lr=1e30, d_lr=1e30), run, x, y, resume=True, progress=False)
     msg = str(ei.value)
-    assert "diverged" in msg and "_loss=nan" in msg and "at epoch 2, step 6" in msg
-    assert "ckpt-0001.npz (epoch 1)" in msg and "--resume" in msg
+    assert "diverged" in msg and "_loss=nan" in msg and "at epoch 3, step 11" in msg
+    assert "ckpt-0002.npz (epoch 2)" in msg and "--resume" in msg
     epoch, state, _ = T.Checkpoints(run).load_latest()
-    assert epoch == 1 and all(np.isfinite(v).all() for v in state.values())
-    assert [r["epoch"] for r in _rows(run / "metrics.csv")] == ["1"]
+    assert epoch == 2 and all(np.isfinite(v).all() for v in state.values())
+    assert [r["epoch"] for r in _rows(run / "metrics.csv")] == ["1", "2"]
+    assert not (run / "samples" / "epoch-0003.png").exists()
     # the kept checkpoint resumes: sane learning rates finish the run
-    out = T.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)
-    assert out["metrics"]["epoch"] == 2 and np.isfinite(out["metrics"]["d_loss"])
-
-
-def test_cli_maps_divergence_to_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    npz = _write_npz(tmp_path / "tiny-32.npz")
-    cfg_file = tmp_path / "cfg.json"
-    cio.atomic_write_json(cfg_file, tiny_cfg(epochs=1, g_lr=1e30, d_lr=1e30).to_dict())
-    rc = cli_main(["train", "--data", str(npz), "--run-dir", str(tmp_path / "run"), "--config", str(cfg_file)])
-    err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("error: ") and "diverged" in err and err.count("\n") == 1
+    out = T.train(tiny_cfg(epochs=3), run, x, y, resume=True, progress=False)
+    assert out["metrics"]["epoch"] == 3 and np.isfinite(out["metrics"]["d_loss"])
 
 
 def test_lock_refuses_a_second_trainer(tmp_path: Path) -> None:
@@ -246,8 +235,8 @@ def test_lock_refuses_a_second_trainer(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
-    out = T.train(tiny_cfg(epochs=1), run, x, y, progress=False)  # the OS released the dead holder's lock
-    assert out["step"] == 5
+    with T.RunLock(run) as lock:  # the OS released the killed holder's lock
+        assert (run / "lock").read_text().strip() == str(os.getpid()) and lock.fd is not None
 
 
 def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
@@ -325,3 +314,13 @@ def test_two_devices_match_one_device(tmp_path: Path) -> None:
     assert res["diff"] < 1e-4, res
     for k in ("d_loss", "g_loss"):
         assert abs(res["m1"][k] - res["m2"][k]) < 1e-4, res
+
+
+def test_cli_bad_data_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = cli_main(["train", "--data", str(tmp_path / "none.npz"), "--run-dir", str(tmp_path / "run"), "--smoke"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--data" in err and "prepare" in err
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, pixels=np.zeros(3))
+    assert cli_main(["train", "--data", str(bad), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "has no 'images' array" in capsys.readouterr().err
