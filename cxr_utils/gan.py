@@ -245,10 +245,17 @@ class ConditionalGAN(keras.Model):
         return {name: m.result() for name, m in t.items()}
 
     def _update_ema(self, step: tf.Tensor) -> None:
-        """ema <- d * ema + (1 - d) * G for trainable weights (copy before ema_start_step); copy non-trainable."""
+        """ema <- d * ema + (1 - d) * G on trainable weights; non-trainable ones (BatchNorm statistics) are copied.
+
+        d = min(ema_decay, (1 + t) / (10 + t)) with t the steps since ema_start_step (0 before it: a plain copy).
+        The warm-up (as tf.train.ExponentialMovingAverage's num_updates) keeps short runs from averaging in the
+        random initial weights for thousands of steps.
+        """
         if self.ema_generator is self.generator:
             return
-        decay = tf.where(step < self.cfg.ema_start_step, 0.0, float(self.cfg.ema_decay))
+        t = tf.cast(step - self.cfg.ema_start_step, tf.float32)
+        warm = (1.0 + t) / (10.0 + t)
+        decay = tf.where(t < 0, 0.0, tf.minimum(float(self.cfg.ema_decay), warm))
         pairs = list(zip(self.ema_generator.trainable_variables, self.generator.trainable_variables, strict=True))
         copies = list(zip(self.ema_generator.non_trainable_variables, self.generator.non_trainable_variables, strict=True))
 

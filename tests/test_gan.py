@@ -105,11 +105,13 @@ def test_ema_update_math() -> None:
         v.assign(np.ones(v.shape, np.float32))
     for v in gan.ema_generator.trainable_variables:
         v.assign(np.zeros(v.shape, np.float32))
-    gan._update_ema(tf.constant(5, tf.int64))  # after ema_start_step: 0.9 * 0 + 0.1 * 1
+    gan._update_ema(tf.constant(1002, tf.int64))  # warm-up over: d = 0.9, so 0.9 * 0 + 0.1 * 1
     for v in gan.ema_generator.trainable_variables:
         np.testing.assert_allclose(_np(v), 0.1, rtol=1e-6)
-    gan._update_ema(tf.constant(6, tf.int64))  # 0.9 * 0.1 + 0.1
+    gan._update_ema(tf.constant(1003, tf.int64))  # 0.9 * 0.1 + 0.1
     np.testing.assert_allclose(_np(gan.ema_generator.trainable_variables[0]), 0.19, rtol=1e-6)
+    gan._update_ema(tf.constant(7, tf.int64))  # warm-up: t = 5, d = 6 / 15 = 0.4 -> 0.4 * 0.19 + 0.6
+    np.testing.assert_allclose(_np(gan.ema_generator.trainable_variables[0]), 0.4 * 0.19 + 0.6, rtol=1e-6)
     gan._update_ema(tf.constant(1, tf.int64))  # before ema_start_step: a plain copy
     np.testing.assert_allclose(_np(gan.ema_generator.trainable_variables[0]), 1.0)
 

@@ -324,3 +324,23 @@ def test_cli_bad_data_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capt
     np.savez(bad, pixels=np.zeros(3))
     assert cli_main(["train", "--data", str(bad), "--run-dir", str(tmp_path / "run")]) == 2
     assert "has no 'images' array" in capsys.readouterr().err
+
+
+def test_train_from_npz_on_the_real_sample_records_provenance(sample_npz: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    from cxr_utils import data
+    from cxr_utils.config import smoke_overrides
+
+    cfg = GANConfig(**{**smoke_overrides(), "epochs": 1, "batch_size": 4, "precision": "fp32"})
+    out = T.train_from_npz(sample_npz, tmp_path / "run", cfg, progress=False)
+    ds = data.load(sample_npz)
+    _, y = ds.subset("train")
+    info = cio.read_json(tmp_path / "run" / "config.json")["data"]
+    manifest = sample_npz.with_name("sample-64.manifest.json")
+    assert info["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
+    assert info["npz_sha256"] == hashlib.sha256(sample_npz.read_bytes()).hexdigest() and info["split"] == "train"
+    assert info["per_class"] == {"NORMAL": int((y == 0).sum()), "PNEUMONIA": int((y == 1).sum())}
+    assert out["step"] == len(y) // 4
+    g, _ = T.load_generator(tmp_path / "run")
+    assert g.output_shape == (None, 64, 64, 3)
