@@ -8,7 +8,9 @@ every image, the skipped files and a duplicate audit. See docs/architecture.md f
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import io
 import json
@@ -24,7 +26,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -997,6 +999,31 @@ def _build_medmnist(npz: Path, size: int) -> tuple[dict[str, np.ndarray], dict[s
 def _write_cache(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str, reason: str,
                  size: int, seed: int, key: str, origin: dict[str, Any]) -> None:
     dup = duplicate_audit(arrays["images"], arrays["split"], [e["path"] for e in meta["entries"]], meta.pop("file_sha256"))
+    with _cache_lock(out, exclusive=True):  # the .npz and its manifest change together, never interleaved
+        _write_cache_files(out, arrays, meta, source, reason, size, seed, key, origin, dup)
+
+
+@contextlib.contextmanager
+def _cache_lock(out: Path, exclusive: bool) -> Iterator[None]:
+    """flock on the cache's folder: writers exclusive, readers shared, so nobody sees half an (.npz, manifest) pair.
+
+    The folder itself is locked (Linux allows flock on a directory) so no lock file litters the cache folder.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(out.parent, os.O_RDONLY)
+    except OSError:  # unreadable folder: reading unlocked is all we can do
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock (also when the process is killed)
+
+
+def _write_cache_files(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str, reason: str,
+                       size: int, seed: int, key: str, origin: dict[str, Any], dup: dict[str, Any]) -> None:
     atomic_save_npz(out, **arrays)
     manifest = {
         "format": FORMAT_VERSION, "source": source, "source_reason": reason, "size": size, "seed": seed,
@@ -1179,7 +1206,10 @@ def load(npz: str | os.PathLike) -> CXRDataset:
     if not npz.is_file():
         raise UserError(f"--data {npz}: file not found; run `python -m cxr_utils prepare` first")
     try:
-        z = load_npz(npz)
+        with _cache_lock(npz, exclusive=False):
+            z = load_npz(npz)
+            mp = manifest_path(npz)
+            manifest = read_json(mp) if mp.is_file() else {}
     except Exception as e:  # noqa: BLE001
         raise UserError(f"--data {npz}: not a readable .npz ({type(e).__name__}: {_one_line(e)}); rebuild it with prepare --force") from None
     missing = [k for k in ("images", "labels", "split") if k not in z]
@@ -1189,8 +1219,6 @@ def load(npz: str | os.PathLike) -> CXRDataset:
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     patient = z["patient"] if "patient" in z else np.array([f"image-{i}" for i in range(len(images))])
-    mp = manifest_path(npz)
-    manifest = read_json(mp) if mp.is_file() else {}
     return CXRDataset(images=images.astype(np.uint8, copy=False), labels=z["labels"].astype(np.int64),
                       split=z["split"].astype(str), patient=patient.astype(str), manifest=manifest, path=npz)
 
