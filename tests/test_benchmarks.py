@@ -252,3 +252,24 @@ def test_jsonable_turns_numpy_and_nan_into_json():
     out = _jsonable({"a": np.float32(1.5), "b": [np.int64(3), float("nan")], "c": (1, 2)})
     assert out == {"a": 1.5, "b": [3, None], "c": [1, 2]}
     json.dumps(out, allow_nan=False)
+
+
+def test_cli_rejects_unknown_section(capsys):
+    from benchmarks.__main__ import main
+
+    assert main(["--sections", "prep,nope"]) == 2
+    assert "--sections nope: unknown" in capsys.readouterr().err
+
+
+def test_cli_writes_json_and_markdown(tmp_path, capsys):
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "b.json"
+    # make_test only: no heavy work; the machine and matmul peak are always measured
+    assert main(["--quick", "--sections", "make_test", "--out", str(out), "--work-dir", str(tmp_path / "w")]) == 0
+    d = json.loads(out.read_text())
+    assert d["machine"]["cores"] >= 1
+    assert d["matmul_peak"]["float32"]["flops_per_second"] > 0 and d["matmul_peak"]["bfloat16"]["flops_per_second"] > 0
+    assert d["quick_ratio"]["target"] == 300.0
+    md = capsys.readouterr().out
+    assert "Machine:" in md and "| Measure | Result | Target | Status |" in md
