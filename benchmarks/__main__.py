@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
             _section(result, "export", lambda: export.run(work / "export", quick=args.quick))
         if "digits" in sections:
-            _section(result, "digits", lambda: digits_section(args.quick, args.digits_json, 60.0 if args.quick else 600.0))
+            _section(result, "digits", lambda: digits_section(args.quick, args.digits_json, 45.0 if args.quick else 600.0))
         if "make_test" in sections:
             _section(result, "make_test", lambda: make_test_section(root / "runs" / "make-test" / "timings.json"))
     except UserError as e:

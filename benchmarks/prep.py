@@ -120,7 +120,7 @@ def _time_cxr_here(folder: Path, size: int, workers: int | None, out: Path) -> d
 
 def run(work: Path, quick: bool = True, n_files: int = 600, size: int = 64, repeats: int | None = None) -> dict[str, Any]:
     """Benchmark a end to end: returns the JSON section (best of `repeats` for each contender)."""
-    repeats = repeats or (1 if quick else 3)
+    repeats = repeats or (2 if quick else 3)
     work.mkdir(parents=True, exist_ok=True)
     jpegs = sample_jpegs()
     folder = work / "xray-folder"
