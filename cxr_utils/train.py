@@ -106,16 +106,13 @@ def build_gan(cfg: GANConfig, precision: str = "fp32") -> ConditionalGAN:
 # ---------------------------------------------------------------- data
 
 def _model_view(images: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 (N,S,S) or (N,S,S,C) -> uint8 (N,S,S,channels) (grey copied into channels)."""
+    """uint8 (N,S,S) or (N,S,S,C) -> uint8 (N,S,S,1) for grey data (the dataset copies it into `channels` per batch,
+    so a 128 px cache is not held three times), else (N,S,S,channels)."""
     a = np.asarray(images)
     if a.ndim == 3:
         a = a[..., None]
-    if a.shape[-1] != channels:
-        if a.shape[-1] == 1:
-            a = np.repeat(a, channels, axis=-1)
-        else:
-            a = a.mean(axis=-1, keepdims=True).round().astype(np.uint8)
-            a = np.repeat(a, channels, axis=-1)
+    if a.shape[-1] not in (1, channels):
+        a = a.mean(axis=-1, keepdims=True).round().astype(np.uint8)
     return np.ascontiguousarray(a)
 
 
@@ -140,8 +137,8 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def make_dataset(images_u8: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, first_epoch: int,
-                 epochs: int) -> tf.data.Dataset:
-    """Batches (float32 [-1, 1], int32) for epochs [first_epoch, epochs); order per epoch from epoch_order()."""
+                 epochs: int, channels: int | None = None) -> tf.data.Dataset:
+    """Batches (float32 [-1, 1] (B,S,S,channels), int32) for epochs [first_epoch, epochs); order from epoch_order()."""
     n = len(images_u8)
     steps = n // batch_size
     # the whole index stream is computed up front: it is tiny (epochs * N ints) and makes resume trivially exact
@@ -152,6 +149,8 @@ def make_dataset(images_u8: np.ndarray, labels: np.ndarray, batch_size: int, see
 
     def fetch(idx):
         x = tf.cast(tf.gather(imgs, idx), tf.float32) / 127.5 - 1.0
+        if channels is not None and x.shape[-1] != channels:
+            x = tf.repeat(x, channels, axis=-1)  # grey -> C identical channels
         return x, tf.gather(labs, idx)
 
     ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64)).batch(batch_size, drop_remainder=True)
@@ -433,7 +432,7 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         cb = RunCallback(run_dir, gan, ckpts, rows, steps, (start_epoch, ckpt_path), show_samples)
         t0 = time.perf_counter()
         if start_epoch < cfg.epochs:
-            ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs)
+            ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs, cfg.channels)
             gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, verbose=verbose, shuffle=False,
                     callbacks=[cb])
         seconds = time.perf_counter() - t0

@@ -344,3 +344,17 @@ def test_train_from_npz_on_the_real_sample_records_provenance(sample_npz: Path, 
     assert out["step"] == len(y) // 4
     g, _ = T.load_generator(tmp_path / "run")
     assert g.output_shape == (None, 64, 64, 3)
+
+
+def test_dataset_order_is_a_pure_function_of_seed_and_epoch() -> None:
+    x = (np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 32, 32), np.uint8) * 20)[..., None]  # value = 20 * index
+    y = np.arange(10) % 2
+    batches = list(T.make_dataset(x, y, 4, seed=3, first_epoch=1, epochs=3, channels=3).as_numpy_iterator())
+    assert len(batches) == 2 * (10 // 4) and batches[0][0].shape == (4, 32, 32, 3) and batches[0][0].dtype == np.float32
+    seen = np.concatenate([np.rint((b[0][:, 0, 0, 0] + 1.0) * 127.5 / 20).astype(int) for b in batches])
+    expected = np.concatenate([T.epoch_order(3, e, 10)[:8] for e in (1, 2)])
+    assert seen.tolist() == expected.tolist()
+    assert np.concatenate([b[1] for b in batches]).tolist() == (expected % 2).tolist()
+    assert all(np.array_equal(b[0][..., 0], b[0][..., 2]) for b in batches)  # grey copied into 3 channels
+    tail = list(T.make_dataset(x, y, 4, seed=3, first_epoch=2, epochs=3, channels=3).as_numpy_iterator())
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches[2:], tail, strict=True))  # resume = same batches
