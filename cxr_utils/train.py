@@ -403,7 +403,6 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     info.update(precision_resolved=precision, replicas=replicas)
     if found is not None and saved is not None and "data" in saved:
         info = {**saved["data"], **info}
-    cio.atomic_write_json(cfg_path, {**cfg.to_dict(), "data": info})
 
     steps = len(x) // cfg.batch_size
     with strategy.scope():
@@ -417,7 +416,9 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
             if int(state["step"]) != start_epoch * steps:
                 raise UserError(f"{ckpt_path}: step {int(state['step'])} does not match epoch {start_epoch} x {steps} "
                                 f"steps; the data or batch size changed since the run started")
-        else:
+        # written only once the checkpoint restored: a refused resume leaves the run's config.json untouched
+        cio.atomic_write_json(cfg_path, {**cfg.to_dict(), "data": info})
+        if found is None:
             start_epoch = 0
             ckpt_path = ckpts.save(0, gan.get_state())  # a fresh run is resumable (and has a last good state) at once
         rows = read_metrics(run_dir / "metrics.csv", start_epoch)

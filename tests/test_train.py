@@ -126,6 +126,9 @@ def test_resume_in_process_is_bit_identical_and_truncates_metrics(ref_run: tuple
         T.train(tiny_cfg(epochs=2), run, x, y, progress=False)
     with pytest.raises(UserError, match="trained with latent_dim=16, now latent_dim=32"):
         T.train(tiny_cfg(epochs=2, latent_dim=32), run, x, y, resume=True, progress=False)
+    with pytest.raises(UserError, match="ckpt-0001.npz: checkpoint lacks .* variables"):  # fp16 adds loss-scale state
+        T.train(tiny_cfg(epochs=2, precision="fp16"), run, x, y, resume=True, progress=False)
+    assert cio.read_json(run / "config.json")["precision"] == "fp32"  # a refused resume leaves config.json alone
     # a kill after metrics.csv got epoch 2's row but before its checkpoint: resume must drop that row
     with open(run / "metrics.csv", "a", encoding="utf-8") as fh:
         fh.write("2,9,9,0,0,0,0,1,1\n")
