@@ -77,7 +77,7 @@ def real_dataset(cfg: Any, npz: Path, steps: int) -> tuple[Any, str]:
     if per_epoch < 1:
         raise RuntimeError(f"{npz}: {len(x)} train images is fewer than one batch of {cfg.batch_size}")
     epochs = -(-steps // per_epoch)
-    ds = train.make_dataset(x, labels, cfg.batch_size, cfg.seed, 0, epochs).take(steps)
+    ds = train.make_dataset(x, labels, cfg.batch_size, cfg.seed, 0, epochs, channels=cfg.channels).take(steps)
     return ds, f"cxr_utils.train.make_dataset on the {len(x)} train images of the cache"
 
 
