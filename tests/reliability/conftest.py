@@ -76,6 +76,15 @@ def tiny_run(tiny_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+def good_tree(root: Path, real_jpegs: list[Path], k: int = 3) -> Path:
+    """k real JPEGs per class (their original Kaggle names) under root/NORMAL and root/PNEUMONIA."""
+    for cls, files in (("NORMAL", real_jpegs[:8]), ("PNEUMONIA", real_jpegs[8:])):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for f in files[:k]:
+            shutil.copyfile(f, root / cls / f.name)
+    return root
+
+
 def clone_run(src: Path, dst: Path) -> Path:
     """A private copy of a run folder."""
     shutil.copytree(src, dst)

@@ -17,6 +17,8 @@ from cxr_utils import data
 from cxr_utils.cli import main as cli_main
 from cxr_utils.errors import UserError
 
+from .conftest import good_tree
+
 
 def _gray(path: Path, side: int = 256) -> np.ndarray:
     with Image.open(path) as im:
@@ -29,22 +31,13 @@ def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def _good_tree(root: Path, real_jpegs: list[Path], k: int = 3) -> Path:
-    """k real JPEGs per class (their original Kaggle names) under root/NORMAL and root/PNEUMONIA."""
-    for cls, files in (("NORMAL", real_jpegs[:8]), ("PNEUMONIA", real_jpegs[8:])):
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for f in files[:k]:
-            shutil.copyfile(f, root / cls / f.name)
-    return root
-
-
 def _listed(npz: Path) -> tuple[dict[str, dict], dict[str, str]]:
     m = data.load(npz).manifest
     return {e["path"]: e for e in m["images"]}, {s["path"]: s["reason"] for s in m["skipped"]}
 
 
 def test_every_bad_file_is_cached_or_listed_as_skipped(real_jpegs, tmp_path, capsys):
-    root = _good_tree(tmp_path / "tree", real_jpegs)
+    root = good_tree(tmp_path / "tree", real_jpegs)
     normal, pneu = root / "NORMAL", root / "PNEUMONIA"
     raw = real_jpegs[0].read_bytes()
     g = _gray(real_jpegs[1])
@@ -146,26 +139,26 @@ def test_image_modes_of_a_real_xray_decode_to_the_same_picture(real_jpegs, tmp_p
 @pytest.mark.parametrize("case", ["missing_class", "empty_tree", "no_readable_class", "only_links", "not_a_folder"])
 def test_failed_prepare_leaves_existing_cache_untouched(real_jpegs, tmp_path, capsys, case):
     out = tmp_path / "cache" / "folder-32.npz"
-    good = _good_tree(tmp_path / "good", real_jpegs, k=2)
+    good = good_tree(tmp_path / "good", real_jpegs, k=2)
     data.prepare("folder", path=good, size=32, out=out, workers=1, progress=False)
     mp = data.manifest_path(out)
     before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out, mp)}
 
     bad = tmp_path / "bad"
     if case == "missing_class":
-        _good_tree(bad, real_jpegs, k=2)
+        good_tree(bad, real_jpegs, k=2)
         shutil.rmtree(bad / "PNEUMONIA")
         named = bad
     elif case == "empty_tree":
         bad.mkdir()
         named = bad
     elif case == "no_readable_class":
-        _good_tree(bad, real_jpegs, k=2)
+        good_tree(bad, real_jpegs, k=2)
         for p in (bad / "NORMAL").iterdir():
             p.write_bytes(p.read_bytes()[:300])  # all truncated
         named = bad
     elif case == "only_links":
-        _good_tree(bad, real_jpegs, k=2)
+        good_tree(bad, real_jpegs, k=2)
         for p in (bad / "PNEUMONIA").iterdir():
             p.unlink()
         os.symlink("loop.jpeg", bad / "PNEUMONIA" / "loop.jpeg")

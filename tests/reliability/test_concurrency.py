@@ -12,8 +12,7 @@ import numpy as np
 from cxr_utils import data
 from cxr_utils.cli import main as cli_main
 
-from .conftest import CliProcess, clone_run, write_config
-from .test_bad_data import _good_tree
+from .conftest import CliProcess, clone_run, good_tree, write_config
 
 
 def test_second_trainer_on_a_locked_run_folder_refuses(tiny_run, tiny_npz, tmp_path, capsys):
@@ -43,7 +42,7 @@ def _consistent(npz: Path) -> dict:
 
 
 def test_two_prepare_processes_on_one_cache_never_leave_it_corrupt(real_jpegs, tmp_path):
-    tree = _good_tree(tmp_path / "tree", real_jpegs, k=5)
+    tree = good_tree(tmp_path / "tree", real_jpegs, k=5)
     # two seeds whose grouped splits differ, so a .npz of one run beside the manifest of the other is detectable
     splits = {}
     for s in range(6):
