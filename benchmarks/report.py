@@ -60,6 +60,11 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      _n(p["cxr_utils"]["images_per_second"], "img/s"), "", ""))
         rows.append(("a. same code, 1 worker", _n(p["cxr_utils_1_worker"]["images_per_second"], "img/s"), "", ""))
         rows.append(("a. keras.utils.image_dataset_from_directory, same size", _n(p["keras"]["images_per_second"], "img/s"), "", ""))
+        fl = p.get("decode_floor")
+        if fl:
+            rows.append(("a. decode floor, OpenCV alone on 1 core: 1/8-scale / full-size decode",
+                         f"{_n(fl['opencv_reduced_decode_1_core']['images_per_second'])} / "
+                         f"{_n(fl['opencv_full_decode_1_core']['images_per_second'], 'img/s')}", "", ""))
         r = p.get("ratios", {}).get("cxr_vs_keras")
         rows.append(("a. cxr_utils / Keras", _x(r and r["value"]), f">= {r['target']:.0f}x" if r else "", _met(r)))
     t = d.get("train") or {}
