@@ -227,11 +227,14 @@ def test_generator_with_lambda_layer_is_refused(tiny_run, tmp_path, capsys):
     marker.unlink(missing_ok=True)  # building the model above ran the lambda once, here in the test
     (run / "generator.keras").unlink()
     model.save(run / "generator.keras")
-    with pytest.raises(Exception, match="(?i)lambda|safe_mode"):
+    with pytest.raises(UserError, match="(?i)lambda|safe mode|safe_mode") as ei:
         load_generator(run)
+    assert str(run / "generator.keras") in str(ei.value)
+    # a foreign model file is bad input: one line naming it, exit 2 (not an "internal error" that suggests safe_mode=False)
     rc = cli_main(["sample", "--run-dir", str(run), "--n-per-class", "2", "--out", str(tmp_path / "syn")])
     err = capsys.readouterr().err
-    assert rc in (1, 2) and err.count("\n") == 1 and ("Lambda" in err or "safe_mode" in err), err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert str(run / "generator.keras") in err and "safe_mode=False" not in err, err
     assert not marker.exists() and not (tmp_path / "syn").exists()
 
 
