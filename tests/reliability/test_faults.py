@@ -3,6 +3,7 @@ resumable, nothing half-written left behind. Faults are injected in-process (tes
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -60,16 +61,17 @@ def test_divergence_stops_with_message_and_keeps_last_good_checkpoint(tiny_run, 
 def test_disk_full_during_checkpoint_write(tiny_run, tiny_npz, tmp_path, capsys, monkeypatch):
     run = clone_run(tiny_run, tmp_path / "run")
     ckpts_before = _snapshot(run / "checkpoints")
-    real = cio.atomic_write_bytes
+    real = cio.atomic_path
 
-    def disk_full(path, data):  # half the bytes reach the temp file, then the disk is full
-        if Path(path).name.startswith("ckpt-"):
-            with cio.atomic_path(path) as tmp:
-                tmp.write_bytes(data[: len(data) // 2])
+    @contextlib.contextmanager
+    def disk_full(path, *a, **k):  # the checkpoint's bytes went into the temp file; flushing them hits a full disk
+        with real(path, *a, **k) as tmp:
+            yield tmp
+            if Path(path).name.startswith("ckpt-"):
+                assert tmp.stat().st_size > 0
                 raise _oserror(errno.ENOSPC)
-        return real(path, data)
 
-    monkeypatch.setattr(cio, "atomic_write_bytes", disk_full)
+    monkeypatch.setattr(cio, "atomic_path", disk_full)  # every atomic writer (npz, json, keras) goes through it
     cfg = write_config(tmp_path / "cfg.json", epochs=3)
     rc = cli_main(_train(tiny_npz, run, cfg))
     line = _error_line(capsys.readouterr().err)

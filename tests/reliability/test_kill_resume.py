@@ -100,7 +100,7 @@ def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tm
     p3 = CliProcess([*base, "--resume"], tmp_path, "p3-random-training")
     new_ckpt = run / "checkpoints" / f"ckpt-{last + 1:04d}.npz"
     p3.wait_for(new_ckpt.exists, what=f"its first new checkpoint {new_ckpt.name}")
-    delay = rng.uniform(0.0, 0.6)
+    delay = rng.uniform(0.0, 0.4)
     time.sleep(delay)
     assert p3.kill() == -signal.SIGKILL, "the run finished before the random kill; raise EPOCHS"
     last = _assert_resumable(run, f"after kill 3 ({delay:.2f} s after {new_ckpt.name})")
