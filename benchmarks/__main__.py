@@ -73,7 +73,7 @@ def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[st
     from . import digits_tstr
 
     # digits_tstr's own --quick plan, cut off at the budget: a short run, labelled as such (not the 10-minute target run)
-    plan = digits_tstr.Plan(steps=400 if quick else 1500, chunks=2 if quick else 5, n_per_class=100 if quick else 300,
+    plan = digits_tstr.Plan(steps=400 if quick else 1500, chunks=4 if quick else 5, n_per_class=100 if quick else 300,
                             budget_seconds=budget)
     d = digits_tstr.run(seed=0, plan=plan)
     return {"source": f"ran here: digits_tstr.run(seed=0, {plan})", "short_run": quick, **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")}}
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
             _section(result, "export", lambda: export.run(work / "export", quick=args.quick))
         if "digits" in sections:
-            _section(result, "digits", lambda: digits_section(args.quick, args.digits_json, 45.0 if args.quick else 600.0))
+            _section(result, "digits", lambda: digits_section(args.quick, args.digits_json, 30.0 if args.quick else 600.0))
         if "make_test" in sections:
             _section(result, "make_test", lambda: make_test_section(root / "runs" / "make-test" / "timings.json"))
     except UserError as e:

@@ -115,8 +115,9 @@ def run(peaks: dict[str, dict[str, Any]], npz: Path | None, quick: bool = True, 
     gpus = (info or {}).get("gpus") or []
     precisions = precisions or (("fp32", "bf16", "fp16") if gpus else ("fp32", "bf16"))
     fast = "bf16" if "bf16" in precisions else precisions[-1]  # the precision `auto` picks on this CPU
-    rounds = rounds or (2 if quick else 5)
-    chunk = chunk or (3 if quick else 8)
+    # many short rounds beat few long ones on a shared machine: each contender gets more chances at a quiet moment
+    rounds = rounds or (4 if quick else 8)
+    chunk = chunk or (3 if quick else 6)
     profile_steps = profile_steps or (3 if quick else 8)
     out: dict[str, Any] = {
         "config": {k: cfg.to_dict()[k] for k in ("image_size", "batch_size", "channels", "latent_dim", "g_base_filters",
