@@ -432,10 +432,13 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
             verbose = int(progress) if not isinstance(progress, bool) else (1 if progress else 0)
         cb = RunCallback(run_dir, gan, ckpts, rows, steps, (start_epoch, ckpt_path), show_samples)
         t0 = time.perf_counter()
-        if start_epoch < cfg.epochs:
-            ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs, cfg.channels)
-            gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, verbose=verbose, shuffle=False,
-                    callbacks=[cb])
+        try:
+            if start_epoch < cfg.epochs:
+                ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs, cfg.channels)
+                gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, verbose=verbose,
+                        shuffle=False, callbacks=[cb])
+        finally:
+            cb.writer.close()
         seconds = time.perf_counter() - t0
         if cb.bad is not None:
             e, p = cb.last_good
