@@ -257,6 +257,9 @@ def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
         T.train(tiny_cfg(batch_size=64), tmp_path / "c", x, y, progress=False)
     with pytest.raises(UserError, match="--data .*not found"):
         T.train_from_npz(tmp_path / "missing.npz", tmp_path / "d", tiny_cfg())
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(UserError, match="cannot create the run folder"):
+        T.train(tiny_cfg(), tmp_path / "file" / "run", x, y, progress=False)
 
 
 def test_cap_per_class_and_epoch_order() -> None:
