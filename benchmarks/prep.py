@@ -129,7 +129,7 @@ def _time_cxr_here(folder: Path, size: int, workers: int | None, out: Path) -> d
     import multiprocessing
 
     return {"images": n, "seconds": seconds, "images_per_second": n / seconds,
-            "workers": workers if workers is not None else f"default ({data._default_workers(n)})",
+            "workers": workers if workers is not None else f"{data._default_workers(n)} (default)",
             "tensorflow_loaded": "tensorflow" in sys.modules, "start_methods": multiprocessing.get_all_start_methods()[:1]}
 
 
