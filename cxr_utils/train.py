@@ -506,9 +506,18 @@ def load_generator(run_dir: str | os.PathLike) -> tuple[keras.Model, GANConfig]:
     gen, cfg_path = run_dir / "generator.keras", run_dir / "config.json"
     if not gen.is_file() or not cfg_path.is_file():
         raise UserError(f"{run_dir}: no generator.keras/config.json; train first (python -m cxr_utils train --run-dir {run_dir} ...)")
-    saved = cio.read_json(cfg_path)
+    try:
+        saved = cio.read_json(cfg_path)
+    except (ValueError, OSError) as e:
+        raise UserError(f"{cfg_path}: not readable JSON ({type(e).__name__}); restore it from the run's checkpoint folder "
+                        f"or retrain") from None
     cfg = GANConfig.from_dict({k: v for k, v in saved.items() if k != "data"})
-    model = keras.models.load_model(gen, safe_mode=True, compile=False)
+    try:
+        model = keras.models.load_model(gen, safe_mode=True, compile=False)
+    except Exception as e:  # any failure here means the file is not a generator that `train` wrote
+        kind = "it holds a Lambda layer (code), which safe mode refuses to run" if "lambda" in str(e).lower() \
+            else f"{type(e).__name__}"
+        raise UserError(f"{gen}: not a generator written by `train` ({kind}); retrain the run or restore the file") from None
     return model, cfg
 
 

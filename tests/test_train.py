@@ -109,9 +109,14 @@ def test_generator_loads_safe_mode_and_is_the_ema(ref_run: tuple[Path, dict]) ->
     assert not np.array_equal(ck["ema.0000"], ck["g.0000"])  # EMA differs from the raw generator
 
 
-def test_load_generator_missing_run_is_a_user_error(tmp_path: Path) -> None:
+def test_load_generator_missing_or_foreign_file_is_a_user_error(ref_run: tuple[Path, dict], tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no generator.keras"):
         T.load_generator(tmp_path / "nothing")
+    run = tmp_path / "run"
+    shutil.copytree(ref_run[0], run)
+    (run / "generator.keras").write_bytes(b"PK\x03\x04 not a keras archive")
+    with pytest.raises(UserError, match="generator.keras: not a generator written by `train`"):
+        T.load_generator(run)
 
 
 # ---------------------------------------------------------------- exact resume
