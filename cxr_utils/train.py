@@ -375,7 +375,12 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
         raise UserError(f"data: {len(x)} training images is fewer than batch_size={cfg.batch_size}; lower --batch-size")
 
     with RunLock(run_dir):
-        return _train_locked(cfg, run_dir, x, y, resume, progress, data_info, distribute, show_samples)
+        try:
+            return _train_locked(cfg, run_dir, x, y, resume, progress, data_info, distribute, show_samples)
+        except OSError as e:  # disk full, read-only folder: every write is atomic, so the last checkpoint is intact
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            raise UserError(f"{run_dir}: cannot write the run folder{where}: {e.strerror or e}; free disk space or make "
+                            f"it writable, then rerun with --resume (the last complete checkpoint is kept)") from None
 
 
 def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, resume: bool, progress: Any,
