@@ -59,14 +59,18 @@ def test_digits_split_is_fixed_stratified_and_upsampled() -> None:
 def test_tiny_benchmark_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = _bench()
     out = tmp_path / "res.json"
-    # 1 epoch of 19 steps, tiny filters: the same code path as the real run (train, EMA generator, export, probe)
-    rc = b.main(["--seed", "3", "--out", str(out), "--steps", "19", "--chunks", "1", "--n-per-class", "12",
+    # 2 chunks of 1 epoch (19 steps) planned, but a 1 s budget: the first chunk always runs, the second is skipped.
+    # Tiny filters; otherwise the same code path as the real run (train, EMA generator, export, probe)
+    rc = b.main(["--seed", "3", "--out", str(out), "--steps", "38", "--chunks", "2", "--n-per-class", "12", "--budget-seconds", "1",
                  "--work-dir", str(tmp_path / "work"), "--set", "g_base_filters=8", "--set", "d_base_filters=8"])
     assert rc == 0
     res = json.loads(out.read_text())
     for key in ("tstr", "trtr", "ratio", "seconds", "seed", "steps", "config", "curve", "train_seconds"):
         assert key in res
-    assert res["seed"] == 3 and res["steps"] == 19 and res["epochs"] == 1
+    assert res["seed"] == 3 and res["steps"] == 19 and res["epochs"] == 1 and res["size"] == 16
+    assert res["command"].startswith("python benchmarks/digits_tstr.py --seed 3 ")
+    assert res["plan"]["steps"] == 38 and res["plan"]["chunks"] == 2
+    assert res["budget_seconds"] == 1.0 and res["stopped_by_budget"] is True
     assert res["config"]["image_size"] == 16 and res["config"]["channels"] == 1 and res["config"]["g_base_filters"] == 8
     assert 0.0 <= res["tstr"] <= 1.0 and res["seconds"] > 0
     assert res["ratio"] == pytest.approx(res["tstr"] / res["trtr"])
