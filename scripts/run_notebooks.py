@@ -7,13 +7,31 @@ land in runs/make-run-<UTC time>/. Notebooks that do not exist yet are skipped w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ["01_data.ipynb", "02_train_cgan.ipynb", "03_samples.ipynb", "04_evaluate_vgg16.ipynb"]
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 2 (inherited by the notebook kernel) at `path` for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as fh:
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,15 +54,18 @@ def main(argv: list[str] | None = None) -> int:
         dst = work / name
         t0 = time.perf_counter()
         print(f"run  {name} -> {dst.relative_to(ROOT) if dst.is_relative_to(ROOT) else dst}")
+        log = work / "logs" / f"{src.stem}.log"
         try:
-            pm.execute_notebook(str(src), str(dst), parameters={"WORK_DIR": str(work)}, cwd=str(ROOT / "notebooks"),
-                                kernel_name="python3", progress_bar=sys.stdout.isatty(), log_output=False)
+            # the kernel inherits our stderr: send TF/Jupyter start-up chatter to a log file, keep the terminal clean
+            with _stderr_to(log):
+                pm.execute_notebook(str(src), str(dst), parameters={"WORK_DIR": str(work)}, cwd=str(ROOT / "notebooks"),
+                                    kernel_name="python3", progress_bar=False, log_output=False)
         except pm.PapermillExecutionError as e:
             print(f"error: {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                  f"       open {dst} to see the failing cell", file=sys.stderr)
+                  f"       open {dst} to see the failing cell (kernel log: {log})", file=sys.stderr)
             return 1
         print(f"done {name} in {time.perf_counter() - t0:.0f} s")
-    print(f"\nAll done. Look in {work}/ : executed notebooks, gan/ (run folder), synthetic/, evaluation/, figures/")
+    print(f"\nAll done. Look in {work}/ : executed notebooks, gan/ (run folder), synthetic/, evaluation/, figures/, logs/")
     return 0
 
 
