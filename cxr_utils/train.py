@@ -206,7 +206,8 @@ class Checkpoints:
         """Write one checkpoint, then point latest.json at it, then prune old ones (each step atomic)."""
         p = self.path(epoch)
         arrays = {k.replace("/", "."): v for k, v in state.items()}
-        cio.atomic_save_npz(p, meta_epoch=np.int64(epoch), **arrays)
+        # uncompressed: zlib spends seconds on float weights for a few percent, once per epoch
+        cio.atomic_save_npz(p, compress=False, meta_epoch=np.int64(epoch), **arrays)
         cio.atomic_write_json(self.dir / "latest.json", {"file": p.name, "epoch": epoch, "step": int(state["step"])})
         for old in self.files()[KEEP_CHECKPOINTS:]:
             with contextlib.suppress(OSError):
