@@ -43,9 +43,12 @@ class GANConfig:
     g_upsample: str = "transpose"  # transpose | upsample
     norm: str = "layer"  # layer | batch | none (none = spectral normalization in D)
     label_into_features: bool = False  # seed variant: label map also concatenated to D's first feature maps
+    minibatch_std: bool = False  # ProGAN minibatch-std channel before D's heads (against within-class collapse)
     # losses
     adv_loss: str = "lsgan"  # lsgan (MSE, the seed) | bce | hinge
     class_loss_weight: float = 1.0
+    g_class_loss_weight: float | None = None  # G's class-loss weight; None = class_loss_weight (ACGAN's pull to
+    # prototypes shrinks within-class diversity; D's label input still conditions G when this is small)
     d_class_on_fake: bool = False  # ACGAN fix (keras PR 8482): D's class head trains on real only
     # small-data tools
     diffaugment: str = "color,translation,cutout"  # "" disables

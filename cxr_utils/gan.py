@@ -225,7 +225,8 @@ class ConditionalGAN(keras.Model):
         with tf.GradientTape() as tape:
             fake2 = self.generator([z2, labels2], training=True)
             g_score, g_logits = self.discriminator([aug(fake2, S_AUG_G), labels2], training=True)
-            per_ex_g = adversarial_g_loss(cfg.adv_loss, g_score) + cfg.class_loss_weight * class_loss(labels2, g_logits)
+            g_w = cfg.class_loss_weight if cfg.g_class_loss_weight is None else cfg.g_class_loss_weight
+            per_ex_g = adversarial_g_loss(cfg.adv_loss, g_score) + g_w * class_loss(labels2, g_logits)
             g_loss = tf.reduce_sum(per_ex_g) / gb
             g_scaled = self._scaled(self.g_optimizer, g_loss)
         self._apply(self.g_optimizer, g_scaled, tape, self.generator.trainable_variables)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from .config import GANConfig
 
@@ -34,6 +34,27 @@ def discriminator_filters(cfg: GANConfig) -> list[int]:
     """Output filters of each discriminator block, from image_size down to 4x4."""
     n = _n_blocks(cfg.image_size)
     return [cfg.d_base_filters * min(2**i, MAX_FILTER_MULT) for i in range(n)]
+
+
+@keras.saving.register_keras_serializable(package="cxr_utils")
+class MinibatchStdDev(layers.Layer):
+    """ProGAN's minibatch standard deviation: appends one channel holding the batch's mean feature std.
+
+    (B, H, W, C) -> (B, H, W, C + 1). The std of every feature over the batch, averaged to one number, lets D
+    see how varied a batch is, so a generator that collapses within a class is penalised (Karras et al. 2018).
+    Statistics over the whole (per-replica) batch; real and generated batches go through D separately.
+    """
+
+    def call(self, x):
+        xf = ops.cast(x, "float32")
+        mean = ops.mean(xf, axis=0, keepdims=True)
+        std = ops.sqrt(ops.mean(ops.square(xf - mean), axis=0) + 1e-8)  # (H, W, C); eps keeps the gradient finite
+        s = ops.mean(std)
+        extra = ops.ones_like(xf[..., :1]) * s
+        return ops.concatenate([x, ops.cast(extra, x.dtype)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], None if input_shape[-1] is None else input_shape[-1] + 1)
 
 
 def _norm(kind: str, name: str, dtype: str | None) -> layers.Layer | None:
@@ -103,6 +124,8 @@ def build_discriminator(cfg: GANConfig, dtype: str | None = None, name: str = "d
             fmap = layers.Embedding(cfg.num_classes, h * h, name="label_feature_embedding", dtype=dtype)(label)
             fmap = layers.Reshape((h, h, 1), name="label_feature_map", dtype=dtype)(fmap)
             x = layers.Concatenate(name="features_and_label", dtype=dtype)([x, fmap])
+    if cfg.minibatch_std:
+        x = MinibatchStdDev(name="minibatch_std", dtype=dtype)(x)
     x = layers.Flatten(name="flatten", dtype=dtype)(x)
     # heads in float32: losses and accuracies must not see bf16/fp16 rounding
     score = layers.Dense(1, name="score", dtype="float32")(x)

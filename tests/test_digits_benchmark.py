@@ -27,8 +27,11 @@ def _bench():
     return mod
 
 
-def _independent_trtr(size: int) -> float:
-    """TRTR recomputed from scratch with sklearn + cv2, without the benchmark's helpers."""
+def _independent_trtr(size: int, fit_part_only: bool = True) -> float:
+    """TRTR recomputed from scratch with sklearn + cv2, without the benchmark's helpers.
+
+    fit_part_only: train on the 85 % of the 70 % split that the GAN trains on (the 15 % validation part held out).
+    """
     import cv2
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
@@ -41,6 +44,8 @@ def _independent_trtr(size: int) -> float:
         r = [cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in a.astype(np.float32) * (255.0 / 16.0)]
         return np.clip(np.rint(np.stack(r)), 0, 255).astype(np.uint8).reshape(len(a), -1) / 255.0
 
+    if fit_part_only:
+        xtr, _, ytr, _ = train_test_split(xtr, ytr, test_size=0.15, stratify=ytr, random_state=0)
     return float(LogisticRegression(max_iter=2000).fit(up(xtr), ytr).score(up(xte), yte))
 
 
@@ -59,7 +64,7 @@ def test_digits_split_is_fixed_stratified_and_upsampled() -> None:
 def test_tiny_benchmark_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = _bench()
     out = tmp_path / "res.json"
-    # 2 chunks of 1 epoch (19 steps) planned, but a 1 s budget: the first chunk always runs, the second is skipped.
+    # 2 chunks of 1 epoch (16 steps: 1,068 GAN-training digits // 64) planned, but a 1 s budget: the first chunk always runs, the second is skipped.
     # Tiny filters; otherwise the same code path as the real run (train, EMA generator, export, probe)
     rc = b.main(["--seed", "3", "--out", str(out), "--steps", "38", "--chunks", "2", "--n-per-class", "12", "--budget-seconds", "1",
                  "--work-dir", str(tmp_path / "work"), "--set", "g_base_filters=8", "--set", "d_base_filters=8"])
@@ -67,7 +72,7 @@ def test_tiny_benchmark_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     res = json.loads(out.read_text())
     for key in ("tstr", "trtr", "ratio", "seconds", "seed", "steps", "config", "curve", "train_seconds"):
         assert key in res
-    assert res["seed"] == 3 and res["steps"] == 19 and res["epochs"] == 1 and res["size"] == 16
+    assert res["seed"] == 3 and res["steps"] == 16 and res["epochs"] == 1 and res["size"] == 16
     assert res["command"].startswith("python benchmarks/digits_tstr.py --seed 3 ")
     assert res["plan"]["steps"] == 38 and res["plan"]["chunks"] == 2
     assert res["budget_seconds"] == 1.0 and res["stopped_by_budget"] is True
@@ -75,8 +80,13 @@ def test_tiny_benchmark_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert 0.0 <= res["tstr"] <= 1.0 and res["seconds"] > 0
     assert res["ratio"] == pytest.approx(res["tstr"] / res["trtr"])
     assert res["trtr"] == pytest.approx(_independent_trtr(16), abs=1e-12)
+    assert res["trtr_full_train"] == pytest.approx(_independent_trtr(16, fit_part_only=False), abs=1e-12)
     assert 0.93 <= res["trtr"] <= 1.0
-    assert [c["step"] for c in res["curve"]] == [19]
+    assert res["n_train_real"] + res["n_val_real"] == 1257 and res["n_val_real"] == 189 and res["n_test_real"] == 540
+    assert [c["step"] for c in res["curve"]] == [16]
+    # the checkpoint is chosen on the validation part (the only curve point here), never on the test set
+    assert res["selection"] == "real validation split" and res["selected_step"] == 16
+    assert res["selected_tstr_val"] == res["curve"][0]["tstr_val"]
     assert 0.0 <= res["curve"][0]["tstr"] <= 1.0 and res["curve"][0]["train_seconds"] <= res["seconds"]
     # the reported TSTR went through real PNG export: the folder holds 10 classes x 12 tagged images
     syn = tmp_path / "work" / "synthetic"

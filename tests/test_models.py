@@ -74,3 +74,23 @@ def test_mixed_precision_keeps_outputs_float32() -> None:
     assert g.get_layer("up0_conv").compute_dtype == "bfloat16"
     assert all(v.dtype == "float32" for v in g.weights)  # master weights stay float32
     assert isinstance(g, keras.Model)
+
+
+def test_minibatch_std_layer_closed_form_and_safe_mode_roundtrip(tmp_path) -> None:
+    from cxr_utils.models import MinibatchStdDev
+
+    x = np.stack([np.zeros((2, 2, 3)), np.full((2, 2, 3), 2.0)]).astype("float32")  # per-feature std over batch = 1
+    y = ops.convert_to_numpy(MinibatchStdDev()(x))
+    assert y.shape == (2, 2, 2, 4)
+    assert np.allclose(y[..., :3], x) and np.allclose(y[..., 3], 1.0, atol=1e-6)
+    cfg = GANConfig(image_size=16, channels=1, num_classes=3, class_names=("a", "b", "c"), d_base_filters=8,
+                    minibatch_std=True)
+    d = build_discriminator(cfg)
+    assert d.get_layer("minibatch_std").output.shape[-1] == 8 * 2 + 1
+    assert "minibatch_std" not in [lay.name for lay in build_discriminator(GANConfig(image_size=16, d_base_filters=8)).layers]
+    imgs = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 1)).astype("float32")
+    labels = np.array([0, 1, 2, 0], "int32")
+    d.save(tmp_path / "d.keras")
+    d2 = keras.models.load_model(tmp_path / "d.keras", safe_mode=True, compile=False)
+    for a, b in zip(d([imgs, labels]), d2([imgs, labels]), strict=True):
+        assert np.array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
