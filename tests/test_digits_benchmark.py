@@ -80,7 +80,9 @@ def test_tiny_benchmark_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert 0.0 <= res["tstr"] <= 1.0 and res["seconds"] > 0
     assert res["ratio"] == pytest.approx(res["tstr"] / res["trtr"])
     assert res["trtr"] == pytest.approx(_independent_trtr(16), abs=1e-12)
-    assert res["trtr_full_train"] == pytest.approx(_independent_trtr(16, fit_part_only=False), abs=1e-12)
+    # the whole-70 % TRTR is what earlier versions reported as "trtr" (524 of 540; recomputed by _independent_trtr(16,
+    # fit_part_only=False), not refitted here: each fit costs 5-10 s on the shared 2 cores)
+    assert res["trtr_full_train"] == pytest.approx(524 / 540, abs=1e-12)
     assert 0.93 <= res["trtr"] <= 1.0
     assert res["n_train_real"] + res["n_val_real"] == 1257 and res["n_val_real"] == 189 and res["n_test_real"] == 540
     assert [c["step"] for c in res["curve"]] == [16]
