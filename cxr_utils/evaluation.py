@@ -440,7 +440,8 @@ def comparison_table(results: Sequence[dict[str, Any]]) -> Any:
     return pd.DataFrame(rows)
 
 
-def _is_study_grade(r: dict[str, Any]) -> bool:
+def is_study_grade(r: dict[str, Any]) -> bool:
+    """True for a run worth tabulating: ImageNet weights, the full data set, not smoke mode."""
     return r.get("weights") == IMAGENET and bool(r.get("full_dataset")) and not r.get("smoke")
 
 
@@ -453,8 +454,8 @@ def results_markdown(*paths: str | os.PathLike, seed_check: bool = True) -> str:
         items = r if isinstance(r, list) else r.get("protocols", [r]) if isinstance(r, dict) else []
         results += [(Path(p), it) for it in items]
     lines: list[str] = []
-    grade = [(p, r) for p, r in results if _is_study_grade(r)]
-    other = [(p, r) for p, r in results if not _is_study_grade(r)]
+    grade = [(p, r) for p, r in results if is_study_grade(r)]
+    other = [(p, r) for p, r in results if not is_study_grade(r)]
     if grade:
         lines += ["VGG16 (ImageNet weights) on the real test split; mean +- std over seeds, 95% bootstrap interval of the "
                   "mean over test images. Positive class = PNEUMONIA.", "",
