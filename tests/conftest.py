@@ -36,3 +36,15 @@ def sample_npz(sample_data_dir: Path) -> Path:
     p = sample_data_dir / "sample-64.npz"
     assert p.is_file(), p
     return p
+
+
+@pytest.fixture
+def offline_keras(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An empty KERAS_HOME and a get_file that fails at once, as in a sandbox without internet."""
+    import keras
+
+    def no_network(*a, **k):
+        raise OSError("network unreachable (test)")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    monkeypatch.setattr(keras.utils, "get_file", no_network)

@@ -3,37 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import write_noise_pngs
 
 from cxr_utils import cli
 from cxr_utils import evaluation as E
 from cxr_utils.errors import UserError
-
-
-def _write_synthetic(folder: Path, n_per_class: int = 3, size: int = 64, classes=("NORMAL", "PNEUMONIA")) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in classes:
-        (folder / c).mkdir(parents=True, exist_ok=True)
-        for i in range(n_per_class):
-            Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), mode="L").save(folder / c / f"{i:04d}.png")
-    return folder
-
-
-@pytest.fixture
-def offline_keras(monkeypatch, tmp_path):
-    """An empty KERAS_HOME and a get_file that fails at once, as in a sandbox without internet."""
-    import keras
-
-    def no_network(*a, **k):
-        raise OSError("network unreachable (test)")
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
-    monkeypatch.setattr(keras.utils, "get_file", no_network)
 
 
 def test_metrics_from_counts_closed_form():
@@ -101,14 +78,14 @@ def _run_cli(argv, capsys) -> tuple[int, str, str]:
 def test_cli_bad_input_exits_2(case, message, sample_npz, tmp_path, capsys):
     syn = tmp_path / "syn"
     if case == "missing_class":
-        _write_synthetic(syn, classes=("NORMAL",))
+        write_noise_pngs(syn, classes=("NORMAL",))
     elif case == "wrong_size":
-        _write_synthetic(syn, size=32)
+        write_noise_pngs(syn, size=32)
     elif case == "empty":
         (syn / "NORMAL").mkdir(parents=True)
         (syn / "PNEUMONIA").mkdir()
     else:
-        _write_synthetic(syn)
+        write_noise_pngs(syn)
     argv = ["evaluate", "--data", str(sample_npz), "--protocol", "tstr", "--weights", "none", "--smoke",
             "--out", str(tmp_path / "r.json")]
     if case != "no_folder":
@@ -128,7 +105,7 @@ def test_cli_weights_imagenet_offline_exits_2(sample_npz, tmp_path, capsys, offl
 
 
 def test_cli_tstr_writes_counts_consistent_json_labelled_random_init(sample_npz, tmp_path, capsys, offline_keras):
-    syn = _write_synthetic(tmp_path / "syn", n_per_class=3)
+    syn = write_noise_pngs(tmp_path / "syn", n_per_class=3)
     out = tmp_path / "eval" / "tstr.json"
     code, stdout, err = _run_cli(["evaluate", "--data", str(sample_npz), "--synthetic", str(syn), "--protocol", "tstr",
                                   "--weights", "auto", "--seeds", "2", "--smoke", "--out", str(out)], capsys)

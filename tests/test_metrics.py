@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _helpers import write_noise_pngs
 
 from cxr_utils import metrics as M
 
@@ -140,26 +141,7 @@ def test_inception_unavailable_offline_falls_back_with_a_note(monkeypatch, tmp_p
     assert [e.name.startswith("random-init") for e in exs] == [True]
 
 
-def _synthetic_folder(folder, n_per_class=4, size=64, classes=("NORMAL", "PNEUMONIA")):
-    from PIL import Image
 
-    rng = np.random.default_rng(1)
-    for c in classes:
-        (folder / c).mkdir(parents=True, exist_ok=True)
-        for i in range(n_per_class):
-            Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), mode="L").save(folder / c / f"{i}.png")
-    return folder
-
-
-@pytest.fixture
-def offline_keras(monkeypatch, tmp_path):
-    import keras
-
-    def no_network(*a, **k):
-        raise OSError("network unreachable (test)")
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
-    monkeypatch.setattr(keras.utils, "get_file", no_network)
 
 
 def test_cli_metrics_offline_names_every_extractor(sample_npz, tmp_path, capsys, offline_keras):
@@ -167,7 +149,7 @@ def test_cli_metrics_offline_names_every_extractor(sample_npz, tmp_path, capsys,
 
     from cxr_utils import cli
 
-    syn = _synthetic_folder(tmp_path / "syn")
+    syn = write_noise_pngs(tmp_path / "syn", n_per_class=4, seed=1)
     out = tmp_path / "m" / "metrics.json"
     code = cli.main(["metrics", "--data", str(sample_npz), "--synthetic", str(syn), "--smoke", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
@@ -187,7 +169,7 @@ def test_cli_metrics_offline_names_every_extractor(sample_npz, tmp_path, capsys,
 def test_cli_metrics_bad_synthetic_exits_2(sample_npz, tmp_path, capsys):
     from cxr_utils import cli
 
-    syn = _synthetic_folder(tmp_path / "syn", classes=("PNEUMONIA",))
+    syn = write_noise_pngs(tmp_path / "syn", n_per_class=4, classes=("PNEUMONIA",), seed=1)
     code = cli.main(["metrics", "--data", str(sample_npz), "--synthetic", str(syn), "--smoke", "--out", str(tmp_path / "m.json")])
     err = capsys.readouterr().err
     assert code == 2 and "NORMAL: class folder missing" in err and len(err.strip().splitlines()) == 1
