@@ -35,7 +35,7 @@ import numpy as np
 
 from .config import CLASS_NAMES, SIZES, data_dir
 from .errors import UserError
-from .io import atomic_save_npz, atomic_write_json, load_npz, read_json
+from .io import atomic_save_npz, atomic_write_json, file_digest, load_npz, read_json
 
 FORMAT_VERSION = 1  # bump when the cache layout or preprocessing changes: old caches are then rebuilt
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -533,14 +533,6 @@ def safe_extract_tree(archive: str | os.PathLike, target: str | os.PathLike) -> 
 # sources: each returns a _Scan (file sources) or arrays (medmnist)
 # --------------------------------------------------------------------------------------------------------------
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _raw_dir() -> Path:
     return data_dir() / "raw"
 
@@ -571,7 +563,7 @@ def fetch_sample(wheel: str | os.PathLike | None = None) -> Path:
             wheel_path = Path(wheel)
             if not wheel_path.is_file():
                 raise UserError(f"--path {wheel_path}: wheel not found; omit --path to download {SAMPLE_PACKAGE}")
-        digest = _sha256_file(wheel_path)
+        digest = file_digest(wheel_path)
         if digest != SAMPLE_WHEEL_SHA256:
             raise UserError(f"{wheel_path}: sha256 {digest[:12]}... does not match the pinned {SAMPLE_WHEEL_SHA256[:12]}...; "
                             "the file is not the expected pneumonia-model-package 0.3.0 wheel")
@@ -689,8 +681,7 @@ def fetch_kaggle(archive: str | os.PathLike | None = None, progress: bool = True
         archive = Path(archive)
         if not archive.is_file():
             raise UserError(f"--path {archive}: archive not found; pass the downloaded chest-xray-pneumonia .zip")
-        st = archive.stat()
-        key = hashlib.sha256(f"{archive.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        key = _fingerprint_file(archive)[:12]
         target = base / f"{archive.stem}-{key}"
         if (target / ".extracted.json").is_file():
             return target, read_json(target / ".extracted.json")
@@ -719,14 +710,6 @@ def fetch_kaggle(archive: str | os.PathLike | None = None, progress: bool = True
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)  # the 2.3 GB archive is not kept once extracted
     return target, stats
-
-
-def _md5_file(path: Path) -> str:
-    h = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def medmnist_reachable(timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str]:
@@ -759,7 +742,7 @@ def fetch_medmnist(timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
             except Exception as e:  # noqa: BLE001
                 raise NetworkError(f"medmnist: download from zenodo.org failed ({_one_line(getattr(e, 'reason', e))}); check the "
                                    f"network or download {MEDMNIST_FILE} yourself and pass it with --path") from None
-        md5 = _md5_file(tmp)
+        md5 = file_digest(tmp, "md5")
         if md5 != MEDMNIST_MD5:
             raise NetworkError(f"medmnist: downloaded file has MD5 {md5}, expected {MEDMNIST_MD5}; retry the download")
         os.replace(tmp, dest)
@@ -958,7 +941,7 @@ def _build_from_scan(scan: _Scan, source: str, size: int, seed: int, workers: in
 
 def _build_medmnist(npz: Path, size: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     parts = read_medmnist(npz)
-    md5 = _md5_file(npz)
+    md5 = file_digest(npz, "md5")
     images, labels, split, patients, entries = [], [], [], [], []
     for s in SPLITS:
         x, y = parts[s]

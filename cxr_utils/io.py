@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -92,6 +93,14 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Load every array of an .npz without unpickling anything."""
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in blocks (sha256 by default; "md5" for checksums published as MD5)."""
+    with open(path, "rb") as fh:
+        if algorithm == "md5":
+            return hashlib.file_digest(fh, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+        return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
 def read_json(path: str | os.PathLike) -> Any:

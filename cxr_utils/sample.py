@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import os
 import shutil
@@ -29,7 +28,9 @@ import numpy as np
 
 from . import __version__
 from .config import CLASS_NAMES, SYNTHETIC_TAG
+from .data import from_model_view as to_uint8  # generator output [-1, 1] -> uint8, channels averaged
 from .errors import UserError
+from .io import file_digest
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("file", "class", "label", "seed", "run", "generator_sha256", "synthetic")
@@ -117,14 +118,6 @@ def _load_generator(run_dir: Path) -> tuple[Any, Any]:
 def latent_dim_of(generator: Any) -> int:
     """The noise length the generator expects (its first input)."""
     return int(generator.inputs[0].shape[-1])
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Generator output float (B, S, S, C) in [-1, 1] -> uint8 (B, S, S), channels averaged."""
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 4:
-        x = x.mean(axis=-1)
-    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def generate(generator: Any, noise: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -273,15 +266,6 @@ def nearest_figure(synthetic: np.ndarray, syn_labels: np.ndarray, real: np.ndarr
 # ----------------------------------------------------------------------------- export
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def png_bytes(img: np.ndarray, text: dict[str, str]) -> bytes:
     """Encode a uint8 (S, S) image as an 8-bit grayscale PNG with the given tEXt chunks."""
     from PIL import Image
@@ -334,7 +318,7 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
 
     generator, cfg = _load_generator(run_dir)
     class_names = tuple(getattr(cfg, "class_names", CLASS_NAMES))
-    sha = file_sha256(gen_file)
+    sha = file_digest(gen_file)
     latent = latent_dim_of(generator)
     n_total = n_per_class * len(class_names)
     # one seed -> all the noise; image i of class k always gets the same noise row, whatever the batch size

@@ -11,7 +11,6 @@ import contextlib
 import csv
 import errno
 import fcntl
-import hashlib
 import io
 import math
 import os
@@ -468,16 +467,6 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     }
 
 
-def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANConfig, resume: bool = False,
                    **kwargs: Any) -> dict[str, Any]:
     """Train on the `train` split of a cached dataset .npz (see cxr_utils.data); records its provenance."""
@@ -501,8 +490,8 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
         print(f"note: image_size set to {images.shape[1]} to match {npz.name}", file=sys.stderr)
         cfg = cfg.replace(image_size=int(images.shape[1]))
     manifest = npz.with_name(npz.name[: -len(".npz")] + ".manifest.json")
-    info = {"npz": str(npz.resolve()), "npz_sha256": _sha256(npz), "manifest": str(manifest) if manifest.is_file() else None,
-            "manifest_sha256": _sha256(manifest), "split": "train"}
+    info = {"npz": str(npz.resolve()), "npz_sha256": cio.file_digest(npz), "manifest": str(manifest) if manifest.is_file() else None,
+            "manifest_sha256": cio.file_digest(manifest) if manifest.is_file() else None, "split": "train"}
     return train(cfg, run_dir, images, labels, resume=resume, data_info=info, **kwargs)
 
 

@@ -18,6 +18,7 @@ from PIL import Image  # noqa: E402
 from cxr_utils import cli, sample  # noqa: E402
 from cxr_utils.config import CLASS_NAMES, SYNTHETIC_TAG, GANConfig  # noqa: E402
 from cxr_utils.errors import UserError  # noqa: E402
+from cxr_utils.io import file_digest  # noqa: E402
 
 S, C, LATENT = 32, 3, 8
 
@@ -63,7 +64,7 @@ def test_export_writes_tagged_pngs_and_manifest(run_dir: Path, tmp_path: Path) -
     assert list(rows[0]) == ["file", "class", "label", "seed", "run", "generator_sha256", "synthetic"]
     assert len(rows) == 10
     assert [r["label"] for r in rows] == ["0"] * 5 + ["1"] * 5
-    sha = sample.file_sha256(run_dir / "generator.keras")
+    sha = file_digest(run_dir / "generator.keras")
     assert {r["generator_sha256"] for r in rows} == {sha} and len(sha) == 64
     assert {r["synthetic"] for r in rows} == {"true"} and {r["run"] for r in rows} == {"toy-run"}
     assert {r["seed"] for r in rows} == {"3"}
