@@ -1197,7 +1197,7 @@ def load(npz: str | os.PathLike) -> CXRDataset:
         raise UserError(f"--data {npz}: not a readable .npz ({type(e).__name__}: {_one_line(e)}); rebuild it with prepare --force") from None
     missing = [k for k in ("images", "labels", "split") if k not in z]
     if missing:
-        raise UserError(f"--data {npz}: missing arrays {missing}; rebuild it with `python -m cxr_utils prepare --force`")
+        raise UserError(f"--data {npz}: has no '{missing[0]}' array; rebuild it with `python -m cxr_utils prepare --force`")
     images = z["images"]
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]

@@ -221,20 +221,15 @@ def real_images(run_dir: str | os.PathLike, split: str = "train", source: str = 
     The cache is the one named in the run's config.json (data.npz), so the memorization check compares against
     exactly what the GAN saw; if the run names none (or it moved), `data.prepare(source, size)` provides it.
     """
+    from . import data
     from . import io as cio
 
     cfg_path = Path(run_dir) / "config.json"
     saved = cio.read_json(cfg_path) if cfg_path.is_file() else {}
     npz = (saved.get("data") or {}).get("npz")
     if not npz or not Path(npz).is_file():
-        from . import data
-
         npz = data.prepare(source=source, size=int(saved.get("image_size", 64)), progress=False)
-    arrays = cio.load_npz(npz)
-    images, labels = arrays["images"], arrays["labels"].astype(np.int64)
-    if "split" in arrays:
-        m = arrays["split"].astype(str) == split
-        images, labels = images[m], labels[m]
+    images, labels = data.load(npz).subset(split)
     # with max_per_class the GAN saw a seeded subset of the train split; all of it is the stricter check
     return images, labels, f"{Path(npz).name} ({split} split, {len(labels)} images)"
 

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from . import data
 from . import io as cio
 from .config import GANConfig, smoke_overrides
 from .errors import RunLocked, TrainingDiverged, UserError
@@ -471,25 +472,13 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
                    **kwargs: Any) -> dict[str, Any]:
     """Train on the `train` split of a cached dataset .npz (see cxr_utils.data); records its provenance."""
     npz = Path(npz)
-    if not npz.is_file():
-        raise UserError(f"--data {npz}: file not found; build it with `python -m cxr_utils prepare`")
-    try:
-        arrays = cio.load_npz(npz)
-    except Exception as e:
-        raise UserError(f"--data {npz}: not a readable .npz ({type(e).__name__}); rebuild it with `prepare --force`") from None
-    for key in ("images", "labels"):
-        if key not in arrays:
-            raise UserError(f"--data {npz}: has no '{key}' array; rebuild it with `python -m cxr_utils prepare --force`")
-    images, labels = arrays["images"], arrays["labels"]
-    if "split" in arrays:
-        m = arrays["split"].astype(str) == "train"
-        if not m.any():
-            raise UserError(f"--data {npz}: no images in the 'train' split")
-        images, labels = images[m], labels[m]
+    images, labels = data.load(npz).subset("train")
+    if not len(images):
+        raise UserError(f"--data {npz}: no images in the 'train' split")
     if images.ndim >= 3 and images.shape[1] != cfg.image_size:
         print(f"note: image_size set to {images.shape[1]} to match {npz.name}", file=sys.stderr)
         cfg = cfg.replace(image_size=int(images.shape[1]))
-    manifest = npz.with_name(npz.name[: -len(".npz")] + ".manifest.json")
+    manifest = data.manifest_path(npz)
     info = {"npz": str(npz.resolve()), "npz_sha256": cio.file_digest(npz), "manifest": str(manifest) if manifest.is_file() else None,
             "manifest_sha256": cio.file_digest(manifest) if manifest.is_file() else None, "split": "train"}
     return train(cfg, run_dir, images, labels, resume=resume, data_info=info, **kwargs)
