@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:  # disk full, read-only folder, ...: the machine's problem, not a bug; say what to do
         where = f" {e.filename}" if getattr(e, "filename", None) else ""
         hint = "free some disk space" if e.errno == errno.ENOSPC else "check that the folder exists and is writable"
-        print(f"error: cannot write{where}: {e.strerror or e} ({hint}, then rerun; training continues with --resume)",
+        print(f"error: cannot write{where}: {e.strerror or e} ({hint}, then rerun)",
               file=sys.stderr)
         return 1
     except Exception as e:  # internal failure: one line by default, the traceback on request

@@ -43,6 +43,10 @@ def test_classification_metrics_and_bootstrap_on_perfect_predictions():
     assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (2, 0, 0, 3) and m["accuracy"] == 1.0 and m["roc_auc"] == 1.0
     ci = E.bootstrap_ci(y, [p, p], n_boot=30, seed=0)
     assert ci["accuracy"] == [1.0, 1.0] and ci["f1"] == [1.0, 1.0]
+    # an imperfect classifier: resampling the test images must spread the interval around the point estimate
+    q = np.array([0.1, 0.6, 0.9, 0.4, 0.7])  # accuracy 3/5
+    lo, hi = E.bootstrap_ci(y, [q], n_boot=200, seed=0)["accuracy"]
+    assert E.classification_metrics(y, q)["accuracy"] == pytest.approx(0.6) and lo < 0.6 < hi
 
 
 def test_protocol_phases():
@@ -120,6 +124,9 @@ def test_cli_tstr_writes_counts_consistent_json_labelled_random_init(sample_npz,
         assert e["tn"] + e["fp"] + e["fn"] + e["tp"] == 2 and len(e["test_probs"]) == 2
         implied = E.metrics_from_counts(e["tn"], e["fp"], e["fn"], e["tp"])
         assert {k: e[k] for k in E.HEADLINE} == implied  # exactly the numbers the counts imply
+        # and the counts are those of the stored test labels against the stored probabilities (no misalignment)
+        preds = (np.asarray(e["test_probs"]) >= res["threshold"]).astype(int)
+        assert E.confusion_counts(np.asarray(res["test_labels"]), preds) == {k: e[k] for k in E.COUNTS}
         assert [s["stage"] for s in e["stages"]] == ["synthetic:head", "synthetic:finetune"]
     for k in E.HEADLINE:
         assert res["mean"][k] == pytest.approx(np.mean([e[k] for e in res["per_seed"]]))

@@ -144,7 +144,10 @@ def test_train_step_is_a_pure_function_of_state_and_step() -> None:
     after2 = gan.get_state()
     assert logs1 == logs2
     assert all(np.array_equal(after1[k], after2[k]) for k in after1)  # same noise, labels and augmentation
-    # the next step draws differently: same batch, different losses
+    # another step number draws differently: same weights, same batch, only the step changed -> other losses
+    gan.set_state({**start, "step": np.int64(1)})
+    for m in gan.metrics:
+        m.reset_state()
     logs3 = {k: float(v) for k, v in gan.train_step(batch).items()}
     assert logs3["d_loss"] != logs1["d_loss"] or logs3["g_loss"] != logs1["g_loss"]
 
@@ -163,6 +166,7 @@ def test_state_covers_every_variable_and_rejects_other_models() -> None:
 def test_fixed_noise_is_fixed_and_class_blocked() -> None:
     gan = build_gan(_cfg(num_classes=3, class_names=("a", "b", "c")))
     z1, l1 = gan.fixed_noise(4)
+    gan.step.assign(5)  # the grid noise must not follow training
     z2, _ = gan.fixed_noise(4)
     assert z1.shape == (12, 8) and np.array_equal(z1, z2)
     assert l1.tolist() == [0] * 4 + [1] * 4 + [2] * 4
