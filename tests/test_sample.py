@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import errno
 import os
 from pathlib import Path
 
@@ -129,30 +128,6 @@ def test_export_refuses_foreign_folder_and_replaces_own_previous_export(run_dir:
     afile.write_text("x")
     with pytest.raises(UserError, match="exists and is not a folder"):
         sample.export(run_dir, 2, afile, progress=False)
-
-
-def test_export_disk_full_is_a_user_error_and_leaves_nothing(run_dir: Path, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    out = tmp_path / "syn"
-    sample.export(run_dir, 2, out, seed=0, progress=False)
-    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    real_write = Path.write_bytes
-    calls = {"n": 0}
-
-    def failing_write(self: Path, data: bytes) -> int:
-        calls["n"] += 1
-        if calls["n"] > 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(self, data)
-
-    monkeypatch.setattr(Path, "write_bytes", failing_write)
-    with pytest.raises(UserError, match=r"--out .*syn: cannot write the export \(No space left on device\)"):
-        sample.export(run_dir, 5, out, seed=9, progress=False)
-    monkeypatch.undo()
-    # the previous export is intact and no staging folder survives
-    after = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert after == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "syn"]
 
 
 def test_export_user_errors(tmp_path: Path, run_dir: Path) -> None:
@@ -295,13 +270,4 @@ def test_nearest_figure_pairs_each_synthetic_with_its_neighbour() -> None:
     assert "real-to-real nearest distance median 1.000" in fig._suptitle.get_text()
 
 
-def test_export_read_only_parent_is_a_user_error(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tempfile
-
-    def read_only(*a, **k):
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-
-    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
-    with pytest.raises(UserError, match=r"--out .*ro: cannot write the export \(Read-only file system\)"):
-        sample.export(run_dir, 2, tmp_path / "ro", progress=False)
-    assert not (tmp_path / "ro").exists()
+# (disk full / read-only during an export: tests/reliability/test_faults.py)
