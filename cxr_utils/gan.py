@@ -123,11 +123,12 @@ def diff_augment(x: tf.Tensor, policy: str, key: tf.Tensor, offset: tf.Tensor | 
 
 # ---------------------------------------------------------------- the model
 
-def _replica_info() -> tuple[tf.Tensor | int, int]:
+# the running means train_step reports (train.METRIC_COLUMNS builds metrics.csv from them)
+METRIC_NAMES = ("d_loss", "g_loss", "d_acc_real", "d_acc_fake", "d_class_acc_real", "d_class_acc_fake")
+
+def _replica_id() -> tf.Tensor | int:
     ctx = tf.distribute.get_replica_context()
-    if ctx is None:
-        return 0, 1
-    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+    return 0 if ctx is None else ctx.replica_id_in_sync_group
 
 
 class ConditionalGAN(keras.Model):
@@ -148,8 +149,7 @@ class ConditionalGAN(keras.Model):
             self.ema_generator.set_weights(generator.get_weights())
         # the only RNG state: every random draw of a step is keyed by (seed, step)
         self.step = keras.Variable(0, dtype="int64", trainable=False, name="gan_step", aggregation="only_first_replica")
-        names = ["d_loss", "g_loss", "d_acc_real", "d_acc_fake", "d_class_acc_real", "d_class_acc_fake"]
-        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in METRIC_NAMES}
         self.built = True
 
     def call(self, inputs, training=False):
@@ -173,22 +173,13 @@ class ConditionalGAN(keras.Model):
     def metrics(self) -> list:
         return list(self.trackers.values())
 
-    @staticmethod
-    def _scaled(optimizer, loss: tf.Tensor) -> tf.Tensor:
-        # LossScaleOptimizer (fp16) needs the loss scaled inside the tape; apply() unscales and skips non-finite steps
-        return optimizer.scale_loss(loss) if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else loss
-
-    def _apply(self, optimizer, scaled_loss: tf.Tensor, tape: tf.GradientTape, variables: list) -> None:
-        grads = tape.gradient(scaled_loss, variables)
-        optimizer.apply(grads, variables)
-
     def train_step(self, data):
         """One D update and one G update on a (real images, labels) batch; returns the running metrics."""
         cfg = self.cfg
         real, labels = data
         real = tf.cast(real, tf.float32)
         labels = tf.cast(labels, tf.int32)
-        rid, _ = _replica_info()
+        rid = _replica_id()
         local = tf.shape(real)[0]
         gb = cfg.batch_size
         offset = tf.cast(rid, tf.int32) * local
@@ -217,8 +208,10 @@ class ConditionalGAN(keras.Model):
                 per_ex = per_ex + cfg.class_loss_weight * class_loss(fake_labels, f_logits)
             # divide by the GLOBAL batch: replicas' gradients are summed
             d_loss = tf.reduce_sum(per_ex) / gb
-            d_scaled = self._scaled(self.d_optimizer, d_loss)
-        self._apply(self.d_optimizer, d_scaled, tape, self.discriminator.trainable_variables)
+            # scale_loss is the identity except under LossScaleOptimizer (fp16), which unscales in apply()
+            d_scaled = self.d_optimizer.scale_loss(d_loss)
+        d_vars = self.discriminator.trainable_variables
+        self.d_optimizer.apply(tape.gradient(d_scaled, d_vars), d_vars)
 
         # generator step (fresh noise and labels)
         z2, labels2 = noise(S_NOISE_G), gen_labels(S_LABELS_G)
@@ -228,8 +221,9 @@ class ConditionalGAN(keras.Model):
             g_w = cfg.class_loss_weight if cfg.g_class_loss_weight is None else cfg.g_class_loss_weight
             per_ex_g = adversarial_g_loss(cfg.adv_loss, g_score) + g_w * class_loss(labels2, g_logits)
             g_loss = tf.reduce_sum(per_ex_g) / gb
-            g_scaled = self._scaled(self.g_optimizer, g_loss)
-        self._apply(self.g_optimizer, g_scaled, tape, self.generator.trainable_variables)
+            g_scaled = self.g_optimizer.scale_loss(g_loss)
+        g_vars = self.generator.trainable_variables
+        self.g_optimizer.apply(tape.gradient(g_scaled, g_vars), g_vars)
 
         self._update_ema(step)
         self.step.assign_add(1)

@@ -57,12 +57,13 @@ class MinibatchStdDev(layers.Layer):
         return (*input_shape[:-1], None if input_shape[-1] is None else input_shape[-1] + 1)
 
 
-def _norm(kind: str, name: str, dtype: str | None) -> layers.Layer | None:
+def _norm(x, kind: str, name: str, dtype: str | None):
+    """x through the configured normalization; unchanged for "none" (D then gets spectral normalization)."""
     if kind == "layer":
-        return layers.LayerNormalization(name=name, dtype=dtype)
+        return layers.LayerNormalization(name=name, dtype=dtype)(x)
     if kind == "batch":
-        return layers.BatchNormalization(name=name, momentum=0.9, dtype=dtype)
-    return None  # "none": the discriminator gets spectral normalization instead
+        return layers.BatchNormalization(name=name, momentum=0.9, dtype=dtype)(x)
+    return x
 
 
 def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "generator") -> keras.Model:
@@ -74,9 +75,7 @@ def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "gener
     x = layers.Concatenate(name="noise_and_label", dtype=dtype)([noise, emb])
     x = layers.Dense(4 * 4 * filters[0], use_bias=cfg.norm == "none", name="project", dtype=dtype)(x)
     x = layers.Reshape((4, 4, filters[0]), name="to_4x4", dtype=dtype)(x)
-    nl = _norm(cfg.norm, "project_norm", dtype)
-    if nl is not None:
-        x = nl(x)
+    x = _norm(x, cfg.norm, "project_norm", dtype)
     x = layers.ReLU(name="project_relu", dtype=dtype)(x)
 
     def up(x, f: int, name: str, out_dtype: str | None, bias: bool):
@@ -87,9 +86,7 @@ def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "gener
 
     for i, f in enumerate(filters[1:]):
         x = up(x, f, f"up{i}_conv", dtype, cfg.norm == "none")
-        nl = _norm(cfg.norm, f"up{i}_norm", dtype)
-        if nl is not None:
-            x = nl(x)
+        x = _norm(x, cfg.norm, f"up{i}_norm", dtype)
         x = layers.ReLU(name=f"up{i}_relu", dtype=dtype)(x)
     # the last upsampling makes the image; float32 so mixed precision never quantises the output
     x = up(x, cfg.channels, "to_image", "float32", True)
@@ -114,9 +111,7 @@ def build_discriminator(cfg: GANConfig, dtype: str | None = None, name: str = "d
     for i, f in enumerate(discriminator_filters(cfg)):
         x = conv(f, f"down{i}_conv")(x)
         if i > 0:  # no norm on the first block (DCGAN practice): it would wash out the image statistics
-            nl = _norm(cfg.norm, f"down{i}_norm", dtype)
-            if nl is not None:
-                x = nl(x)
+            x = _norm(x, cfg.norm, f"down{i}_norm", dtype)
         x = layers.LeakyReLU(0.2, name=f"down{i}_lrelu", dtype=dtype)(x)
         if i == 0 and cfg.label_into_features:
             # seed variant: the label also enters as a map beside the first feature maps

@@ -27,14 +27,13 @@ from . import data
 from . import io as cio
 from .config import GANConfig, smoke_overrides
 from .errors import RunLocked, TrainingDiverged, UserError
-from .gan import ConditionalGAN
+from .gan import METRIC_NAMES, ConditionalGAN
 from .models import build_discriminator, build_generator
 
-METRIC_COLUMNS = ["epoch", "d_loss", "g_loss", "d_acc_real", "d_acc_fake", "d_class_acc_real", "d_class_acc_fake",
-                  "seconds", "images_per_second"]
+METRIC_COLUMNS = ["epoch", *METRIC_NAMES, "seconds", "images_per_second"]
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 # config fields that may change when resuming; everything else defines the run and must match config.json
-RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sample_every", "g_lr", "d_lr", "deterministic"}
+RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sample_every", "g_lr", "d_lr", "deterministic", "precision"}
 KEEP_CHECKPOINTS = 2
 
 
@@ -223,13 +222,9 @@ class Checkpoints:
 
     def load_latest(self) -> tuple[int, dict[str, np.ndarray], Path] | None:
         """(epoch, state, path) of the newest readable checkpoint, or None if there is none."""
-        candidates: list[Path] = []
-        with contextlib.suppress(Exception):
-            candidates.append(self.dir / cio.read_json(self.dir / "latest.json")["file"])
-        candidates += [p for p in self.files() if p not in candidates]
-        # a newer file than latest.json names can exist (killed between the two writes): prefer the newest
-        candidates.sort(key=lambda p: int(p.stem[5:]) if p.stem[5:].isdigit() else -1, reverse=True)
-        for p in candidates:
+        # newest first, whatever latest.json says: a kill between the checkpoint and its pointer leaves a newer,
+        # complete file (latest.json is for people and tools; final names are only ever whole files)
+        for p in self.files():
             try:
                 raw = cio.load_npz(p)
                 epoch = int(raw.pop("meta_epoch"))
@@ -304,15 +299,11 @@ class RunCallback(keras.callbacks.Callback):
         self.train_seconds += secs
         self.images_seen += n_img
         row: dict[str, Any] = {"epoch": e}
-        for k in METRIC_COLUMNS[1:-2]:
-            row[k] = f"{float(np.asarray((logs or {}).get(k, float('nan')))):.6g}"
+        # the epoch logs are the running means the per-batch guard already saw finite
+        for k in METRIC_NAMES:
+            row[k] = f"{float(np.asarray(logs[k])):.6g}"
         row["seconds"] = f"{secs:.3f}"
         row["images_per_second"] = f"{n_img / max(secs, 1e-9):.2f}"
-        for k, v in row.items():
-            if k != "epoch" and not math.isfinite(float(v)):
-                self.bad = {"name": k, "value": float(v), "epoch": e, "step": e * self.steps_per_epoch}
-                self.model.stop_training = True
-                return
         # order matters for kill -9: metrics and samples first, the checkpoint last (resume truncates to it)
         self.rows.append(row)
         write_metrics(self.run_dir / "metrics.csv", self.rows)
@@ -349,7 +340,7 @@ class RunCallback(keras.callbacks.Callback):
 def _check_resumable(saved: dict[str, Any], cfg: GANConfig, run_dir: Path) -> None:
     now = cfg.to_dict()
     for k, v in saved.items():
-        if k in RESUMABLE_CHANGES or k == "precision" or k not in now:
+        if k in RESUMABLE_CHANGES or k not in now:  # "data" (provenance) is not a config field
             continue
         if now[k] != v:
             raise UserError(f"{run_dir / 'config.json'}: the run was trained with {k}={v!r}, now {k}={now[k]!r}; "
@@ -394,7 +385,7 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     cfg_path = run_dir / "config.json"
     saved = cio.read_json(cfg_path) if cfg_path.is_file() else None
     if found is not None and saved is not None:
-        _check_resumable({k: v for k, v in saved.items() if k != "data"}, cfg, run_dir)
+        _check_resumable(saved, cfg, run_dir)
 
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -484,6 +475,11 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
     return train(cfg, run_dir, images, labels, resume=resume, data_info=info, **kwargs)
 
 
+def _config_of(saved: dict[str, Any]) -> GANConfig:
+    """The GANConfig of a run's config.json (its fields sit at the top level, beside the "data" provenance)."""
+    return GANConfig.from_dict({k: v for k, v in saved.items() if k != "data"})
+
+
 def load_generator(run_dir: str | os.PathLike) -> tuple[keras.Model, GANConfig]:
     """The run's EMA generator (safe_mode loading) and its GANConfig."""
     run_dir = Path(run_dir)
@@ -495,7 +491,7 @@ def load_generator(run_dir: str | os.PathLike) -> tuple[keras.Model, GANConfig]:
     except (ValueError, OSError) as e:
         raise UserError(f"{cfg_path}: not readable JSON ({type(e).__name__}); restore it from the run's checkpoint folder "
                         f"or retrain") from None
-    cfg = GANConfig.from_dict({k: v for k, v in saved.items() if k != "data"})
+    cfg = _config_of(saved)
     try:
         model = keras.models.load_model(gen, safe_mode=True, compile=False)
     except Exception as e:  # any failure here means the file is not a generator that `train` wrote
@@ -512,7 +508,7 @@ def cli_train(args: argparse.Namespace) -> int:
     if args.config:
         cfg = GANConfig.from_file(args.config)
     elif args.resume and saved.is_file():
-        cfg = GANConfig.from_dict({k: v for k, v in cio.read_json(saved).items() if k != "data"})
+        cfg = _config_of(cio.read_json(saved))
     else:
         cfg = GANConfig()
     if getattr(args, "smoke", False):
