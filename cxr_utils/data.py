@@ -35,7 +35,7 @@ import numpy as np
 
 from .config import CLASS_NAMES, SIZES, data_dir
 from .errors import UserError
-from .io import atomic_save_npz, atomic_write_json, file_digest, load_npz, read_json
+from .io import atomic_path, atomic_save_npz, atomic_write_json, file_digest, load_npz, read_json
 
 FORMAT_VERSION = 1  # bump when the cache layout or preprocessing changes: old caches are then rebuilt
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -641,15 +641,11 @@ def kaggle_credentials() -> str | None:
 
 def write_kaggle_json(username: str, key: str, config_dir: str | os.PathLike | None = None) -> Path:
     """Write kaggle.json (mode 600, atomically) so the kaggle package can authenticate; returns its path."""
-    from .io import atomic_path
-
     d = Path(config_dir) if config_dir is not None else _kaggle_config_dirs()[0]
     d.mkdir(parents=True, exist_ok=True)
     path = d / "kaggle.json"
-    with atomic_path(path) as tmp:
-        os.chmod(tmp, 0o600)  # before the secret is written: never world-readable, not even briefly
+    with atomic_path(path, mode=0o600) as tmp:  # 600 before the secret is written: never readable by others
         tmp.write_text(json.dumps({"username": username, "key": key}), encoding="utf-8")
-    os.chmod(path, 0o600)
     return path
 
 
@@ -730,24 +726,17 @@ def fetch_medmnist(timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
     dest = _raw_dir() / "medmnist" / MEDMNIST_FILE
     if dest.is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     log(f"medmnist: downloading {MEDMNIST_URL} ...")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{MEDMNIST_FILE}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            try:
-                with urllib.request.urlopen(MEDMNIST_URL, timeout=timeout) as r:
-                    shutil.copyfileobj(r, fh, 1 << 20)
-            except Exception as e:  # noqa: BLE001
-                raise NetworkError(f"medmnist: download from zenodo.org failed ({_one_line(getattr(e, 'reason', e))}); check the "
-                                   f"network or download {MEDMNIST_FILE} yourself and pass it with --path") from None
+    with atomic_path(dest) as tmp:  # a cut download or a bad checksum leaves nothing behind
+        try:
+            with urllib.request.urlopen(MEDMNIST_URL, timeout=timeout) as r, open(tmp, "wb") as fh:
+                shutil.copyfileobj(r, fh, 1 << 20)
+        except Exception as e:  # noqa: BLE001
+            raise NetworkError(f"medmnist: download from zenodo.org failed ({_one_line(getattr(e, 'reason', e))}); check the "
+                               f"network or download {MEDMNIST_FILE} yourself and pass it with --path") from None
         md5 = file_digest(tmp, "md5")
         if md5 != MEDMNIST_MD5:
             raise NetworkError(f"medmnist: downloaded file has MD5 {md5}, expected {MEDMNIST_MD5}; retry the download")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -757,8 +746,7 @@ def read_medmnist(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.nda
     if not path.is_file():
         raise UserError(f"--path {path}: file not found; pass {MEDMNIST_FILE} or omit --path to download it")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = load_npz(path)
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{path}: not a readable .npz ({type(e).__name__}: {_one_line(e)}); re-download {MEDMNIST_FILE}") from None
     out = {}

@@ -16,8 +16,12 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temp path in the target's folder; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, suffix: str | None = None, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temp path in the target's folder; rename it onto `path` only if the block succeeds.
+
+    The file gets `mode` (e.g. 0o600 for a secret) before the block writes anything; by default the mode a plain
+    open() would give.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # keep the real suffix so libraries that dispatch on extension (Keras, numpy) accept the temp name
@@ -25,8 +29,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{sfx}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates 0600; give the file the mode a plain open() would (callers holding secrets chmod 600 themselves)
-    os.chmod(tmp_path, 0o666 & ~_umask())
+    # mkstemp creates 0600; widen to what open() would give unless the caller asks for a mode (rename keeps it)
+    os.chmod(tmp_path, mode if mode is not None else 0o666 & ~_umask())
     try:
         yield tmp_path
         _fsync_file(tmp_path)

@@ -285,7 +285,7 @@ def test_static_no_pickle_anywhere_in_the_package():
             if _kw_is(c, "allow_pickle", True) or _kw_is(c, "safe_mode", False):
                 problems.append(f"{f.name}:{c.lineno}: {name} with pickle/unsafe mode on")
     assert not problems, problems
-    assert n_np_load >= 2 and n_load_model >= 1  # the check really saw the loaders
+    assert n_np_load >= 1 and n_load_model >= 1  # the check really saw the loaders (all .npz reads: io.load_npz)
 
 
 def test_npz_written_by_the_package_hold_no_object_arrays(tiny_run, tiny_npz):
