@@ -67,7 +67,8 @@ def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[st
         if c and Path(c).is_file():
             d = read_json(c)
             if isinstance(d, dict) and "curve" in d:
-                return {"source": f"read from {c}", **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")}}
+                shown = Path(c).resolve().relative_to(root) if Path(c).resolve().is_relative_to(root) else Path(c)
+                return {"source": f"read from {shown}", **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")}}
     if json_path:
         raise UserError(f"--digits-json {json_path}: not found or has no 'curve'; run benchmarks/digits_tstr.py --out FILE first")
     from . import digits_tstr

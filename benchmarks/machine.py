@@ -73,12 +73,14 @@ def machine_info(cpuinfo_path: str | os.PathLike = "/proc/cpuinfo") -> dict[str,
 
 
 def has_fast_bf16(info: dict[str, Any]) -> bool:
-    """True if the CPU has native bf16 math (AMX or AVX512-BF16), i.e. bf16 should beat fp32."""
+    """True if the CPU has native bf16 math, by the same flags `--precision auto` uses to pick bf16."""
+    from cxr_utils.train import BF16_CPU_FLAGS
+
     flags = info.get("flags", {})
-    return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
+    return any(flags.get(f) for f in BF16_CPU_FLAGS)
 
 
-def matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5, min_seconds: float = 0.0) -> dict[str, Any]:
+def matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> dict[str, Any]:
     """Best FLOP/s of an n x n x n matmul in `dtype` (float32 | bfloat16 | float16), 2*n^3 FLOPs per call."""
     import tensorflow as tf
 
@@ -94,8 +96,7 @@ def matmul_peak(dtype: str = "float32", n: int = 2048, repeats: int = 5, min_sec
 
     mm(a, b).numpy()  # trace + warm the oneDNN primitive cache
     times: list[float] = []
-    t_start = time.perf_counter()
-    while len(times) < repeats or time.perf_counter() - t_start < min_seconds:
+    while len(times) < repeats:
         t0 = time.perf_counter()
         mm(a, b).numpy()
         times.append(time.perf_counter() - t0)

@@ -15,23 +15,11 @@ TARGET_BF16_SPEEDUP = 2.0  # bf16 >= 2x fp32 on CPUs with AMX
 TARGET_PEAK_FRACTION = 0.40  # >= 40% of the measured bf16 matmul peak
 TARGET_INPUT_OVERHEAD = 0.05  # real tf.data pipeline within 5% of in-memory batches
 
-POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-
-
 def build_gan(cfg: Any, precision: str) -> tuple[Any, str]:
     """A compiled ConditionalGAN in `precision` (fp32 | bf16 | fp16), built by cxr_utils.train.build_gan."""
     from cxr_utils import train
 
     return train.build_gan(cfg.replace(precision=precision), precision), f"cxr_utils.train.build_gan(cfg, {precision!r})"
-
-
-def _train_module() -> Any:
-    """cxr_utils.train, or None while it does not exist yet."""
-    try:
-        from cxr_utils import train
-    except ImportError:
-        return None
-    return train
 
 
 class _StepClock:

@@ -35,6 +35,7 @@ POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"
 # config fields that may change when resuming; everything else defines the run and must match config.json
 RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sample_every", "g_lr", "d_lr", "deterministic", "precision"}
 KEEP_CHECKPOINTS = 2
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # native bf16 math on x86 CPUs
 
 
 # ---------------------------------------------------------------- precision and devices
@@ -49,7 +50,7 @@ def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags = set(line.split(":", 1)[-1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
+            return bool(flags & BF16_CPU_FLAGS)
     return False
 
 
