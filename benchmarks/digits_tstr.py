@@ -119,6 +119,20 @@ def probe_accuracies(x_train: np.ndarray, y_train: np.ndarray,
     return [float(clf.score(x.reshape(len(x), -1) / 255.0, y)) for x, y in evals]
 
 
+def spread_ratio(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_real: np.ndarray) -> float:
+    """Within-class diversity of synthetic vs real images: mean over classes of (mean pixel std) ratios.
+
+    1.0 = as varied as the real digits; below 1 the generator has lost variety (collapse within a class), above 1
+    its images vary more than real ones (noise).
+    """
+    ratios = []
+    for c in np.unique(y_real):
+        s = x_syn[y_syn == c].reshape(int(np.sum(y_syn == c)), -1).astype(np.float64).std(axis=0).mean()
+        r = x_real[y_real == c].reshape(int(np.sum(y_real == c)), -1).astype(np.float64).std(axis=0).mean()
+        ratios.append(s / r)
+    return float(np.mean(ratios))
+
+
 # ----------------------------------------------------------------------------- the GAN
 
 
@@ -176,7 +190,8 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     cfg = digits_config(plan.size, seed, **config_overrides)  # first: a bad override fails before any work
     xtr, ytr, xte, yte = digits_split(plan.size)
     xfit, yfit, xval, yval = fit_val_split(xtr, ytr)
-    trtr, trtr_val = probe_accuracies(xfit, yfit, [(xte, yte), (xval, yval)])
+    real_probe = pixel_classifier().fit(xfit.reshape(len(xfit), -1) / 255.0, yfit)
+    trtr, trtr_val = (float(real_probe.score(x.reshape(len(x), -1) / 255.0, y)) for x, y in ((xte, yte), (xval, yval)))
     trtr_full = probe_accuracy(xtr, ytr, xte, yte)
     spe = steps_per_epoch(len(xfit), cfg.batch_size)
     chunk_epochs = chunk_schedule(plan.steps, plan.chunks, spe)
@@ -207,10 +222,15 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
             t_eval = time.perf_counter()
             gen, _ = train.load_generator(run_dir)
             imgs = sample.gallery(gen, plan.n_per_class, cfg.num_classes, seed=10_000 + seed)
-            val_i, tstr_i = probe_accuracies(imgs.reshape(-1, plan.size, plan.size), y_syn, [(xval, yval), (xte, yte)])
+            imgs = imgs.reshape(-1, plan.size, plan.size)
+            val_i, tstr_i = probe_accuracies(imgs, y_syn, [(xval, yval), (xte, yte)])
             point = {"epoch": ep, "step": ep * spe, "train_seconds": round(train_seconds, 2),
                      "wall_seconds": round(time.perf_counter() - t_start, 2), "tstr_val": val_i, "tstr": tstr_i,
-                     "ratio": tstr_i / trtr}
+                     "ratio": tstr_i / trtr,
+                     # diagnostics: class fidelity (the real-trained probe's accuracy on the synthetic digits) and
+                     # within-class variety; neither chooses anything
+                     "fidelity": float(real_probe.score(imgs.reshape(len(imgs), -1) / 255.0, y_syn)),
+                     "spread": spread_ratio(imgs, y_syn, xfit, yfit)}
             curve.append(point)
             if best is None or val_i > best["tstr_val"]:  # ties keep the earlier step
                 best = point
@@ -220,7 +240,8 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
                     shutil.copy2(run_dir / name, best_dir / name)
             if progress:
                 print(f"  epoch {ep:4d} step {ep * spe:5d}  {train_seconds:6.1f} s  TSTR val {val_i:.4f}  "
-                      f"test {tstr_i:.4f}  ratio {tstr_i / trtr:.4f}", flush=True)
+                      f"test {tstr_i:.4f}  ratio {tstr_i / trtr:.4f}  fidelity {point['fidelity']:.3f}  "
+                      f"spread {point['spread']:.2f}", flush=True)
             eval_cost = time.perf_counter() - t_eval
             chunk_cost = (time.perf_counter() - t0) / (ep - prev_epochs)
         assert best is not None  # the first chunk always runs

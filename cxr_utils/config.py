@@ -44,11 +44,14 @@ class GANConfig:
     norm: str = "layer"  # layer | batch | none (none = spectral normalization in D)
     label_into_features: bool = False  # seed variant: label map also concatenated to D's first feature maps
     minibatch_std: bool = False  # ProGAN minibatch-std channel before D's heads (against within-class collapse)
+    projection: bool = False  # cGAN projection term <embed(label), features> added to D's real/synthetic score
     # losses
     adv_loss: str = "lsgan"  # lsgan (MSE, the seed) | bce | hinge
     class_loss_weight: float = 1.0
     g_class_loss_weight: float | None = None  # G's class-loss weight; None = class_loss_weight (ACGAN's pull to
     # prototypes shrinks within-class diversity; D's label input still conditions G when this is small)
+    r1_gamma: float = 0.0  # R1 penalty (gamma / 2) * |grad_x D(x)|^2 on real images: keeps D smooth on small data
+    mode_seeking_weight: float = 0.0  # MSGAN: G also maximises image distance / noise distance of same-class pairs
     d_class_on_fake: bool = False  # ACGAN fix (keras PR 8482): D's class head trains on real only
     # small-data tools
     diffaugment: str = "color,translation,cutout"  # "" disables
@@ -84,6 +87,8 @@ class GANConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 2, "batch_size must be >= 2"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
+            (self.r1_gamma >= 0.0, "r1_gamma must be >= 0"),
+            (self.mode_seeking_weight >= 0.0, "mode_seeking_weight must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:

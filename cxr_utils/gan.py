@@ -53,6 +53,22 @@ def class_loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32))
 
 
+def mode_seeking_loss(images: tf.Tensor, noise: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """MSGAN's term (Mao et al. 2019) over same-class pairs of a batch: 1 / (mean |dG| / mean |dz| + 1e-5).
+
+    Pairs are neighbours in label-sorted order (each image with the next one of its class), so every class of the
+    batch contributes; minimising the term pushes two noise vectors of one class to different images.
+    """
+    order = tf.argsort(labels, stable=True)
+    partner = tf.roll(order, 1, axis=0)
+    same = tf.cast(tf.equal(tf.gather(labels, order), tf.gather(labels, partner)), tf.float32)
+    x = tf.cast(images, tf.float32)
+    d_img = tf.reduce_mean(tf.abs(tf.gather(x, order) - tf.gather(x, partner)), axis=[1, 2, 3])
+    d_z = tf.reduce_mean(tf.abs(tf.gather(noise, order) - tf.gather(noise, partner)), axis=1)
+    ratio = tf.reduce_sum(same * d_img / (d_z + 1e-8)) / tf.maximum(tf.reduce_sum(same), 1.0)
+    return 1.0 / (ratio + 1e-5)
+
+
 def real_threshold(kind: str) -> float:
     """Score above which D calls an image real (0.5 for least squares, 0 for logit-like scores)."""
     return 0.5 if kind == "lsgan" else 0.0
@@ -200,10 +216,16 @@ class ConditionalGAN(keras.Model):
         # discriminator step
         z, fake_labels = noise(S_NOISE_D), gen_labels(S_LABELS_D)
         fake = self.generator([z, fake_labels], training=True)
+        real_in = aug(real, S_AUG_REAL)
         with tf.GradientTape() as tape:
-            r_score, r_logits = self.discriminator([aug(real, S_AUG_REAL), labels], training=True)
+            with tf.GradientTape(watch_accessed_variables=False) as r1_tape:
+                r1_tape.watch(real_in)
+                r_score, r_logits = self.discriminator([real_in, labels], training=True)
             f_score, f_logits = self.discriminator([aug(fake, S_AUG_FAKE), fake_labels], training=True)
             per_ex = adversarial_d_loss(cfg.adv_loss, r_score, f_score) + cfg.class_loss_weight * class_loss(labels, r_logits)
+            if cfg.r1_gamma > 0:  # Mescheder et al. 2018: penalise D's gradient on real images (double backprop)
+                grad = r1_tape.gradient(r_score, real_in)  # a non-scalar target: the gradient of its sum
+                per_ex = per_ex + 0.5 * cfg.r1_gamma * tf.reduce_sum(tf.square(grad), axis=[1, 2, 3])
             if cfg.d_class_on_fake:
                 per_ex = per_ex + cfg.class_loss_weight * class_loss(fake_labels, f_logits)
             # divide by the GLOBAL batch: replicas' gradients are summed
@@ -221,6 +243,9 @@ class ConditionalGAN(keras.Model):
             g_w = cfg.class_loss_weight if cfg.g_class_loss_weight is None else cfg.g_class_loss_weight
             per_ex_g = adversarial_g_loss(cfg.adv_loss, g_score) + g_w * class_loss(labels2, g_logits)
             g_loss = tf.reduce_sum(per_ex_g) / gb
+            if cfg.mode_seeking_weight > 0:  # a batch-level term: each replica adds its share of the mean
+                n_rep = tf.distribute.get_strategy().num_replicas_in_sync
+                g_loss = g_loss + cfg.mode_seeking_weight * mode_seeking_loss(fake2, z2, labels2) / n_rep
             g_scaled = self.g_optimizer.scale_loss(g_loss)
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply(tape.gradient(g_scaled, g_vars), g_vars)

@@ -124,5 +124,11 @@ def build_discriminator(cfg: GANConfig, dtype: str | None = None, name: str = "d
     x = layers.Flatten(name="flatten", dtype=dtype)(x)
     # heads in float32: losses and accuracies must not see bf16/fp16 rounding
     score = layers.Dense(1, name="score", dtype="float32")(x)
+    if cfg.projection:
+        # projection discriminator (Miyato & Koyama 2018): the score also asks "do these features match this
+        # label?", which conditions G without pulling it towards the class head's most typical images
+        y_emb = layers.Embedding(cfg.num_classes, x.shape[-1], name="projection_embedding", dtype="float32")(label)
+        proj = layers.Dot(axes=1, name="projection", dtype="float32")([x, y_emb])
+        score = layers.Add(name="projected_score", dtype="float32")([score, proj])
     logits = layers.Dense(cfg.num_classes, name="class_logits", dtype="float32")(x)
     return keras.Model([image, label], [score, logits], name=name)

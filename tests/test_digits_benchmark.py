@@ -90,11 +90,22 @@ def test_tiny_benchmark_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert res["selection"] == "real validation split" and res["selected_step"] == 16
     assert res["selected_tstr_val"] == res["curve"][0]["tstr_val"]
     assert 0.0 <= res["curve"][0]["tstr"] <= 1.0 and res["curve"][0]["train_seconds"] <= res["seconds"]
+    assert 0.0 <= res["curve"][0]["fidelity"] <= 1.0 and res["curve"][0]["spread"] > 0
     # the reported TSTR went through real PNG export: the folder holds 10 classes x 12 tagged images
     syn = tmp_path / "work" / "synthetic"
     assert sorted(p.name for p in syn.iterdir()) == sorted([str(d) for d in range(10)] + ["manifest.csv"])
     assert len(list((syn / "7").glob("syn-s3-*.png"))) == 12
     assert "TSTR" in capsys.readouterr().err
+
+
+def test_spread_ratio_closed_form() -> None:
+    b = _bench()
+    real = np.array([[0, 0], [2, 2], [5, 5], [5, 9]], np.uint8).reshape(4, 1, 2)  # class 0: std 1 per pixel; class 1: 0 and 2
+    y = np.array([0, 0, 1, 1])
+    syn = np.array([[0, 1], [1, 0], [5, 6], [5, 6]], np.uint8).reshape(4, 1, 2)  # class 0: std 0.5 / 0.5; class 1: 0 / 0
+    # class 0: mean std 0.5 / 1 = 0.5; class 1: 0 / 1 = 0 -> 0.25
+    assert b.spread_ratio(syn, y, real, y) == pytest.approx(0.25)
+    assert b.spread_ratio(real, y, real, y) == pytest.approx(1.0)
 
 
 def test_chunk_schedule() -> None:

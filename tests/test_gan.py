@@ -170,3 +170,38 @@ def test_fixed_noise_is_fixed_and_class_blocked() -> None:
     z2, _ = gan.fixed_noise(4)
     assert z1.shape == (12, 8) and np.array_equal(z1, z2)
     assert l1.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_mode_seeking_loss_closed_form_pairs_only_same_class_neighbours() -> None:
+    from cxr_utils.gan import mode_seeking_loss
+
+    # labels 1, 0, 1, 0 -> sorted order (1, 3, 0, 2); partner = roll by 1 -> (2, 1, 3, 0);
+    # same-class pairs: (3, 1) and (2, 0); (1, 2) and (0, 3) cross classes and are masked out
+    labels = tf.constant([1, 0, 1, 0], tf.int32)
+    images = tf.reshape(tf.constant([0.0, 0.2, 0.5, 0.8]), [4, 1, 1, 1]) * tf.ones([4, 2, 2, 1])
+    noise = tf.constant([[0.0, 0.0], [1.0, 1.0], [0.0, 0.5], [2.0, 3.0]])
+    # pair (3, 1): |0.8 - 0.2| / mean(|1|, |2|) = 0.6 / 1.5 = 0.4; pair (2, 0): 0.5 / mean(0, 0.5) = 2.0
+    expected = 1.0 / ((0.4 + 2.0) / 2 + 1e-5)
+    np.testing.assert_allclose(float(mode_seeking_loss(images, noise, labels)), expected, rtol=1e-5)
+    # identical images for different noise: no diversity, the largest penalty
+    assert float(mode_seeking_loss(tf.zeros([4, 2, 2, 1]), noise, labels)) == pytest.approx(1e5, rel=1e-6)
+
+
+def test_r1_penalty_adds_half_gamma_times_mean_squared_input_gradient_to_d_loss() -> None:
+    cfg = _cfg(diffaugment="")  # D sees the batch as given, so the penalty can be recomputed outside
+    x, y = _batch(cfg)
+    plain = build_gan(cfg)
+    start = plain.get_state()
+    d_loss_plain = float(plain.train_step((x, y))["d_loss"])
+    penalised = build_gan(cfg.replace(r1_gamma=10.0))
+    penalised.set_state(start)
+    # the penalty, computed independently on the starting discriminator
+    plain.set_state(start)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        score, _ = plain.discriminator([x, y], training=True)
+    grad = tape.gradient(score, x).numpy()
+    expected = 0.5 * 10.0 * float(np.mean(np.sum(grad.astype(np.float64) ** 2, axis=(1, 2, 3))))
+    assert expected > 0
+    d_loss_pen = float(penalised.train_step((x, y))["d_loss"])
+    assert d_loss_pen - d_loss_plain == pytest.approx(expected, rel=1e-4)

@@ -94,3 +94,19 @@ def test_minibatch_std_layer_closed_form_and_safe_mode_roundtrip(tmp_path) -> No
     d2 = keras.models.load_model(tmp_path / "d.keras", safe_mode=True, compile=False)
     for a, b in zip(d([imgs, labels]), d2([imgs, labels]), strict=True):
         assert np.array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+
+
+def test_projection_discriminator_score_is_linear_head_plus_label_embedding_dot_features() -> None:
+    cfg = _cfg(image_size=16, channels=1, projection=True)
+    d = build_discriminator(cfg)
+    feats = keras.Model(d.inputs, d.get_layer("flatten").output)
+    x = np.random.default_rng(1).uniform(-1, 1, (4, 16, 16, 1)).astype(np.float32)
+    labels = np.array([0, 1, 1, 0], np.int32)
+    h = ops.convert_to_numpy(feats([x, labels]))
+    w, b = (ops.convert_to_numpy(v) for v in d.get_layer("score").weights)
+    emb = ops.convert_to_numpy(d.get_layer("projection_embedding").embeddings)
+    assert emb.shape == (2, h.shape[1])
+    expected = h @ w + b + np.sum(h * emb[labels], axis=1, keepdims=True)
+    score, _ = d([x, labels])
+    np.testing.assert_allclose(ops.convert_to_numpy(score), expected, rtol=1e-4, atol=1e-4)
+    assert "projection_embedding" not in [lay.name for lay in build_discriminator(_cfg(image_size=16)).layers]
