@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--config", default=None, help="JSON file with GANConfig fields")
+    t.add_argument("--recipe", default=None, choices=["seed", "projection"],
+                   help="named GANConfig fields over the defaults or --config (default: seed, the original ACGAN)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
     t.add_argument("--seed", type=int, default=None)

@@ -512,6 +512,11 @@ def cli_train(args: argparse.Namespace) -> int:
         cfg = _config_of(cio.read_json(saved))
     else:
         cfg = GANConfig()
+    if getattr(args, "recipe", None):
+        if args.resume and not args.config and saved.is_file():
+            raise UserError(f"--recipe: {run_dir} is resumed with its saved config.json; drop --recipe "
+                            "(or start a new --run-dir)")
+        cfg = cfg.with_recipe(args.recipe)
     if getattr(args, "smoke", False):
         cfg = cfg.replace(**smoke_overrides())
     cfg = cfg.replace(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,

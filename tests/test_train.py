@@ -329,3 +329,27 @@ def test_dataset_order_is_a_pure_function_of_seed_and_epoch() -> None:
     assert all(np.array_equal(b[0][..., 0], b[0][..., 2]) for b in batches)  # grey copied into 3 channels
     tail = list(T.make_dataset(x, y, 4, seed=3, first_epoch=2, epochs=3, channels=3).as_numpy_iterator())
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches[2:], tail, strict=True))  # resume = same batches
+
+
+def test_cli_recipe_projection_trains_and_is_saved_and_resume_refuses_a_new_recipe(
+        sample_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from cxr_utils.config import RECIPES, recipe
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(sample_npz), "--run-dir", str(run), "--smoke", "--epochs", "1", "--batch-size", "4",
+            "--precision", "fp32"]
+    assert cli_main([*args, "--recipe", "projection"]) == 0
+    saved = cio.read_json(run / "config.json")
+    assert {k: saved[k] for k in RECIPES["projection"]} == {"norm": "none", "adv_loss": "hinge", "projection": True,
+                                                            "g_class_loss_weight": 0.0}
+    assert saved["g_base_filters"] == 16  # --smoke still applies on top of the recipe
+    g, cfg = T.load_generator(run)
+    assert cfg.projection and g.output_shape == (None, 64, 64, 3)
+    capsys.readouterr()
+    assert cli_main([*args, "--resume", "--recipe", "seed"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--recipe" in err and "saved config.json" in err
+    # the seed recipe restores the defaults, None included
+    assert GANConfig(projection=True, g_class_loss_weight=0.0).with_recipe("seed") == GANConfig()
+    with pytest.raises(UserError, match=r"recipe 'sngan': unknown; choose one of \['projection', 'seed'\]"):
+        recipe("sngan")
