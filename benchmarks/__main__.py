@@ -61,7 +61,7 @@ def measure_peaks(best: dict[str, dict[str, Any]], n: int = 2048, repeats: int =
 def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[str, Any]:
     """Quality against time: the digits TSTR curve from a JSON the digits benchmark wrote, or a short run here."""
     root = project_root()
-    found = glob.glob(str(root / "assets" / "results" / "digits_tstr*.json")) + glob.glob(str(root / "runs" / "digits" / "*.json"))
+    found = glob.glob(str(root / "assets" / "results" / "digits_tstr-seed*.json")) + glob.glob(str(root / "runs" / "digits" / "*.json"))
     candidates = [json_path] if json_path else sorted(found, key=os.path.getmtime, reverse=True)
     for c in candidates:
         if c and Path(c).is_file():
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="JSON file (default runs/benchmarks/benchmarks[-quick].json)")
     p.add_argument("--work-dir", default=None, help="scratch folder (default runs/benchmarks/work)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--digits-json", default=None, help="digits_tstr.py output to read (default: newest assets/results/digits_tstr*.json or runs/digits/*.json)")
+    p.add_argument("--digits-json", default=None, help="digits_tstr.py output to read (default: newest assets/results/digits_tstr-seed*.json or runs/digits/*.json)")
     p.add_argument("--n-files", type=int, default=600, help="JPEG files in the preparation benchmark folder (>= 600)")
     return p
 

@@ -67,7 +67,8 @@ def test_tiny_benchmark_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     # 2 chunks of 1 epoch (16 steps: 1,068 GAN-training digits // 64) planned, but a 1 s budget: the first chunk always runs, the second is skipped.
     # Tiny filters; otherwise the same code path as the real run (train, EMA generator, export, probe)
     rc = b.main(["--seed", "3", "--out", str(out), "--steps", "38", "--chunks", "2", "--n-per-class", "12", "--budget-seconds", "1",
-                 "--work-dir", str(tmp_path / "work"), "--set", "g_base_filters=8", "--set", "d_base_filters=8"])
+                 "--work-dir", str(tmp_path / "work"), "--set", "g_base_filters=8", "--set", "d_base_filters=8",
+                 "--grid", str(tmp_path / "grid.png")])
     assert rc == 0
     res = json.loads(out.read_text())
     for key in ("tstr", "trtr", "ratio", "seconds", "seed", "steps", "config", "curve", "train_seconds"):
@@ -96,6 +97,10 @@ def test_tiny_benchmark_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert sorted(p.name for p in syn.iterdir()) == sorted([str(d) for d in range(10)] + ["manifest.csv"])
     assert len(list((syn / "7").glob("syn-s3-*.png"))) == 12
     assert "TSTR" in capsys.readouterr().err
+    from PIL import Image
+
+    with Image.open(tmp_path / "grid.png") as im:  # 20 rows (real / SYNTHETIC per digit) of 8 cells
+        assert im.format == "PNG" and im.height > 200 and im.width > 150
 
 
 def test_spread_ratio_closed_form() -> None:
@@ -106,6 +111,13 @@ def test_spread_ratio_closed_form() -> None:
     # class 0: mean std 0.5 / 1 = 0.5; class 1: 0 / 1 = 0 -> 0.25
     assert b.spread_ratio(syn, y, real, y) == pytest.approx(0.25)
     assert b.spread_ratio(real, y, real, y) == pytest.approx(1.0)
+
+
+def test_selection_takes_the_best_validation_score_and_the_later_point_on_a_tie() -> None:
+    b = _bench()
+    assert b.select_index([0.90, 0.95, 0.95, 0.94]) == 2
+    assert b.select_index([0.97, 0.95]) == 0
+    assert b.select_index([0.5]) == 0
 
 
 def test_chunk_schedule() -> None:
