@@ -132,9 +132,23 @@ def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
 def probe_accuracies(x_train: np.ndarray, y_train: np.ndarray,
                      evals: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
     """Fit the pixel classifier once on (x_train, y_train); its accuracy on each (x, y) of `evals`."""
-    clf = pixel_classifier()
-    clf.fit(x_train.reshape(len(x_train), -1) / 255.0, y_train)
-    return [float(clf.score(x.reshape(len(x), -1) / 255.0, y)) for x, y in evals]
+    clf = fit_probe(x_train, y_train)
+    return [probe_score(clf, x, y) for x, y in evals]
+
+
+def _pixels(x: np.ndarray) -> np.ndarray:
+    """uint8 images (N, ...) -> float (N, pixels) in [0, 1], the probe's input."""
+    return x.reshape(len(x), -1) / 255.0
+
+
+def fit_probe(x_train: np.ndarray, y_train: np.ndarray) -> Any:
+    """The pixel classifier fitted on uint8 images."""
+    return pixel_classifier().fit(_pixels(x_train), y_train)
+
+
+def probe_score(clf: Any, x: np.ndarray, y: np.ndarray) -> float:
+    """A fitted probe's accuracy on uint8 images."""
+    return float(clf.score(_pixels(x), y))
 
 
 def spread_ratio(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_real: np.ndarray) -> float:
@@ -143,12 +157,10 @@ def spread_ratio(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_rea
     1.0 = as varied as the real digits; below 1 the generator has lost variety (collapse within a class), above 1
     its images vary more than real ones (noise).
     """
-    ratios = []
-    for c in np.unique(y_real):
-        s = x_syn[y_syn == c].reshape(int(np.sum(y_syn == c)), -1).astype(np.float64).std(axis=0).mean()
-        r = x_real[y_real == c].reshape(int(np.sum(y_real == c)), -1).astype(np.float64).std(axis=0).mean()
-        ratios.append(s / r)
-    return float(np.mean(ratios))
+    xs = x_syn.reshape(len(x_syn), -1).astype(np.float64)
+    xr = x_real.reshape(len(x_real), -1).astype(np.float64)
+    return float(np.mean([xs[y_syn == c].std(axis=0).mean() / xr[y_real == c].std(axis=0).mean()
+                          for c in np.unique(y_real)]))
 
 
 # ----------------------------------------------------------------------------- the GAN
@@ -176,9 +188,9 @@ def digits_config(size: int, seed: int, **overrides: Any) -> Any:
     # Upsample+conv G, no DiffAugment (translation slowed learning), D 4x faster than G (TTUR).
     base = dict(image_size=size, channels=1, num_classes=10, class_names=DIGIT_NAMES, latent_dim=64, embed_dim=32,
                 g_base_filters=64, d_base_filters=64, g_upsample="upsample", **recipe("projection"),
-                class_loss_weight=1.0, d_class_on_fake=False, diffaugment="", ema_decay=0.99, ema_start_step=0, batch_size=64, g_lr=1e-4, d_lr=4e-4, beta_1=0.5,
-                beta_2=0.999, seed=seed, precision="fp32", deterministic=False, checkpoint_every=1,
-                sample_every=10**6, n_fixed_noise=4)
+                class_loss_weight=1.0, d_class_on_fake=False, diffaugment="", ema_decay=0.99, ema_start_step=0,
+                batch_size=64, g_lr=1e-4, d_lr=4e-4, beta_1=0.5, beta_2=0.999, seed=seed, precision="fp32",
+                deterministic=False, checkpoint_every=1, sample_every=10**6, n_fixed_noise=4)
     base.update(overrides)
     return GANConfig.from_dict(base)  # unknown keys (a typo in --set) are a clear UserError
 
@@ -233,8 +245,8 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     cfg = digits_config(plan.size, seed, **config_overrides)  # first: a bad override fails before any work
     xtr, ytr, xte, yte = digits_split(plan.size)
     xfit, yfit, xval, yval = fit_val_split(xtr, ytr)
-    real_probe = pixel_classifier().fit(xfit.reshape(len(xfit), -1) / 255.0, yfit)
-    trtr, trtr_val = (float(real_probe.score(x.reshape(len(x), -1) / 255.0, y)) for x, y in ((xte, yte), (xval, yval)))
+    real_probe = fit_probe(xfit, yfit)  # TRTR, and the fidelity of every curve point
+    trtr, trtr_val = probe_score(real_probe, xte, yte), probe_score(real_probe, xval, yval)
     trtr_full = probe_accuracy(xtr, ytr, xte, yte)
     spe = steps_per_epoch(len(xfit), cfg.batch_size)
     chunk_epochs = chunk_schedule(plan.steps, plan.chunks, spe)
@@ -272,7 +284,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
                      "ratio": tstr_i / trtr,
                      # diagnostics: class fidelity (the real-trained probe's accuracy on the synthetic digits) and
                      # within-class variety; neither chooses anything
-                     "fidelity": float(real_probe.score(imgs.reshape(len(imgs), -1) / 255.0, y_syn)),
+                     "fidelity": probe_score(real_probe, imgs, y_syn),
                      "spread": spread_ratio(imgs, y_syn, xfit, yfit)}
             curve.append(point)
             if select_index([c["tstr_val"] for c in curve]) == len(curve) - 1:
@@ -297,6 +309,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     finally:
         if own_work:
             shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - t_start
     return {
         "benchmark": "digits_tstr",
         "data": "sklearn load_digits (1,797 real 8x8 images), upsampled bilinear; fixed stratified 70/30 split "
@@ -318,7 +331,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
         "selected_step": best["step"],
         "selected_epoch": best["epoch"],
         "selected_tstr_val": best["tstr_val"],
-        "seconds": round(time.perf_counter() - t_start, 2),
+        "seconds": round(seconds, 2),
         "train_seconds": round(train_seconds, 2),
         "seed": seed,
         "size": plan.size,
@@ -334,7 +347,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
         "budget_seconds": plan.budget_seconds,
         "stopped_by_budget": stopped_by_budget,
         "target": TARGET,
-        "target_met": target_met(tstr / trtr, time.perf_counter() - t_start),
+        "target_met": target_met(tstr / trtr, seconds),
         "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
     }
 

@@ -135,14 +135,15 @@ class GANConfig:
         return dataclasses.replace(self, **kept).validate()
 
 
-# named sets of GANConfig fields, applied over the defaults (`--recipe` in the CLI, RECIPE in notebook 02)
+# SNGAN's projection discriminator with ACGAN's pull on G switched off: on the digits benchmark it kept the
+# generated digits as varied as the real ones where the seed recipe collapsed within classes
+# (benchmarks/digits_tstr.py, README "Does the conditional generator make class-faithful images?")
+_PROJECTION = {"norm": "none", "adv_loss": "hinge", "projection": True, "g_class_loss_weight": 0.0}
+# named sets of GANConfig fields, applied over the defaults (`--recipe` in the CLI, RECIPE in notebook 02);
+# "seed" is the seed's ACGAN: the defaults of the fields the other recipes change
 RECIPES: dict[str, dict[str, Any]] = {
-    # the seed's ACGAN (the defaults): LayerNorm, least-squares loss, the class loss on D and G
-    "seed": {"norm": "layer", "adv_loss": "lsgan", "projection": False, "g_class_loss_weight": None},
-    # SNGAN's projection discriminator with ACGAN's pull on G switched off: on the digits benchmark it kept the
-    # generated digits as varied as the real ones where the seed recipe collapsed within classes
-    # (benchmarks/digits_tstr.py, README "Does the conditional generator make class-faithful images?")
-    "projection": {"norm": "none", "adv_loss": "hinge", "projection": True, "g_class_loss_weight": 0.0},
+    "seed": {f.name: f.default for f in dataclasses.fields(GANConfig) if f.name in _PROJECTION},
+    "projection": _PROJECTION,
 }
 
 
