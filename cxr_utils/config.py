@@ -42,6 +42,7 @@ class GANConfig:
     d_base_filters: int = 64  # filters of the first D block; doubled per block
     g_upsample: str = "transpose"  # transpose | upsample
     norm: str = "layer"  # layer | batch | none (none = spectral normalization in D)
+    g_norm: str | None = None  # the generator's own normalization (layer | batch | none); None = `norm`
     label_into_features: bool = False  # seed variant: label map also concatenated to D's first feature maps
     minibatch_std: bool = False  # ProGAN minibatch-std channel before D's heads (against within-class collapse)
     projection: bool = False  # cGAN projection term <embed(label), features> added to D's real/synthetic score
@@ -72,6 +73,8 @@ class GANConfig:
     checkpoint_every: int = 1  # epochs
     sample_every: int = 1  # epochs
     n_fixed_noise: int = 8  # per class, for the sample grids
+    eval_every: int = 0  # epochs between quality evaluations (quality.csv); 0 = auto (about every 500 steps); -1 = off
+    eval_n_per_class: int = 128  # synthetic images per class in each quality evaluation
 
     def validate(self) -> GANConfig:
         """Raise UserError on values the code cannot honour."""
@@ -82,6 +85,7 @@ class GANConfig:
             (len(self.class_names) == self.num_classes, "class_names must have num_classes entries"),
             (self.g_upsample in ("transpose", "upsample"), f"g_upsample must be transpose|upsample, got {self.g_upsample}"),
             (self.norm in ("layer", "batch", "none"), f"norm must be layer|batch|none, got {self.norm}"),
+            (self.g_norm in (None, "layer", "batch", "none"), f"g_norm must be layer|batch|none, got {self.g_norm}"),
             (self.adv_loss in ("lsgan", "bce", "hinge"), f"adv_loss must be lsgan|bce|hinge, got {self.adv_loss}"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision must be auto|fp32|bf16|fp16, got {self.precision}"),
             (self.epochs >= 1, "epochs must be >= 1"),
@@ -89,6 +93,8 @@ class GANConfig:
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),
             (self.r1_gamma >= 0.0, "r1_gamma must be >= 0"),
             (self.mode_seeking_weight >= 0.0, "mode_seeking_weight must be >= 0"),
+            (self.eval_every >= -1, "eval_every must be >= -1 (0 = auto, -1 = off)"),
+            (self.eval_n_per_class >= 4, "eval_n_per_class must be >= 4"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -156,4 +162,4 @@ def recipe(name: str) -> dict[str, Any]:
 
 def smoke_overrides() -> dict[str, Any]:
     """Smaller sizes for CI smoke runs: same code path, less work."""
-    return dict(epochs=2, batch_size=8, g_base_filters=16, d_base_filters=16, n_fixed_noise=4)
+    return dict(epochs=2, batch_size=8, g_base_filters=16, d_base_filters=16, n_fixed_noise=4, eval_n_per_class=16)

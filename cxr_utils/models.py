@@ -66,16 +66,22 @@ def _norm(x, kind: str, name: str, dtype: str | None):
     return x
 
 
+def g_norm_of(cfg: GANConfig) -> str:
+    """The generator's normalization: `g_norm` when set, else the shared `norm`."""
+    return cfg.g_norm or cfg.norm
+
+
 def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "generator") -> keras.Model:
     """G([noise (B, latent_dim) float32, labels (B,) int32]) -> images (B, S, S, C) float32 in [-1, 1]."""
     noise = keras.Input(shape=(cfg.latent_dim,), dtype="float32", name="noise")
     label = keras.Input(shape=(), dtype="int32", name="label")
     filters = generator_filters(cfg)
+    gn = g_norm_of(cfg)
     emb = layers.Embedding(cfg.num_classes, cfg.embed_dim, name="label_embedding", dtype=dtype)(label)
     x = layers.Concatenate(name="noise_and_label", dtype=dtype)([noise, emb])
-    x = layers.Dense(4 * 4 * filters[0], use_bias=cfg.norm == "none", name="project", dtype=dtype)(x)
+    x = layers.Dense(4 * 4 * filters[0], use_bias=gn == "none", name="project", dtype=dtype)(x)
     x = layers.Reshape((4, 4, filters[0]), name="to_4x4", dtype=dtype)(x)
-    x = _norm(x, cfg.norm, "project_norm", dtype)
+    x = _norm(x, gn, "project_norm", dtype)
     x = layers.ReLU(name="project_relu", dtype=dtype)(x)
 
     def up(x, f: int, name: str, out_dtype: str | None, bias: bool):
@@ -85,8 +91,8 @@ def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "gener
         return layers.Conv2D(f, 3, padding="same", use_bias=bias, name=name, dtype=out_dtype)(x)
 
     for i, f in enumerate(filters[1:]):
-        x = up(x, f, f"up{i}_conv", dtype, cfg.norm == "none")
-        x = _norm(x, cfg.norm, f"up{i}_norm", dtype)
+        x = up(x, f, f"up{i}_conv", dtype, gn == "none")
+        x = _norm(x, gn, f"up{i}_norm", dtype)
         x = layers.ReLU(name=f"up{i}_relu", dtype=dtype)(x)
     # the last upsampling makes the image; float32 so mixed precision never quantises the output
     x = up(x, cfg.channels, "to_image", "float32", True)

@@ -195,3 +195,35 @@ def protocol_comparison(results: Sequence[dict], metrics: Sequence[str] = ("accu
     ax.legend(fontsize=7, ncol=len(results), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def quality_curves(quality_csv: str | os.PathLike, best_epoch: int | None = None, title: str = "Generator quality") -> plt.Figure:
+    """Diversity and train coverage (with the collapse-alarm thresholds), fidelity and KID per evaluated epoch."""
+    import pandas as pd
+
+    from .quality import ALARM_DIVERSITY, ALARM_TRAIN_COVERAGE
+
+    df = pd.read_csv(quality_csv)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.3))
+    x = df["epoch"]
+    ax = axes[0]
+    ax.plot(x, df["diversity"], "o-", ms=3, label="within-class diversity / real")
+    ax.plot(x, df["train_coverage"], "s-", ms=3, label="training images covered (share)")
+    ax.axhline(ALARM_DIVERSITY, color="C0", ls=":", lw=0.8, label=f"alarm: diversity < {ALARM_DIVERSITY}")
+    ax.axhline(ALARM_TRAIN_COVERAGE, color="C1", ls=":", lw=0.8, label=f"alarm: coverage < {ALARM_TRAIN_COVERAGE}")
+    ax.set_title("variety (pixel space, vs the training images)", fontsize=9)
+    ax.set_ylim(0, max(1.05, float(np.nanmax(df[["diversity", "train_coverage"]].to_numpy(float))) + 0.05))
+    axes[1].plot(x, df["fidelity"], "o-", ms=3, color="C2")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_title("class fidelity (real-trained classifier agrees)", fontsize=9)
+    axes[2].plot(x, df["kid"], "o-", ms=3, color="C3")
+    ref = str(df["reference"].iloc[-1]) if "reference" in df and len(df) else "?"
+    axes[2].set_title(f"KID vs {ref} (lower is closer)", fontsize=9)
+    for a in axes:
+        a.set_xlabel("epoch")
+        if best_epoch is not None:
+            a.axvline(best_epoch, color="grey", lw=0.8, ls="--")
+    axes[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle(title + (f" (dashed: generator-best.keras, epoch {best_epoch})" if best_epoch is not None else ""), fontsize=10)
+    fig.tight_layout()
+    return fig

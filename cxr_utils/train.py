@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import data
+from . import data, quality
 from . import io as cio
 from .config import GANConfig, smoke_overrides
 from .errors import RunLocked, TrainingDiverged, UserError
@@ -33,7 +33,8 @@ from .models import build_discriminator, build_generator
 METRIC_COLUMNS = ["epoch", *METRIC_NAMES, "seconds", "images_per_second"]
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 # config fields that may change when resuming; everything else defines the run and must match config.json
-RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sample_every", "g_lr", "d_lr", "deterministic", "precision"}
+RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sample_every", "g_lr", "d_lr", "deterministic", "precision",
+                     "eval_every", "eval_n_per_class"}
 KEEP_CHECKPOINTS = 2
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # native bf16 math on x86 CPUs
 
@@ -277,6 +278,7 @@ class RunCallback(keras.callbacks.Callback):
         self.t0 = time.perf_counter()
         self.images_seen = 0
         self.train_seconds = 0.0
+        self.tracker: quality.QualityTracker | None = None
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self.epoch_now = epoch
@@ -315,9 +317,14 @@ class RunCallback(keras.callbacks.Callback):
         last = e == self.cfg.epochs
         if e % self.cfg.sample_every == 0 or last:
             self._sample_grid(e)
-        if e % self.cfg.checkpoint_every == 0 or last:
+        evaluate = self.tracker is not None and self.tracker.due(e)
+        # an evaluated epoch is always checkpointed first: its quality row and generator-best.keras then never
+        # describe a state that a resume could lose (see quality.QualityTracker)
+        if e % self.cfg.checkpoint_every == 0 or last or evaluate:
             p = self.ckpts.save(e, self.gan.get_state())
             self.last_good = (e, p)
+        if evaluate:
+            self.tracker.evaluate(e, int(self.gan.step.numpy()), self.gan.ema_generator)
 
     def _sample_grid(self, e: int) -> Path:
         from . import plots
@@ -350,8 +357,12 @@ def _check_resumable(saved: dict[str, Any], cfg: GANConfig, run_dir: Path) -> No
 
 def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray, resume: bool = False,
           progress: str | bool | int = "auto", *, data_info: dict[str, Any] | None = None, distribute: str = "auto",
-          show_samples: bool | None = None) -> dict[str, Any]:
-    """Train (or resume) a ConditionalGAN on uint8 images (N,S,S[,C]) and int labels into run_dir; returns a summary."""
+          show_samples: bool | None = None, reference: tuple[np.ndarray, np.ndarray, str] | None = None) -> dict[str, Any]:
+    """Train (or resume) a ConditionalGAN on uint8 images (N,S,S[,C]) and int labels into run_dir; returns a summary.
+
+    `reference` = (images, labels, name) of real images the GAN never trains on (the val split), against which the
+    quality evaluations measure KID and PRDC; without it they use the training images and say so.
+    """
     cfg = cfg.validate()
     run_dir = Path(run_dir)
     images = np.asarray(images)
@@ -369,15 +380,29 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
 
     with RunLock(run_dir):
         try:
-            return _train_locked(cfg, run_dir, x, y, resume, progress, data_info, distribute, show_samples)
+            return _train_locked(cfg, run_dir, x, y, resume, progress, data_info, distribute, show_samples, reference)
         except OSError as e:  # disk full, read-only folder: every write is atomic, so the last checkpoint is intact
             where = f" ({e.filename})" if getattr(e, "filename", None) else ""
             raise UserError(f"{run_dir}: cannot write the run folder{where}: {e.strerror or e}; free disk space or make "
                             f"it writable, then rerun with --resume (the last complete checkpoint is kept)") from None
 
 
+def _quality_probe(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray,
+                   reference: tuple[np.ndarray, np.ndarray, str] | None) -> quality.QualityProbe:
+    """The run's quality probe (its classifier is trained once and kept in the run folder for resumes)."""
+    if reference is not None and len(reference[0]):
+        x_ref, y_ref, name = reference
+        ref_name = f"{name} ({len(y_ref)} images)"
+    else:
+        x_ref, y_ref, ref_name = None, None, f"train split ({len(y)} images; no held-out split was given)"
+    keep = cap_per_class(y, max(1, cfg.eval_n_per_class // 4), cfg.seed)
+    return quality.build_probe(cfg.class_names, x, y, x_ref, y_ref, ref_name, cfg.latent_dim, cfg.eval_n_per_class,
+                               cfg.seed, classifier_path=run_dir / quality.CLASSIFIER_FILE, coverage_keep=keep)
+
+
 def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, resume: bool, progress: Any,
-                  data_info: dict[str, Any] | None, distribute: str, show_samples: bool | None) -> dict[str, Any]:
+                  data_info: dict[str, Any] | None, distribute: str, show_samples: bool | None,
+                  reference: tuple[np.ndarray, np.ndarray, str] | None = None) -> dict[str, Any]:
     ckpts = Checkpoints(run_dir)
     found = ckpts.load_latest()
     if found is not None and not resume:
@@ -388,6 +413,10 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     if found is not None and saved is not None:
         _check_resumable(saved, cfg, run_dir)
 
+    steps = len(x) // cfg.batch_size
+    interval = quality.eval_interval(cfg.eval_every, steps)
+    # built before the GAN's seed is set: training the probe's classifier must not change the GAN's initial weights
+    probe = _quality_probe(cfg, run_dir, x, y, reference) if interval else None
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -404,8 +433,9 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     info.update(precision_resolved=precision, replicas=replicas)
     if found is not None and saved is not None and "data" in saved:
         info = {**saved["data"], **info}
+    if probe is not None:
+        info.update(quality_reference=probe.reference, quality_features=probe.features_name)
 
-    steps = len(x) // cfg.batch_size
     with strategy.scope():
         gan = build_gan(cfg, precision)
         if found is not None:
@@ -432,6 +462,9 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         else:
             verbose = int(progress) if not isinstance(progress, bool) else (1 if progress else 0)
         cb = RunCallback(run_dir, gan, ckpts, rows, steps, (start_epoch, ckpt_path), show_samples)
+        if probe is not None:
+            cb.tracker = quality.QualityTracker(run_dir, probe, interval, cfg.epochs, writer=cb.writer)
+            cb.tracker.reconcile(start_epoch, int(gan.step.numpy()), gan.ema_generator)
         t0 = time.perf_counter()
         try:
             if start_epoch < cfg.epochs:
@@ -451,12 +484,15 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         with cio.atomic_path(gen_path) as tmp:
             gan.ema_generator.save(tmp)
     last = rows[-1] if rows else {}
+    q_rows = cb.tracker.rows if cb.tracker is not None else []
     return {
         "run_dir": str(run_dir), "epochs": cfg.epochs, "resumed_from_epoch": start_epoch if found else None,
         "step": int(gan.step.numpy()), "seconds": seconds, "train_seconds": cb.train_seconds,
         "images_per_second": cb.images_seen / cb.train_seconds if cb.train_seconds else None,
         "precision": precision, "replicas": replicas, "generator": str(gen_path),
         "metrics": {k: float(v) for k, v in last.items() if k != "epoch"} | ({"epoch": int(last["epoch"])} if last else {}),
+        "quality": q_rows[-1] if q_rows else None, "best": quality.load_best(run_dir),
+        "alarm": next((r["alarm"] for r in reversed(q_rows) if r.get("alarm")), None) if q_rows else None,
     }
 
 
@@ -464,7 +500,9 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
                    **kwargs: Any) -> dict[str, Any]:
     """Train on the `train` split of a cached dataset .npz (see cxr_utils.data); records its provenance."""
     npz = Path(npz)
-    images, labels = data.load(npz).subset("train")
+    ds = data.load(npz)
+    images, labels = ds.subset("train")
+    x_val, y_val = ds.subset("val")
     if not len(images):
         raise UserError(f"--data {npz}: no images in the 'train' split")
     if images.ndim >= 3 and images.shape[1] != cfg.image_size:
@@ -473,6 +511,7 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
     manifest = data.manifest_path(npz)
     info = {"npz": str(npz.resolve()), "npz_sha256": cio.file_digest(npz), "manifest": str(manifest) if manifest.is_file() else None,
             "manifest_sha256": cio.file_digest(manifest) if manifest.is_file() else None, "split": "train"}
+    kwargs.setdefault("reference", (x_val, y_val, "val split") if len(y_val) else None)
     return train(cfg, run_dir, images, labels, resume=resume, data_info=info, **kwargs)
 
 
@@ -481,8 +520,35 @@ def _config_of(saved: dict[str, Any]) -> GANConfig:
     return GANConfig.from_dict({k: v for k, v in saved.items() if k != "data"})
 
 
-def load_generator(run_dir: str | os.PathLike) -> tuple[keras.Model, GANConfig]:
-    """The run's EMA generator (safe_mode loading) and its GANConfig."""
+def generator_source(run_dir: str | os.PathLike, which: str | int = "last") -> tuple[Path, str]:
+    """The file holding the generator that `which` names, and a description of it.
+
+    which: "last" (generator.keras, the EMA generator at the end of training), "best" (generator-best.keras, kept by
+    the quality rule; generator.keras with a note when the run has none), or an epoch with a checkpoint on disk.
+    """
+    run_dir = Path(run_dir)
+    if isinstance(which, str) and which.isdigit():
+        which = int(which)
+    if isinstance(which, int):
+        p = Checkpoints(run_dir).path(which)
+        if not p.is_file():
+            have = ", ".join(str(int(f.stem[5:])) for f in reversed(Checkpoints(run_dir).files())) or "none"
+            raise UserError(f"--which {which}: {run_dir} has no checkpoint of epoch {which} (checkpoints on disk: {have}); "
+                            f"use best, last or one of those epochs")
+        return p, f"epoch {which} (EMA generator from {p.name})"
+    if which not in ("best", "last"):
+        raise UserError(f"--which {which!r}: use best, last or an epoch number")
+    if which == "best":
+        best = quality.load_best(run_dir)
+        if best is not None and (run_dir / quality.BEST_FILE).is_file():
+            return run_dir / quality.BEST_FILE, f"best (epoch {best['epoch']}, {best['rule']})"
+        print(f"note: {run_dir} has no {quality.BEST_FILE} (quality tracking was off, or the run predates it); "
+              f"using generator.keras (the last epoch)", file=sys.stderr)
+    return run_dir / "generator.keras", "last (EMA generator at the end of training)"
+
+
+def load_generator(run_dir: str | os.PathLike, which: str | int = "last") -> tuple[keras.Model, GANConfig]:
+    """The run's EMA generator named by `which` (see generator_source; safe_mode loading) and its GANConfig."""
     run_dir = Path(run_dir)
     gen, cfg_path = run_dir / "generator.keras", run_dir / "config.json"
     if not gen.is_file() or not cfg_path.is_file():
@@ -493,13 +559,28 @@ def load_generator(run_dir: str | os.PathLike) -> tuple[keras.Model, GANConfig]:
         raise UserError(f"{cfg_path}: not readable JSON ({type(e).__name__}); restore it from the run's checkpoint folder "
                         f"or retrain") from None
     cfg = _config_of(saved)
+    src, _ = generator_source(run_dir, which)
+    if src.suffix == ".npz":
+        return _generator_from_checkpoint(cfg, src), cfg
     try:
-        model = keras.models.load_model(gen, safe_mode=True, compile=False)
+        model = keras.models.load_model(src, safe_mode=True, compile=False)
     except Exception as e:  # any failure here means the file is not a generator that `train` wrote
         kind = "it holds a Lambda layer (code), which safe mode refuses to run" if "lambda" in str(e).lower() \
             else f"{type(e).__name__}"
-        raise UserError(f"{gen}: not a generator written by `train` ({kind}); retrain the run or restore the file") from None
+        raise UserError(f"{src}: not a generator written by `train` ({kind}); retrain the run or restore the file") from None
     return model, cfg
+
+
+def _generator_from_checkpoint(cfg: GANConfig, path: Path) -> keras.Model:
+    """The EMA generator (float32) of one checkpoint file."""
+    state = cio.load_npz(path)
+    state.pop("meta_epoch", None)
+    gan = build_gan(cfg, "fp32")
+    try:
+        gan.set_state({k.replace(".", "/"): v for k, v in state.items()})
+    except ValueError as e:
+        raise UserError(f"{path}: {e}; it does not belong to this run's config.json") from None
+    return gan.ema_generator
 
 
 def cli_train(args: argparse.Namespace) -> int:

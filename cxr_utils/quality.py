@@ -1,0 +1,416 @@
+"""Generator quality during training: scores of the EMA generator against real images, the best-generator rule
+and the collapse alarm.
+
+Every `eval_every` epochs the trainer asks a `QualityProbe` to score the EMA generator. The probe draws the same
+noise every time (so epochs are comparable), renders `n_per_class` images per class and measures:
+
+- diversity (per class, and their mean): within-class pixel spread of the synthetic images relative to the real
+  training images of that class (1.0 = as varied as the real images; ~0 = one image per class, i.e. collapse);
+- train coverage: the share of real training images that are the nearest same-class neighbour (pixel RMS distance)
+  of at least one synthetic image (a collapsed generator is nearest to one or two of them);
+- fidelity: the share of synthetic images that a classifier trained on the real train split (classes weighted)
+  labels as intended;
+- KID and precision / recall / density / coverage (PRDC) against the held-out reference split (val when the
+  source has one), in the feature space of that classifier (named in every row).
+
+Rows go to the run folder's quality.csv (one per evaluated epoch; trimmed to the checkpoint on resume like
+metrics.csv) and to TensorBoard. `select_best` is the rule that keeps generator-best.keras (see its docstring).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io as cio
+
+# thresholds of the collapse alarm: far below the real images' variety (the seed recipe on the 16-image sample
+# reaches 0.10 diversity and 2 of 10 training images covered: both trip it; a learning generator sits near 0.4+)
+ALARM_DIVERSITY = 0.2
+ALARM_TRAIN_COVERAGE = 0.3
+# a generator that makes the wrong class for most images is not "best", whatever its KID says
+MIN_FIDELITY = 0.5
+# auto eval_every: about this many generator steps between evaluations
+AUTO_EVAL_STEPS = 500
+QUALITY_FILE = "quality.csv"
+BEST_FILE = "generator-best.keras"
+BEST_JSON = "best.json"
+CLASSIFIER_FILE = "quality-classifier.keras"
+SUMMARY_KEYS = ("diversity", "train_coverage", "fidelity", "kid", "precision", "recall", "density", "coverage")
+
+
+def eval_interval(eval_every: int, steps_per_epoch: int) -> int:
+    """Epochs between evaluations: eval_every if > 0; 0 = auto (about AUTO_EVAL_STEPS steps); < 0 = never (0)."""
+    if eval_every < 0:
+        return 0
+    if eval_every > 0:
+        return eval_every
+    return max(1, round(AUTO_EVAL_STEPS / max(1, steps_per_epoch)))
+
+
+def is_eval_epoch(epoch: int, interval: int, last_epoch: int) -> bool:
+    """True if `epoch` (1-based) is scored: every `interval` epochs and always the last one (interval 0: never)."""
+    return interval > 0 and (epoch % interval == 0 or epoch == last_epoch)
+
+
+# ------------------------------------------------------------------------------------------ pixel scores
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, np.float64).reshape(len(x), -1)
+
+
+def diversity(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_real: np.ndarray,
+              num_classes: int) -> list[float | None]:
+    """Per class: mean per-pixel std of the synthetic images / that of the real images (None if either lacks 2)."""
+    xs, xr = _flat(x_syn), _flat(x_real)
+    ys, yr = np.asarray(y_syn), np.asarray(y_real)
+    out: list[float | None] = []
+    for c in range(num_classes):
+        s, r = xs[ys == c], xr[yr == c]
+        if len(s) < 2 or len(r) < 2:
+            out.append(None)
+            continue
+        real_spread = r.std(axis=0).mean()
+        out.append(float(s.std(axis=0).mean() / real_spread) if real_spread > 0 else None)
+    return out
+
+
+def train_coverage(x_syn: np.ndarray, y_syn: np.ndarray, x_train: np.ndarray, y_train: np.ndarray,
+                   num_classes: int) -> tuple[list[int], list[int]]:
+    """Per class: (training images that are some same-class synthetic image's nearest neighbour, training images)."""
+    from .sample import nearest_real
+
+    ys, yt = np.asarray(y_syn), np.asarray(y_train)
+    covered, total = [], []
+    for c in range(num_classes):
+        ti = np.flatnonzero(yt == c)
+        total.append(int(len(ti)))
+        s = np.asarray(x_syn)[ys == c]
+        if not len(ti) or not len(s):
+            covered.append(0)
+            continue
+        idx, _ = nearest_real(s, np.asarray(x_train)[ti])
+        covered.append(int(len(np.unique(idx))))
+    return covered, total
+
+
+# ------------------------------------------------------------------------------------------ the probe
+
+
+@dataclass
+class QualityProbe:
+    """Everything an evaluation needs, built once per run: real images, the classifier, reference features, noise."""
+
+    class_names: tuple[str, ...]
+    x_train: np.ndarray  # uint8 (N, S, S): the images the GAN trains on
+    y_train: np.ndarray
+    x_ref: np.ndarray  # uint8 (M, S, S): held-out real images (val), never trained on
+    y_ref: np.ndarray
+    reference: str  # e.g. "val split (4 images)"
+    classifier: Any
+    features_name: str
+    ref_feats: np.ndarray
+    noise: np.ndarray  # (K * n_per_class, latent): the same noise at every evaluation
+    labels: np.ndarray
+    real_classifier_accuracy: float | None
+    seed: int = 0
+
+    @property
+    def n_per_class(self) -> int:
+        """Synthetic images per class in every evaluation."""
+        return len(self.labels) // len(self.class_names)
+
+    def _features(self, x: np.ndarray) -> np.ndarray:
+        import keras
+
+        feat = keras.Model(self.classifier.inputs, self.classifier.get_layer("features").output)
+        return np.asarray(feat.predict(np.asarray(x, np.float32)[..., None], batch_size=256, verbose=0), np.float64)
+
+    def score_images(self, x_syn: np.ndarray) -> dict[str, Any]:
+        """Every score of synthetic uint8 images (K * n_per_class, S, S) rendered from self.noise/self.labels."""
+        from .metrics import kid, prdc, predict_proba
+
+        k = len(self.class_names)
+        ys = self.labels
+        row: dict[str, Any] = {}
+        div = diversity(x_syn, ys, self.x_train, self.y_train, k)
+        cov, tot = train_coverage(x_syn, ys, self.x_train, self.y_train, k)
+        probs = predict_proba(self.classifier, x_syn)
+        preds = probs.argmax(axis=1) if probs.ndim == 2 else (probs >= 0.5).astype(np.int64)
+        feats = self._features(x_syn)
+        scopes: list[tuple[str, np.ndarray, np.ndarray]] = [("", np.ones(len(ys), bool), np.ones(len(self.y_ref), bool))]
+        scopes += [(f"_{n}", ys == c, self.y_ref == c) for c, n in enumerate(self.class_names)]
+        for suffix, ms, mr in scopes:
+            fs, fr = feats[ms], self.ref_feats[mr]
+            if min(len(fs), len(fr)) >= 2:
+                row[f"kid{suffix}"] = kid(fr, fs, n_subsets=50, subset_size=1000, seed=self.seed)[0]
+            kk = min(5, len(fr) - 1, len(fs) - 1)
+            p = prdc(fr, fs, kk) if kk >= 1 else {}
+            for m in ("precision", "recall", "density", "coverage"):
+                row[f"{m}{suffix}"] = p.get(m)
+            row[f"fidelity{suffix}"] = float((preds[ms] == ys[ms]).mean()) if ms.any() else None
+        valid_div = [d for d in div if d is not None]
+        row["diversity"] = float(np.mean(valid_div)) if valid_div else None
+        row["train_coverage"] = sum(cov) / sum(tot) if sum(tot) else None
+        row["train_covered"] = int(sum(cov))
+        row["train_images"] = int(sum(tot))
+        for c, n in enumerate(self.class_names):
+            row[f"diversity_{n}"] = div[c]
+            row[f"train_coverage_{n}"] = cov[c] / tot[c] if tot[c] else None
+        return row
+
+    def score(self, generator: Any) -> tuple[dict[str, Any], np.ndarray]:
+        """Render the probe's noise with `generator` and score it -> (row, uint8 images)."""
+        from .sample import generate
+
+        x = generate(generator, self.noise, self.labels)
+        return self.score_images(x), x
+
+
+def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.ndarray, x_ref: np.ndarray | None,
+                y_ref: np.ndarray | None, reference: str, latent_dim: int, n_per_class: int, seed: int,
+                classifier_path: Path | None = None, coverage_keep: np.ndarray | None = None) -> QualityProbe:
+    """A probe for one run; the classifier is trained on the real train split (or loaded from classifier_path).
+
+    The classifier uses the whole train split; diversity and train coverage use the training images at
+    `coverage_keep` (all if None). The trainer keeps at most n_per_class // 4 per class there, so that n_per_class
+    synthetic images can cover them at any data size (128 images cannot cover a 2,000-image class); the 10-image
+    sample keeps all of its images.
+    """
+    import keras
+
+    from .metrics import predict_proba, train_domain_classifier
+    from .sample import noise_for
+
+    x_all, y_all = _grey(x_train), np.asarray(y_train).astype(np.int64)
+    x_train, y_train = x_all, y_all
+    if x_ref is None or not len(x_ref):
+        x_ref, y_ref = x_train, y_train
+    x_ref, y_ref = _grey(x_ref), np.asarray(y_ref).astype(np.int64)
+    k = len(class_names)
+    clf = None
+    if classifier_path is not None and classifier_path.is_file():
+        try:
+            clf = keras.models.load_model(classifier_path, safe_mode=True, compile=False)
+        except Exception:  # an unreadable file (e.g. an older format): retrain, it is a pure function of the data
+            clf = None
+    if clf is None:
+        # the reference split doubles as the classifier's early-stopping set only when it is really held out
+        held_out = x_ref is not x_train
+        clf = train_domain_classifier(x_all, y_all, x_ref if held_out else None, y_ref if held_out else None,
+                                      epochs=15, seed=seed, num_classes=k)
+        if classifier_path is not None:
+            with cio.atomic_path(classifier_path) as tmp:
+                clf.save(tmp)
+    probs = predict_proba(clf, x_ref)
+    preds = probs.argmax(axis=1) if probs.ndim == 2 else (probs >= 0.5).astype(np.int64)
+    noise = noise_for(seed + 7919, k * n_per_class, latent_dim)  # its own stream: never the training noise
+    labels = np.repeat(np.arange(k, dtype=np.int32), n_per_class)
+    keep = np.arange(len(y_all)) if coverage_keep is None else np.asarray(coverage_keep)
+    probe = QualityProbe(tuple(class_names), x_all[keep], y_all[keep], x_ref, y_ref, reference, clf,
+                         "quality classifier (trained on the real train split), penultimate 64-d", np.zeros((0, 64)),
+                         noise, labels, float((preds == y_ref).mean()) if len(y_ref) else None, seed)
+    probe.ref_feats = probe._features(x_ref)
+    return probe
+
+
+def _grey(x: np.ndarray) -> np.ndarray:
+    """uint8 (N, S, S[, C]) -> (N, S, S): channels averaged (X-rays are grey)."""
+    a = np.asarray(x)
+    if a.ndim == 4:
+        a = a[..., 0] if a.shape[-1] == 1 else np.rint(a.mean(axis=-1)).astype(np.uint8)
+    return a.astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------ rule and alarm
+
+
+def collapse_alarm(row: dict[str, Any]) -> str | None:
+    """One line when diversity or train coverage is far below the real images' (thresholds above), else None."""
+    why = []
+    d, c = row.get("diversity"), row.get("train_coverage")
+    if d is not None and d < ALARM_DIVERSITY:
+        why.append(f"within-class diversity {d:.2f} of the real images' (alarm below {ALARM_DIVERSITY})")
+    if c is not None and c < ALARM_TRAIN_COVERAGE:
+        why.append(f"only {row.get('train_covered')} of {row.get('train_images')} training images are a synthetic "
+                   f"image's nearest neighbour (alarm below {ALARM_TRAIN_COVERAGE:.0%})")
+    if not why:
+        return None
+    return (f"quality alarm at epoch {row.get('epoch')}: " + " and ".join(why) + ": the generator has collapsed (or "
+            "has not learned yet). Try another recipe (--recipe / RECIPE), fewer epochs (generator-best.keras keeps the "
+            "best evaluation so far) or more augmentation (diffaugment).")
+
+
+def select_best(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The evaluation whose generator is kept as generator-best.keras.
+
+    Rule: among evaluations without a collapse alarm and with fidelity >= MIN_FIDELITY, the lowest KID against the
+    held-out reference split; a tie goes to the later epoch; with no such evaluation, the lowest KID of all.
+    Why: KID is unbiased at small sample sizes (FID is not when images < feature dimensions) and is what keras-io's
+    gan_ada monitors; it compares whole distributions, so it rewards fidelity and variety together. The gates stop it
+    from preferring images a person would reject: a collapsed generator (one image per class) or one that draws the
+    wrong class can still sit close to the reference in a feature space built from a handful of images.
+    """
+    scored = [r for r in rows if _num(r.get("kid")) is not None]
+    if not scored:
+        return None
+    ok = [r for r in scored if not r.get("alarm") and (_num(r.get("fidelity")) or 0.0) >= MIN_FIDELITY]
+    pool = ok or scored
+    return min(pool, key=lambda r: (_num(r["kid"]), -int(r["epoch"])))
+
+
+def _num(v: Any) -> float | None:
+    if v is None or v == "":
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+# ------------------------------------------------------------------------------------------ quality.csv
+
+
+def columns(class_names: Sequence[str]) -> list[str]:
+    """quality.csv columns: epoch, step, the overall scores, per-class scores, bookkeeping."""
+    per = ["diversity", "train_coverage", "fidelity", "kid", "precision", "recall", "density", "coverage"]
+    cols = ["epoch", "step", *per, "train_covered", "train_images"]
+    cols += [f"{m}_{n}" for n in class_names for m in per]
+    return [*cols, "n_per_class", "reference", "features", "seconds", "alarm"]
+
+
+def read_rows(path: Path, max_epoch: int | None = None) -> list[dict[str, str]]:
+    """Rows of quality.csv (epoch <= max_epoch if given)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [r for r in rows if max_epoch is None or int(r["epoch"]) <= max_epoch]
+
+
+def write_rows(path: Path, rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> None:
+    """Rewrite quality.csv atomically (a kill mid-write leaves the previous whole file)."""
+    cols = columns(class_names)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r.get(k)) for k in cols})
+    cio.atomic_write_text(path, buf.getvalue())
+
+
+def _fmt(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def summary(row: dict[str, Any]) -> str:
+    """One line of an evaluation's headline scores."""
+    parts = []
+    for k in SUMMARY_KEYS:
+        v = _num(row.get(k))
+        if v is not None:
+            parts.append(f"{k} {v:.3f}" if k != "kid" else f"kid {v:.4f}")
+    cov = f" ({row.get('train_covered')}/{row.get('train_images')} training images covered)" if row.get("train_images") else ""
+    return f"quality @ epoch {row.get('epoch')}: " + ", ".join(parts) + cov
+
+
+def load_best(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """best.json of a run (epoch and scores of generator-best.keras), or None."""
+    p = Path(run_dir) / BEST_JSON
+    return cio.read_json(p) if p.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------ the tracker
+
+
+class QualityTracker:
+    """Evaluations during a run: quality.csv rows, TensorBoard scalars, the alarm line and generator-best.keras.
+
+    Order at an evaluated epoch (the trainer checkpoints that epoch first): score -> quality.csv (atomic) ->
+    generator-best.keras + best.json when the rule picks this epoch. After a kill, `reconcile` (on resume) trims the
+    rows to the restored checkpoint, scores that epoch if its row is missing and saves its generator if the rule picks
+    it and best.json does not say so yet: each evaluation appears once and best.json always matches quality.csv.
+    """
+
+    def __init__(self, run_dir: Path, probe: QualityProbe, interval: int, last_epoch: int, writer: Any = None,
+                 log: Any = print):
+        self.run_dir, self.probe, self.interval, self.last_epoch = Path(run_dir), probe, interval, last_epoch
+        self.writer, self.log = writer, log
+        self.path = self.run_dir / QUALITY_FILE
+        self.rows: list[dict[str, Any]] = []
+        self.last_images: np.ndarray | None = None
+
+    def due(self, epoch: int) -> bool:
+        """True if this epoch is scored."""
+        return is_eval_epoch(epoch, self.interval, self.last_epoch)
+
+    def reconcile(self, start_epoch: int, step: int, generator: Any) -> None:
+        """On (re)start at `start_epoch`: trim, catch up a missed evaluation of that epoch, re-save a missed best."""
+        self.rows = read_rows(self.path, start_epoch)
+        write_rows(self.path, self.rows, self.probe.class_names)
+        if start_epoch > 0 and self.due(start_epoch) and not any(int(r["epoch"]) == start_epoch for r in self.rows):
+            self.evaluate(start_epoch, step, generator)
+            return
+        best = select_best(self.rows)
+        saved = load_best(self.run_dir)
+        if best is not None and int(best["epoch"]) == start_epoch and (saved or {}).get("epoch") != start_epoch:
+            self._save_best(best, generator)
+
+    def evaluate(self, epoch: int, step: int, generator: Any) -> dict[str, Any]:
+        """Score the generator now, record the row, say so (and the alarm), keep it if it is the best."""
+        import time
+
+        t0 = time.perf_counter()
+        row, self.last_images = self.probe.score(generator)
+        row.update(epoch=int(epoch), step=int(step), n_per_class=self.probe.n_per_class,
+                   reference=self.probe.reference, features=self.probe.features_name,
+                   seconds=round(time.perf_counter() - t0, 3))
+        alarm = collapse_alarm(row)
+        row["alarm"] = alarm or ""
+        self.rows.append(row)
+        write_rows(self.path, self.rows, self.probe.class_names)
+        self._tensorboard(row)
+        was = bool(self.rows[-2]["alarm"]) if len(self.rows) > 1 else False
+        # the whole alarm once when it starts; while it lasts, a tag on the summary line
+        self.log(summary(row) + (" [quality alarm continues]" if alarm and was else ""))
+        if alarm and not was:
+            self.log(alarm)
+        elif was and not alarm:
+            self.log(f"quality alarm cleared at epoch {epoch}")
+        best = select_best(self.rows)
+        if best is not None and int(best["epoch"]) == int(epoch):
+            self._save_best(row, generator)
+        return row
+
+    def _save_best(self, row: dict[str, Any], generator: Any) -> None:
+        with cio.atomic_path(self.run_dir / BEST_FILE) as tmp:
+            generator.save(tmp)
+        scores = {k: _num(row.get(k)) for k in (*SUMMARY_KEYS, "train_covered", "train_images")}
+        cio.atomic_write_json(self.run_dir / BEST_JSON, {
+            "epoch": int(row["epoch"]), "step": int(row["step"]), "file": BEST_FILE, "scores": scores,
+            "reference": row.get("reference"), "features": row.get("features"),
+            "rule": "lowest KID against the held-out reference among evaluations without a collapse alarm and with "
+                    f"fidelity >= {MIN_FIDELITY} (cxr_utils.quality.select_best)"})
+
+    def _tensorboard(self, row: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        import tensorflow as tf
+
+        with self.writer.as_default():
+            for k, v in row.items():
+                f = _num(v) if not isinstance(v, str) else None
+                if f is not None and k not in ("epoch", "step"):
+                    tf.summary.scalar(f"quality/{k}", f, step=int(row["epoch"]))
+        self.writer.flush()

@@ -1,0 +1,189 @@
+"""Quality tracking: each score on constructed cases, the best-generator rule, the alarm, and a real run's
+quality.csv / generator-best.keras (the kept generator is the one the rule picks; a crash mid-evaluation resumes
+with each evaluation recorded once)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr_utils import quality as Q
+
+S = 16
+NAMES = ("NORMAL", "PNEUMONIA")
+
+
+def _real_set() -> tuple[np.ndarray, np.ndarray]:
+    """4 dark (NORMAL) and 4 bright (PNEUMONIA) textured images, all different."""
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 100, (4, S, S)).astype(np.uint8)
+    bright = rng.integers(156, 256, (4, S, S)).astype(np.uint8)
+    return np.concatenate([dark, bright]), np.repeat([0, 1], 4)
+
+
+def _brightness_classifier():
+    """A fixed 'classifier': feature = mean pixel value / 255, PNEUMONIA if brighter than mid-grey (no training)."""
+    import keras
+
+    inp = keras.Input((S, S, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inp)
+    feat = keras.layers.Dense(1, name="features", kernel_initializer=keras.initializers.Constant(1 / 255),
+                              bias_initializer="zeros")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(25.5),
+                             bias_initializer=keras.initializers.Constant(-12.75))(feat)
+    return keras.Model(inp, out)
+
+
+def _probe(x: np.ndarray, y: np.ndarray, n_per_class: int) -> Q.QualityProbe:
+    labels = np.repeat(np.arange(2, dtype=np.int32), n_per_class)
+    p = Q.QualityProbe(NAMES, x, y, x, y, "the train images themselves (test)", _brightness_classifier(),
+                       "mean brightness (test)", np.zeros((0, 1)), np.zeros((len(labels), 4), np.float32), labels,
+                       None, seed=0)
+    p.ref_feats = p._features(x)
+    return p
+
+
+def test_diversity_and_coverage_closed_form() -> None:
+    x, y = _real_set()
+    # the real set against itself, each image repeated: the per-pixel (population) std is unchanged -> exactly 1
+    rep = np.repeat(x, 4, axis=0)
+    yrep = np.repeat(y, 4)
+    assert Q.diversity(rep, yrep, x, y, 2) == [pytest.approx(1.0, abs=1e-12)] * 2
+    assert Q.train_coverage(rep, yrep, x, y, 2) == ([4, 4], [4, 4])
+    # collapsed: one image per class -> no spread, one training image covered per class
+    col = np.concatenate([np.repeat(x[:1], 5, axis=0), np.repeat(x[4:5], 5, axis=0)])
+    ycol = np.repeat([0, 1], 5)
+    assert Q.diversity(col, ycol, x, y, 2) == [0.0, 0.0]
+    assert Q.train_coverage(col, ycol, x, y, 2) == ([1, 1], [4, 4])
+    # half the spread: images pulled half-way to the class mean
+    half = np.concatenate([(x[y == c].astype(float) + x[y == c].mean(0)) / 2 for c in (0, 1)])
+    assert Q.diversity(half, y, x, y, 2) == [pytest.approx(0.5), pytest.approx(0.5)]
+    # a class with fewer than 2 images has no spread to compare
+    assert Q.diversity(x[:5], y[:5], x, y, 2)[1] is None
+
+
+def test_probe_scores_set_against_itself_collapsed_and_wrong_class() -> None:
+    x, y = _real_set()
+    probe = _probe(x, y, 4)
+    same = probe.score_images(x)  # exactly the reference images, with their own labels
+    assert same["diversity"] == pytest.approx(1.0) and same["train_coverage"] == 1.0 and same["train_covered"] == 8
+    assert same["fidelity"] == 1.0 and same["fidelity_NORMAL"] == 1.0 and same["fidelity_PNEUMONIA"] == 1.0
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    # every KID subset holds all 8 (4 per class) images, so KID is the unbiased MMD^2 of the features with themselves
+    # (<= 0: the estimator assumes two independent samples)
+    from cxr_utils.metrics import mmd2_unbiased
+
+    assert same["kid"] == pytest.approx(mmd2_unbiased(probe.ref_feats, probe.ref_feats)) and same["kid"] <= 0
+    assert Q.collapse_alarm({**same, "epoch": 1}) is None
+
+    collapsed = probe.score_images(np.concatenate([np.repeat(x[:1], 4, axis=0), np.repeat(x[4:5], 4, axis=0)]))
+    assert collapsed["diversity"] == 0.0 and collapsed["train_covered"] == 2 and collapsed["fidelity"] == 1.0
+    alarm = Q.collapse_alarm({**collapsed, "epoch": 7})
+    assert alarm and alarm.startswith("quality alarm at epoch 7") and "diversity 0.00" in alarm and "2 of 8" in alarm
+    assert "--recipe" in alarm and "fewer epochs" in alarm and "augmentation" in alarm
+    # per class, 4 copies of one image: their k-NN radius (k = 3) is 0, so no real image is "recalled"
+    assert collapsed["recall_NORMAL"] == 0.0 and collapsed["recall_PNEUMONIA"] == 0.0
+
+    wrong = probe.score_images(np.concatenate([x[4:], x[:4]]))  # bright images asked to be NORMAL and vice versa
+    assert wrong["fidelity"] == 0.0 and wrong["fidelity_NORMAL"] == 0.0 and wrong["fidelity_PNEUMONIA"] == 0.0
+    assert wrong["kid_NORMAL"] > 0.1 > same["kid_NORMAL"]  # the per-class KID sees the wrong class
+
+
+def test_alarm_thresholds_are_strict() -> None:
+    ok = {"epoch": 1, "diversity": Q.ALARM_DIVERSITY, "train_coverage": Q.ALARM_TRAIN_COVERAGE}
+    assert Q.collapse_alarm(ok) is None  # at the threshold: no alarm
+    assert "diversity" in Q.collapse_alarm({**ok, "diversity": Q.ALARM_DIVERSITY - 0.01})
+    low = Q.collapse_alarm({**ok, "train_coverage": 0.2, "train_covered": 2, "train_images": 10})
+    assert "only 2 of 10 training images" in low
+
+
+def test_select_best_rule() -> None:
+    rows = [
+        {"epoch": 1, "kid": 0.01, "fidelity": 0.9, "alarm": "quality alarm ..."},  # lowest KID but collapsed
+        {"epoch": 2, "kid": 0.02, "fidelity": 0.3, "alarm": ""},  # wrong class too often
+        {"epoch": 3, "kid": 0.05, "fidelity": 0.8, "alarm": ""},
+        {"epoch": 4, "kid": 0.03, "fidelity": 0.8, "alarm": ""},
+        {"epoch": 5, "kid": 0.03, "fidelity": 0.9, "alarm": ""},  # ties with 4: the later epoch wins
+        {"epoch": 6, "kid": "", "fidelity": 0.9, "alarm": ""},  # unscored
+    ]
+    assert Q.select_best(rows)["epoch"] == 5
+    assert Q.select_best(rows[:4])["epoch"] == 4
+    # nothing passes the gates: the lowest KID of all, so a run always keeps something
+    assert Q.select_best(rows[:2])["epoch"] == 1
+    assert Q.select_best([]) is None and Q.select_best(rows[5:]) is None
+    # rows read back from quality.csv are strings
+    assert Q.select_best([{k: str(v) for k, v in r.items()} for r in rows])["epoch"] == "5"
+
+
+def test_eval_schedule() -> None:
+    assert Q.eval_interval(-1, 10) == 0 and Q.eval_interval(3, 10) == 3
+    assert Q.eval_interval(0, 1) == Q.AUTO_EVAL_STEPS and Q.eval_interval(0, 66) == round(Q.AUTO_EVAL_STEPS / 66)
+    assert Q.eval_interval(0, 10_000) == 1
+    assert [e for e in range(1, 11) if Q.is_eval_epoch(e, 4, 10)] == [4, 8, 10]  # the last epoch always
+    assert not any(Q.is_eval_epoch(e, 0, 10) for e in range(1, 11))
+
+
+def _cfg(**over):
+    from cxr_utils.config import GANConfig
+
+    base = dict(image_size=64, g_base_filters=8, d_base_filters=8, latent_dim=16, embed_dim=8, batch_size=4,
+                n_fixed_noise=2, precision="fp32", deterministic=True, seed=3, epochs=4, eval_every=2,
+                eval_n_per_class=8)
+    return GANConfig.from_dict({**base, **over})
+
+
+def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_npz, tmp_path) -> None:
+    import keras
+
+    from cxr_utils import train
+
+    run = tmp_path / "run"
+    out = train.train_from_npz(sample_npz, run, _cfg(), progress=0, show_samples=False)
+    rows = Q.read_rows(run / Q.QUALITY_FILE)
+    assert [int(r["epoch"]) for r in rows] == [2, 4] and [int(r["step"]) for r in rows] == [4, 8]
+    assert {r["reference"] for r in rows} == {"val split (4 images)"}
+    assert {r["n_per_class"] for r in rows} == {"8"}
+    for r in rows:
+        assert 0 <= float(r["train_coverage"]) <= 1 and 0 <= float(r["fidelity"]) <= 1 and float(r["diversity"]) >= 0
+    best = Q.load_best(run)
+    assert best["epoch"] == int(Q.select_best(rows)["epoch"]) and out["best"] == best
+    assert out["quality"]["epoch"] == 4
+    # the kept file is that epoch's EMA generator: re-scored with the same probe it gives the recorded row
+    x, y = __import__("cxr_utils").data.load(sample_npz).subset("train")
+    xv, yv = __import__("cxr_utils").data.load(sample_npz).subset("val")
+    probe = Q.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 8, 3,
+                          classifier_path=run / Q.CLASSIFIER_FILE,
+                          coverage_keep=train.cap_per_class(y, 2, 3))
+    g = keras.models.load_model(run / Q.BEST_FILE, safe_mode=True, compile=False)
+    again, _ = probe.score(g)
+    row = next(r for r in rows if int(r["epoch"]) == best["epoch"])
+    for k in ("diversity", "train_coverage", "fidelity", "kid"):
+        assert float(row[k]) == pytest.approx(again[k], rel=1e-4, abs=1e-9), k
+    # TensorBoard got the quality scalars
+    assert any(p.name.startswith("events") for p in (run / "tb").rglob("*"))
+
+
+def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_npz, tmp_path, monkeypatch) -> None:
+    from cxr_utils import train
+
+    run = tmp_path / "run"
+    real_score = Q.QualityProbe.score
+    calls = {"n": 0}
+
+    def failing_second(self, generator):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash inside the epoch-4 evaluation")
+        return real_score(self, generator)
+
+    monkeypatch.setattr(Q.QualityProbe, "score", failing_second)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.train_from_npz(sample_npz, run, _cfg(epochs=6), progress=0, show_samples=False)
+    assert [int(r["epoch"]) for r in Q.read_rows(run / Q.QUALITY_FILE)] == [2]
+    assert (run / "checkpoints" / "ckpt-0004.npz").is_file()  # the evaluated epoch was checkpointed first
+    monkeypatch.setattr(Q.QualityProbe, "score", real_score)
+    out = train.train_from_npz(sample_npz, run, _cfg(epochs=6), resume=True, progress=0, show_samples=False)
+    assert out["resumed_from_epoch"] == 4
+    rows = Q.read_rows(run / Q.QUALITY_FILE)
+    assert [int(r["epoch"]) for r in rows] == [2, 4, 6]  # epoch 4 caught up on resume, nothing twice
+    assert Q.load_best(run)["epoch"] == int(Q.select_best(rows)["epoch"])
