@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--batch-size", type=int, default=256)
+    m.add_argument("--which", default="best",
+                   help="best (generator-best.keras, kept by the quality rule; the default), last (generator.keras), "
+                        "or an epoch that has a checkpoint")
 
     e = sub.add_parser("evaluate", help="VGG16 protocols on the real test split")
     e.add_argument("--data", required=True)

@@ -4,7 +4,7 @@ An export folder looks like::
 
     OUT/NORMAL/syn-s<seed>-000001.png ...   8-bit grayscale, text chunks Synthetic=true, Description=<SYNTHETIC_TAG>
     OUT/PNEUMONIA/syn-s<seed>-000001.png ...
-    OUT/manifest.csv                         file, class, label, seed, run, generator_sha256, synthetic
+    OUT/manifest.csv                         file, class, label, seed, run, generator_sha256, synthetic, generator
 
 It is built in a hidden sibling folder and renamed into place at the end, so a crash (or a full disk)
 never leaves a half-written export or a manifest that lists missing files.
@@ -33,7 +33,7 @@ from .errors import UserError
 from .io import file_digest
 
 MANIFEST_NAME = "manifest.csv"
-MANIFEST_FIELDS = ("file", "class", "label", "seed", "run", "generator_sha256", "synthetic")
+MANIFEST_FIELDS = ("file", "class", "label", "seed", "run", "generator_sha256", "synthetic", "generator")
 SOFTWARE = f"cxr-utils {__version__} (cxr_utils.sample.export)"
 
 
@@ -108,11 +108,18 @@ def read_manifest(folder: str | os.PathLike) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- generating
 
 
-def _load_generator(run_dir: Path) -> tuple[Any, Any]:
+def _load_generator(run_dir: Path, which: str | int = "best") -> tuple[Any, Any]:
     """train.load_generator, imported lazily (TF is heavy); tests may replace this function."""
     from .train import load_generator
 
-    return load_generator(run_dir)
+    return load_generator(run_dir, which)
+
+
+def _generator_source(run_dir: Path, which: str | int) -> tuple[Path, str]:
+    """train.generator_source, imported lazily: (file, description) of the generator `which` names."""
+    from .train import generator_source
+
+    return generator_source(run_dir, which)
 
 
 def latent_dim_of(generator: Any) -> int:
@@ -207,12 +214,14 @@ def real_to_real_nn(real: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(d2.min(1), 0.0) / r.shape[1])
 
 
-def load_run(run_dir: str | os.PathLike, hint: str = "run notebooks/02_train_cgan.ipynb (or `python -m cxr_utils train`) first") -> tuple[Any, Any]:
-    """(EMA generator, GANConfig) of a finished run; a missing run is one clear UserError with `hint`."""
+def load_run(run_dir: str | os.PathLike, hint: str = "run notebooks/02_train_cgan.ipynb (or `python -m cxr_utils train`) first",
+             which: str | int = "best") -> tuple[Any, Any]:
+    """(EMA generator named by `which`: best | last | epoch, GANConfig) of a finished run; a missing run is one clear
+    UserError with `hint`."""
     run_dir = Path(run_dir)
     if not (run_dir / "generator.keras").is_file():
         raise UserError(f"{run_dir}: no trained GAN here (generator.keras missing); {hint}")
-    return _load_generator(run_dir)
+    return _load_generator(run_dir, which)
 
 
 def real_images(run_dir: str | os.PathLike, split: str = "train", source: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
@@ -295,8 +304,9 @@ def _check_out(out: Path, run_name: str) -> None:
 
 
 def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike, seed: int = 0,
-           batch_size: int = 256, progress: bool | str = "auto") -> Path:
-    """Write n_per_class PNGs per class from the run's EMA generator into OUT/<class>/ plus OUT/manifest.csv."""
+           batch_size: int = 256, progress: bool | str = "auto", which: str | int = "best") -> Path:
+    """Write n_per_class PNGs per class from the run's EMA generator (`which`: best | last | epoch) into
+    OUT/<class>/ plus OUT/manifest.csv (its `generator` column says which one)."""
     run_dir = Path(run_dir)
     out = Path(out)
     if n_per_class < 1:
@@ -311,9 +321,10 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
     run_name = run_dir.resolve().name
     _check_out(out, run_name)
 
-    generator, cfg = _load_generator(run_dir)
+    src, described = _generator_source(run_dir, which)
+    generator, cfg = _load_generator(run_dir, which)
     class_names = tuple(getattr(cfg, "class_names", CLASS_NAMES))
-    sha = file_digest(gen_file)
+    sha = file_digest(src)
     latent = latent_dim_of(generator)
     n_total = n_per_class * len(class_names)
     # one seed -> all the noise; image i of class k always gets the same noise row, whatever the batch size
@@ -337,10 +348,11 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
                     k = int(labels[i + j])
                     rel = f"{class_names[k]}/syn-s{seed}-{int(index_in_class[i + j]):06d}.png"
                     text = {"Synthetic": "true", "Description": SYNTHETIC_TAG, "Software": SOFTWARE,
-                            "Source-Run": run_name, "Generator-SHA256": sha, "Class": class_names[k], "Seed": str(seed)}
+                            "Source-Run": run_name, "Generator-SHA256": sha, "Generator": described,
+                            "Class": class_names[k], "Seed": str(seed)}
                     (stage / rel).write_bytes(png_bytes(img, text))
                     rows.append({"file": rel, "class": class_names[k], "label": str(k), "seed": str(seed),
-                                 "run": run_name, "generator_sha256": sha, "synthetic": "true"})
+                                 "run": run_name, "generator_sha256": sha, "synthetic": "true", "generator": described})
                 bar.update(len(imgs))
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
@@ -404,8 +416,10 @@ def _swap_into_place(stage: Path, out: Path, run_name: str) -> None:
 def cli_sample(args: Any) -> int:
     """`python -m cxr_utils sample`: export PNGs + manifest and print where they went."""
     t0 = time.perf_counter()
-    out = export(args.run_dir, args.n_per_class, args.out, seed=args.seed, batch_size=args.batch_size)
+    out = export(args.run_dir, args.n_per_class, args.out, seed=args.seed, batch_size=args.batch_size, which=args.which)
     dt = time.perf_counter() - t0
     n = len(read_manifest(out))
+    gen = (read_manifest(out) or [{}])[0].get("generator", "?")
+    print(f"generator: {gen}")
     print(f"wrote {n} synthetic PNGs + {MANIFEST_NAME} to {out} in {dt:.1f} s ({n / max(dt, 1e-9):.0f} img/s, model load included)")
     return 0

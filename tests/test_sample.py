@@ -41,7 +41,7 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     _tiny_generator().save(rd / "generator.keras")
     cfg = GANConfig(image_size=S, channels=C, latent_dim=LATENT)
 
-    def fake_load(run: Path):
+    def fake_load(run: Path, which="best"):
         return keras.models.load_model(Path(run) / "generator.keras", safe_mode=True, compile=False), cfg
 
     monkeypatch.setattr(sample, "_load_generator", fake_load)
@@ -60,7 +60,9 @@ def test_export_writes_tagged_pngs_and_manifest(run_dir: Path, tmp_path: Path) -
         files = sorted(p.name for p in (out / name).iterdir())
         assert files == [f"syn-s3-{i:06d}.png" for i in range(1, 6)]
     rows = _read_csv(out / "manifest.csv")
-    assert list(rows[0]) == ["file", "class", "label", "seed", "run", "generator_sha256", "synthetic"]
+    assert list(rows[0]) == ["file", "class", "label", "seed", "run", "generator_sha256", "synthetic", "generator"]
+    # no quality evaluation in this run: "best" falls back to the last generator and says so
+    assert {r["generator"] for r in rows} == {"last (EMA generator at the end of training)"}
     assert len(rows) == 10
     assert [r["label"] for r in rows] == ["0"] * 5 + ["1"] * 5
     sha = file_digest(run_dir / "generator.keras")
