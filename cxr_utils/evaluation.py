@@ -158,6 +158,26 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: flo
     return {**metrics_from_counts(**counts), "roc_auc": auc, **counts}
 
 
+def tune_threshold(y_val: np.ndarray, probs_val: np.ndarray, default: float = 0.5) -> float:
+    """The decision threshold with the highest balanced accuracy (Youden's J) on the real val split.
+
+    Candidates are midpoints between sorted distinct probabilities (plus the default); ties go to the candidate
+    nearest `default`. A val split with one class only cannot rank, so the default is returned.
+    """
+    y = np.asarray(y_val).astype(np.int64).ravel()
+    p = np.asarray(probs_val, np.float64).ravel()
+    if len(np.unique(y)) < 2:
+        return float(default)
+    u = np.unique(p)
+    cands = np.unique(np.concatenate([[default], (u[1:] + u[:-1]) / 2.0, [u[0] - 1e-6, u[-1] + 1e-6]]))
+    pos, neg = y == 1, y == 0
+    tpr = ((p[None, :] >= cands[:, None]) & pos[None, :]).sum(1) / pos.sum()
+    tnr = ((p[None, :] < cands[:, None]) & neg[None, :]).sum(1) / neg.sum()
+    j = tpr + tnr
+    best = np.flatnonzero(np.isclose(j, j.max()))
+    return float(cands[best[np.argmin(np.abs(cands[best] - default))]])
+
+
 def bootstrap_ci(y_true: np.ndarray, probs_per_seed: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0,
                  threshold: float = 0.5) -> dict[str, list[float] | None]:
     """95% percentile interval of the seed-mean metrics, resampling test images with replacement."""
@@ -235,10 +255,9 @@ def build_classifier(image_size: int, cfg: EvalConfig, weights_path: Path | None
 
 
 def _class_weight(y: np.ndarray, mode: str) -> dict[int, float] | None:
-    if mode == "none":
-        return None
-    n = np.bincount(y.astype(np.int64), minlength=2)
-    return {c: float(len(y) / (2 * n[c])) for c in range(2)}
+    from .metrics import balanced_class_weight
+
+    return None if mode == "none" else balanced_class_weight(y, 2)
 
 
 def _fit_two_stage(model: Any, base: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
@@ -340,11 +359,26 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         probs = model.predict(x_test, batch_size=256, verbose=0).ravel().astype(np.float64)
         probs_all.append(probs)
         m = classification_metrics(y_te, probs, cfg.threshold)
-        per_seed.append({"seed": seed, **m, "stages": stages, "test_probs": [round(float(p), 6) for p in probs]})
+        entry = {"seed": seed, **m, "stages": stages, "test_probs": [round(float(p), 6) for p in probs]}
+        if val is not None:
+            val_probs = model.predict(val[0], batch_size=256, verbose=0).ravel().astype(np.float64)
+            t = tune_threshold(np.asarray(y_va), val_probs, cfg.threshold)
+            entry["tuned"] = {"threshold": t, **classification_metrics(y_te, probs, t)}
+            entry["val_probs"] = [round(float(p), 6) for p in val_probs]
+        per_seed.append(entry)
         auc_txt = f"{m['roc_auc']:.3f}" if m["roc_auc"] is not None else "n/a"
-        log(f"[{protocol} | {tag} | seed {seed}] acc {m['accuracy']:.4f} prec {m['precision']:.4f} rec {m['recall']:.4f} "
-            f"f1 {m['f1']:.4f} auc {auc_txt} tn/fp/fn/tp {m['tn']}/{m['fp']}/{m['fn']}/{m['tp']}")
+        tuned_txt = ""
+        if "tuned" in entry:
+            tm = entry["tuned"]
+            tuned_txt = (f" | val-tuned threshold {tm['threshold']:.3f}: acc {tm['accuracy']:.4f} f1 {tm['f1']:.4f} "
+                         f"tn/fp/fn/tp {tm['tn']}/{tm['fp']}/{tm['fn']}/{tm['tp']}")
+        log(f"[{protocol} | {tag} | seed {seed}] threshold {cfg.threshold}: acc {m['accuracy']:.4f} prec {m['precision']:.4f} "
+            f"rec {m['recall']:.4f} f1 {m['f1']:.4f} auc {auc_txt} tn/fp/fn/tp {m['tn']}/{m['fp']}/{m['fn']}/{m['tp']}"
+            + tuned_txt)
         keras.backend.clear_session()  # free the graph between seeds
+    tuned = [e["tuned"] for e in per_seed if "tuned" in e]
+    mean_tuned = {k: float(np.mean([t[k] for t in tuned if t[k] is not None])) if any(t[k] is not None for t in tuned)
+                  else None for k in ("threshold", *METRICS, *COUNTS)} if tuned else None
     mean, std = {}, {}
     for k in (*METRICS, *COUNTS):
         vals = [e[k] for e in per_seed if e[k] is not None]
@@ -354,6 +388,9 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         "protocol": protocol, "protocol_text": PROTOCOL_TEXT[protocol], "model": tag,
         "weights": weights_label, "weights_requested": weights, "notes": notes,
         "positive_class": CLASS_NAMES[1], "threshold": cfg.threshold,
+        "threshold_tuning": ("per seed on the real val split: the threshold with the highest balanced accuracy "
+                             "(Youden's J), ties to the one nearest 0.5; test never chooses it") if tuned else None,
+        "mean_tuned": mean_tuned,
         "n_train": {name: _class_counts(yy) for name, _, yy in inputs},
         "n_val": _class_counts(y_va), "n_test": _class_counts(y_te), "image_size": s,
         "seeds": [e["seed"] for e in per_seed], "mean": mean, "std": std,
@@ -417,6 +454,9 @@ def summary_line(res: dict[str, Any]) -> str:
     for k in METRICS:
         m, s = res["mean"].get(k), res["std"].get(k)
         parts.append(f"{k} {100 * m:.2f}+-{100 * s:.2f}" if m is not None else f"{k} n/a")
+    mt = res.get("mean_tuned")
+    if mt:
+        parts.append(f"val-tuned threshold {mt['threshold']:.3f}: accuracy {100 * mt['accuracy']:.2f}, f1 {100 * mt['f1']:.2f}")
     return f"{res['protocol']} [{res['model']}, {len(res['seeds'])} seed(s), data {res.get('source', '?')}]: " + ", ".join(parts)
 
 
@@ -434,6 +474,10 @@ def comparison_table(results: Sequence[dict[str, Any]]) -> Any:
             row[f"{k}_ci95"] = None if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
         for k in COUNTS:
             row[k] = r["mean"][k]
+        mt = r.get("mean_tuned") or {}
+        row["tuned_threshold"] = None if not mt else round(mt["threshold"], 3)
+        for k in ("accuracy", "f1"):
+            row[f"{k}_tuned"] = None if mt.get(k) is None else round(100 * mt[k], 2)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -24,6 +24,13 @@ from .io import atomic_write_json
 
 # ---------------------------------------------------------------------------------------------- metrics
 
+IMAG_TOLERANCE = 1e-3  # relative size of sqrtm's imaginary diagonal still taken as round-off (as pytorch-fid's atol)
+
+
+class FIDImaginaryWarning(UserWarning):
+    """FID's matrix square root came out complex beyond round-off: the value is not trustworthy."""
+
+
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (unbiased) covariance of a feature array (N, D), in float64."""
@@ -49,7 +56,13 @@ def fid_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2:
         offset = np.eye(s1.shape[0]) * eps
         covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
-        covmean = covmean.real  # tiny imaginary parts are round-off of a PSD product
+        # the square root of a product of two PSD matrices is real; a large imaginary part means the covariances are
+        # too poorly estimated (too few images for the feature dimension) for the number to mean anything
+        imag = float(np.max(np.abs(np.diagonal(covmean).imag)))
+        if imag > IMAG_TOLERANCE * max(1.0, float(np.max(np.abs(np.diagonal(covmean).real)))):
+            warnings.warn(f"FID: the matrix square root has an imaginary component of {imag:.3g} (beyond round-off); "
+                          f"the covariances are ill-conditioned, use more images per set", FIDImaginaryWarning, stacklevel=2)
+        covmean = covmean.real
     value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
     return max(value, 0.0)  # the distance is >= 0; a tiny negative value is round-off
 
@@ -268,12 +281,17 @@ def random_cnn_extractor(image_size: int, seed: int = 0, width: int = 32) -> Ext
 
 def train_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: np.ndarray | None = None,
                             val_labels: np.ndarray | None = None, epochs: int = 15, seed: int = 0,
-                            width: int = 16) -> Any:
-    """A small CNN trained on real images (NORMAL vs PNEUMONIA); early stopping on the real val split if given."""
+                            width: int = 16, num_classes: int = 2) -> Any:
+    """A small CNN trained on real images (NORMAL vs PNEUMONIA, or `num_classes` classes); classes weighted by their
+    inverse frequency (Kaggle train is 1:3 NORMAL:PNEUMONIA); early stopping on the real val split if given."""
     import keras
 
     keras.utils.set_random_seed(seed)
     layers = keras.layers
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[..., 0] if images.shape[-1] == 1 else images.mean(axis=-1)
+    labels = np.asarray(labels).astype(np.int64)
     s = images.shape[1]
     inp = keras.Input((s, s, 1))
     x = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
@@ -282,20 +300,29 @@ def train_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: 
         x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D()(x)
     feats = layers.Dense(64, activation="relu", name="features")(x)
-    out = layers.Dense(1, activation="sigmoid")(layers.Dropout(0.2)(feats))
+    binary = num_classes == 2
+    out = layers.Dense(1 if binary else num_classes, activation="sigmoid" if binary else "softmax")(layers.Dropout(0.2)(feats))
     model = keras.Model(inp, out)
     steps = -(-len(images) // 32) * epochs
     # a handful of steps runs faster eagerly than the graph takes to trace (same train_step)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"],
-                  run_eagerly=steps <= 16)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
+                  metrics=["accuracy"], run_eagerly=steps <= 16)
     val = None
     callbacks = []
     if val_images is not None and val_labels is not None and len(val_images) > 0:
         val = (np.asarray(val_images, np.float32)[..., None], np.asarray(val_labels, np.float32))
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=3, restore_best_weights=True))
-    model.fit(np.asarray(images, np.float32)[..., None], np.asarray(labels, np.float32), epochs=epochs,
-              batch_size=32, validation_data=val, callbacks=callbacks, verbose=0, shuffle=True)
+    model.fit(np.asarray(images, np.float32)[..., None], labels.astype(np.float32), epochs=epochs,
+              batch_size=32, validation_data=val, callbacks=callbacks, verbose=0, shuffle=True,
+              class_weight=balanced_class_weight(labels, num_classes))
     return model
+
+
+def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """n / (K * n_c) per class (scikit-learn's "balanced"): each class weighs as much in the loss; absent classes 1."""
+    y = np.asarray(labels).astype(np.int64)
+    counts = np.bincount(y, minlength=num_classes)
+    return {c: (len(y) / (num_classes * counts[c]) if counts[c] else 1.0) for c in range(num_classes)}
 
 
 def domain_extractor(model: Any) -> Extractor:
@@ -311,8 +338,9 @@ def domain_extractor(model: Any) -> Extractor:
 
 
 def predict_proba(model: Any, images: np.ndarray) -> np.ndarray:
-    """Positive-class (PNEUMONIA) probabilities of a domain classifier."""
-    return model.predict(np.asarray(images, np.float32)[..., None], batch_size=256, verbose=0).ravel()
+    """Positive-class (PNEUMONIA) probabilities (N,) of a 2-class domain classifier; (N, K) for K classes."""
+    p = model.predict(np.asarray(images, np.float32)[..., None], batch_size=256, verbose=0)
+    return p.ravel() if p.shape[-1] == 1 else p
 
 
 # ------------------------------------------------------------------------------------------- reports
@@ -321,8 +349,19 @@ def predict_proba(model: Any, images: np.ndarray) -> np.ndarray:
 def feature_metrics(real_train: np.ndarray, real_test: np.ndarray, synth: np.ndarray, k: int = 5,
                     kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, Any]:
     """FID, KID, PRDC (against real train) and memorization (train vs test) for one feature space."""
-    out: dict[str, Any] = {"n_real": int(len(real_train)), "n_synthetic": int(len(synth))}
-    out["fid"] = fid(real_train, synth) if min(len(real_train), len(synth)) >= 2 else None
+    dim = int(np.asarray(synth).reshape(len(synth), -1).shape[1]) if len(synth) else 0
+    out: dict[str, Any] = {"n_real": int(len(real_train)), "n_synthetic": int(len(synth)), "feature_dim": dim}
+    out["fid"] = None
+    if min(len(real_train), len(synth)) >= 2:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FIDImaginaryWarning)
+            out["fid"] = fid(real_train, synth)
+        out["fid_warnings"] = [str(w.message) for w in caught if issubclass(w.category, FIDImaginaryWarning)]
+    if min(len(real_train), len(synth)) < dim:
+        # FID estimates a dim x dim covariance: with fewer images than dimensions it is biased upward (Chong & Forsyth
+        # 2020), so values are only comparable at equal image counts
+        out["fid_note"] = (f"FID on {min(len(real_train), len(synth))} images per set < {dim} feature dimensions: "
+                           f"biased upward, compare only at equal image counts")
     if min(len(real_train), len(synth)) >= 2:
         m, s = kid(real_train, synth, kid_subsets, kid_subset_size, seed)
         out["kid_mean"], out["kid_std"] = m, s
@@ -425,7 +464,8 @@ def metrics_table(res: dict[str, Any]) -> Any:
         for scope, m in [("overall", entry["overall"]), *entry["per_class"].items()]:
             p = m.get("prdc") or {}
             mem = m.get("memorization") or {}
-            rows.append({"extractor": ex, "class": scope, "n_synthetic": m["n_synthetic"], "FID": m.get("fid"),
+            rows.append({"extractor": ex, "class": scope, "n_real": m.get("n_real"), "n_synthetic": m["n_synthetic"],
+                         "FID": m.get("fid"),
                          "KID": m.get("kid_mean"), "precision": p.get("precision"), "recall": p.get("recall"),
                          "density": p.get("density"), "coverage": p.get("coverage"),
                          "memorized_frac": mem.get("fraction_below_threshold")})
@@ -443,7 +483,12 @@ def cli_metrics(args: argparse.Namespace) -> int:
     for ex, entry in res["extractors"].items():
         o = entry["overall"]
         fid_txt = f"{o['fid']:.3f}" if o.get("fid") is not None else "n/a"
-        print(f"[{ex}] FID {fid_txt}  KID {o.get('kid_mean', float('nan')):.4f}  PRDC {o.get('prdc')}")
+        per = ", ".join(f"{c} {m['n_real']} real / {m['n_synthetic']} synthetic" for c, m in entry["per_class"].items())
+        print(f"[{ex}] FID {fid_txt}  KID {o.get('kid_mean', float('nan')):.4f}  PRDC {o.get('prdc')}  "
+              f"(images per class: {per})")
+        for w in [o.get("fid_note"), *(o.get("fid_warnings") or [])]:
+            if w:
+                print(f"  note: {w}")
     lf = res["label_fidelity"]
     print(f"label fidelity ({lf['classifier']}): {lf['overall']:.3f}")
     print(f"wrote {Path(args.out)}")
