@@ -1,0 +1,195 @@
+"""X-ray recipe benchmark: every named recipe trained on the real sample's chest X-rays for the same step budget.
+
+Each recipe of `cxr_utils.config.RECIPES` trains with the project's own trainer (`train.train_from_npz`, quality
+tracking on) on the train split of the real `sample` source (10 real Kaggle chest X-rays: 5 NORMAL, 5 PNEUMONIA),
+for the same number of generator steps and the same seed. The JSON holds, per recipe, the steps, the wall time,
+the quality curve (quality.csv: diversity, train coverage, fidelity, KID, PRDC) and the scores of the generator the
+quality rule kept (generator-best.keras); `--grid` writes one real-vs-SYNTHETIC figure with a block per recipe.
+
+    python benchmarks/xray_recipes.py --out assets/results/xray_recipes.json --grid assets/xray-recipes-grid.png
+    python benchmarks/xray_recipes.py --quick          # 300 steps per recipe: a pipeline check, labelled as such
+
+What 10 training images can show: whether a recipe collapses (one image per class), whether it reproduces the
+variety of the images it saw (diversity, train coverage) and draws the intended class (fidelity). What they cannot
+show: whether a generator generalises to new patients, or whether its images help a classifier; KID and PRDC
+against the 4 held-out val images are computed and recorded, but 4 images make them noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+DEFAULT_STEPS = 2000
+QUICK_STEPS = 300
+CAN_SHOW = ("10 training images (5 per class) can show whether a recipe collapses and whether it reproduces the variety "
+            "and the class of the images it saw; they cannot show generalisation to new patients or whether the images "
+            "help a classifier. KID and PRDC use the 4 held-out val images and are noisy.")
+
+
+def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: Any) -> Any:
+    """The GANConfig of one recipe for `steps` generator steps on n_train images (batch = min(64, n_train))."""
+    from cxr_utils.config import GANConfig
+
+    cfg = GANConfig(seed=seed).with_recipe(name)
+    bs = min(cfg.batch_size, n_train)
+    spe = max(1, n_train // bs)
+    cfg = cfg.replace(batch_size=bs, epochs=max(1, round(steps / spe)), eval_every=max(1, round(steps / spe / 6)),
+                      **overrides)
+    return cfg
+
+
+def run_recipe(name: str, npz: Path, work: Path, steps: int, seed: int, **overrides: Any) -> dict[str, Any]:
+    """Train one recipe into work/<name>; its steps, seconds, quality curve and kept generator's scores."""
+    from cxr_utils import data, quality, train
+
+    x, _ = data.load(npz).subset("train")
+    cfg = recipe_config(name, steps, len(x), seed, **overrides)
+    run_dir = work / name
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    out = train.train_from_npz(npz, run_dir, cfg, progress=False)
+    seconds = time.perf_counter() - t0
+    rows = quality.read_rows(run_dir / quality.QUALITY_FILE)
+    best = quality.load_best(run_dir)
+    keep = ("epoch", "step", *quality.SUMMARY_KEYS, "train_covered", "train_images", "alarm")
+    curve = [{k: _val(r.get(k)) for k in keep} for r in rows]
+    return {"recipe": name, "fields": dict(sorted(_recipe_fields(name).items())), "steps": int(out["step"]),
+            "seconds": round(seconds, 1), "train_seconds": round(out["train_seconds"], 1), "precision": out["precision"],
+            "batch_size": cfg.batch_size, "eval_every": cfg.eval_every, "curve": curve,
+            "best": best, "last": curve[-1] if curve else None, "run_dir": str(run_dir)}
+
+
+def _recipe_fields(name: str) -> dict[str, Any]:
+    from cxr_utils.config import recipe
+
+    return recipe(name)
+
+
+def _val(v: Any) -> Any:
+    if v in (None, ""):
+        return None
+    try:
+        return int(v) if str(v).lstrip("-").isdigit() else float(v)
+    except ValueError:
+        return v
+
+
+def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, seed: int = 0) -> Path:
+    """One figure: the real training images per class, then n SYNTHETIC images per class from each recipe's kept
+    generator (the same noise for every recipe)."""
+    from cxr_utils import data, plots, sample
+    from cxr_utils.config import CLASS_NAMES
+
+    x, y = data.load(npz).subset("train")
+    rows, titles = [], []
+    for c, cname in enumerate(CLASS_NAMES):
+        rows.append(x[y == c][:n])
+        titles.append(f"real {cname}\n(train)")
+    for r in results:
+        g, _ = sample.load_run(r["run_dir"], which="best")
+        imgs = sample.gallery(g, n, len(CLASS_NAMES), seed=seed)
+        ep = (r.get("best") or {}).get("epoch", "last")
+        for c, cname in enumerate(CLASS_NAMES):
+            rows.append(imgs[c])
+            titles.append(f"{r['recipe']}\nSYNTHETIC {cname}\n(epoch {ep})")
+    fig = plots.image_grid(rows, titles, title="Real sample X-rays vs SYNTHETIC ones from each recipe's kept generator "
+                                               f"({results[0]['steps']} steps each)", cell_inches=0.8)
+    plots.save_figure(fig, path, dpi=80)
+    plots.plt.close(fig)
+    return path
+
+
+def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int = 0, work: Path | None = None,
+        grid: Path | None = None, quick: bool = False) -> dict[str, Any]:
+    """Train every recipe on the sample's train split; the JSON-ready result."""
+    from cxr_utils import data
+    from cxr_utils.config import RECIPES, SMOKE
+
+    recipes = recipes or list(RECIPES)
+    npz = Path(data.prepare(source="sample", size=64, progress=False))
+    own = work is None
+    work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="xray-recipes-"))
+    overrides: dict[str, Any] = {}
+    if SMOKE:  # CI: the same code path on tiny models
+        from cxr_utils.config import smoke_overrides
+
+        overrides = {k: v for k, v in smoke_overrides().items() if k not in ("epochs", "batch_size")}
+    try:
+        results = []
+        for name in recipes:
+            print(f"[xray-recipes] {name}: {steps} steps ...", file=sys.stderr, flush=True)
+            results.append(run_recipe(name, npz, work, steps, seed, **overrides))
+            r = results[-1]
+            b = (r["best"] or {}).get("scores", {})
+            print(f"[xray-recipes] {name}: {r['seconds']:.0f} s; kept epoch {(r['best'] or {}).get('epoch')}: "
+                  f"diversity {b.get('diversity')}, train coverage {b.get('train_covered')}/{b.get('train_images')}",
+                  file=sys.stderr, flush=True)
+        if grid is not None:
+            save_grid(Path(grid), npz, results)
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+    for r in results:
+        r.pop("run_dir", None)
+    x, y = data.load(npz).subset("train")
+    return {"benchmark": "x-ray recipes on the real sample (issue 10)", "data": f"sample source, train split: {len(y)} real "
+            f"Kaggle chest X-rays ({int((y == 0).sum())} NORMAL, {int((y == 1).sum())} PNEUMONIA), 64 px",
+            "steps": steps, "seed": seed, "quick": quick, "smoke": SMOKE, "can_show": CAN_SHOW,
+            "bar": {"diversity": 0.4, "train_covered": 7, "of": int(len(y))},
+            "grid": str(Path(grid).resolve().relative_to(ROOT)) if grid and Path(grid).resolve().is_relative_to(ROOT) else
+            (str(grid) if grid else None), "recipes": results}
+
+
+def meets_bar(scores: dict[str, Any] | None, bar: dict[str, Any]) -> bool:
+    """True if a generator's scores reach the bar (diversity and covered training images)."""
+    if not scores:
+        return False
+    return (scores.get("diversity") or 0.0) >= bar["diversity"] and (scores.get("train_covered") or 0) >= bar["train_covered"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run, write the JSON atomically, print one line per recipe."""
+    from cxr_utils.io import atomic_write_json
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", default=None, help="comma-separated recipe names (default: all)")
+    ap.add_argument("--steps", type=int, default=None, help=f"generator steps per recipe (default {DEFAULT_STEPS})")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps per recipe (a pipeline check)")
+    ap.add_argument("--out", default=None, help="JSON file (default runs/xray_recipes.json)")
+    ap.add_argument("--grid", default=None, help="write the real-vs-SYNTHETIC figure here (PNG)")
+    ap.add_argument("--work-dir", default=None, help="keep the run folders here (default: a temp folder, removed)")
+    args = ap.parse_args(argv)
+    steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
+    recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
+    res = run(recipes, steps, args.seed, Path(args.work_dir) if args.work_dir else None,
+              Path(args.grid) if args.grid else None, args.quick)
+    res["command"] = "python benchmarks/xray_recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
+    atomic_write_json(out, res)
+    for r in res["recipes"]:
+        b = (r["best"] or {}).get("scores", {})
+        print(f"{r['recipe']:>16s}: kept epoch {(r['best'] or {}).get('epoch')}, diversity {b.get('diversity')}, "
+              f"{b.get('train_covered')}/{b.get('train_images')} training images covered, fidelity {b.get('fidelity')}, "
+              f"bar {'met' if meets_bar(b, res['bar']) else 'missed'}; {r['seconds']:.0f} s")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
