@@ -155,12 +155,12 @@ def spread_ratio(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_rea
     """Within-class diversity of synthetic vs real images: mean over classes of (mean pixel std) ratios.
 
     1.0 = as varied as the real digits; below 1 the generator has lost variety (collapse within a class), above 1
-    its images vary more than real ones (noise).
+    its images vary more than real ones (noise). The same measure as the trainer's quality.diversity.
     """
-    xs = x_syn.reshape(len(x_syn), -1).astype(np.float64)
-    xr = x_real.reshape(len(x_real), -1).astype(np.float64)
-    return float(np.mean([xs[y_syn == c].std(axis=0).mean() / xr[y_real == c].std(axis=0).mean()
-                          for c in np.unique(y_real)]))
+    from cxr_utils.quality import diversity
+
+    per = diversity(x_syn, y_syn, x_real, y_real, int(np.max(y_real)) + 1)
+    return float(np.mean([d for d in per if d is not None]))
 
 
 # ----------------------------------------------------------------------------- the GAN
@@ -190,7 +190,8 @@ def digits_config(size: int, seed: int, **overrides: Any) -> Any:
                 g_base_filters=64, d_base_filters=64, g_upsample="upsample", **recipe("projection"),
                 class_loss_weight=1.0, d_class_on_fake=False, diffaugment="", ema_decay=0.99, ema_start_step=0,
                 batch_size=64, g_lr=1e-4, d_lr=4e-4, beta_1=0.5, beta_2=0.999, seed=seed, precision="fp32",
-                deterministic=False, checkpoint_every=1, sample_every=10**6, n_fixed_noise=4)
+                deterministic=False, checkpoint_every=1, sample_every=10**6, n_fixed_noise=4,
+                eval_every=-1)  # this benchmark selects its generator by validation TSTR, not by the trainer's quality rule
     base.update(overrides)
     return GANConfig.from_dict(base)  # unknown keys (a typo in --set) are a clear UserError
 

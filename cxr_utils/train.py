@@ -132,6 +132,23 @@ def cap_per_class(labels: np.ndarray, max_per_class: int | None, seed: int) -> n
     return np.sort(np.concatenate(keep))
 
 
+def fit_batch_size(n_train: int, batch_size: int) -> int:
+    """The batch size a data set allows: at most its number of training images (the 16-image sample has 10)."""
+    return max(2, min(int(batch_size), int(n_train)))
+
+
+def plan_epochs(n_train: int, batch_size: int, epochs: int | None = None, min_steps: int = 3000) -> int:
+    """Epochs to train: `epochs` if given, else 200 epochs and at least `min_steps` generator steps.
+
+    200 epochs of the Kaggle set (~4,200 training images, batch 64) are ~13,000 steps; on the 10-image sample an
+    epoch is one step, and 200 steps leave grey noise, so small data sets get more epochs.
+    """
+    if epochs is not None:
+        return int(epochs)
+    spe = max(1, int(n_train) // max(1, int(batch_size)))
+    return max(200, -(-int(min_steps) // spe))
+
+
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The shuffle order of one epoch: a pure function of (seed, epoch)."""
     return np.random.default_rng([seed, epoch]).permutation(n)

@@ -68,6 +68,44 @@ def section_digits() -> str:
     return "\n".join(lines) + "\n"
 
 
+def section_xray() -> str:
+    """The X-ray recipe table (benchmarks/xray_recipes.py JSON) and its real-vs-SYNTHETIC grid."""
+    from cxr_utils.io import read_json
+
+    p = RESULTS / "xray_recipes.json"
+    if not p.is_file():
+        return ("Not measured yet: `python benchmarks/xray_recipes.py --out assets/results/xray_recipes.json "
+                "--grid assets/xray-recipes-grid.png`.\n")
+    from benchmarks.xray_recipes import meets_bar
+
+    d = read_json(p)
+    bar = d["bar"]
+    lines = [f"Each recipe trained {d['steps']:,} generator steps (seed {d['seed']}) on {d['data']}; scores of the generator "
+             f"that the quality rule kept (`generator-best.keras`), measured by the trainer itself (`quality.csv`). "
+             f"Bar of the `make run` check: diversity >= {bar['diversity']} and >= {bar['train_covered']} of {bar['of']} "
+             f"training images covered.", "",
+             "| Recipe | Kept epoch | Diversity | Training images covered | Fidelity | KID (val, 4 images) | Collapse alarm "
+             "(last evaluation) | Bar | Wall time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["recipes"]:
+        b = (r.get("best") or {}).get("scores") or {}
+        last = r.get("last") or {}
+
+        def f(v: float | None, nd: int = 2) -> str:
+            return "n/a" if v is None else f"{v:.{nd}f}"
+
+        lines.append(f"| `{r['recipe']}` | {(r.get('best') or {}).get('epoch', 'n/a')} | {f(b.get('diversity'))} | "
+                     f"{b.get('train_covered', 'n/a')} / {b.get('train_images', 'n/a')} | {f(b.get('fidelity'))} | "
+                     f"{f(b.get('kid'), 4)} | {'yes' if last.get('alarm') else 'no'} | "
+                     f"{'met' if meets_bar(b, bar) else 'missed'} | {r['seconds']:.0f} s |")
+    lines += ["", d["can_show"]]
+    if d.get("grid") and (ROOT / d["grid"]).is_file():
+        lines += ["", f"![Real and SYNTHETIC chest X-rays per recipe]({d['grid']})", "",
+                  f"Real training X-rays, then SYNTHETIC ones from each recipe's kept generator (`{d.get('command', '')}`)."]
+    lines += ["", f"JSON: `{_rel(p)}`."]
+    return "\n".join(lines) + "\n"
+
+
 def section_performance() -> str:
     """Performance table (benchmarks.report.performance_markdown)."""
     from benchmarks.report import performance_markdown
@@ -91,6 +129,7 @@ def section_troubleshooting() -> str:
 SECTIONS: dict[str, Callable[[], str]] = {
     "results": section_results,
     "digits": section_digits,
+    "xray": section_xray,
     "performance": section_performance,
     "troubleshooting": section_troubleshooting,
 }
