@@ -12,7 +12,7 @@ TIMED  := $(BIN)/python scripts/timed.py $(TIMES)
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test install unit notebooks lint clean-venv
+.PHONY: run test install unit notebooks lint clean-venv publish-url
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ not found; install it and retry (or: make PYTHON=/path/to/python3.11)"; exit 2; }
@@ -30,7 +30,7 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)
 
-## make run: prepare the default data and execute notebooks 01->04 headless into runs/make-run-<time>/
+## make run: prepare the default data and execute notebooks 01->04 headless into runs/make-run-<time>/ (+ an HTML copy of each)
 run: install
 	$(BIN)/python scripts/run_notebooks.py
 
@@ -46,6 +46,11 @@ unit: install
 
 notebooks: install
 	CXR_SMOKE=1 $(TIMED) notebooks -- $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider notebooks --durations=0
+
+## make publish-url [URL=https://github.com/you/cxr-cgan.git]: the repository URL into every notebook's Colab badge and
+## Setup cell (default: git remote get-url origin)
+publish-url: install
+	$(BIN)/python scripts/set_repo_url.py $(URL)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Command-line front: `python -m cxr_utils {prepare,train,sample,evaluate,metrics}`.
+"""Command-line front: `python -m cxr_utils {prepare,train,sample,evaluate,metrics,study}`.
 
 Each subcommand is a thin wrapper over a function in the matching module. A UserError
 becomes one line on stderr and exit status 2; any other failure exits 1.
@@ -23,6 +23,7 @@ COMMANDS = {
     "sample": ("cxr_utils.sample", "cli_sample"),
     "evaluate": ("cxr_utils.evaluation", "cli_evaluate"),
     "metrics": ("cxr_utils.metrics", "cli_metrics"),
+    "study": ("cxr_utils.cli", "cli_study"),
 }
 
 
@@ -89,7 +90,41 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--smoke", action="store_true")
     g.add_argument("--out", required=True)
+
+    y = sub.add_parser("study", help="what notebook 04 runs: every protocol, results.json, metrics.json, figures")
+    y.add_argument("--data", required=True, help="cached dataset .npz the GAN was trained on")
+    y.add_argument("--synthetic", required=True, help="folder written by `sample`")
+    y.add_argument("--protocols", default="trtr,tstr,augment,pretrain", help="comma-separated (default: all four)")
+    y.add_argument("--weights", default=None, choices=["imagenet", "none", "auto"],
+                   help="VGG16 start (default: auto; none with --smoke, as notebook 04)")
+    y.add_argument("--seeds", type=int, default=None, help="classifier seeds per protocol (default: 3; 1 with --smoke)")
+    y.add_argument("--epochs", type=int, default=None, help="per stage (default: 10 + 10 with early stopping)")
+    y.add_argument("--input-size", type=int, default=None, help="VGG16 input size (default 64; 32 with --smoke)")
+    y.add_argument("--bootstrap", type=int, default=None, help="test-set resamples (default 1000; 50 with --smoke)")
+    y.add_argument("--extractor", default="auto", choices=["auto", "inception", "domain", "random"])
+    y.add_argument("--smoke", action="store_true", help="tiny sizes for a quick check (same code path)")
+    y.add_argument("--figures", default=None, help="figure folder (default: OUT/figures)")
+    y.add_argument("--out", required=True, help="folder for results.json and metrics.json")
     return p
+
+
+def cli_study(args: argparse.Namespace) -> int:
+    """`python -m cxr_utils study`: the whole notebook-04 evaluation through study.run_study."""
+    from .config import SMOKE
+    from .evaluation import command_line, summary_line
+    from .study import run_study
+
+    smoke = bool(args.smoke or SMOKE)
+    res = run_study(args.data, args.synthetic, args.out, protocols=args.protocols,
+                    weights=args.weights or ("none" if smoke else "auto"),
+                    seeds=args.seeds if args.seeds is not None else (1 if smoke else 3), epochs=args.epochs,
+                    input_size=args.input_size, bootstrap=args.bootstrap, extractor=args.extractor, smoke=smoke,
+                    figures_dir=args.figures, verbose=2 if not os.isatty(1) else 1,
+                    command=command_line(args, "study"))
+    print("\n".join(summary_line(r) for r in res.results))
+    print(f"wrote {res.results_json}, {res.metrics_json} and {len(res.figures)} figures in "
+          f"{next(iter(res.figures.values())).parent}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

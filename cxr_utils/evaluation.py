@@ -84,6 +84,19 @@ class EvalConfig:
         return self
 
 
+def eval_config(smoke: bool, epochs: int | None = None, input_size: int | None = None,
+                bootstrap: int | None = None) -> EvalConfig:
+    """EvalConfig.smoke() or the defaults, with the given per-stage epochs, input size and bootstrap (None keeps it)."""
+    over: dict[str, Any] = {}
+    if epochs is not None:
+        over.update(epochs_head=epochs, epochs_finetune=epochs)
+    if input_size is not None:
+        over["input_size"] = input_size
+    if bootstrap is not None:
+        over["bootstrap"] = bootstrap
+    return dataclasses.replace(EvalConfig.smoke() if smoke else EvalConfig(), **over).validate()
+
+
 # ------------------------------------------------------------------------------------------- counts
 
 
@@ -554,17 +567,11 @@ def command_line(args: argparse.Namespace, sub: str) -> str:
 
 def cli_evaluate(args: argparse.Namespace) -> int:
     """`python -m cxr_utils evaluate`: one protocol, results JSON written atomically."""
-    cfg = EvalConfig.smoke() if (args.smoke or SMOKE) else EvalConfig()
-    over: dict[str, Any] = {}
-    if args.epochs is not None:
-        over.update(epochs_head=args.epochs, epochs_finetune=args.epochs)
-    if args.input_size is not None:
-        over["input_size"] = args.input_size
-    if args.bootstrap is not None and not (args.smoke or SMOKE):
-        over["bootstrap"] = args.bootstrap
-    cfg = dataclasses.replace(cfg, **over).validate()
+    smoke = bool(args.smoke or SMOKE)
+    # --bootstrap defaults to 1000: in smoke mode that default must not undo the smoke size
+    cfg = eval_config(smoke, args.epochs, args.input_size, None if smoke else args.bootstrap)
     res = evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
-                   out=args.out, verbose=2 if not os.isatty(1) else 1, extra={"command": command_line(args, "evaluate"), "smoke": bool(args.smoke or SMOKE)})
+                   out=args.out, verbose=2 if not os.isatty(1) else 1, extra={"command": command_line(args, "evaluate"), "smoke": smoke})
     for note in res["notes"]:
         print(note)
     print(summary_line(res))

@@ -1,7 +1,8 @@
 """`make run`: execute notebooks 01 -> 04 headless into one run folder and say where to look.
 
-The executed notebooks, the GAN run folder, synthetic images, evaluation JSON and figures all
-land in runs/make-run-<UTC time>/. Notebooks that do not exist yet are skipped with a message.
+The executed notebooks, an HTML rendering of each (figures inline, opens in any browser), the GAN run folder,
+synthetic images, evaluation JSON and figures all land in runs/make-run-<UTC time>/. Notebooks that do not exist
+yet are skipped with a message.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 NOTEBOOKS = ["01_data.ipynb", "02_train_cgan.ipynb", "03_samples.ipynb", "04_evaluate_vgg16.ipynb"]
 
 
@@ -32,6 +34,17 @@ def _stderr_to(path: Path) -> Iterator[None]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def write_html(ipynb: Path) -> Path:
+    """Write NAME.html beside an executed NAME.ipynb: nbconvert's HTML, every figure embedded as a data URI."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from cxr_utils.io import atomic_write_text
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))
+    return atomic_write_text(ipynb.with_suffix(".html"), body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,11 +74,14 @@ def main(argv: list[str] | None = None) -> int:
                 pm.execute_notebook(str(src), str(dst), parameters={"WORK_DIR": str(work)}, cwd=str(ROOT / "notebooks"),
                                     kernel_name="python3", progress_bar=False, log_output=False)
         except pm.PapermillExecutionError as e:
+            html = write_html(dst) if dst.is_file() else None  # the cells up to the failure, readable in a browser
             print(f"error: {name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                  f"       open {dst} to see the failing cell (kernel log: {log})", file=sys.stderr)
+                  f"       open {html or dst} to see the failing cell (kernel log: {log})", file=sys.stderr)
             return 1
-        print(f"done {name} in {time.perf_counter() - t0:.0f} s")
-    print(f"\nAll done. Look in {work}/ : executed notebooks, gan/ (run folder), synthetic/, evaluation/, figures/, logs/")
+        html = write_html(dst)
+        print(f"done {name} in {time.perf_counter() - t0:.0f} s (HTML: {html.name})")
+    print(f"\nAll done. Look in {work}/ : executed notebooks and their .html renderings (open in any browser), "
+          f"gan/ (run folder), synthetic/, evaluation/, figures/, logs/")
     return 0
 
 
