@@ -32,8 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 
 DEFAULT_STEPS = 2000
+DEFAULT_RECIPE = "projection"  # the notebooks' default (config.DEFAULT_RECIPE once chosen)
 QUICK_STEPS = 300
 CAN_SHOW = ("10 training images (5 per class) can show whether a recipe collapses and whether it reproduces the variety "
             "and the class of the images it saw; they cannot show generalisation to new patients or whether the images "
@@ -153,6 +155,55 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
             "bar": {"diversity": 0.4, "train_covered": 7, "of": int(len(y))},
             "grid": str(Path(grid).resolve().relative_to(ROOT)) if grid and Path(grid).resolve().is_relative_to(ROOT) else
             (str(grid) if grid else None), "recipes": results}
+
+
+def quality_cost(n_train: int = 4200, n_val: int = 500, batch_size: int = 64, repeats: int = 3) -> dict[str, Any]:
+    """Seconds of one quality evaluation at full-scale sizes against the training seconds between two evaluations.
+
+    Timing only: the real sample images are tiled to Kaggle-like counts (n_train training, n_val val images), the
+    default 64 px generator renders eval_n_per_class images per class, and one bare train step of the default model
+    at batch 64 is timed in the same process; auto eval_every puts AUTO_EVAL_STEPS steps between evaluations.
+    """
+    import keras
+
+    from cxr_utils import data, quality, train
+    from cxr_utils.config import GANConfig
+
+    npz = Path(data.prepare(source="sample", size=64, progress=False))
+    x, y = data.load(npz).subset("train")
+    reps = -(-n_train // len(y))
+    xt, yt = np.tile(x, (reps, 1, 1))[:n_train], np.tile(y, reps)[:n_train]
+    xv, yv = np.tile(x, (-(-n_val // len(y)), 1, 1))[:n_val], np.tile(y, -(-n_val // len(y)))[:n_val]
+    cfg = GANConfig(batch_size=batch_size).with_recipe(DEFAULT_RECIPE)
+    precision = train.resolve_precision(cfg.precision)
+    t0 = time.perf_counter()
+    probe = quality.build_probe(cfg.class_names, xt, yt, xv, yv, f"tiled val ({n_val})", cfg.latent_dim,
+                                cfg.eval_n_per_class, 0, coverage_keep=train.cap_per_class(yt, cfg.eval_n_per_class // 4, 0))
+    build_seconds = time.perf_counter() - t0
+    gan = train.build_gan(cfg, precision)
+    evals = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        probe.score(gan.ema_generator)
+        evals.append(time.perf_counter() - t0)
+    ds = train.make_dataset(train._model_view(xt[: batch_size * 4], cfg.channels), yt[: batch_size * 4], batch_size, 0, 0,
+                            2 + repeats, cfg.channels)
+    it = iter(ds)
+    gan.train_on_batch(*next(it))  # trace
+    steps = []
+    for _ in range(repeats):
+        xb, yb = next(it)
+        t0 = time.perf_counter()
+        gan.train_on_batch(xb, yb)
+        steps.append(time.perf_counter() - t0)
+    keras.backend.clear_session()
+    step, ev = float(np.median(steps)), float(np.median(evals))
+    between = quality.AUTO_EVAL_STEPS * step
+    return {"n_train": n_train, "n_val": n_val, "batch_size": batch_size, "precision": precision,
+            "eval_n_per_class": cfg.eval_n_per_class, "probe_build_seconds": round(build_seconds, 2),
+            "eval_seconds": round(ev, 3), "step_seconds": round(step, 4), "steps_between_evals": quality.AUTO_EVAL_STEPS,
+            "share_of_training": round(ev / (ev + between), 4), "target_share": 0.10, "met": ev / (ev + between) <= 0.10,
+            "note": "timing only: the 10 real sample images tiled to full-scale counts"}
 
 
 def meets_bar(scores: dict[str, Any] | None, bar: dict[str, Any]) -> bool:
