@@ -24,6 +24,16 @@ def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> Pat
     return path
 
 
+def show(fig: plt.Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a figure atomically, close it and display the saved PNG inline (what you see is what was written)."""
+    from IPython.display import Image, display
+
+    path = save_figure(fig, path, dpi=dpi)
+    plt.close(fig)
+    display(Image(filename=str(path)))
+    return path
+
+
 def _as_display(img: np.ndarray) -> np.ndarray:
     """uint8 or [-1, 1] float, (S,S) or (S,S,C) -> float image in [0, 1] for imshow."""
     a = np.asarray(img)

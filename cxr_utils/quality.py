@@ -36,6 +36,9 @@ from . import io as cio
 # reaches 0.10 diversity and 2 of 10 training images covered: both trip it; a learning generator sits near 0.4+)
 ALARM_DIVERSITY = 0.2
 ALARM_TRAIN_COVERAGE = 0.3
+# "learned" (the make-run check of issue 10): varied images that reproduce most of the training images' variety
+LEARNED_DIVERSITY = 0.4
+LEARNED_TRAIN_COVERAGE = 0.7
 # a generator that makes the wrong class for most images is not "best", whatever its KID says
 MIN_FIDELITY = 0.5
 # auto eval_every: about this many generator steps between evaluations
@@ -248,6 +251,21 @@ def collapse_alarm(row: dict[str, Any]) -> str | None:
     return (f"quality alarm at epoch {row.get('epoch')}: " + " and ".join(why) + ": the generator has collapsed (or "
             "has not learned yet). Try another recipe (--recipe / RECIPE), fewer epochs (generator-best.keras keeps the "
             "best evaluation so far) or more augmentation (diffaugment).")
+
+
+def learned_check(scores: dict[str, Any] | None) -> tuple[bool, str]:
+    """(passed, one line) for the "learned" bar: diversity >= 0.4 of the real images' and >= 70 % of the training
+    images covered by a same-class synthetic nearest neighbour."""
+    if not scores:
+        return False, "no quality evaluation recorded (quality tracking off?)"
+    d, c = _num(scores.get("diversity")), _num(scores.get("train_coverage"))
+    n, of = scores.get("train_covered"), scores.get("train_images")
+    ok = d is not None and c is not None and d >= LEARNED_DIVERSITY and c >= LEARNED_TRAIN_COVERAGE
+    dtxt = "n/a" if d is None else f"{d:.2f}"
+    ntxt = f"{int(float(n))} of {int(float(of))}" if n not in (None, "") and of not in (None, "") else "n/a"
+    return ok, (f"{'learned' if ok else 'NOT learned'}: within-class diversity {dtxt} of the real images' (bar "
+                f"{LEARNED_DIVERSITY}), {ntxt} training images covered by a same-class synthetic nearest neighbour "
+                f"(bar {LEARNED_TRAIN_COVERAGE:.0%})")
 
 
 def select_best(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

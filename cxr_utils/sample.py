@@ -205,6 +205,17 @@ def nearest_real(synthetic: np.ndarray, real: np.ndarray, chunk: int = 512) -> t
     return idx, dist
 
 
+def pixel_memorization(train: np.ndarray, synthetic: np.ndarray, held_out: np.ndarray) -> dict[str, Any]:
+    """metrics.memorization in pixel space, scaled so that distances are the RMS distances of nearest_real."""
+    from .metrics import memorization
+
+    def rms_space(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        return x.reshape(len(x), -1) / 255.0 / np.sqrt(x[0].size)
+
+    return memorization(rms_space(train), rms_space(synthetic), rms_space(held_out))
+
+
 def real_to_real_nn(real: np.ndarray) -> np.ndarray:
     """Each real image's RMS distance to its nearest *other* real image: the scale for nearest_real's numbers."""
     r = np.asarray(real, np.float64).reshape(len(real), -1) / 255.0

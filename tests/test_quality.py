@@ -187,3 +187,12 @@ def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_n
     rows = Q.read_rows(run / Q.QUALITY_FILE)
     assert [int(r["epoch"]) for r in rows] == [2, 4, 6]  # epoch 4 caught up on resume, nothing twice
     assert Q.load_best(run)["epoch"] == int(Q.select_best(rows)["epoch"])
+
+
+def test_learned_check_bar() -> None:
+    ok, line = Q.learned_check({"diversity": 0.45, "train_coverage": 0.7, "train_covered": 7, "train_images": 10})
+    assert ok and line.startswith("learned:") and "0.45" in line and "7 of 10" in line
+    ok, line = Q.learned_check({"diversity": 0.45, "train_coverage": 0.6, "train_covered": 6, "train_images": 10})
+    assert not ok and line.startswith("NOT learned") and "6 of 10" in line
+    assert not Q.learned_check({"diversity": 0.39, "train_coverage": 1.0, "train_covered": 10, "train_images": 10})[0]
+    assert Q.learned_check(None) == (False, "no quality evaluation recorded (quality tracking off?)")
