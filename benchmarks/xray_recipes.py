@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-DEFAULT_STEPS = 2000
+DEFAULT_STEPS = 3000
 DEFAULT_RECIPE = "projection"  # the notebooks' default (config.DEFAULT_RECIPE once chosen)
 QUICK_STEPS = 300
 CAN_SHOW = ("10 training images (5 per class) can show whether a recipe collapses and whether it reproduces the variety "
@@ -49,8 +49,10 @@ def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: A
     cfg = GANConfig(seed=seed).with_recipe(name)
     bs = min(cfg.batch_size, n_train)
     spe = max(1, n_train // bs)
-    cfg = cfg.replace(batch_size=bs, epochs=max(1, round(steps / spe)), eval_every=max(1, round(steps / spe / 6)),
-                      **overrides)
+    every = max(1, round(steps / spe / 6))
+    # six evaluations per run; checkpoints and sample grids at the same cadence (not every one-step epoch)
+    cfg = cfg.replace(batch_size=bs, epochs=max(1, round(steps / spe)), eval_every=every, checkpoint_every=every,
+                      sample_every=every, **overrides)
     return cfg
 
 

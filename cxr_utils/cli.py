@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .config import RECIPES
+from .config import DEFAULT_RECIPE, RECIPES
 from .errors import TrainingDiverged, UserError
 
 # subcommand -> (module, function); imported lazily so `--help` stays fast and TF loads only when needed
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--config", default=None, help="JSON file with GANConfig fields")
     t.add_argument("--recipe", default=None, choices=sorted(RECIPES),
-                   help="named GANConfig fields over the defaults or --config (default: seed, the original ACGAN)")
+                   help=f"named GANConfig fields over the defaults or --config (default without --config: {DEFAULT_RECIPE}; "
+                        "seed = the original ACGAN)")
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
     t.add_argument("--seed", type=int, default=None)

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from . import data, quality
 from . import io as cio
-from .config import GANConfig, smoke_overrides
+from .config import DEFAULT_RECIPE, GANConfig, smoke_overrides
 from .errors import RunLocked, TrainingDiverged, UserError
 from .gan import METRIC_NAMES, ConditionalGAN
 from .models import build_discriminator, build_generator
@@ -615,6 +615,8 @@ def cli_train(args: argparse.Namespace) -> int:
             raise UserError(f"--recipe: {run_dir} is resumed with its saved config.json; drop --recipe "
                             "(or start a new --run-dir)")
         cfg = cfg.with_recipe(args.recipe)
+    elif not args.config and not (args.resume and saved.is_file()):
+        cfg = cfg.with_recipe(DEFAULT_RECIPE)  # a new run without --config: the recipe measured best on X-rays
     if getattr(args, "smoke", False):
         cfg = cfg.replace(**smoke_overrides())
     cfg = cfg.replace(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
