@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--protocols", default="trtr,tstr,augment,pretrain", help="comma-separated (default: all four)")
     y.add_argument("--weights", default=None, choices=["imagenet", "none", "auto"],
                    help="VGG16 start (default: auto; none with --smoke, as notebook 04)")
-    y.add_argument("--seeds", type=int, default=None, help="classifier seeds per protocol (default: 3; 1 with --smoke)")
+    y.add_argument("--seeds", type=int, default=None,
+                   help="classifier seeds per protocol (default: 3 on the full data set; 1 on a small source or with --smoke)")
     y.add_argument("--epochs", type=int, default=None, help="per stage (default: 10 + 10 with early stopping)")
     y.add_argument("--input-size", type=int, default=None, help="VGG16 input size (default 64; 32 with --smoke)")
     y.add_argument("--bootstrap", type=int, default=None, help="test-set resamples (default 1000; 50 with --smoke)")
@@ -118,7 +119,7 @@ def cli_study(args: argparse.Namespace) -> int:
     smoke = bool(args.smoke or SMOKE)
     res = run_study(args.data, args.synthetic, args.out, protocols=args.protocols,
                     weights=args.weights or ("none" if smoke else "auto"),
-                    seeds=args.seeds if args.seeds is not None else (1 if smoke else 3), epochs=args.epochs,
+                    seeds=args.seeds, epochs=args.epochs,
                     input_size=args.input_size, bootstrap=args.bootstrap, extractor=args.extractor, smoke=smoke,
                     figures_dir=args.figures, verbose=2 if not os.isatty(1) else 1,
                     command=command_line(args, "study"))

@@ -45,12 +45,13 @@ def parse_protocols(protocols: str | Sequence[str]) -> list[str]:
 
 
 def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.PathLike,
-              protocols: str | Sequence[str] = evaluation.PROTOCOLS, weights: str = "auto", seeds: int = 1,
+              protocols: str | Sequence[str] = evaluation.PROTOCOLS, weights: str = "auto", seeds: int | None = 1,
               epochs: int | None = None, input_size: int | None = None, bootstrap: int | None = None,
               extractor: str = "auto", smoke: bool = SMOKE, figures_dir: str | os.PathLike | None = None,
               verbose: int = 0, command: str | None = None, log: Callable[[str], None] = print) -> Study:
     """Run every protocol and the generative metrics; write OUT/results.json, OUT/metrics.json and the figures
-    (into figures_dir, default OUT/figures). epochs/input_size/bootstrap of None keep the (smoke) defaults."""
+    (into figures_dir, default OUT/figures). epochs/input_size/bootstrap of None keep the (smoke) defaults; seeds None
+    means 3 on the full data set and 1 on a small source or in smoke mode."""
     from . import metrics
 
     names = parse_protocols(protocols)
@@ -60,6 +61,8 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
     real, prov = evaluation.load_real(npz)
     syn, syn_prov = evaluation.load_synthetic_folder(synthetic, int(real["test"][0].shape[1]))
     prov.update(syn_prov, command=command, smoke=bool(smoke))
+    if seeds is None:  # 3 seeds where the numbers mean something; a small source is a pipeline check
+        seeds = 3 if prov["full_dataset"] and not smoke else 1
     log(f"real data  : {npz} (source {prov['source']}, {prov['n_images']} images; full data set: {prov['full_dataset']})")
     log(f"real splits: { {s: evaluation._class_counts(y) for s, (_, y) in real.items()} }")
     log(f"synthetic  : {synthetic} {prov['n_synthetic']}")
