@@ -60,6 +60,89 @@ def test_roc_auc_of_an_imperfect_ranking_is_the_share_of_correctly_ordered_pairs
     assert E.classification_metrics(np.array([1, 1]), np.array([0.2, 0.9]))["roc_auc"] is None  # one class: undefined
 
 
+# ---------------------------------------------------------------- edges found by mutation testing (docs/testing.md)
+
+def test_metrics_from_counts_where_a_ratio_is_undefined_is_zero_as_sklearn():
+    assert E.metrics_from_counts(0, 0, 0, 0) == {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert E.metrics_from_counts(tn=5, fp=0, fn=0, tp=0) == {"accuracy": 1.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # ratios whose counts cancel in a wrong formula (tp = fp, tp = fn, tp + fn = fp) are defined: no shortcut to 0
+    assert E.metrics_from_counts(tn=0, fp=2, fn=2, tp=2) == pytest.approx(
+        {"accuracy": 1 / 3, "precision": 0.5, "recall": 0.5, "f1": 0.5})
+    assert E.metrics_from_counts(tn=1, fp=2, fn=1, tp=1)["f1"] == pytest.approx(2 / 5)
+    entry = {**E.metrics_from_counts(3, 1, 2, 4), "tn": 3, "fp": 1, "fn": 2, "tp": 4}
+    assert E.counts_consistent(entry, tol=0.0)  # exactly the implied values pass even with no tolerance
+
+
+def test_a_probability_equal_to_the_threshold_is_positive():
+    m = E.classification_metrics(np.array([1, 0, 1]), np.array([0.5, 0.4999, 0.7]))
+    assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (1, 0, 0, 2)
+
+
+def test_bootstrap_is_the_seeded_percentile_interval_of_resampled_test_images():
+    y = np.array([1, 0, 0, 1, 1, 0, 1])
+    q = np.array([0.2, 0.5, 0.1, 0.9, 0.6, 0.3, 0.5])  # image 0 is the only false negative; 0.5 counts as positive
+    ci = E.bootstrap_ci(y, [q], n_boot=40, seed=3)
+    from sklearn.metrics import roc_auc_score
+
+    rng, acc, auc = np.random.default_rng(3), [], []  # the method, recomputed: indices drawn with replacement
+    for _ in range(40):
+        idx = rng.integers(0, len(y), len(y))
+        acc.append(float(((q[idx] >= 0.5) == y[idx]).mean()))
+        if len(set(y[idx])) == 2:
+            auc.append(roc_auc_score(y[idx], q[idx]))
+    assert ci["accuracy"] == pytest.approx([np.percentile(acc, 2.5), np.percentile(acc, 97.5)])
+    assert ci["roc_auc"] == pytest.approx([np.percentile(auc, 2.5), np.percentile(auc, 97.5)])
+    assert E.bootstrap_ci(y, [q], n_boot=40, seed=3) == ci  # one seed, one interval
+    p = np.array([0.1, 0.9])
+    assert E.bootstrap_ci([0, 1], [p], n_boot=30)["roc_auc"] == [1.0, 1.0]  # perfect ranking: AUC 1 in every resample
+    one_class = E.bootstrap_ci([1, 1, 1], [np.array([0.9, 0.2, 0.8])], n_boot=20)
+    assert one_class["roc_auc"] is None and one_class["accuracy"] is not None  # AUC undefined on one class
+    assert E.bootstrap_ci([1], [np.array([0.9])], n_boot=1)["accuracy"] == [1.0, 1.0]  # one image, one resample
+    assert all(v is None for v in E.bootstrap_ci(y, [q], n_boot=0).values())  # no resampling asked for
+    assert all(v is None for v in E.bootstrap_ci([], [np.array([])], n_boot=5).values())
+
+
+def test_only_imagenet_full_data_non_smoke_runs_are_study_grade():
+    grade = {"weights": "imagenet", "full_dataset": True, "smoke": False}
+    assert E.is_study_grade(grade)
+    for k, v in (("weights", "random init"), ("full_dataset", False), ("smoke", True)):
+        assert not E.is_study_grade({**grade, k: v}), k
+
+
+@pytest.mark.parametrize("counts", [
+    dict(tn=200, fp=30, fn=5, tp=10),  # precision below 50 % (tp < fp)
+    dict(tn=10, fp=0, fn=5, tp=0),  # nothing predicted positive: precision and F1 are 0 by convention
+    dict(tn=3, fp=0, fn=2, tp=1),  # a single positive prediction: precision 100 %
+    dict(tn=3, fp=1, fn=1, tp=1),  # a single true positive: F1 50 %
+])
+def test_search_finds_every_reachable_matrix(counts):
+    n_neg, n_pos = counts["tn"] + counts["fp"], counts["fn"] + counts["tp"]
+    claim = {k: round(100 * v, 2) for k, v in E.metrics_from_counts(**counts).items()}
+    r = E.search_confusion_matrices(**claim, n_neg=n_neg, n_pos=n_pos)
+    assert counts in [{k: m[k] for k in E.COUNTS} for m in r["matches"]]
+    assert r["claimed"] == claim and (r["n_neg"], r["n_pos"], r["decimals"]) == (n_neg, n_pos, 2)
+    assert r["statement"].startswith(f"{len(r['matches'])} confusion matrices of a {n_neg}/{n_pos} test set give "
+                                     + "/".join(f"{claim[k]:.2f}" for k in E.HEADLINE))
+
+
+def test_search_rounding_tolerance_is_half_a_unit_either_way():
+    counts = dict(tn=4, fp=0, fn=1, tp=399)  # recall 399/400 = 99.75 %: exactly half-way between 99.7 and 99.8
+    ok = {"accuracy": 99.8, "precision": 100.0, "f1": 99.9}
+    for recall, found in ((99.7, True), (99.8, True), (99.6, False), (99.9, False)):
+        r = E.search_confusion_matrices(**ok, recall=recall, n_neg=4, n_pos=400, decimals=1)
+        assert (counts in [{k: m[k] for k in E.COUNTS} for m in r["matches"]]) is found, recall
+
+
+def test_search_reports_the_closest_matrix_with_its_values():
+    r = E.search_confusion_matrices(93.90, 92.62, 99.12, 95.76)  # the defaults are the Kaggle test split, 234 / 390
+    assert (r["n_neg"], r["n_pos"]) == (234, 390) and r["claimed"]["recall"] == 99.12
+    implied = E.metrics_from_counts(tn=202, fp=32, fn=4, tp=386)
+    assert {k: r["closest"][k] for k in E.HEADLINE} == {k: round(100 * v, 4) for k, v in implied.items()}
+    gaps = [abs(100 * implied[k] - c) for k, c in zip(E.HEADLINE, (93.90, 92.62, 99.12, 95.76), strict=True)]
+    assert r["closest"]["max_abs_gap"] == round(max(gaps), 4) == 0.3308  # accuracy 94.2308 vs 93.90
+    assert "(all 91,885 checked)" in r["statement"] and "94.23/92.34/98.97/95.54" in r["statement"]
+
+
 def _distinct(n: int, start: int, size: int = 8) -> np.ndarray:
     """n images, each a constant value of its own (start, start + 1, ...): equal arrays mean the same images."""
     return (np.arange(start, start + n, dtype=np.uint8)[:, None, None] * np.ones((1, size, size), np.uint8))
@@ -81,7 +164,7 @@ def test_protocol_phases_are_exactly_their_inputs():
     assert phases("pretrain") == [("synthetic", *s), ("real", *r)]  # synthetic first, then fine-tuned on real
     with pytest.raises(UserError, match="--synthetic: protocol tstr needs"):
         E.train_set("tstr", real, None)
-    with pytest.raises(UserError, match="--protocol bogus"):
+    with pytest.raises(UserError, match="--protocol bogus: use one of trtr, tstr, augment, pretrain"):
         E.train_set("bogus", real, syn)
 
 
@@ -99,7 +182,7 @@ class _FitSpy:
 
         def fit(model, x=None, y=None, *args, **kw):
             self.calls.append({"x": np.array(x), "y": np.array(y), "val": kw.get("validation_data"),
-                               "callbacks": list(kw.get("callbacks") or []), "epochs": kw.get("epochs")})
+                               "callbacks": list(kw.get("callbacks") or []), "class_weight": kw.get("class_weight")})
             if train:
                 return real(model, x, y, *args, **kw)
             import types
@@ -124,7 +207,7 @@ class _FitSpy:
 @pytest.mark.parametrize("protocol", E.PROTOCOLS)
 def test_every_protocol_trains_each_stage_on_its_own_inputs_and_selects_on_real_val(protocol, monkeypatch, offline_keras):
     x = {"train": _distinct(6, 10, 32), "val": _distinct(4, 40, 32), "test": _distinct(4, 80, 32)}
-    y = {"train": np.array([0, 1, 0, 1, 0, 1]), "val": np.array([0, 1, 1, 0]), "test": np.array([1, 0, 0, 1])}
+    y = {"train": np.array([0, 1, 1, 1, 0, 1]), "val": np.array([0, 1, 1, 0]), "test": np.array([1, 0, 0, 1])}  # 1:2
     real = {k: (x[k], y[k]) for k in x}
     syn = (_distinct(4, 200, 32), np.array([1, 1, 0, 0]))
     spy = _FitSpy(monkeypatch, train=False)
@@ -135,6 +218,8 @@ def test_every_protocol_trains_each_stage_on_its_own_inputs_and_selects_on_real_
     assert len(spy.calls) == len(stages)
     for call, (xx, yy, _stage) in zip(spy.calls, stages, strict=True):
         assert np.array_equal(call["x"], E.to_vgg_input(xx)) and np.array_equal(call["y"], yy.astype(np.float32))
+        n0, n1 = int((yy == 0).sum()), int((yy == 1).sum())  # "balanced": each class weighs n / (2 n_class)
+        assert call["class_weight"] == pytest.approx({0: len(yy) / (2 * n0), 1: len(yy) / (2 * n1)})
     spy.assert_selection_on(x["val"], y["val"], x["test"])
     names = {"trtr": ["real"], "tstr": ["synthetic"], "augment": ["real+synthetic"], "pretrain": ["synthetic", "real"]}
     assert [st["stage"] for st in res["per_seed"][0]["stages"]] == [f"{n}:{s}" for n in names[protocol] for s in ("head", "finetune")]

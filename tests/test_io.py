@@ -98,3 +98,30 @@ def test_fsync_refused_as_unsupported_is_tolerated(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", fsync)
     p = cio.atomic_write_text(tmp_path / "x.txt", "new")
     assert p.read_text() == "new" and calls == [False, True]  # the file, then its folder; both refused, both fine
+
+
+def test_json_is_indented_in_insertion_order_with_a_final_newline(tmp_path):
+    """Results JSON is read by people and diffed in reviews: 2-space indent, keys as written, one trailing newline."""
+    p = cio.atomic_write_json(tmp_path / "r.json", {"b": 1, "a": [1, 2], "é": "ü"})
+    assert p.read_bytes() == b'{\n  "b": 1,\n  "a": [\n    1,\n    2\n  ],\n  "\\u00e9": "\\u00fc"\n}\n'  # ASCII-only
+    assert cio.read_json(p) == {"b": 1, "a": [1, 2], "é": "ü"}
+
+
+def test_npz_compression_is_the_callers_choice(tmp_path):
+    import zipfile
+
+    a = np.zeros((64, 64), np.float32)
+    for compress, kind in ((True, zipfile.ZIP_DEFLATED), (False, zipfile.ZIP_STORED)):
+        p = cio.atomic_save_npz(tmp_path / f"{compress}.npz", compress=compress, a=a)
+        with zipfile.ZipFile(p) as z:
+            assert {i.compress_type for i in z.infolist()} == {kind}
+    assert cio.atomic_save_npz(tmp_path / "d.npz", a=a).stat().st_size < a.nbytes / 10  # compressed by default
+
+
+def test_fsync_error_keeps_the_reason_and_names_the_file(tmp_path, monkeypatch):
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"x")
+    _fail_fsync_on_files(monkeypatch, errno.EIO)
+    with pytest.raises(OSError) as ei:
+        cio.fsync_file(p)
+    assert (ei.value.errno, ei.value.strerror, ei.value.filename) == (errno.EIO, os.strerror(errno.EIO), str(p))
