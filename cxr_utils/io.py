@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -33,7 +34,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, mode: int | 
     os.chmod(tmp_path, mode if mode is not None else 0o666 & ~_umask())
     try:
         yield tmp_path
-        _fsync_file(tmp_path)
+        fsync_file(tmp_path, report_as=path)  # a failed flush is a failed write: the old file stays
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -55,12 +56,29 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_file(path: Path) -> None:
-    with contextlib.suppress(OSError), open(path, "rb") as fh:
-        os.fsync(fh.fileno())
+# fsync errors that only say "this file system cannot sync" (some FUSE / network mounts): nothing was lost
+FSYNC_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+def fsync_file(path: str | os.PathLike, report_as: str | os.PathLike | None = None) -> None:
+    """Flush a written file to disk; an OSError (disk full, I/O error) names `report_as` (default `path`).
+
+    A failed fsync means the bytes may never reach the disk (ENOSPC/EDQUOT on delayed allocation, EIO), so it is
+    raised like a failed write: the caller must not rename the file into place as if it were whole.
+    """
+    try:
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+    except OSError as e:
+        if e.errno in FSYNC_UNSUPPORTED:
+            return
+        raise OSError(e.errno, e.strerror, str(report_as if report_as is not None else path)) from e
 
 
 def _fsync_dir(path: Path) -> None:
+    # Tolerated on purpose: the file is already whole and renamed into place when this runs; a folder fsync only
+    # makes the rename itself durable, and several file systems refuse fsync on a directory (EINVAL). Reporting
+    # "cannot write" here would be wrong about the file, and no caller could undo the rename anyway.
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -12,7 +12,6 @@ never leaves a half-written export or a manifest that lists missing files.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
@@ -30,7 +29,7 @@ from . import __version__
 from .config import CLASS_NAMES, SYNTHETIC_TAG
 from .data import from_model_view as to_uint8  # generator output [-1, 1] -> uint8, channels averaged
 from .errors import UserError
-from .io import file_digest
+from .io import file_digest, fsync_file
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("file", "class", "label", "seed", "run", "generator_sha256", "synthetic", "generator")
@@ -399,11 +398,13 @@ def _tqdm() -> Any:
 
 
 def _fsync_tree(folder: Path) -> None:
-    """Flush every file of a staged export before it becomes visible (one pass, not one fsync per write)."""
+    """Flush every file of a staged export before it becomes visible (one pass, not one fsync per write).
+
+    A failed flush raises (the export is then discarded, never renamed into place as if whole).
+    """
     for p in folder.rglob("*"):
         if p.is_file():
-            with contextlib.suppress(OSError), open(p, "rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(p)
 
 
 def _swap_into_place(stage: Path, out: Path, run_name: str) -> None:

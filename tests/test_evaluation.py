@@ -49,13 +49,213 @@ def test_classification_metrics_and_bootstrap_on_perfect_predictions():
     assert E.classification_metrics(y, q)["accuracy"] == pytest.approx(0.6) and lo < 0.6 < hi
 
 
-def test_protocol_phases():
-    real = (np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0, 1]))
-    syn = (np.ones((2, 8, 8), np.uint8), np.array([0, 1]))
-    assert [n for n, *_ in E.train_set("pretrain", real, syn)] == ["synthetic", "real"]
-    assert len(E.train_set("augment", real, syn)[0][1]) == 6
+def test_roc_auc_of_an_imperfect_ranking_is_the_share_of_correctly_ordered_pairs():
+    y = np.array([0, 0, 1, 1, 1])
+    # positives 0.9, 0.4, 0.7 against negatives 0.1, 0.6: 5 of the 6 pairs ordered right (0.4 < 0.6 is not)
+    m = E.classification_metrics(y, np.array([0.1, 0.6, 0.9, 0.4, 0.7]))
+    assert m["roc_auc"] == pytest.approx(5 / 6)
+    assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (1, 1, 1, 2)  # threshold 0.5: 0.6 is a false positive
+    # a tie between a positive and a negative counts half: 5.5 of 6 pairs
+    assert E.classification_metrics(y, np.array([0.1, 0.6, 0.9, 0.6, 0.7]))["roc_auc"] == pytest.approx(11 / 12)
+    assert E.classification_metrics(np.array([1, 1]), np.array([0.2, 0.9]))["roc_auc"] is None  # one class: undefined
+
+
+# ---------------------------------------------------------------- edges found by mutation testing (docs/testing.md)
+
+def test_metrics_from_counts_where_a_ratio_is_undefined_is_zero_as_sklearn():
+    assert E.metrics_from_counts(0, 0, 0, 0) == {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert E.metrics_from_counts(tn=5, fp=0, fn=0, tp=0) == {"accuracy": 1.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    # ratios whose counts cancel in a wrong formula (tp = fp, tp = fn, tp + fn = fp) are defined: no shortcut to 0
+    assert E.metrics_from_counts(tn=0, fp=2, fn=2, tp=2) == pytest.approx(
+        {"accuracy": 1 / 3, "precision": 0.5, "recall": 0.5, "f1": 0.5})
+    assert E.metrics_from_counts(tn=1, fp=2, fn=1, tp=1)["f1"] == pytest.approx(2 / 5)
+    entry = {**E.metrics_from_counts(3, 1, 2, 4), "tn": 3, "fp": 1, "fn": 2, "tp": 4}
+    assert E.counts_consistent(entry, tol=0.0)  # exactly the implied values pass even with no tolerance
+
+
+def test_a_probability_equal_to_the_threshold_is_positive():
+    m = E.classification_metrics(np.array([1, 0, 1]), np.array([0.5, 0.4999, 0.7]))
+    assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (1, 0, 0, 2)
+
+
+def test_bootstrap_is_the_seeded_percentile_interval_of_resampled_test_images():
+    y = np.array([1, 0, 0, 1, 1, 0, 1])
+    q = np.array([0.2, 0.5, 0.1, 0.9, 0.6, 0.3, 0.5])  # image 0 is the only false negative; 0.5 counts as positive
+    ci = E.bootstrap_ci(y, [q], n_boot=40, seed=3)
+    from sklearn.metrics import roc_auc_score
+
+    rng, acc, auc = np.random.default_rng(3), [], []  # the method, recomputed: indices drawn with replacement
+    for _ in range(40):
+        idx = rng.integers(0, len(y), len(y))
+        acc.append(float(((q[idx] >= 0.5) == y[idx]).mean()))
+        if len(set(y[idx])) == 2:
+            auc.append(roc_auc_score(y[idx], q[idx]))
+    assert ci["accuracy"] == pytest.approx([np.percentile(acc, 2.5), np.percentile(acc, 97.5)])
+    assert ci["roc_auc"] == pytest.approx([np.percentile(auc, 2.5), np.percentile(auc, 97.5)])
+    assert E.bootstrap_ci(y, [q], n_boot=40, seed=3) == ci  # one seed, one interval
+    p = np.array([0.1, 0.9])
+    assert E.bootstrap_ci([0, 1], [p], n_boot=30)["roc_auc"] == [1.0, 1.0]  # perfect ranking: AUC 1 in every resample
+    one_class = E.bootstrap_ci([1, 1, 1], [np.array([0.9, 0.2, 0.8])], n_boot=20)
+    assert one_class["roc_auc"] is None and one_class["accuracy"] is not None  # AUC undefined on one class
+    assert E.bootstrap_ci([1], [np.array([0.9])], n_boot=1)["accuracy"] == [1.0, 1.0]  # one image, one resample
+    assert all(v is None for v in E.bootstrap_ci(y, [q], n_boot=0).values())  # no resampling asked for
+    assert all(v is None for v in E.bootstrap_ci([], [np.array([])], n_boot=5).values())
+
+
+def test_only_imagenet_full_data_non_smoke_runs_are_study_grade():
+    grade = {"weights": "imagenet", "full_dataset": True, "smoke": False}
+    assert E.is_study_grade(grade)
+    for k, v in (("weights", "random init"), ("full_dataset", False), ("smoke", True)):
+        assert not E.is_study_grade({**grade, k: v}), k
+
+
+@pytest.mark.parametrize("counts", [
+    dict(tn=200, fp=30, fn=5, tp=10),  # precision below 50 % (tp < fp)
+    dict(tn=10, fp=0, fn=5, tp=0),  # nothing predicted positive: precision and F1 are 0 by convention
+    dict(tn=3, fp=0, fn=2, tp=1),  # a single positive prediction: precision 100 %
+    dict(tn=3, fp=1, fn=1, tp=1),  # a single true positive: F1 50 %
+])
+def test_search_finds_every_reachable_matrix(counts):
+    n_neg, n_pos = counts["tn"] + counts["fp"], counts["fn"] + counts["tp"]
+    claim = {k: round(100 * v, 2) for k, v in E.metrics_from_counts(**counts).items()}
+    r = E.search_confusion_matrices(**claim, n_neg=n_neg, n_pos=n_pos)
+    assert counts in [{k: m[k] for k in E.COUNTS} for m in r["matches"]]
+    assert r["claimed"] == claim and (r["n_neg"], r["n_pos"], r["decimals"]) == (n_neg, n_pos, 2)
+    assert r["statement"].startswith(f"{len(r['matches'])} confusion matrices of a {n_neg}/{n_pos} test set give "
+                                     + "/".join(f"{claim[k]:.2f}" for k in E.HEADLINE))
+
+
+def test_search_rounding_tolerance_is_half_a_unit_either_way():
+    counts = dict(tn=4, fp=0, fn=1, tp=399)  # recall 399/400 = 99.75 %: exactly half-way between 99.7 and 99.8
+    ok = {"accuracy": 99.8, "precision": 100.0, "f1": 99.9}
+    for recall, found in ((99.7, True), (99.8, True), (99.6, False), (99.9, False)):
+        r = E.search_confusion_matrices(**ok, recall=recall, n_neg=4, n_pos=400, decimals=1)
+        assert (counts in [{k: m[k] for k in E.COUNTS} for m in r["matches"]]) is found, recall
+
+
+def test_search_reports_the_closest_matrix_with_its_values():
+    r = E.search_confusion_matrices(93.90, 92.62, 99.12, 95.76)  # the defaults are the Kaggle test split, 234 / 390
+    assert (r["n_neg"], r["n_pos"]) == (234, 390) and r["claimed"]["recall"] == 99.12
+    implied = E.metrics_from_counts(tn=202, fp=32, fn=4, tp=386)
+    assert {k: r["closest"][k] for k in E.HEADLINE} == {k: round(100 * v, 4) for k, v in implied.items()}
+    gaps = [abs(100 * implied[k] - c) for k, c in zip(E.HEADLINE, (93.90, 92.62, 99.12, 95.76), strict=True)]
+    assert r["closest"]["max_abs_gap"] == round(max(gaps), 4) == 0.3308  # accuracy 94.2308 vs 93.90
+    assert "(all 91,885 checked)" in r["statement"] and "94.23/92.34/98.97/95.54" in r["statement"]
+
+
+def _distinct(n: int, start: int, size: int = 8) -> np.ndarray:
+    """n images, each a constant value of its own (start, start + 1, ...): equal arrays mean the same images."""
+    return (np.arange(start, start + n, dtype=np.uint8)[:, None, None] * np.ones((1, size, size), np.uint8))
+
+
+def test_protocol_phases_are_exactly_their_inputs():
+    xr, yr = _distinct(4, 10), np.array([0, 1, 0, 1])
+    xs, ys = _distinct(3, 100), np.array([1, 0, 1])
+    real, syn = (xr, yr), (xs, ys)
+
+    def phases(protocol, synthetic=syn):
+        return [(name, x.tolist(), y.tolist()) for name, x, y in E.train_set(protocol, real, synthetic)]
+
+    r, s = (xr.tolist(), yr.tolist()), (xs.tolist(), ys.tolist())
+    assert phases("trtr", None) == [("real", *r)]
+    assert phases("trtr") == [("real", *r)]  # a synthetic folder given to trtr is never trained on
+    assert phases("tstr") == [("synthetic", *s)]
+    assert phases("augment") == [("real+synthetic", xr.tolist() + xs.tolist(), yr.tolist() + ys.tolist())]
+    assert phases("pretrain") == [("synthetic", *s), ("real", *r)]  # synthetic first, then fine-tuned on real
     with pytest.raises(UserError, match="--synthetic: protocol tstr needs"):
         E.train_set("tstr", real, None)
+    with pytest.raises(UserError, match="--protocol bogus: use one of trtr, tstr, augment, pretrain"):
+        E.train_set("bogus", real, syn)
+
+
+class _FitSpy:
+    """Stands in for keras.Model.fit and records what each call trained on, validated on, and its callbacks.
+
+    train=True calls the real fit; otherwise it returns a one-epoch history at once (the assembly is under test).
+    """
+
+    def __init__(self, monkeypatch, train: bool):
+        import keras
+
+        self.calls: list[dict] = []
+        real = keras.Model.fit
+
+        def fit(model, x=None, y=None, *args, **kw):
+            self.calls.append({"x": np.array(x), "y": np.array(y), "val": kw.get("validation_data"),
+                               "callbacks": list(kw.get("callbacks") or []), "class_weight": kw.get("class_weight")})
+            if train:
+                return real(model, x, y, *args, **kw)
+            import types
+
+            return types.SimpleNamespace(history={"loss": [0.5], "accuracy": [0.5]})
+
+        monkeypatch.setattr(keras.Model, "fit", fit)
+
+    def assert_selection_on(self, x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray) -> None:
+        """Every fit validated on the real val split, early-stopped on its loss, and never saw the test images."""
+        import keras
+
+        for c in self.calls:
+            vx, vy = c["val"]
+            assert np.array_equal(vx, E.to_vgg_input(x_val)) and np.array_equal(vy, y_val)
+            stops = [cb for cb in c["callbacks"] if isinstance(cb, keras.callbacks.EarlyStopping)]
+            assert len(stops) == 1 and stops[0].monitor == "val_loss" and stops[0].restore_best_weights
+            test = E.to_vgg_input(x_test)
+            assert not any(np.array_equal(test[i], row) for i in range(len(test)) for row in np.concatenate([c["x"], vx]))
+
+
+@pytest.mark.parametrize("protocol", E.PROTOCOLS)
+def test_every_protocol_trains_each_stage_on_its_own_inputs_and_selects_on_real_val(protocol, monkeypatch, offline_keras):
+    x = {"train": _distinct(6, 10, 32), "val": _distinct(4, 40, 32), "test": _distinct(4, 80, 32)}
+    y = {"train": np.array([0, 1, 1, 1, 0, 1]), "val": np.array([0, 1, 1, 0]), "test": np.array([1, 0, 0, 1])}  # 1:2
+    real = {k: (x[k], y[k]) for k in x}
+    syn = (_distinct(4, 200, 32), np.array([1, 1, 0, 0]))
+    spy = _FitSpy(monkeypatch, train=False)
+    res = E.run_protocol(protocol, real, syn, weights="none", cfg=E.EvalConfig.smoke(), log=lambda _: None)
+    expected = {"trtr": [real["train"]], "tstr": [syn], "pretrain": [syn, real["train"]],
+                "augment": [(np.concatenate([x["train"], syn[0]]), np.concatenate([y["train"], syn[1]]))]}[protocol]
+    stages = [(xx, yy, stage) for xx, yy in expected for stage in ("head", "finetune")]  # two stages per phase
+    assert len(spy.calls) == len(stages)
+    for call, (xx, yy, _stage) in zip(spy.calls, stages, strict=True):
+        assert np.array_equal(call["x"], E.to_vgg_input(xx)) and np.array_equal(call["y"], yy.astype(np.float32))
+        n0, n1 = int((yy == 0).sum()), int((yy == 1).sum())  # "balanced": each class weighs n / (2 n_class)
+        assert call["class_weight"] == pytest.approx({0: len(yy) / (2 * n0), 1: len(yy) / (2 * n1)})
+    spy.assert_selection_on(x["val"], y["val"], x["test"])
+    names = {"trtr": ["real"], "tstr": ["synthetic"], "augment": ["real+synthetic"], "pretrain": ["synthetic", "real"]}
+    assert [st["stage"] for st in res["per_seed"][0]["stages"]] == [f"{n}:{s}" for n in names[protocol] for s in ("head", "finetune")]
+    assert res["n_train"] == {n: E._class_counts(yy) for n, (_, yy) in zip(names[protocol], expected, strict=True)}
+    assert res["test_labels"] == y["test"].tolist() and res["n_val"] == {"NORMAL": 2, "PNEUMONIA": 2}
+
+
+def test_without_a_val_split_nothing_is_early_stopped_on_anything(monkeypatch, offline_keras):
+    x, y = _distinct(4, 10, 32), np.array([0, 1, 0, 1])
+    spy = _FitSpy(monkeypatch, train=False)
+    res = E.run_protocol("trtr", {"train": (x, y), "test": (x[:2], y[:2])}, weights="none", cfg=E.EvalConfig.smoke(),
+                         log=lambda _: None)
+    assert [c["val"] for c in spy.calls] == [None, None] and [c["callbacks"] for c in spy.calls] == [[], []]
+    assert any("no real val split" in n and "test is never used" in n for n in res["notes"])
+
+
+def test_trtr_on_the_real_cache_trains_on_train_selects_on_val_reports_test(sample_npz, tmp_path, monkeypatch,
+                                                                              offline_keras):
+    """A real trtr run (real fits) on the real sample cache: inputs, selection split and the JSON's test labels."""
+    from cxr_utils import data
+
+    ds = data.load(sample_npz)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (ds.subset(s) for s in ("train", "val", "test"))
+    spy = _FitSpy(monkeypatch, train=True)
+    out = tmp_path / "trtr.json"
+    res = E.evaluate(sample_npz, "trtr", weights="none", cfg=E.EvalConfig.smoke(), out=out, log=lambda _: None)
+    assert len(spy.calls) == 2
+    for c in spy.calls:
+        assert np.array_equal(c["x"], E.to_vgg_input(x_tr)) and np.array_equal(c["y"], y_tr.astype(np.float32))
+    spy.assert_selection_on(x_va, y_va, x_te)
+    saved = json.loads(out.read_text())
+    assert saved["test_labels"] == y_te.tolist() == res["test_labels"]  # the JSON's labels are the cache's test split
+    assert saved["n_test"] == E._class_counts(y_te) and saved["n_train"] == {"real": E._class_counts(y_tr)}
+    e = saved["per_seed"][0]
+    assert len(e["test_probs"]) == len(y_te) and [s["stage"] for s in e["stages"]] == ["real:head", "real:finetune"]
+    assert all("val_loss" in s["history"] for s in e["stages"])  # the real fits were validated
 
 
 def test_weights_resolution_offline(offline_keras):

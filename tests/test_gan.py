@@ -116,6 +116,51 @@ def test_ema_update_math() -> None:
     np.testing.assert_allclose(_np(gan.ema_generator.trainable_variables[0]), 1.0)
 
 
+def test_fit_keeps_the_ema_generator_the_decayed_average_of_g() -> None:
+    """After real `fit` steps the EMA weights equal the average recomputed here in numpy from G's weights after each
+    step: a plain copy before ema_start_step, then warm-up d = (1 + t) / (10 + t), then ema_decay."""
+    import keras
+
+    from cxr_utils.train import make_dataset
+
+    decay, start = 0.3, 1  # warm-up d: t=0 -> 0.1, 1 -> 0.18, 2 -> 0.25, then capped at 0.3 (t=3: 4/13 > 0.3)
+    cfg = _cfg(ema_decay=decay, ema_start_step=start)
+    gan = build_gan(cfg)
+
+    def by_name(model) -> dict[str, keras.Variable]:  # paired by layer/variable path, not by position
+        return {v.path.split("/", 1)[1]: v for v in model.trainable_variables}
+
+    g, ema = by_name(gan.generator), by_name(gan.ema_generator)
+    assert g.keys() == ema.keys() and len(g) > 4
+    avg = {k: np.asarray(v.numpy(), np.float64) for k, v in ema.items()}
+    assert all(np.array_equal(avg[k], g[k].numpy()) for k in g)  # the EMA starts as a copy of G
+    g_after_step: list[dict[str, np.ndarray]] = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            g_after_step.append({k: np.asarray(v.numpy(), np.float64) for k, v in g.items()})
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 32, 32, 1), dtype=np.uint8)
+    ds = make_dataset(images, np.arange(8) % 2, cfg.batch_size, cfg.seed, 0, 3, channels=1)
+    gan.fit(ds, epochs=3, steps_per_epoch=2, verbose=0, callbacks=[Record()])
+    assert len(g_after_step) == 6 and int(gan.step.numpy()) == 6
+    decays = []
+    for step, weights in enumerate(g_after_step):
+        t = step - start
+        d = 0.0 if t < 0 else min(decay, (1 + t) / (10 + t))
+        decays.append(d)
+        avg = {k: d * avg[k] + (1 - d) * weights[k] for k in avg}
+    assert decays == pytest.approx([0.0, 0.1, 2 / 11, 0.25, 0.3, 0.3])
+    for k, v in ema.items():
+        np.testing.assert_allclose(v.numpy(), avg[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # and the test has teeth: the average differs from G now and from G's starting weights
+    assert any(not np.allclose(avg[k], g_after_step[-1][k], atol=1e-4) for k in avg)
+    assert any(not np.allclose(avg[k], g_after_step[0][k], atol=1e-4) for k in avg)
+    for a, b in zip(gan.ema_generator.non_trainable_variables, gan.generator.non_trainable_variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # statistics (if any) are copied, not averaged
+
+
 def test_ema_disabled_samples_from_the_generator() -> None:
     gan = build_gan(_cfg(ema_decay=0.0))
     assert gan.ema_generator is gan.generator

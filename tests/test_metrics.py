@@ -112,6 +112,103 @@ def test_label_fidelity_accepts_preds_and_probs(pred):
     assert r["n"] == 4
 
 
+# ---------------------------------------------------------------- edges found by mutation testing (docs/testing.md)
+
+def test_fid_validates_shapes_and_accepts_1d_features():
+    with pytest.raises(ValueError, match="shapes differ"):
+        M.fid_from_stats(np.zeros(2), np.eye(2), np.zeros(2), np.eye(3))  # covariances differ
+    with pytest.raises(ValueError, match="shapes differ"):
+        M.fid_from_stats(np.zeros(2), np.eye(2), np.zeros(3), np.eye(2))  # means differ
+    # 1-D features are N samples of one dimension: means 1 and 6, unbiased variances 2 and 8 -> 25 + (√2 - √8)^2 = 27
+    assert M.fid([0.0, 2.0], [4.0, 8.0]) == pytest.approx(27.0, abs=1e-9)
+    mu, cov = M.feature_stats(np.array([[0.0, 1.0], [2.0, 5.0]]))  # two vectors are enough
+    assert mu.tolist() == [1.0, 3.0] and cov.tolist() == [[2.0, 4.0], [4.0, 8.0]]
+    with pytest.raises(ValueError, match="at least 2"):
+        M.feature_stats(np.ones((1, 3)))
+
+
+def test_fid_regularises_a_singular_product_with_a_positive_offset(monkeypatch):
+    """When sqrtm(S1 S2) is not finite, it is recomputed on (S1 + eps I)(S2 + eps I), as the reference code does."""
+    real, seen = M.linalg.sqrtm, []
+
+    def sqrtm(a):
+        seen.append(np.array(a))
+        return np.full_like(a, np.nan) if len(seen) == 1 else real(a)
+
+    monkeypatch.setattr(M.linalg, "sqrtm", sqrtm)
+    s = np.diag([1.0, 0.0])  # singular
+    value = M.fid_from_stats([0.0, 0.0], s, [3.0, 0.0], s, eps=1e-3)
+    assert len(seen) == 2 and np.allclose(seen[1], (s + 1e-3 * np.eye(2)) @ (s + 1e-3 * np.eye(2)))
+    assert value == pytest.approx(9.0 - 4e-3, abs=1e-9)  # ||dmu||^2 + Tr(2S) - 2 Tr(S + eps I)
+
+
+def test_kid_is_the_mean_and_std_of_unbiased_mmd_over_seeded_subsets():
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(9, 3)), rng.normal(size=(7, 3)) + 0.5
+    mean, std = M.kid(x, y, n_subsets=4, subset_size=5, seed=11)
+    replay = np.random.default_rng(11)  # subsets of 5 drawn without replacement, x then y, per subset
+    vals = [M.mmd2_unbiased(x[replay.choice(9, 5, replace=False)], y[replay.choice(7, 5, replace=False)]) for _ in range(4)]
+    assert (mean, std) == pytest.approx((np.mean(vals), np.std(vals)), abs=1e-12)
+    for a, b in ((x, y), (y, x)):  # subsets are capped at the smaller set (7), whichever side it is on
+        one, _ = M.kid(a, b, n_subsets=1, subset_size=50, seed=11)
+        replay = np.random.default_rng(11)
+        sub_a, sub_b = a[replay.choice(len(a), 7, replace=False)], b[replay.choice(len(b), 7, replace=False)]
+        assert one == pytest.approx(M.mmd2_unbiased(sub_a, sub_b))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        M.mmd2_unbiased(np.zeros((1, 3)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="dimensions differ"):
+        M.kid(np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+def test_pairwise_distances_in_chunks_and_on_integer_features():
+    a = np.arange(10.0).reshape(5, 2)
+    b = np.array([[0.0, 0.0], [3.0, 4.0], [-1.0, 2.0]])
+    brute = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    np.testing.assert_allclose(M.pairwise_distances(a, b, chunk=2), brute, atol=1e-9)  # 3 chunks, the last one short
+    u8 = np.array([[0], [255]], np.uint8)  # features as uint8: no wrap-around in the differences
+    np.testing.assert_allclose(M.pairwise_distances(u8, u8), [[0.0, 255.0], [255.0, 0.0]])
+
+
+def test_prdc_density_divides_by_k_and_balls_are_strict():
+    # 1-D, k = 2. Real {0, 1, 2, 10}: 2nd-neighbour radii 2, 1, 2, 9. Fake {1, 10, 30}: radii 20, 20, 29.
+    # fake 1 lies in the balls of reals 0 and 2 (distance 1 < 2; real 1's ball has radius 1: 0 < 1, so also there):
+    # 3 balls; fake 10: ball of real 10 (0 < 9) only: 1 ball; fake 30: none -> density (3 + 1 + 0) / (2 * 3)
+    real = np.array([0.0, 1.0, 2.0, 10.0])[:, None]
+    fake = np.array([1.0, 10.0, 30.0])[:, None]
+    r = M.prdc(real, fake, k=2)
+    assert r["density"] == pytest.approx(4 / 6) and r["precision"] == pytest.approx(2 / 3)
+    # a point exactly on a ball's boundary is outside (strict '<', as in the reference implementation):
+    # real {0, 1}, k = 1: radius 1 each; fake {2, 3}: radius 1 each. Fake 2 is at distance 1 from real 1: outside.
+    edge = M.prdc(np.array([[0.0], [1.0]]), np.array([[2.0], [3.0]]), k=1)
+    assert edge == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+    with pytest.raises(ValueError, match="need more than k=2 points"):
+        M.prdc(real[:2], fake, k=2)
+
+
+def test_memorization_defaults_ratio_and_strict_threshold():
+    train = np.array([[0.0], [10.0], [20.0]])
+    test = np.array([[1.0], [12.0], [25.0], [16.0]])  # nearest-train distances 1, 2, 5, 4
+    synth = np.array([[9.0], [10.5], [19.0], [3.0], [0.0]])  # 1, 0.5, 1, 3, 0
+    r = M.memorization(train, synth, test)  # percentile 5, 8 pairs by default
+    assert r["percentile"] == 5.0 and r["threshold"] == pytest.approx(np.percentile([1, 2, 5, 4], 5))  # 1.15
+    assert r["fraction_below_threshold"] == pytest.approx(4 / 5)  # 1, 0.5, 1, 0 are below 1.15; 3 is not
+    assert len(r["closest_pairs"]) == 5 and r["n_synthetic"] == 5 and r["n_test"] == 4
+    assert [p["synthetic"] for p in r["closest_pairs"]] == [4, 1, 0, 2, 3]  # ties keep their order (stable)
+    assert r["median_ratio"] == pytest.approx(1.0 / 3.0)  # median 1 over median 3
+    at = M.memorization(train, np.array([[1.0], [2.0]]), test, percentile=0)  # threshold = min test distance = 1
+    assert at["threshold"] == 1.0 and at["fraction_below_threshold"] == 0.0  # a distance equal to it is not below
+    same = M.memorization(train, synth, train)  # held-out images at distance 0: the ratio has no scale
+    assert same["median_ratio"] == float("inf")
+
+
+def test_label_fidelity_threshold_and_absent_class():
+    r = M.label_fidelity(np.array([0.5, 0.49, 0.51]), np.array([1, 1, 1]))  # a probability of exactly 0.5 is class 1
+    assert r["overall"] == pytest.approx(2 / 3) and r["per_class"] == {"NORMAL": None, "PNEUMONIA": pytest.approx(2 / 3)}
+    assert M.label_fidelity(np.array([], np.int64), np.array([], np.int64))["overall"] is None  # nothing to agree on
+    with pytest.raises(ValueError, match="3 predictions for 2 labels"):
+        M.label_fidelity(np.array([0, 1, 1]), np.array([0, 1]))
+
+
 def test_random_cnn_extractor_is_fixed_by_its_seed():
     imgs = np.random.default_rng(6).integers(0, 256, size=(4, 32, 32), dtype=np.uint8)
     a = M.random_cnn_extractor(32, seed=7)(imgs)

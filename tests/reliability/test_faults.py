@@ -80,9 +80,85 @@ def test_disk_full_during_checkpoint_write(tiny_run, tiny_npz, tmp_path, capsys,
     assert _snapshot(run / "checkpoints") == ckpts_before  # previous checkpoints and pointer intact, no temp file
     from cxr_utils.train import Checkpoints
 
-    found = Checkpoints(run).load_latest()  # what --resume starts from (a full resume is exercised by the kill test)
+    found = Checkpoints(run).load_latest()  # what --resume starts from
     assert found is not None and found[0] == 2
-    assert [int(r["epoch"]) for r in read_metrics(run / "metrics.csv")] == [1, 2, 3]  # trimmed to 2 on resume
+    failed_rows = read_metrics(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in failed_rows] == [1, 2, 3]  # epoch 3's row was written before its checkpoint
+    monkeypatch.setattr(cio, "atomic_path", real)  # the disk has space again: resume
+    assert cli_main(_train(tiny_npz, run, cfg)) == 0
+    rows = read_metrics(run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]  # the orphan row was trimmed and epoch 3 re-run, once
+    assert rows[2]["d_loss"] == failed_rows[2]["d_loss"]  # --deterministic: the re-run epoch 3 is the same epoch 3
+    assert cio.read_json(run / "checkpoints" / "latest.json")["epoch"] == 3
+
+
+def _fail_fsync(monkeypatch: pytest.MonkeyPatch, name: str, nth: int = 1, code: int = errno.ENOSPC) -> list[str]:
+    """The real os.fsync, except that the nth flush of a temp file of `name` (.NAME.*.part*) raises OSError(code):
+    the bytes went into the file, then the disk refused to keep them (delayed allocation on a full disk, EIO)."""
+    real = os.fsync
+    seen: list[str] = []
+
+    def fsync(fd: int) -> None:
+        target = Path(os.readlink(f"/proc/self/fd/{fd}")).name
+        if target.startswith(f".{name}") and ".part" in target:
+            seen.append(target)
+            if len(seen) == nth:
+                raise _oserror(code)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return seen
+
+
+def _fail_write(monkeypatch: pytest.MonkeyPatch, name: str, nth: int = 1) -> list[str]:
+    """The nth write of a temp file of `name` puts half its bytes on disk, then the disk is full."""
+    real = Path.write_bytes
+    seen: list[str] = []
+
+    def write_bytes(self: Path, data: bytes) -> int:
+        if self.name.startswith(f".{name}") and ".part" in self.name:
+            seen.append(self.name)
+            if len(seen) == nth:
+                real(self, data[: len(data) // 2])
+                raise _oserror(errno.ENOSPC)
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    return seen
+
+
+RUN_FILES = ("checkpoints", "config.json", "metrics.csv", "generator.keras")  # what a resume reads
+
+
+@pytest.mark.parametrize("name, fault, nth", [
+    ("ckpt-0003", "flush", 1),
+    ("config.json", "flush", 1),  # written first, once the checkpoint restored
+    ("config.json", "write", 1),
+    ("metrics.csv", "write", 1),  # the 1st write trims the file to the checkpoint, before any training
+    ("metrics.csv", "flush", 2),  # the 2nd adds epoch 3's row (after the train step is traced: the slow case)
+])
+def test_disk_full_while_training_writes_keeps_the_run_resumable(tiny_run, tiny_npz, tmp_path, capsys, monkeypatch,
+                                                                  name, fault, nth):
+    run = clone_run(tiny_run, tmp_path / "run")
+    before = {k: v for k, v in _snapshot(run).items() if k.startswith(RUN_FILES)}
+    seen = (_fail_fsync if fault == "flush" else _fail_write)(monkeypatch, name, nth)
+    cfg = write_config(tmp_path / "cfg.json", epochs=3)
+    rc = cli_main(_train(tiny_npz, run, cfg))
+    line = _error_line(capsys.readouterr().err)
+    assert len(seen) == nth, seen  # the fault landed where intended
+    assert rc == 2 and "cannot write the run folder" in line and "--resume" in line, line  # train's own message
+    assert str(run) in line and "No space left on device" in line, line
+    if fault == "flush":
+        assert f"{run}/{'checkpoints/' if name.startswith('ckpt') else ''}{name}" in line, line  # names the file
+    after = {k: v for k, v in _snapshot(run).items() if k.startswith(RUN_FILES)}
+    if name == "ckpt-0003":  # epoch 3's metrics row was written before its checkpoint; resume trims it
+        assert [int(r["epoch"]) for r in read_metrics(run / "metrics.csv")] == [1, 2, 3]
+        after.pop("metrics.csv"), before.pop("metrics.csv")
+    if name != "config.json":  # config.json was rewritten (whole) before the fault, with the new epochs=3
+        assert cio.read_json(run / "config.json")["epochs"] == 3
+        after.pop("config.json"), before.pop("config.json")
+    assert after == before  # checkpoints, latest.json, generator.keras (and the faulted file) as they were
+    assert not [p for p in run.rglob(".*") if ".part" in p.name]  # no temp file left behind
 
 
 def test_read_only_run_folder_is_a_clear_error(tiny_run, tiny_npz, tmp_path, capsys, monkeypatch):
@@ -132,7 +208,7 @@ def test_disk_full_while_saving_generator(tiny_run, tiny_npz, tmp_path, capsys, 
     assert c.epochs == 3 and g.output_shape == (None, 32, 32, 3)
 
 
-@pytest.mark.parametrize("fault", ["disk_full", "read_only"])
+@pytest.mark.parametrize("fault", ["disk_full", "read_only", "flush_fails"])
 def test_export_fault_keeps_previous_export(tiny_run, tmp_path, monkeypatch, fault):
     from cxr_utils import sample
     from cxr_utils.errors import UserError
@@ -153,6 +229,18 @@ def test_export_fault_keeps_previous_export(tiny_run, tmp_path, monkeypatch, fau
 
         monkeypatch.setattr(Path, "write_bytes", full)
         expect = "No space left on device"
+    elif fault == "flush_fails":  # every PNG written whole, then flushing the 3rd one fails: the export is not whole
+        real_fsync, flushed = os.fsync, []
+
+        def fsync(fd):
+            if Path(os.readlink(f"/proc/self/fd/{fd}")).suffix == ".png":
+                flushed.append(fd)
+                if len(flushed) == 3:
+                    raise _oserror(errno.EIO)
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        expect = "Input/output error"
     else:
         real_mkdtemp = tempfile.mkdtemp
 
