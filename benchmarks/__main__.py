@@ -140,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
                                    between_rounds=lambda: measure_peaks(peaks))
                 if real_npz is None:
                     r["real_pipeline_note"] = "not measured: the preparation section built no real cache"
+                # the loop around the step on notebook 02's default run (the 10-image sample), and before/after issue 11
+                from cxr_utils import data
+
+                sample = data.prepare(source="sample", size=64, progress=False)
+                r["loop"] = train_step.loop(sample, work / "loop", jit=True)
+                r["before_after"] = train_step.before_after()
                 return r
 
             _section(result, "train", train_run)

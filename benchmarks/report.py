@@ -101,6 +101,7 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          f"< {100 * r['input_overhead']['target']:.0f}%", _met(r["input_overhead"])))
         elif t.get("real_pipeline_note"):
             rows.append(("b. input pipeline overhead", t["real_pipeline_note"], "< 5%", "n/a"))
+        rows += _loop_rows(t)
     e = d.get("export") or {}
     if "error" in e:
         rows.append(("c. export", f"failed: {_err(e['error'])}", "", ""))
@@ -129,6 +130,40 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     q = d.get("quick_ratio")
     if q:
         rows.append(("`python -m benchmarks --quick` wall time", f"{q['value']:.0f} s", f"< {q['target']:.0f} s", _met(q)))
+    return rows
+
+
+def _s(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f} s"
+
+
+def _loop_rows(t: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The training loop around the step (issue 11): per-epoch overhead, XLA, step time before and after."""
+    lp = t.get("loop") or {}
+    rows: list[tuple[str, str, str, str]] = []
+    if not lp:
+        return rows
+    c, bare, tr = lp.get("config", {}), lp["bare_step"], lp["train"]
+    what = f"{c.get('image_size')} px, batch {c.get('batch_size')}, {bare.get('precision')}"
+    rr = lp.get("ratios", {}).get("loop_vs_bare_step")
+    rows.append((f"b. per-epoch overhead: train() on the {lp.get('n_train')}-image sample ({lp.get('steps_per_epoch')} "
+                 f"step per epoch, {what}, default cadence) / bare step",
+                 f"{tr['images_per_second']:.1f} / {bare['images_per_second']:.1f} img/s = {_pct(rr and rr['value'])}",
+                 f">= {100 * rr['target']:.0f}%" if rr else "", _met(rr)))
+    if "bare_step_jit" in lp:
+        rows.append((f"b. bare step with XLA (`--jit on`) / without ({what})",
+                     f"{_s(lp['bare_step_jit']['seconds_per_step'])} / {_s(bare['seconds_per_step'])}", "", ""))
+    ba = t.get("before_after") or {}
+    if "before" in ba:
+        b, a = ba["before"], ba["after"]
+        ref = (f"commit {str(b.get('commit'))[:7]} / {str(a.get('commit'))[:7]}, measured alternately, best of "
+               f"{ba.get('rounds')} rounds each")
+        for key, label in (("bare_step_sample_config_seconds", f"bare step ({what})"),
+                           ("bare_step_default_batch_seconds", f"bare step (64 px, batch 64, {b.get('precision')})"),
+                           ("train_seconds_per_epoch", "train() seconds per epoch on the sample")):
+            rows.append((f"b. {label}, before / after issue 11 ({ref})", f"{_s(b[key])} / {_s(a[key])}", "", ""))
+        rows.append((f"b. per-epoch overhead (train() / bare step) before / after issue 11 ({ref})",
+                     f"{_pct(b['loop_vs_bare_step'])} / {_pct(a['loop_vs_bare_step'])}", "", ""))
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -188,3 +189,170 @@ def _ratios(out: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
             r["input_overhead"] = {"value": v, "target": TARGET_INPUT_OVERHEAD, "met": v < TARGET_INPUT_OVERHEAD,
                                    "lower_is_better": True}
     return r
+
+
+# ---------------------------------------------------------------- the training loop around the step (issue 11)
+
+TARGET_LOOP_FRACTION = 0.80  # train() on the 10-image sample: >= 80% of the bare step's images/s
+LOOP_AB = Path(__file__).resolve().parent.parent / "assets" / "results" / "loop-before-after.json"
+
+
+def bare_step(cfg: Any, precision: str, rounds: int = 4, chunk: int = 6) -> dict[str, Any]:
+    """Seconds per bare D+G train step (fit on one in-memory batch, no run-folder callback), best round of `rounds`."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model, built_by = build_gan(cfg, precision)
+    model.fit(synthetic_dataset(cfg, 2), epochs=1, verbose=0, shuffle=False)  # trace once before timing
+    per_round = [time_fit(model, synthetic_dataset(cfg, chunk), warmup=1) for _ in range(rounds)]
+    sec = min(per_round)
+    del model
+    keras.backend.clear_session()
+    return {"built_by": built_by, "precision": precision, "batch_size": cfg.batch_size, "seconds_per_step": sec,
+            "images_per_second": cfg.batch_size / sec, "seconds_per_step_by_round": per_round}
+
+
+def loop(npz: Path, work: Path, epochs: tuple[int, int] = (5, 45), rounds: int = 4, chunk: int = 6,
+         cfg: Any = None, jit: bool = False) -> dict[str, Any]:
+    """Per-epoch overhead: images/s of train() on a cache's train split (notebook 02's defaults) vs the bare step.
+
+    train() runs twice from scratch (epochs[0] and epochs[1] epochs); the difference of their wall times over the
+    difference of epochs is the steady per-epoch cost with everything the loop does (metrics row, sample grids,
+    checkpoints, callbacks), while tracing and start-up cancel out. Only cxr_utils.train.train / build_gan and
+    cxr_utils.data.load are used, so the same function measures an older checkout (main --before).
+    """
+    import shutil
+
+    from cxr_utils import data, train
+    from cxr_utils.config import GANConfig
+
+    images, labels = data.load(npz).subset("train")
+    cfg = (cfg or GANConfig()).replace(image_size=int(images.shape[1]))
+    cfg = cfg.replace(batch_size=min(cfg.batch_size, len(images)))  # what notebook 02 does on the 10-image sample
+    precision = train.resolve_precision(cfg.precision, cfg.deterministic)
+    steps = len(images) // cfg.batch_size
+    out: dict[str, Any] = {"cache": str(npz), "n_train": int(len(images)), "steps_per_epoch": steps,
+                           "config": {k: cfg.to_dict()[k] for k in ("image_size", "batch_size", "g_base_filters",
+                                                                    "d_base_filters", "checkpoint_every",
+                                                                    "sample_every", "checkpoint_minutes")
+                                      if k in cfg.to_dict()}}
+    out["bare_step"] = bare_step(cfg, precision, rounds, chunk)
+    if jit:  # the same step XLA-compiled (GANConfig.jit, added with this measurement): what `--jit auto` decides on
+        out["bare_step_jit"] = bare_step(cfg.replace(jit="on"), precision, rounds, chunk)
+    seconds, folder_bytes = {}, {}
+    for n in epochs:
+        run = Path(work) / f"loop-{n}"
+        shutil.rmtree(run, ignore_errors=True)
+        seconds[n] = train.train(cfg.replace(epochs=n), run, images, labels, progress=0, show_samples=False)["seconds"]
+        folder_bytes[n] = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
+        shutil.rmtree(run, ignore_errors=True)
+    short, long = epochs
+    per_epoch = (seconds[long] - seconds[short]) / (long - short)
+    ips = steps * cfg.batch_size / per_epoch
+    out["train"] = {"epochs": list(epochs), "fit_seconds": [seconds[short], seconds[long]],
+                    "seconds_per_epoch": per_epoch, "images_per_second": ips,
+                    "run_folder_bytes": [folder_bytes[short], folder_bytes[long]],
+                    "timing": "train() wall time of fit, two fresh runs; (long - short) / (epochs difference)"}
+    v = ips / out["bare_step"]["images_per_second"]
+    out["ratios"] = {"loop_vs_bare_step": {"value": v, "target": TARGET_LOOP_FRACTION, "met": v >= TARGET_LOOP_FRACTION}}
+    if "bare_step_jit" in out:
+        out["jit_vs_no_jit"] = out["bare_step"]["seconds_per_step"] / out["bare_step_jit"]["seconds_per_step"]
+    return out
+
+
+def before_after(path: Path = LOOP_AB) -> dict[str, Any]:
+    """Step time and per-epoch overhead before and after issue 11, from the A/B file `main --before` wrote: the older
+    commit and this one measured alternately in fresh processes; per version the best of its rounds."""
+    from cxr_utils.io import read_json
+
+    if not path.is_file():
+        return {"note": f"not measured: {path.name} is missing"}
+    ab = read_json(path)
+    out: dict[str, Any] = {"file": path.name, "command": ab.get("command"), "rounds": ab.get("rounds")}
+    for label in ("before", "after"):
+        runs = ab[label]["runs"]
+        bare = min(r["loop"]["bare_step"]["seconds_per_step"] for r in runs)
+        per_epoch = min(r["loop"]["train"]["seconds_per_epoch"] for r in runs)
+        steps = runs[0]["loop"]["steps_per_epoch"]
+        out[label] = {"commit": ab[label].get("commit"), "precision": runs[0]["loop"]["bare_step"]["precision"],
+                      "bare_step_sample_config_seconds": bare,
+                      "bare_step_default_batch_seconds": min(r["bare_step_default_batch"]["seconds_per_step"] for r in runs),
+                      "train_seconds_per_epoch": per_epoch, "loop_vs_bare_step": steps * bare / per_epoch}
+    return out
+
+
+def _ab(args: Any, argv: list[str]) -> dict[str, Any]:
+    """Measure the cxr_utils in args.before and this checkout's alternately, each run in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    from cxr_utils.io import read_json
+
+    repo = Path(__file__).resolve().parent.parent
+    work = Path(args.work_dir).resolve()
+    res: dict[str, Any] = {"command": "python -m benchmarks.train_step " + " ".join(argv), "rounds": args.rounds,
+                           "before": {"commit": args.before_commit, "cxr_utils": str(Path(args.before).resolve()), "runs": []},
+                           "after": {"commit": None, "cxr_utils": str(repo), "runs": []}}
+    for r in range(args.rounds):
+        for label in ("before", "after"):
+            src = Path(res[label]["cxr_utils"])
+            out = work / f"{label}-{r}.json"
+            cmd = [sys.executable, "-m", "benchmarks.train_step", "--loop", str(Path(args.loop).resolve()), "--out",
+                   str(out), "--work-dir", str(work / label), "--default-batch"]
+            if res[label]["commit"]:
+                cmd += ["--commit", res[label]["commit"]]
+            # the working folder comes first on sys.path: the measured cxr_utils is the one in `src`
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(repo)])}
+            subprocess.run(cmd, env=env, cwd=str(src), check=True)
+            res[label]["runs"].append(read_json(out))
+    res["after"]["commit"] = res["after"]["runs"][0].get("commit")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.train_step --loop CACHE --out FILE.json`: the loop measurement alone; with
+    `--before DIR` (an older cxr_utils/ extracted there, e.g. `git archive REV cxr_utils | tar -x -C DIR`), that one
+    and this checkout's alternately (assets/results/loop-before-after.json)."""
+    import argparse
+    import subprocess
+    import sys
+
+    from cxr_utils.io import atomic_write_json
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--loop", required=True, help="cache .npz whose train split train() runs on (the 10-image sample)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work-dir", default="runs/benchmarks/work/loop")
+    ap.add_argument("--default-batch", action="store_true", help="also time the bare step at the default batch size")
+    ap.add_argument("--commit", default=None, help="commit of the measured cxr_utils (default: git rev-parse of its folder)")
+    ap.add_argument("--before", default=None, help="folder holding an older cxr_utils/ to measure against this one")
+    ap.add_argument("--before-commit", default=None, help="the commit that folder was extracted from")
+    ap.add_argument("--rounds", type=int, default=2, help="with --before: alternating rounds per version")
+    args = ap.parse_args(argv)
+    if args.before:
+        res = _ab(args, argv)
+        atomic_write_json(args.out, res)
+        print(json.dumps(before_after(Path(args.out)), indent=1))
+        return 0
+    import cxr_utils
+    from cxr_utils.config import GANConfig
+
+    src = Path(cxr_utils.__file__).resolve().parent.parent
+    rev = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    res = {"command": "python -m benchmarks.train_step " + " ".join(argv), "cxr_utils": str(src),
+           "commit": args.commit or rev or None, "loop": loop(Path(args.loop), Path(args.work_dir))}
+    if args.default_batch:
+        from cxr_utils import train
+
+        cfg = GANConfig()
+        res["bare_step_default_batch"] = bare_step(cfg, train.resolve_precision(cfg.precision), rounds=4, chunk=4)
+    atomic_write_json(args.out, res)
+    print(json.dumps({"loop": res["loop"]["ratios"], "bare": res["loop"]["bare_step"]["seconds_per_step"],
+                      "train_s_per_epoch": res["loop"]["train"]["seconds_per_epoch"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

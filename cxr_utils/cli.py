@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"])
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--deterministic", action="store_true", help="bit-identical CPU runs (slower)")
+    t.add_argument("--jit", default=None, choices=["auto", "on", "off"],
+                   help="XLA-compile the train step (auto: on for GPUs, off on CPU where it is slower)")
+    t.add_argument("--checkpoint-every", type=int, default=None, help="epochs between checkpoints (default 1)")
+    t.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help="but at most one checkpoint per this many minutes (default 5; 0: no limit)")
+    t.add_argument("--sample-every", type=int, default=None, help="epochs between sample grids (default 10)")
     t.add_argument("--max-per-class", type=int, default=None, help="cap real training images per class")
     t.add_argument("--smoke", action="store_true", help="tiny sizes for a quick check (same code path)")
 

@@ -70,8 +70,13 @@ class GANConfig:
     seed: int = 1234
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     deterministic: bool = False
+    jit: str = "auto"  # XLA-compile the train step: auto (on for GPUs; off on CPU, where it measured slower) | on | off
+    # a checkpoint (~100 MB at the defaults) is written every checkpoint_every epochs but at most once per
+    # checkpoint_minutes (0: no time limit), and always after the last epoch and on an interruption between epochs:
+    # an epoch of a small data set takes a fraction of a second, one of a large one minutes
     checkpoint_every: int = 1  # epochs
-    sample_every: int = 1  # epochs
+    checkpoint_minutes: float = 5.0
+    sample_every: int = 10  # epochs between sample grids (samples/epoch-NNNN.png, and the grid shown in a notebook)
     n_fixed_noise: int = 8  # per class, for the sample grids
     eval_every: int = 0  # epochs between quality evaluations (quality.csv); 0 = auto (about every 500 steps); -1 = off
     eval_n_per_class: int = 128  # synthetic images per class in each quality evaluation
@@ -88,6 +93,10 @@ class GANConfig:
             (self.g_norm in (None, "layer", "batch", "none"), f"g_norm must be layer|batch|none, got {self.g_norm}"),
             (self.adv_loss in ("lsgan", "bce", "hinge"), f"adv_loss must be lsgan|bce|hinge, got {self.adv_loss}"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision must be auto|fp32|bf16|fp16, got {self.precision}"),
+            (self.jit in ("auto", "on", "off"), f"jit must be auto|on|off, got {self.jit}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1 (epochs), got {self.checkpoint_every}"),
+            (self.checkpoint_minutes >= 0, f"checkpoint_minutes must be >= 0 (0: no time limit), got {self.checkpoint_minutes}"),
+            (self.sample_every >= 1, f"sample_every must be >= 1 (epochs), got {self.sample_every}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 2, "batch_size must be >= 2"),
             (0.0 <= self.ema_decay < 1.0, "ema_decay must be in [0, 1)"),

@@ -1,7 +1,8 @@
 """Train a ConditionalGAN into a run folder: exact resume, atomic checkpoints, NaN guard, lock, precision, devices.
 
-Run folder: config.json, checkpoints/ (ckpt-EEEE.npz + latest.json, the last 2 kept), samples/epoch-NNNN.png,
-metrics.csv, tb/, generator.keras (the EMA generator), lock.
+Run folder: config.json, checkpoints/ (ckpt-EEEE.npz + latest.json, the last 2 kept; every checkpoint_every epochs
+but at most once per checkpoint_minutes, after the last epoch and on an interruption between epochs),
+samples/epoch-NNNN.png (every sample_every epochs), metrics.csv, tb/, generator.keras (the EMA generator), lock.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import csv
 import errno
 import fcntl
 import io
-import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -33,10 +34,13 @@ from .models import build_discriminator, build_generator
 METRIC_COLUMNS = ["epoch", *METRIC_NAMES, "seconds", "images_per_second"]
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 # config fields that may change when resuming; everything else defines the run and must match config.json
-RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "sample_every", "g_lr", "d_lr", "deterministic", "precision",
-                     "eval_every", "eval_n_per_class"}
+RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "checkpoint_minutes", "sample_every", "g_lr", "d_lr", "deterministic",
+                     "precision", "jit", "eval_every", "eval_n_per_class"}
 KEEP_CHECKPOINTS = 2
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # native bf16 math on x86 CPUs
+METRICS_SECONDS = 30.0  # metrics.csv is rewritten at least this often (and before every grid and checkpoint)
+MAX_STEPS_PER_EXECUTION = 16  # steps between two host syncs of fit (see steps_per_execution)
+LEGACY_KEY = re.compile(r"(g|d|ema|gopt|dopt)/\d{4}")  # the positional checkpoint keys written before issue 11
 
 
 # ---------------------------------------------------------------- precision and devices
@@ -70,6 +74,13 @@ def resolve_precision(requested: str, deterministic: bool = False) -> str:
     return "bf16" if cpu_supports_bf16() else "fp32"
 
 
+def resolve_jit(requested: str) -> bool:
+    """auto -> XLA on when a GPU is visible; on CPU the XLA-compiled step measured slower than TF's own kernels."""
+    if requested == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return requested == "on"
+
+
 def make_strategy(distribute: str = "auto") -> tf.distribute.Strategy:
     """auto: MirroredStrategy over all GPUs when there are several, else the default strategy.
 
@@ -87,8 +98,16 @@ def make_strategy(distribute: str = "auto") -> tf.distribute.Strategy:
 
 # ---------------------------------------------------------------- building
 
-def build_gan(cfg: GANConfig, precision: str = "fp32") -> ConditionalGAN:
-    """A compiled ConditionalGAN with both optimizers built (call inside the strategy scope)."""
+def steps_per_execution(steps_per_epoch: int, limit: int | None = None) -> int:
+    """How many steps `fit` runs per call before Python sees the logs: the largest divisor of the epoch's steps up to
+    `limit`. Keras converts the logs to floats after every call (a wait for the device); a divisor keeps each call
+    inside one epoch, so epochs hold the same batches whatever the value."""
+    limit = limit or MAX_STEPS_PER_EXECUTION
+    return max(k for k in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % k == 0)
+
+
+def build_gan(cfg: GANConfig, precision: str = "fp32", steps_per_execution: int = 1) -> ConditionalGAN:
+    """A compiled ConditionalGAN with both optimizers built (call inside the strategy scope); XLA per cfg.jit."""
     policy = POLICIES[precision]
     g = build_generator(cfg, dtype=policy, name="generator")
     d = build_discriminator(cfg, dtype=policy, name="discriminator")
@@ -99,7 +118,8 @@ def build_gan(cfg: GANConfig, precision: str = "fp32") -> ConditionalGAN:
     if precision == "fp16":  # fp16 gradients underflow without loss scaling; each optimizer keeps its own scale
         d_opt = keras.optimizers.LossScaleOptimizer(d_opt, name="d_loss_scale")
         g_opt = keras.optimizers.LossScaleOptimizer(g_opt, name="g_loss_scale")
-    gan.compile(d_optimizer=d_opt, g_optimizer=g_opt, jit_compile=False)
+    gan.compile(d_optimizer=d_opt, g_optimizer=g_opt, jit_compile=resolve_jit(cfg.jit),
+                steps_per_execution=steps_per_execution)
     gan.build_optimizers()
     return gan
 
@@ -211,6 +231,15 @@ class RunLock:
             self.fd = None
 
 
+class Found(NamedTuple):
+    """A checkpoint read back: its epoch, state (key -> array), file and meta data (precision, replicas)."""
+
+    epoch: int
+    state: dict[str, np.ndarray]
+    path: Path
+    meta: dict[str, Any]
+
+
 class Checkpoints:
     """ckpt-EEEE.npz files (all state, written atomically) + latest.json; the newest KEEP_CHECKPOINTS are kept."""
 
@@ -220,11 +249,12 @@ class Checkpoints:
     def path(self, epoch: int) -> Path:
         return self.dir / f"ckpt-{epoch:04d}.npz"
 
-    def save(self, epoch: int, state: dict[str, np.ndarray]) -> Path:
+    def save(self, epoch: int, state: dict[str, np.ndarray], meta: dict[str, str | int] | None = None) -> Path:
         """Write one checkpoint, then point latest.json at it, then prune old ones (each step atomic)."""
         p = self.path(epoch)
         arrays = {k.replace("/", "."): v for k, v in state.items()}
-        # uncompressed: zlib spends seconds on float weights for a few percent, once per epoch
+        arrays.update({f"meta_{k}": np.asarray(v) for k, v in (meta or {}).items()})  # str -> a unicode array, no pickle
+        # uncompressed: zlib spends seconds on float weights for a few percent
         cio.atomic_save_npz(p, compress=False, meta_epoch=np.int64(epoch), **arrays)
         cio.atomic_write_json(self.dir / "latest.json", {"file": p.name, "epoch": epoch, "step": int(state["step"])})
         for old in self.files()[KEEP_CHECKPOINTS:]:
@@ -239,19 +269,24 @@ class Checkpoints:
         found = [p for p in self.dir.glob("ckpt-*.npz") if p.stem[5:].isdigit()]
         return sorted(found, key=lambda p: int(p.stem[5:]), reverse=True)
 
-    def load_latest(self) -> tuple[int, dict[str, np.ndarray], Path] | None:
-        """(epoch, state, path) of the newest readable checkpoint, or None if there is none."""
+    def load_latest(self) -> Found | None:
+        """The newest readable checkpoint (epoch, state, path, meta), or None if there is none."""
         # newest first, whatever latest.json says: a kill between the checkpoint and its pointer leaves a newer,
         # complete file (latest.json is for people and tools; final names are only ever whole files)
         for p in self.files():
             try:
-                raw = cio.load_npz(p)
-                epoch = int(raw.pop("meta_epoch"))
+                return self.read(p)
             except Exception as e:  # a damaged file: fall back to the previous one
                 print(f"warning: skipping unreadable checkpoint {p} ({type(e).__name__})", file=sys.stderr)
-                continue
-            return epoch, {k.replace(".", "/"): v for k, v in raw.items()}, p
         return None
+
+    @staticmethod
+    def read(p: Path) -> Found:
+        """One checkpoint file (epoch, state, path, meta); raises on a damaged file."""
+        raw = cio.load_npz(p)
+        epoch = int(raw.pop("meta_epoch"))
+        meta = {k[5:]: raw.pop(k).item() for k in [k for k in raw if k.startswith("meta_")]}
+        return Found(epoch, {k.replace(".", "/"): v for k, v in raw.items()}, p, meta)
 
 
 def read_metrics(path: Path, max_epoch: int | None = None) -> list[dict[str, str]]:
@@ -278,89 +313,199 @@ def _in_notebook() -> bool:
 
 
 class RunCallback(keras.callbacks.Callback):
-    """Per batch: the NaN guard. Per epoch: metrics.csv, TensorBoard, sample grid, checkpoint (in that order)."""
+    """The run folder's side of `fit`, once per epoch and in this order (see on_epoch_end): the divergence check,
+    the metrics row, the sample grid, the checkpoint. Nothing runs per batch: the NaN guard lives in the train step's
+    graph (ConditionalGAN._guard), so no step waits for the host."""
 
     def __init__(self, run_dir: Path, gan: ConditionalGAN, ckpts: Checkpoints, rows: list[dict[str, Any]],
-                 steps_per_epoch: int, last_good: tuple[int, Path], show_samples: bool):
+                 steps_per_epoch: int, last_good: tuple[int, Path], show_samples: bool, meta: dict[str, Any]):
         super().__init__()
         self.run_dir, self.gan, self.ckpts, self.rows = run_dir, gan, ckpts, rows
         self.cfg = gan.cfg
         self.steps_per_epoch = steps_per_epoch
         self.last_good = last_good
         self.show_samples = show_samples
+        self.meta = meta  # precision and replicas, stored in each checkpoint
         self.bad: dict[str, Any] | None = None
-        self.epoch_now = 0
         self.writer = tf.summary.create_file_writer(str(run_dir / "tb"))
         self.fixed = gan.fixed_noise(self.cfg.n_fixed_noise)
+        self._render = None  # the EMA generator on the fixed noise, traced once
+        self.display = None  # the notebook's one sample-grid output, updated in place
         self.t0 = time.perf_counter()
+        self.last_checkpoint_time = self.metrics_written = time.monotonic()
         self.images_seen = 0
         self.train_seconds = 0.0
-        self.tracker: quality.QualityTracker | None = None
+        self.epoch_ends: list[float] = []  # wall clock after each epoch's own work (steady-state speed)
+        self.tracker: quality.QualityTracker | None = None  # set by train() when quality tracking is on
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self.epoch_now = epoch
         self.t0 = time.perf_counter()
 
-    def on_train_batch_end(self, batch: int, logs=None) -> None:
-        for k, v in (logs or {}).items():
-            val = float(np.asarray(v))
-            if not math.isfinite(val):
-                self.bad = {"name": k, "value": val, "epoch": self.epoch_now + 1,
-                            "step": self.epoch_now * self.steps_per_epoch + batch + 1}
-                self.model.stop_training = True
-                return
-
     def on_epoch_end(self, epoch: int, logs=None) -> None:
-        if self.bad is not None:
-            return  # never record or checkpoint a diverged state
         e = epoch + 1
         secs = time.perf_counter() - self.t0
+        if self.diverged():
+            return  # never record or checkpoint a diverged state
+        grid = e % self.cfg.sample_every == 0 or e == self.cfg.epochs
+        evaluate = self.tracker is not None and self.tracker.due(e)
+        # an evaluated epoch is always checkpointed: its quality row and generator-best.keras then never describe a
+        # state that a resume could lose (see quality.QualityTracker)
+        ckpt = self.checkpoint_due(e) or evaluate
+        # order matters for kill -9: the row, then the samples, then the checkpoint (resume truncates metrics.csv to
+        # it), then the quality evaluation; metrics.csv is on disk before every grid and checkpoint, and at least every
+        # METRICS_SECONDS
+        self.record(e, secs, logs or {}, write=grid or ckpt)
+        if grid:
+            self.sample_grid(e)
+        if ckpt:
+            self.checkpoint(e)
+        if evaluate:
+            self.tracker.evaluate(e, int(self.gan.step.numpy()), self.gan.ema_generator)
+        self.epoch_ends.append(time.perf_counter())
+
+    # ------------------------------------------------------------ the steps of an epoch end
+
+    def diverged(self) -> bool:
+        """Read the in-graph guard (the one host read per epoch); on a non-finite step, stop training."""
+        bad_step = int(self.gan.bad_step.numpy())
+        if not bad_step:
+            return False
+        values = [float(v) for v in self.gan.bad_losses.numpy()]
+        name, value = next(((n, v) for n, v in zip(("d_loss", "g_loss"), values, strict=True) if not np.isfinite(v)),
+                           ("d_loss", values[0]))
+        self.bad = {"name": name, "value": value, "step": bad_step, "epoch": (bad_step - 1) // self.steps_per_epoch + 1}
+        self.model.stop_training = True
+        return True
+
+    def record(self, e: int, secs: float, logs: dict[str, Any], write: bool = True) -> dict[str, Any]:
+        """Add epoch e's row to TensorBoard and the rows; rewrite metrics.csv (atomically, so with two fsyncs) if
+        `write` or METRICS_SECONDS have passed since it was last written."""
         n_img = self.steps_per_epoch * self.cfg.batch_size
         self.train_seconds += secs
         self.images_seen += n_img
         row: dict[str, Any] = {"epoch": e}
-        # the epoch logs are the running means the per-batch guard already saw finite
         for k in METRIC_NAMES:
             row[k] = f"{float(np.asarray(logs[k])):.6g}"
         row["seconds"] = f"{secs:.3f}"
         row["images_per_second"] = f"{n_img / max(secs, 1e-9):.2f}"
-        # order matters for kill -9: metrics and samples first, the checkpoint last (resume truncates to it)
         self.rows.append(row)
-        write_metrics(self.run_dir / "metrics.csv", self.rows)
+        if write or time.monotonic() - self.metrics_written >= METRICS_SECONDS:
+            self.write_metrics()
         with self.writer.as_default():
             for k in METRIC_COLUMNS[1:]:
                 tf.summary.scalar(k, float(row[k]), step=e)
         self.writer.flush()
-        last = e == self.cfg.epochs
-        if e % self.cfg.sample_every == 0 or last:
-            self._sample_grid(e)
-        evaluate = self.tracker is not None and self.tracker.due(e)
-        # an evaluated epoch is always checkpointed first: its quality row and generator-best.keras then never
-        # describe a state that a resume could lose (see quality.QualityTracker)
-        if e % self.cfg.checkpoint_every == 0 or last or evaluate:
-            p = self.ckpts.save(e, self.gan.get_state())
-            self.last_good = (e, p)
-        if evaluate:
-            self.tracker.evaluate(e, int(self.gan.step.numpy()), self.gan.ema_generator)
+        return row
 
-    def _sample_grid(self, e: int) -> Path:
+    def write_metrics(self) -> None:
+        """metrics.csv with every recorded row."""
+        write_metrics(self.run_dir / "metrics.csv", self.rows)
+        self.metrics_written = time.monotonic()
+
+    def sample_grid(self, e: int) -> Path:
+        """samples/epoch-EEEE.png: the EMA generator on the fixed noise, one row per class, composed from pixels."""
         from . import plots
+        from .sample import png_bytes
 
-        z, labels = self.fixed
-        imgs = self.gan.ema_generator([tf.constant(z), tf.constant(labels)], training=False).numpy()
+        if self._render is None:
+            z, labels = (tf.constant(a) for a in self.fixed)
+            ema = self.gan.ema_generator
+            self._render = tf.function(lambda: ema([z, labels], training=False))
+        imgs = self._render().numpy()
         n = self.cfg.n_fixed_noise
         rows = [imgs[i * n:(i + 1) * n] for i in range(self.cfg.num_classes)]
-        fig = plots.image_grid(rows, row_titles=list(self.cfg.class_names), title=f"epoch {e} (EMA generator, fixed noise)")
-        path = plots.save_figure(fig, self.run_dir / "samples" / f"epoch-{e:04d}.png")
-        plots.plt.close(fig)
-        if self.show_samples:
+        grid = plots.pixel_grid(rows, row_titles=list(self.cfg.class_names),
+                                title=f"epoch {e}/{self.cfg.epochs}, EMA generator, fixed noise")
+        png = png_bytes(grid, {"Description": f"epoch {e}: sample grid, one row per class "
+                                                    f"({', '.join(self.cfg.class_names)})"})
+        path = self.run_dir / "samples" / f"epoch-{e:04d}.png"
+        cio.atomic_write_bytes(path, png)
+        if self.show_samples:  # one output in the notebook, replaced each time: a 200-epoch notebook stays small
             from IPython.display import Image, display
 
-            display(Image(filename=str(path)))
+            if self.display is None:
+                self.display = display(Image(data=png), display_id=True)
+            else:
+                self.display.update(Image(data=png))
         return path
+
+    def checkpoint_due(self, e: int) -> bool:
+        """After the last epoch, and every checkpoint_every epochs once checkpoint_minutes have passed since the last
+        checkpoint: ~100 MB are not written after every fraction-of-a-second epoch of a small data set, while a long
+        run loses at most a few minutes (plus an epoch) to a kill."""
+        if e == self.cfg.epochs:
+            return True
+        waited = time.monotonic() - self.last_checkpoint_time >= 60.0 * self.cfg.checkpoint_minutes
+        return e % self.cfg.checkpoint_every == 0 and waited
+
+    def checkpoint(self, e: int) -> Path:
+        """Write epoch e's checkpoint (all state) and make it the last good one."""
+        p = self.ckpts.save(e, self.gan.get_state(), self.meta)
+        self.last_good = (e, p)
+        self.last_checkpoint_time = time.monotonic()
+        return p
+
+    def on_interrupt(self) -> str:
+        """After a KeyboardInterrupt: checkpoint the last recorded epoch if the model is still exactly at its end.
+
+        The interrupt may land mid-epoch (the state is then between epochs: not saved) or in an epoch's end work
+        (its row is recorded and the weights are those of its last step: saved). Returns the line to show.
+        """
+        e = int(self.rows[-1]["epoch"]) if self.rows else self.last_good[0]
+        consistent = self.bad is None and e > self.last_good[0] and int(self.gan.step.numpy()) == e * self.steps_per_epoch
+        if consistent:
+            self.write_metrics()  # the row may not be on disk yet
+            p = self.checkpoint(e)
+            return f"interrupted: wrote checkpoint {p} (epoch {e}); rerun with --resume to continue"
+        e, p = self.last_good
+        return f"interrupted: the last checkpoint is {p} (epoch {e}); rerun with --resume to continue from it"
 
 
 # ---------------------------------------------------------------- the public entry points
+
+def restore(gan: ConditionalGAN, found: Found, precision: str, replicas: int, saved_info: dict[str, Any]) -> str | None:
+    """Load a checkpoint into `gan` whatever precision, device count or key format wrote it.
+
+    Returns one line saying what changed ("resume: precision bf16 -> fp16: loss scale state created (initial
+    scale 32768)"), or None when nothing did. A checkpoint that does not fit the model is a UserError naming it.
+    """
+    state, path, notes = found.state, found.path, []
+    try:
+        if any(LEGACY_KEY.fullmatch(k) for k in state):  # written before checkpoints were keyed by variable path
+            mapping = gan.legacy_keys(state)
+            state = {mapping.get(k, k): v for k, v in state.items()}
+            notes.append("old positional checkpoint format, mapped onto today's variables by their order")
+        diff = gan.set_state(state)
+    except ValueError as e:
+        raise UserError(f"{path}: {e}; resume with the run's own config or choose another --run-dir") from None
+    was = found.meta.get("precision") or saved_info.get("precision_resolved") or "?"
+    if diff["dropped"] or diff["created"] or was not in ("?", precision):
+        change = f"precision {was} -> {precision}"
+        if diff["created"]:
+            change += f": loss scale state created (initial scale {_scales(diff['created'])})"
+        if diff["dropped"]:
+            change += f": loss scale state dropped (last scale {_scales(diff['dropped'])})"
+        notes.append(change)
+    was_replicas = found.meta.get("replicas") or saved_info.get("replicas")
+    if was_replicas and int(was_replicas) != replicas:
+        notes.append(f"devices {int(was_replicas)} -> {replicas}")
+    return f"resume: {'; '.join(notes)}" if notes else None
+
+
+def _scales(state: dict[str, np.ndarray]) -> str:
+    """The loss scales in a state: "32768" when D's and G's agree, else "D 1024, G 2048"."""
+    found = {k.split("_")[0].upper(): float(v) for k, v in sorted(state.items()) if k.endswith("/loss_scale/dynamic_scale")}
+    if len(set(found.values())) == 1:
+        return f"{next(iter(found.values())):g}"
+    return ", ".join(f"{k} {v:g}" for k, v in found.items())
+
+
+def _steady_speed(epoch_ends: list[float], images_per_epoch: int) -> float | None:
+    """Images/s between the first and the last epoch end: training plus every epoch's own work, without tracing."""
+    if len(epoch_ends) < 2:
+        return None
+    return (len(epoch_ends) - 1) * images_per_epoch / max(epoch_ends[-1] - epoch_ends[0], 1e-9)
+
 
 def _check_resumable(saved: dict[str, Any], cfg: GANConfig, run_dir: Path) -> None:
     now = cfg.to_dict()
@@ -453,22 +598,25 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     if probe is not None:
         info.update(quality_reference=probe.reference, quality_features=probe.features_name)
 
+    meta = {"precision": precision, "replicas": replicas}
     with strategy.scope():
-        gan = build_gan(cfg, precision)
+        # several steps per call fail under MirroredStrategy in TF 2.21 (a placeholder inside Keras's while loop is
+        # left unfed): one step per call there
+        gan = build_gan(cfg, precision, steps_per_execution(steps) if replicas == 1 else 1)
+        note = None
         if found is not None:
-            start_epoch, state, ckpt_path = found
-            try:
-                gan.set_state(state)
-            except ValueError as e:
-                raise UserError(f"{ckpt_path}: {e}; resume with the run's own config or choose another --run-dir") from None
+            start_epoch, state, ckpt_path = found.epoch, found.state, found.path
+            note = restore(gan, found, precision, replicas, (saved or {}).get("data", {}))
             if int(state["step"]) != start_epoch * steps:
                 raise UserError(f"{ckpt_path}: step {int(state['step'])} does not match epoch {start_epoch} x {steps} "
                                 f"steps; the data or batch size changed since the run started")
+            if note:
+                print(note, file=sys.stderr)
         # written only once the checkpoint restored: a refused resume leaves the run's config.json untouched
         cio.atomic_write_json(cfg_path, {**cfg.to_dict(), "data": info})
         if found is None:
             start_epoch = 0
-            ckpt_path = ckpts.save(0, gan.get_state())  # a fresh run is resumable (and has a last good state) at once
+            ckpt_path = ckpts.save(0, gan.get_state(), meta)  # a fresh run is resumable (and has a last good state) at once
         rows = read_metrics(run_dir / "metrics.csv", start_epoch)
         write_metrics(run_dir / "metrics.csv", rows)  # drop epochs after the checkpoint (a kill after metrics, before ckpt)
 
@@ -478,7 +626,7 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
             verbose = 1 if (_in_notebook() or sys.stdout.isatty()) else 2
         else:
             verbose = int(progress) if not isinstance(progress, bool) else (1 if progress else 0)
-        cb = RunCallback(run_dir, gan, ckpts, rows, steps, (start_epoch, ckpt_path), show_samples)
+        cb = RunCallback(run_dir, gan, ckpts, rows, steps, (start_epoch, ckpt_path), show_samples, meta)
         if probe is not None:
             cb.tracker = quality.QualityTracker(run_dir, probe, interval, cfg.epochs, writer=cb.writer)
             cb.tracker.reconcile(start_epoch, int(gan.step.numpy()), gan.ema_generator)
@@ -488,10 +636,14 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
                 ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs, cfg.channels)
                 gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, verbose=verbose,
                         shuffle=False, callbacks=[cb])
+        except KeyboardInterrupt:  # Ctrl-C, or a notebook's "interrupt kernel": keep the last completed epoch
+            print(cb.on_interrupt(), file=sys.stderr)
+            raise
         finally:
             cb.writer.close()
         seconds = time.perf_counter() - t0
         if cb.bad is not None:
+            cb.write_metrics()  # the good epochs since the last write, for reading (a resume trims them to the checkpoint)
             e, p = cb.last_good
             b = cb.bad
             raise TrainingDiverged(f"{run_dir}: training diverged: {b['name']}={b['value']} at epoch {b['epoch']}, step "
@@ -506,7 +658,9 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         "run_dir": str(run_dir), "epochs": cfg.epochs, "resumed_from_epoch": start_epoch if found else None,
         "step": int(gan.step.numpy()), "seconds": seconds, "train_seconds": cb.train_seconds,
         "images_per_second": cb.images_seen / cb.train_seconds if cb.train_seconds else None,
-        "precision": precision, "replicas": replicas, "generator": str(gen_path),
+        "wall_images_per_second": _steady_speed(cb.epoch_ends, steps * cfg.batch_size),
+        "precision": precision, "replicas": replicas, "jit": bool(gan.jit_compile), "resume_note": note,
+        "generator": str(gen_path),
         "metrics": {k: float(v) for k, v in last.items() if k != "epoch"} | ({"epoch": int(last["epoch"])} if last else {}),
         "quality": q_rows[-1] if q_rows else None, "best": quality.load_best(run_dir),
         "alarm": next((r["alarm"] for r in reversed(q_rows) if r.get("alarm")), None) if q_rows else None,
@@ -590,13 +744,12 @@ def load_generator(run_dir: str | os.PathLike, which: str | int = "last") -> tup
 
 def _generator_from_checkpoint(cfg: GANConfig, path: Path) -> keras.Model:
     """The EMA generator (float32) of one checkpoint file."""
-    state = cio.load_npz(path)
-    state.pop("meta_epoch", None)
-    gan = build_gan(cfg, "fp32")
     try:
-        gan.set_state({k.replace(".", "/"): v for k, v in state.items()})
-    except ValueError as e:
-        raise UserError(f"{path}: {e}; it does not belong to this run's config.json") from None
+        found = Checkpoints.read(path)
+    except Exception as e:  # a damaged file
+        raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); choose another --which") from None
+    gan = build_gan(cfg, "fp32")
+    restore(gan, found, "fp32", 1, {})  # any precision or device count that wrote it; a foreign file is a UserError
     return gan.ema_generator
 
 
@@ -620,7 +773,9 @@ def cli_train(args: argparse.Namespace) -> int:
     if getattr(args, "smoke", False):
         cfg = cfg.replace(**smoke_overrides())
     cfg = cfg.replace(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
-                      max_per_class=args.max_per_class, deterministic=True if args.deterministic else None)
+                      max_per_class=args.max_per_class, deterministic=True if args.deterministic else None,
+                      jit=args.jit, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+                      sample_every=args.sample_every)
     out = train_from_npz(args.data, run_dir, cfg, resume=args.resume)
     m = out["metrics"]
     print(f"trained {run_dir}: epoch {m.get('epoch', out['epochs'])}/{out['epochs']}, step {out['step']}, "

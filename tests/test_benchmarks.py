@@ -203,7 +203,21 @@ def _fake_result() -> dict:
                   "flops": {"total": 3.6736e11, "matmul_conv": 3.657e11},
                   "ratios": {"bf16_vs_fp32": {"value": 1.6333, "target": 2.0, "met": False},
                              "bf16_peak_fraction": {"value": 0.29, "target": 0.4, "met": False},
-                             "input_overhead": {"value": 0.0123, "target": 0.05, "met": True}}},
+                             "input_overhead": {"value": 0.0123, "target": 0.05, "met": True}},
+                  "loop": {"n_train": 10, "steps_per_epoch": 1, "config": {"image_size": 64, "batch_size": 10},
+                           "bare_step": {"precision": "bf16", "seconds_per_step": 0.125, "images_per_second": 80.0},
+                           "bare_step_jit": {"seconds_per_step": 0.25, "images_per_second": 40.0},
+                           "train": {"seconds_per_epoch": 0.15, "images_per_second": 66.7},
+                           "ratios": {"loop_vs_bare_step": {"value": 0.83375, "target": 0.8, "met": True}}},
+                  "before_after": {"rounds": 2,
+                                   "before": {"commit": "1e48616abc", "precision": "bf16",
+                                              "bare_step_sample_config_seconds": 0.131,
+                                              "bare_step_default_batch_seconds": 0.529, "train_seconds_per_epoch": 0.912,
+                                              "loop_vs_bare_step": 0.14},
+                                   "after": {"commit": "2f00000def", "precision": "bf16",
+                                             "bare_step_sample_config_seconds": 0.125,
+                                             "bare_step_default_batch_seconds": 0.521, "train_seconds_per_epoch": 0.15,
+                                             "loop_vs_bare_step": 0.83375}}},
         "matmul_peak": {"float32": {"flops_per_second": 3.17e11}, "bfloat16": {"flops_per_second": 1.2e12}},
         "export": {"pngs": 500, "images_per_second": 1234.0},
         "digits": {"tstr": 0.95, "trtr": 0.97, "ratio": 0.9794, "seconds": 200.0,
@@ -221,7 +235,9 @@ def test_report_markdown_has_machine_targets_and_numbers(tmp_path):
               "812 img/s", "433 img/s", "203 img/s", "4.00x", ">= 4x",
               "37.5 img/s", "61.2 img/s", "1.63x", ">= 2x", "367.4 GFLOP", "317 GFLOP/s", "1,200 GFLOP/s",
               "29.0%", ">= 40%", "1.2%", "< 5%", "1,234 img/s", "TSTR 0.800", "0.95", "not measured yet", "< 600 s",
-              "250 s", "< 300 s", "Conv2DBackpropFilter", "400"):
+              "250 s", "< 300 s", "Conv2DBackpropFilter", "400",
+              "66.7 / 80.0 img/s = 83.4%", ">= 80%", "0.250 s / 0.125 s", "commit 1e48616 / 2f00000", "0.131 s / 0.125 s",
+              "0.529 s / 0.521 s", "0.912 s / 0.150 s", "14.0% / 83.4%"):
         assert s in md, s
     assert md.count("**missed**") == 2  # bf16/fp32 and the peak fraction
     # every table row has 4 cells
@@ -273,3 +289,28 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     assert d["quick_ratio"]["target"] == 300.0
     md = capsys.readouterr().out
     assert "Machine:" in md and "| Measure | Result | Target | Status |" in md
+
+
+def test_loop_measures_train_against_the_bare_step_and_pairs_before_after(sample_npz, tmp_path):
+    from cxr_utils.config import GANConfig
+
+    cfg = GANConfig(g_base_filters=8, d_base_filters=8, latent_dim=16, embed_dim=4, precision="fp32", n_fixed_noise=2)
+    r = train_step.loop(sample_npz, tmp_path / "loop", epochs=(1, 3), rounds=1, chunk=3, cfg=cfg)
+    assert (r["n_train"], r["steps_per_epoch"], r["config"]["batch_size"]) == (10, 1, 10)  # notebook 02's batch
+    tr, bare = r["train"], r["bare_step"]
+    assert tr["seconds_per_epoch"] == pytest.approx((tr["fit_seconds"][1] - tr["fit_seconds"][0]) / 2)
+    assert tr["images_per_second"] == pytest.approx(10 / tr["seconds_per_epoch"])
+    assert bare["images_per_second"] == pytest.approx(10 / bare["seconds_per_step"])
+    assert r["ratios"]["loop_vs_bare_step"]["value"] == pytest.approx(tr["images_per_second"] / bare["images_per_second"])
+    assert min(tr["run_folder_bytes"]) > 0 and not list((tmp_path / "loop").glob("loop-*"))  # measured, then removed
+    ab = tmp_path / "ab.json"
+    slow = {**r, "train": {**tr, "seconds_per_epoch": 9.0}}
+    ab.write_text(json.dumps({"command": "x", "rounds": 2,
+                              "before": {"commit": "abc", "runs": [{"loop": slow, "bare_step_default_batch": {"seconds_per_step": 2.0}},
+                                                                   {"loop": slow, "bare_step_default_batch": {"seconds_per_step": 3.0}}]},
+                              "after": {"commit": "def", "runs": [{"loop": r, "bare_step_default_batch": {"seconds_per_step": 1.5}}]}}))
+    ba = train_step.before_after(ab)
+    assert ba["before"]["train_seconds_per_epoch"] == 9.0 and ba["before"]["bare_step_default_batch_seconds"] == 2.0
+    assert ba["after"]["train_seconds_per_epoch"] == tr["seconds_per_epoch"] and ba["after"]["commit"] == "def"
+    assert ba["before"]["loop_vs_bare_step"] == pytest.approx(bare["seconds_per_step"] / 9.0)  # 1 step per epoch
+    assert "not measured" in train_step.before_after(tmp_path / "missing.json")["note"]

@@ -181,7 +181,7 @@ def test_train_step_is_a_pure_function_of_state_and_step() -> None:
     logs1 = {k: float(v) for k, v in gan.train_step(batch).items()}
     after1 = gan.get_state()
     assert int(after1["step"]) == 1 and int(start["step"]) == 0
-    assert not np.array_equal(after1["g/0000"], start["g/0000"])
+    assert not np.array_equal(after1["generator/project/kernel"], start["generator/project/kernel"])
     gan.set_state(start)
     for m in gan.metrics:
         m.reset_state()
@@ -197,15 +197,44 @@ def test_train_step_is_a_pure_function_of_state_and_step() -> None:
     assert logs3["d_loss"] != logs1["d_loss"] or logs3["g_loss"] != logs1["g_loss"]
 
 
-def test_state_covers_every_variable_and_rejects_other_models() -> None:
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_state_is_keyed_by_path_and_covers_every_variable(precision: str) -> None:
+    gan = build_gan(_cfg(), precision)
+    variables = gan.state_variables()
+    # every model and optimizer variable exactly once (learning rates excluded: the config rules them)
+    models = [v for m in (gan.generator, gan.discriminator, gan.ema_generator) for v in m.variables]
+    opts = [v for o in (gan.g_optimizer, gan.d_optimizer) for v in o.variables if v.name != "learning_rate"]
+    assert sorted(map(id, variables.values())) == sorted(map(id, [gan.step, *models, *opts]))
+    # keys name the variable, not its position: model paths, and slots by the path of the weight they belong to
+    conv = gan.generator.get_layer("up0_conv").kernel
+    assert variables["generator/up0_conv/kernel"] is conv
+    adam = getattr(gan.g_optimizer, "inner_optimizer", gan.g_optimizer)
+    for slot, store in (("momentum", adam._momentums), ("velocity", adam._velocities)):
+        assert variables[f"g_opt/generator/up0_conv/kernel/{slot}"] is store[adam._get_variable_index(conv)]
+    assert variables["g_opt/iteration"] is adam.iterations
+    scale = {k for k in variables if "/loss_scale/" in k}
+    assert scale == (set() if precision == "fp32" else
+                     {f"{o}/loss_scale/{n}" for o in ("g_opt", "d_opt") for n in ("iteration", "step_counter", "dynamic_scale")})
+    assert not any(k[-4:].isdigit() for k in variables)
+
+
+def test_set_state_rejects_other_models_and_reports_loss_scale_changes() -> None:
     gan = build_gan(_cfg())
     state = gan.get_state()
-    n_opt = sum(1 for o in (gan.g_optimizer, gan.d_optimizer) for v in o.variables if not v.path.endswith("learning_rate"))
-    n_models = len(gan.generator.variables) + len(gan.discriminator.variables) + len(gan.ema_generator.variables)
-    assert len(state) == 1 + n_models + n_opt
     other = build_gan(_cfg(g_base_filters=8))
     with pytest.raises(ValueError, match="shape"):
         other.set_state(state)
+    with pytest.raises(ValueError, match="lacks 1 variables .*generator/project/kernel"):
+        gan.set_state({k: v for k, v in state.items() if k != "generator/project/kernel"})
+    with pytest.raises(ValueError, match="has 1 variables this model lacks .*generator/extra/kernel"):
+        gan.set_state({**state, "generator/extra/kernel": np.zeros(3, np.float32)})
+    # fp32 state into an fp16 model: the loss-scale state is created; back: it is dropped, with its values
+    fp16 = build_gan(_cfg(), "fp16")
+    diff = fp16.set_state(state)
+    assert diff["dropped"] == {} and float(diff["created"]["g_opt/loss_scale/dynamic_scale"]) == 2.0**15
+    back = fp16.get_state()
+    assert all(np.array_equal(back[k], state[k]) for k in state)
+    assert set(gan.set_state(back)["dropped"]) == {k for k in back if "/loss_scale/" in k}
 
 
 def test_fixed_noise_is_fixed_and_class_blocked() -> None:
@@ -250,3 +279,18 @@ def test_r1_penalty_adds_half_gamma_times_mean_squared_input_gradient_to_d_loss(
     assert expected > 0
     d_loss_pen = float(penalised.train_step((x, y))["d_loss"])
     assert d_loss_pen - d_loss_plain == pytest.approx(expected, rel=1e-4)
+
+
+def test_guard_records_the_first_non_finite_step_in_the_graph() -> None:
+    cfg = _cfg()
+    gan = build_gan(cfg)
+    batch = _batch(cfg)
+    step = tf.function(gan.train_step)  # as fit runs it: no Python between the loss and the record
+    step(batch)
+    assert int(gan.bad_step.numpy()) == 0
+    kernel = gan.discriminator.get_layer("down0_conv").kernel
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))  # D's scores and so both losses become NaN
+    step(batch)
+    step(batch)
+    assert int(gan.bad_step.numpy()) == 2  # the first bad step (1-based), not the last
+    assert np.isnan(gan.bad_losses.numpy()).all() and int(gan.step.numpy()) == 3

@@ -11,11 +11,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from cxr_utils import io as cio
+from cxr_utils import plots
 from cxr_utils import train as T
 from cxr_utils.cli import main as cli_main
 from cxr_utils.config import GANConfig
@@ -25,9 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def tiny_cfg(**kw) -> GANConfig:
-    """A seconds-sized model: 32 px, 1 channel, 4-8 filters."""
+    """A seconds-sized model: 32 px, 1 channel, 4-8 filters; a checkpoint and a sample grid every epoch."""
     base = dict(image_size=32, channels=1, g_base_filters=8, d_base_filters=8, latent_dim=16, embed_dim=4, epochs=2,
-                batch_size=8, precision="fp32", deterministic=True, n_fixed_noise=3, seed=7)
+                batch_size=8, precision="fp32", deterministic=True, n_fixed_noise=3, seed=7, checkpoint_every=1,
+                checkpoint_minutes=0, sample_every=1)
     return GANConfig(**{**base, **kw})
 
 
@@ -100,10 +103,11 @@ def test_generator_loads_safe_mode_and_is_the_ema(ref_run: tuple[Path, dict]) ->
     x = g.predict([z, np.array([0, 1, 0, 1, 1], np.int32)], verbose=0)
     assert x.shape == (5, 32, 32, 1) and x.dtype == np.float32 and x.min() >= -1 and x.max() <= 1
     ck = cio.load_npz(run / "checkpoints" / "ckpt-0002.npz")
-    ema = [ck[k] for k in sorted(k for k in ck if k.startswith("ema."))]
-    assert len(ema) == len(g.variables)
+    # checkpoint keys are the variables' paths: the loaded model's variables find their arrays by name
+    ema = [ck["ema_generator." + v.path.replace("/", ".")] for v in g.variables]
+    assert len(ema) == sum(1 for k in ck if k.startswith("ema_generator."))
     assert all(np.array_equal(a, np.asarray(v)) for a, v in zip(ema, g.variables, strict=True))
-    assert not np.array_equal(ck["ema.0000"], ck["g.0000"])  # EMA differs from the raw generator
+    assert not np.array_equal(ck["ema_generator.project.kernel"], ck["generator.project.kernel"])  # EMA differs from G
 
 
 def test_load_generator_missing_or_foreign_file_is_a_user_error(ref_run: tuple[Path, dict], tmp_path: Path) -> None:
@@ -128,9 +132,7 @@ def test_resume_in_process_is_bit_identical_and_truncates_metrics(ref_run: tuple
         T.train(tiny_cfg(epochs=2), run, x, y, progress=False)
     with pytest.raises(UserError, match="trained with latent_dim=16, now latent_dim=32"):
         T.train(tiny_cfg(epochs=2, latent_dim=32), run, x, y, resume=True, progress=False)
-    with pytest.raises(UserError, match="ckpt-0001.npz: checkpoint lacks .* variables"):  # fp16 adds loss-scale state
-        T.train(tiny_cfg(epochs=2, precision="fp16"), run, x, y, resume=True, progress=False)
-    assert cio.read_json(run / "config.json")["precision"] == "fp32"  # a refused resume leaves config.json alone
+    assert cio.read_json(run / "config.json")["latent_dim"] == 16  # a refused resume leaves config.json alone
     # a kill after metrics.csv got epoch 2's row but before its checkpoint: resume must drop that row
     with open(run / "metrics.csv", "a", encoding="utf-8") as fh:
         fh.write("2,9,9,0,0,0,0,1,1\n")
@@ -152,8 +154,8 @@ def test_checkpoints_fall_back_past_damaged_files(tmp_path: Path) -> None:
     (ck.dir / ".ckpt-0004.npz.part123.npz").write_bytes(b"half")  # an interrupted write's temp file
     p3 = ck.path(3)
     p3.write_bytes(p3.read_bytes()[:50])  # a damaged newest file (cannot happen via atomic writes, but disks fail)
-    epoch, state, path = ck.load_latest()
-    assert (epoch, path.name, state["g/0000"].tolist()) == (2, "ckpt-0002.npz", [2.0, 2.0, 2.0])
+    epoch, state, path, meta = ck.load_latest()
+    assert (epoch, path.name, state["g/0000"].tolist(), meta) == (2, "ckpt-0002.npz", [2.0, 2.0, 2.0], {})
 
 
 def _cli_env() -> dict[str, str]:
@@ -175,7 +177,7 @@ def test_nan_guard_stops_names_the_loss_and_keeps_the_last_good_checkpoint(ref_r
     msg = str(ei.value)
     assert "diverged" in msg and "_loss=nan" in msg and "at epoch 3, step 11" in msg
     assert "ckpt-0002.npz (epoch 2)" in msg and "--resume" in msg
-    epoch, state, _ = T.Checkpoints(run).load_latest()
+    epoch, state, _, _ = T.Checkpoints(run).load_latest()
     assert epoch == 2 and all(np.isfinite(v).all() for v in state.values())
     assert [r["epoch"] for r in _rows(run / "metrics.csv")] == ["1", "2"]
     assert not (run / "samples" / "epoch-0003.png").exists()
@@ -247,15 +249,18 @@ def test_bf16_and_fp16_build_and_train_one_step(tmp_path: Path) -> None:
     for prec in ("bf16", "fp16"):
         out = T.train(tiny_cfg(epochs=1, precision=prec, deterministic=False), tmp_path / prec, x, y, progress=False)
         assert out["precision"] == prec and np.isfinite(out["metrics"]["g_loss"])
-    ck = cio.load_npz(tmp_path / "fp16" / "checkpoints" / "ckpt-0001.npz")
-    assert sum(1 for k in ck if k.startswith("dopt.")) > sum(1 for k in cio.load_npz(tmp_path / "bf16" / "checkpoints" /
-                                                                                    "ckpt-0001.npz") if k.startswith("dopt."))
+    fp16 = cio.load_npz(tmp_path / "fp16" / "checkpoints" / "ckpt-0001.npz")
+    bf16 = cio.load_npz(tmp_path / "bf16" / "checkpoints" / "ckpt-0001.npz")
+    # the same keys, plus the loss-scale state of each optimizer
+    assert sorted(set(fp16) - set(bf16)) == [f"{o}.loss_scale.{k}" for o in ("d_opt", "g_opt")
+                                             for k in ("dynamic_scale", "iteration", "step_counter")]
+    assert set(bf16) - set(fp16) == set() and (str(fp16["meta_precision"]), str(bf16["meta_precision"])) == ("fp16", "bf16")
     g, _ = T.load_generator(tmp_path / "bf16")
     assert g.get_layer("up0_conv").compute_dtype == "float32"  # the exported EMA generator is plain float32
 
 
 TWO_DEVICES = """
-import json, sys
+import json, shutil, sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -265,17 +270,41 @@ from test_train import tiny_cfg, tiny_data
 from cxr_utils import io as cio, train as T
 x, y = tiny_data(32)
 cfg = tiny_cfg(epochs=2, deterministic=False)
-one = T.train(cfg, {out!r} + "/one", x, y, progress=False, distribute="default")
-two = T.train(cfg, {out!r} + "/two", x, y, progress=False, distribute="mirrored")
-a = cio.load_npz({out!r} + "/one/checkpoints/ckpt-0002.npz")
-b = cio.load_npz({out!r} + "/two/checkpoints/ckpt-0002.npz")
-diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a if a[k].size)
-print(json.dumps({{"replicas": [one["replicas"], two["replicas"]], "diff": diff, "steps": [one["step"], two["step"]],
-                  "m1": one["metrics"], "m2": two["metrics"]}}))
+out = {out!r}
+one = T.train(cfg, out + "/one", x, y, progress=False, distribute="default")
+two = T.train(cfg, out + "/two", x, y, progress=False, distribute="mirrored")
+
+def diff(p, q):
+    a, b = cio.load_npz(p), cio.load_npz(q)
+    assert sorted(a) == sorted(b)
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a if a[k].size and not k.startswith("meta"))
+
+res = {{"replicas": [one["replicas"], two["replicas"]], "diff": diff(out + "/one/checkpoints/ckpt-0002.npz",
+        out + "/two/checkpoints/ckpt-0002.npz"), "steps": [one["step"], two["step"]], "m1": one["metrics"],
+        "m2": two["metrics"], "resume": {{}}}}
+# resume across device counts: epoch 1 on one layout, epoch 2 on the other
+for first, second, ref in (("default", "mirrored", "one"), ("mirrored", "default", "two")):
+    run = out + "/" + first + "-then-" + second
+    shutil.copytree(out + "/" + ref, run)
+    for p in ("ckpt-0002.npz", "latest.json"):  # back to epoch 1
+        (T.Path(run) / "checkpoints" / p).unlink()
+    # the weights right after restore equal the checkpoint's, on the new layout
+    found = T.Checkpoints(run).load_latest()
+    strategy = T.make_strategy(second)
+    with strategy.scope():
+        gan = T.build_gan(cfg, "fp32")
+        note = T.restore(gan, found, "fp32", strategy.num_replicas_in_sync, {{}})
+    restored = gan.get_state()
+    exact = all(np.array_equal(restored[k], found.state[k]) for k in restored)
+    r = T.train(cfg, run, x, y, resume=True, progress=False, distribute=second)
+    res["resume"][first + "->" + second] = {{"note": note, "train_note": r["resume_note"], "exact": exact,
+        "step": r["step"], "replicas": r["replicas"], "diff_to_uninterrupted": diff(run + "/checkpoints/ckpt-0002.npz",
+        out + "/" + ref + "/checkpoints/ckpt-0002.npz")}}
+print(json.dumps(res))
 """
 
 
-def test_two_devices_match_one_device(tmp_path: Path) -> None:
+def test_two_devices_match_one_device_and_resume_across_device_counts(tmp_path: Path) -> None:
     code = TWO_DEVICES.format(tests=str(ROOT / "tests"), out=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", code], env=_cli_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -285,6 +314,10 @@ def test_two_devices_match_one_device(tmp_path: Path) -> None:
     assert res["diff"] < 1e-4, res
     for k in ("d_loss", "g_loss"):
         assert abs(res["m1"][k] - res["m2"][k]) < 1e-4, res
+    for (a, b), rec in zip([(1, 2), (2, 1)], res["resume"].values(), strict=True):
+        assert rec["note"] == rec["train_note"] == f"resume: devices {a} -> {b}", rec
+        assert rec["exact"] and rec["step"] == 8 and rec["replicas"] == b, rec
+        assert rec["diff_to_uninterrupted"] < 1e-4, rec  # it trained on: epoch 2 as the uninterrupted run's
 
 
 def test_cli_bad_data_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -353,3 +386,245 @@ def test_cli_recipe_projection_trains_and_is_saved_and_resume_refuses_a_new_reci
     assert GANConfig(projection=True, g_class_loss_weight=0.0).with_recipe("seed") == GANConfig()
     with pytest.raises(UserError, match=r"recipe 'sngan': unknown; choose one of \['projection', 'projection-ln', 'seed', 'xray'\]"):
         recipe("sngan")
+
+
+# ---------------------------------------------------------------- resume across precisions and key formats
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def tiny16(**kw) -> GANConfig:
+    """The smallest model (16 px, 4 filters, batch 4): fp16 runs on CPU, slowly."""
+    return tiny_cfg(**{**dict(image_size=16, g_base_filters=4, d_base_filters=4, latent_dim=8, embed_dim=2, batch_size=4,
+                              n_fixed_noise=2, deterministic=False), **kw})
+
+
+def data16() -> tuple[np.ndarray, np.ndarray]:
+    x, y = tiny_data(8)
+    return np.ascontiguousarray(x[:, ::2, ::2]), y
+
+
+@pytest.fixture(scope="module")
+def one_epoch_per_precision(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished epoch in each precision (runs/<precision>)."""
+    base = tmp_path_factory.mktemp("precisions")
+    x, y = data16()
+    for p in PRECISIONS:
+        T.train(tiny16(epochs=1, precision=p), base / p, x, y, progress=False)
+    return base
+
+
+@pytest.mark.parametrize(("was", "now"), [(a, b) for a in PRECISIONS for b in PRECISIONS if a != b])
+def test_resume_across_precisions(one_epoch_per_precision: Path, tmp_path: Path, was: str, now: str) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_per_precision / was, run)
+    found = T.Checkpoints(run).load_latest()
+    assert found.meta == {"precision": was, "replicas": 1}
+    # right after restore, every weight and optimizer slot equals the checkpoint's (cast to the variable's dtype)
+    gan = T.build_gan(tiny16(precision=now), now)
+    note = T.restore(gan, found, now, 1, {})
+    restored = gan.get_state()
+    common = set(restored) & set(found.state)
+    assert common == {k for k in restored if "/loss_scale/" not in k}
+    assert all(np.array_equal(restored[k], found.state[k].astype(restored[k].dtype)) for k in common)
+    if now == "fp16":
+        expected = f"resume: precision {was} -> fp16: loss scale state created (initial scale 32768)"
+        assert float(restored["g_opt/loss_scale/dynamic_scale"]) == 2.0**15
+    elif was == "fp16":
+        expected = f"resume: precision fp16 -> {now}: loss scale state dropped (last scale {T._scales(found.state)})"
+    else:
+        expected = f"resume: precision {was} -> {now}"
+    assert note == expected
+    # and the resumed run trains on, in the new precision (6 steps: fp16 skips its first steps while the loss scale
+    # comes down from 32768 to a value whose gradients are finite)
+    x, y = data16()
+    out = T.train(tiny16(epochs=4, precision=now), run, x, y, resume=True, progress=False)
+    assert out["resume_note"] == expected and out["precision"] == now and out["step"] == 8
+    assert np.isfinite(out["metrics"]["d_loss"]) and np.isfinite(out["metrics"]["g_loss"])
+    after = T.Checkpoints(run).load_latest()
+    assert after.epoch == 4 and after.meta["precision"] == now
+    assert any("/loss_scale/" in k for k in after.state) == (now == "fp16")
+    for k in ("generator/project/kernel", "discriminator/down0_conv/kernel"):
+        assert not np.array_equal(after.state[k], found.state[k]), k
+
+
+def _positional(state: dict[str, np.ndarray], gan) -> dict[str, np.ndarray]:
+    """A state in the checkpoint format before issue 11: g/0000 ... numbered by each list's order (learning rates
+    skipped but counted), as the old ConditionalGAN.state_variables wrote it."""
+    key_of = {id(v): k for k, v in gan.state_variables().items()}
+    old = {"step": state["step"]}
+    for prefix, model in (("g", gan.generator), ("d", gan.discriminator), ("ema", gan.ema_generator)):
+        old.update({f"{prefix}/{i:04d}": state[key_of[id(v)]] for i, v in enumerate(model.variables)})
+    for prefix, opt in (("gopt", gan.g_optimizer), ("dopt", gan.d_optimizer)):
+        old.update({f"{prefix}/{i:04d}": state[key_of[id(v)]] for i, v in enumerate(opt.variables)
+                    if not v.path.endswith("learning_rate")})
+    return old
+
+
+def test_old_positional_checkpoints_still_resume_bit_identical(ref_run: tuple[Path, dict], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    ref, _ = ref_run
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    ck = T.Checkpoints(run)
+    for p in ck.dir.iterdir():
+        p.unlink()
+    epoch1 = {k.replace(".", "/"): v for k, v in cio.load_npz(ref / "checkpoints" / "ckpt-0001.npz").items()
+              if not k.startswith("meta")}
+    gan = T.build_gan(tiny_cfg(), "fp32")
+    cio.atomic_save_npz(ck.path(1), compress=False, meta_epoch=np.int64(1),
+                        **{k.replace("/", "."): v for k, v in _positional(epoch1, gan).items()})
+    x, y = tiny_data()
+    capsys.readouterr()
+    out = T.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)
+    line = "resume: old positional checkpoint format, mapped onto today's variables by their order"
+    assert out["resume_note"] == line and capsys.readouterr().err.count(line) == 1
+    assert _same_state(ref / "checkpoints" / "ckpt-0002.npz", run / "checkpoints" / "ckpt-0002.npz") == []
+    # an old checkpoint of another model: one line naming the file
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    for p in (other / "checkpoints").iterdir():
+        p.unlink()
+    small = _positional(epoch1, gan)
+    n = len(gan.generator.variables)
+    del small[f"g/{n - 1:04d}"]
+    cio.atomic_save_npz(T.Checkpoints(other).path(1), compress=False, meta_epoch=np.int64(1),
+                        **{k.replace("/", "."): v for k, v in small.items()})
+    with pytest.raises(UserError, match=rf"ckpt-0001.npz: old-format checkpoint has {n - 1} generator variables, the "
+                                        rf"model has {n}; resume with the run's own config") as ei:
+        T.train(tiny_cfg(epochs=2), other, x, y, resume=True, progress=False)
+    assert "\n" not in str(ei.value)
+
+
+def test_old_positional_layouts_map_for_both_optimizer_kinds() -> None:
+    cfg = tiny16()
+    for was, now in (("fp16", "fp32"), ("fp32", "fp16")):
+        src = T.build_gan(cfg, was)
+        rng = np.random.default_rng(0)
+        for v in src.state_variables().values():  # distinct values, so a wrong mapping cannot pass
+            if v.dtype == "float32":
+                v.assign(rng.normal(size=v.shape).astype(np.float32))
+        state = src.get_state()
+        dst = T.build_gan(cfg, now)
+        mapping = dst.legacy_keys(_positional(state, src))
+        mapped = {mapping.get(k, k): v for k, v in _positional(state, src).items()}
+        assert mapped.keys() == state.keys() and all(np.array_equal(mapped[k], state[k]) for k in state)
+        dst.set_state(mapped)
+
+
+# ---------------------------------------------------------------- the loop: cadence, interruption, display, guard
+
+def test_checkpoint_and_sample_cadence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    saved: list[int] = []
+    real = T.Checkpoints.save
+
+    def spy(self, epoch, state, meta=None):
+        saved.append(epoch)
+        return real(self, epoch, state, meta)
+
+    monkeypatch.setattr(T.Checkpoints, "save", spy)
+    x, y = data16()
+    # every 2 epochs; every epoch once a (tiny) time has passed; every epoch but at most every 10 minutes: the end only
+    for every, minutes, expected in ((2, 0.0, [0, 2, 3]), (1, 1e-9, [0, 1, 2, 3]), (1, 10.0, [0, 3])):
+        saved.clear()
+        run = tmp_path / f"{every}-{minutes}"
+        T.train(tiny16(epochs=3, checkpoint_every=every, checkpoint_minutes=minutes, sample_every=2), run, x, y,
+                progress=False)
+        assert saved == expected, (every, minutes)
+        assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-0002.png", "epoch-0003.png"]
+    assert GANConfig().checkpoint_minutes >= 1  # by default no 100 MB write after every short epoch
+
+
+def test_interrupt_between_epochs_checkpoints_the_last_epoch(ref_run: tuple[Path, dict], tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    ref, _ = ref_run
+    run = tmp_path / "run"
+    x, y = tiny_data()
+    real = T.RunCallback.sample_grid
+
+    def interrupted_grid(self, e):  # Ctrl-C while epoch 2's end work runs: its row is recorded, its weights final
+        path = real(self, e)
+        if e == 2:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(T.RunCallback, "sample_grid", interrupted_grid)
+    # one step per fit call (the reference ran 5): the same state, bit for bit, and a mid-epoch moment to interrupt
+    monkeypatch.setattr(T, "MAX_STEPS_PER_EXECUTION", 1)
+    cfg = tiny_cfg(epochs=3, checkpoint_every=10, checkpoint_minutes=0)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, run, x, y, progress=False)
+    ckpt = run / "checkpoints" / "ckpt-0002.npz"
+    assert f"interrupted: wrote checkpoint {ckpt} (epoch 2); rerun with --resume" in capsys.readouterr().err
+    assert _same_state(ref / "checkpoints" / "ckpt-0002.npz", ckpt) == []  # exactly the end of epoch 2
+    assert [r["epoch"] for r in _rows(run / "metrics.csv")] == ["1", "2"]
+    monkeypatch.setattr(T.RunCallback, "sample_grid", real)
+
+    def mid_epoch(self, batch, logs=None):  # Ctrl-C during epoch 3: the state is between epochs, not saved
+        if batch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(T.RunCallback, "on_train_batch_begin", mid_epoch, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, run, x, y, resume=True, progress=False)
+    assert f"interrupted: the last checkpoint is {ckpt} (epoch 2)" in capsys.readouterr().err
+    assert T.Checkpoints(run).load_latest().epoch == 2 and len(_rows(run / "metrics.csv")) == 2
+    monkeypatch.undo()
+    out = T.train(cfg, run, x, y, resume=True, progress=False)
+    assert out["resumed_from_epoch"] == 2 and out["step"] == 15
+
+
+def test_notebook_shows_one_sample_grid_updated_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython.display as ipd
+
+    calls: list[tuple[str, object]] = []
+
+    class Handle:
+        def update(self, obj):
+            calls.append(("update", obj.data))
+
+    def fake_display(obj, display_id=None):
+        calls.append(("display", display_id))
+        return Handle()
+
+    monkeypatch.setattr(ipd, "display", fake_display)
+    x, y = data16()
+    T.train(tiny16(epochs=3), tmp_path / "run", x, y, progress=False, show_samples=True)
+    assert [c[0] for c in calls] == ["display", "update", "update"] and calls[0][1] is True
+    last = (tmp_path / "run" / "samples" / "epoch-0003.png").read_bytes()
+    assert calls[-1][1] == last and len(last) < 40_000  # a small PNG composed from pixels, not a figure
+
+
+def test_pixel_grid_places_each_image_and_titles() -> None:
+    rows = [np.full((2, 4, 4, 1), -1.0, np.float32), np.zeros((1, 4, 4, 3), np.float32)]
+    g = plots.pixel_grid(rows)  # no titles: 2 px padding around 4 px cells
+    expected = np.full((14, 14), 255, np.uint8)
+    expected[2:6, 2:6] = expected[2:6, 8:12] = 0  # -1 -> black
+    expected[8:12, 2:6] = 128  # 0 -> mid grey (3 channels averaged)
+    assert np.array_equal(g, expected)
+    titled = plots.pixel_grid(rows, row_titles=["NORMAL", "PNEUMONIA"], title="epoch 3")
+    assert titled.dtype == np.uint8 and titled.shape[0] > 14 and titled.shape[1] > 14 + 40  # a left strip and a header
+    assert (titled[:, :40] < 128).any()  # the row titles are drawn
+
+
+def test_loop_does_not_sync_per_step_and_jit_is_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    # no batch-end hook, and fit runs up to 16 steps per call: Keras waits for the device (to turn the logs into floats)
+    # once per call; a divisor of the epoch's steps, so every call stays inside one epoch
+    assert T.RunCallback.on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
+    assert [T.steps_per_execution(n) for n in (1, 5, 7, 17, 80, 81, 163)] == [1, 5, 7, 1, 16, 9, 1]
+    assert T.build_gan(tiny16(), "fp32", 5).steps_per_execution == 5
+    assert T.resolve_jit("on") and not T.resolve_jit("off") and not T.resolve_jit("auto")  # auto: off without a GPU
+    seen = []
+    real = keras.Model.compile
+    monkeypatch.setattr(keras.Model, "compile", lambda self, **kw: (seen.append(kw["jit_compile"]), real(self, **kw))[1])
+    T.build_gan(tiny16(jit="on"))
+    T.build_gan(tiny16(jit="off"))
+    assert seen == [True, False]  # (Keras itself turns XLA off again while op determinism is enabled)
+    with pytest.raises(UserError, match="jit must be auto|on|off"):
+        tiny_cfg(jit="yes").validate()
+    from cxr_utils.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--data", "x.npz", "--run-dir", "r", "--jit", "on", "--checkpoint-every",
+                                      "3", "--checkpoint-minutes", "2.5", "--sample-every", "4"])
+    assert (args.jit, args.checkpoint_every, args.checkpoint_minutes, args.sample_every) == ("on", 3, 2.5, 4)

@@ -21,8 +21,10 @@ REPO = HERE.parents[1]
 KILLABLE_CLI = HERE / "_killable_cli.py"
 
 # small enough that a CLI run is dominated by TensorFlow's start-up, same code path as a real run
+# (a checkpoint and a sample grid every epoch: the kill tests wait for them and resume from them)
 TINY: dict[str, Any] = dict(image_size=32, g_base_filters=8, d_base_filters=8, latent_dim=16, embed_dim=8,
-                            batch_size=4, n_fixed_noise=2, precision="fp32", deterministic=True, seed=7, epochs=2)
+                            batch_size=4, n_fixed_noise=2, precision="fp32", deterministic=True, seed=7, epochs=2,
+                            checkpoint_every=1, checkpoint_minutes=0, sample_every=1)
 
 
 def tiny_config(**over: Any):

@@ -1,6 +1,6 @@
-"""kill -9 of the CLI trainer at random moments and inside checkpoint writes, several times in one run, resuming
-after each: the final state equals an uninterrupted --deterministic run bit for bit, and no kill leaves a run that
-cannot resume. (tests/test_train*.py holds the GAN engineer's single-kill test; this is the multi-kill one.)"""
+"""kill -9 of the CLI trainer at random moments and inside checkpoint writes, several times in one run, and a Ctrl-C
+between two epochs, resuming after each: the final state equals an uninterrupted --deterministic run bit for bit, and
+no kill leaves a run that cannot resume. (tests/test_train*.py holds the GAN engineer's single-kill test; this is the multi-kill one.)"""
 
 from __future__ import annotations
 
@@ -118,10 +118,25 @@ def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tm
     assert _assert_resumable(run, "after kill 4") == nxt  # the newer complete checkpoint wins
     log.append(f"kill 4: inside the latest.json write of epoch {nxt} -> resumes from epoch {nxt}")
 
+    # interrupt 5: Ctrl-C (SIGINT) while epoch nxt + 1's metrics row is being written, with checkpoints due only at the
+    # end: the trainer checkpoints that completed epoch before it exits 130
+    nxt += 1
+    p5 = CliProcess([*base, "--resume", "--checkpoint-every", "100", "--checkpoint-minutes", "0"], tmp_path,
+                    "p5-sigint-between-epochs", CXR_TEST_PAUSE_FILE="metrics.csv", CXR_TEST_PAUSE_IF=f"\n{nxt},",
+                    CXR_TEST_PAUSE_MARKER=str(marker))
+    p5.wait_for(marker.exists, what=f"the pause inside the metrics.csv write of epoch {nxt}")
+    p5.proc.send_signal(signal.SIGINT)
+    assert p5.finish() == 130, p5.logs()
+    ckpt = run / "checkpoints" / f"ckpt-{nxt:04d}.npz"
+    assert f"interrupted: wrote checkpoint {ckpt} (epoch {nxt}); rerun with --resume" in p5.err.read_text(), p5.logs()
+    assert _assert_resumable(run, "after interrupt 5") == nxt and _metric_epochs(run) == list(range(1, nxt + 1))
+    marker.unlink()
+    log.append(f"interrupt 5: Ctrl-C inside the metrics.csv write of epoch {nxt} -> checkpointed, resumes from {nxt}")
+
     # finally: resume to the end
-    p5 = CliProcess([*base, "--resume"], tmp_path, "p5-finish")
-    assert p5.finish() == 0, p5.logs()
-    assert f"epoch {EPOCHS}/{EPOCHS}" in p5.out.read_text()
+    p6 = CliProcess([*base, "--resume"], tmp_path, "p6-finish")
+    assert p6.finish() == 0, p6.logs()
+    assert f"epoch {EPOCHS}/{EPOCHS}" in p6.out.read_text()
 
     # bit for bit: every variable (G, D, EMA, both optimizers, step) and the exported EMA generator
     a = cio.load_npz(run / "checkpoints" / f"ckpt-{EPOCHS:04d}.npz")
