@@ -119,7 +119,7 @@ def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, 
 
 
 def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int = 0, work: Path | None = None,
-        grid: Path | None = None, quick: bool = False) -> dict[str, Any]:
+        grid: Path | None = None, quick: bool = False, partial: Path | None = None) -> dict[str, Any]:
     """Train every recipe on the sample's train split; the JSON-ready result."""
     from cxr_utils import data, quality
     from cxr_utils.config import RECIPES, SMOKE
@@ -133,6 +133,12 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
         from cxr_utils.config import smoke_overrides
 
         overrides = {k: v for k, v in smoke_overrides().items() if k not in ("epochs", "batch_size")}
+    x, y = data.load(npz).subset("train")
+    head = {"benchmark": "x-ray recipes on the real sample (issue 10)", "data": f"sample source, train split: {len(y)} real "
+            f"Kaggle chest X-rays ({int((y == 0).sum())} NORMAL, {int((y == 1).sum())} PNEUMONIA), 64 px",
+            "steps": steps, "seed": seed, "quick": quick, "smoke": SMOKE, "can_show": CAN_SHOW,
+            "bar": {"diversity": quality.LEARNED_DIVERSITY, "train_coverage": quality.LEARNED_TRAIN_COVERAGE,
+                    "of": int(len(y))}}
     try:
         results = []
         for name in recipes:
@@ -143,6 +149,11 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
             print(f"[xray-recipes] {name}: {r['seconds']:.0f} s; kept epoch {(r['best'] or {}).get('epoch')}: "
                   f"diversity {b.get('diversity')}, train coverage {b.get('train_covered')}/{b.get('train_images')}",
                   file=sys.stderr, flush=True)
+            if partial is not None:  # what is measured so far survives an interrupted benchmark
+                from cxr_utils.io import atomic_write_json
+
+                atomic_write_json(partial, {**head, "partial": True,
+                                            "recipes": [{k: v for k, v in r.items() if k != "run_dir"} for r in results]})
         if grid is not None:
             save_grid(Path(grid), npz, results)
     finally:
@@ -150,12 +161,7 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
             shutil.rmtree(work, ignore_errors=True)
     for r in results:
         r.pop("run_dir", None)
-    x, y = data.load(npz).subset("train")
-    return {"benchmark": "x-ray recipes on the real sample (issue 10)", "data": f"sample source, train split: {len(y)} real "
-            f"Kaggle chest X-rays ({int((y == 0).sum())} NORMAL, {int((y == 1).sum())} PNEUMONIA), 64 px",
-            "steps": steps, "seed": seed, "quick": quick, "smoke": SMOKE, "can_show": CAN_SHOW,
-            "bar": {"diversity": quality.LEARNED_DIVERSITY, "train_coverage": quality.LEARNED_TRAIN_COVERAGE,
-                    "of": int(len(y))},
+    return {**head,
             "grid": str(Path(grid).resolve().relative_to(ROOT)) if grid and Path(grid).resolve().is_relative_to(ROOT) else
             (str(grid) if grid else None), "recipes": results}
 
@@ -231,11 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
     recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
-    res = run(recipes, steps, args.seed, Path(args.work_dir) if args.work_dir else None,
-              Path(args.grid) if args.grid else None, args.quick)
-    res["command"] = "python benchmarks/xray_recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
+    res = run(recipes, steps, args.seed, Path(args.work_dir) if args.work_dir else None,
+              Path(args.grid) if args.grid else None, args.quick, partial=out.with_suffix(".partial.json"))
+    res["command"] = "python benchmarks/xray_recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
     atomic_write_json(out, res)
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
     for r in res["recipes"]:
         b = (r["best"] or {}).get("scores", {})
         print(f"{r['recipe']:>16s}: kept epoch {(r['best'] or {}).get('epoch')}, diversity {b.get('diversity')}, "

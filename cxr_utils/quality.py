@@ -41,6 +41,9 @@ LEARNED_DIVERSITY = 0.4
 LEARNED_TRAIN_COVERAGE = 0.7
 # a generator that makes the wrong class for most images is not "best", whatever its KID says
 MIN_FIDELITY = 0.5
+# the quality classifier: at least this many steps, early stopping only on a reference split this large
+MIN_CLASSIFIER_STEPS = 300
+MIN_EARLY_STOPPING = 50
 # auto eval_every: about this many generator steps between evaluations
 AUTO_EVAL_STEPS = 500
 QUALITY_FILE = "quality.csv"
@@ -135,8 +138,10 @@ class QualityProbe:
     def _features(self, x: np.ndarray) -> np.ndarray:
         import keras
 
-        feat = keras.Model(self.classifier.inputs, self.classifier.get_layer("features").output)
-        return np.asarray(feat.predict(np.asarray(x, np.float32)[..., None], batch_size=256, verbose=0), np.float64)
+        if getattr(self, "_feature_model", None) is None:  # built once: a new model per call would retrace predict
+            self._feature_model = keras.Model(self.classifier.inputs, self.classifier.get_layer("features").output)
+        return np.asarray(self._feature_model.predict(np.asarray(x, np.float32)[..., None], batch_size=256, verbose=0),
+                          np.float64)
 
     def score_images(self, x_syn: np.ndarray) -> dict[str, Any]:
         """Every score of synthetic uint8 images (K * n_per_class, S, S) rendered from self.noise/self.labels."""
@@ -207,10 +212,14 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
         except Exception:  # an unreadable file (e.g. an older format): retrain, it is a pure function of the data
             clf = None
     if clf is None:
-        # the reference split doubles as the classifier's early-stopping set only when it is really held out
-        held_out = x_ref is not x_train
-        clf = train_domain_classifier(x_all, y_all, x_ref if held_out else None, y_ref if held_out else None,
-                                      epochs=15, seed=seed, num_classes=k)
+        # the reference split doubles as the classifier's early-stopping set only when it is really held out and
+        # large enough to choose an epoch (4 val images would stop a 10-image classifier at a constant guess)
+        stop_on = len(y_ref) >= MIN_EARLY_STOPPING and x_ref is not x_train
+        # small data: the images repeated within each of the 15 epochs, so the classifier gets enough steps to learn
+        # at all (10 images are one batch: 15 epochs would be 15 steps)
+        reps = max(1, -(-MIN_CLASSIFIER_STEPS * 32 // (15 * len(y_all))))
+        clf = train_domain_classifier(np.tile(x_all, (reps, 1, 1)), np.tile(y_all, reps), x_ref if stop_on else None,
+                                      y_ref if stop_on else None, epochs=15, seed=seed, num_classes=k)
         if classifier_path is not None:
             with cio.atomic_path(classifier_path) as tmp:
                 clf.save(tmp)
