@@ -24,7 +24,7 @@ from cxr_utils.config import project_root  # noqa: E402
 from cxr_utils.errors import UserError  # noqa: E402
 from cxr_utils.io import atomic_write_json, read_json  # noqa: E402
 
-SECTIONS = ("prep", "train", "export", "digits", "make_test")
+SECTIONS = ("prep", "train", "export", "digits", "xray", "make_test")
 TARGET_MAKE_TEST_SECONDS = 600.0
 TARGET_QUICK_SECONDS = 300.0
 
@@ -78,6 +78,24 @@ def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[st
                             budget_seconds=budget)
     d = digits_tstr.run(seed=0, plan=plan)
     return {"source": f"ran here: digits_tstr.run(seed=0, {plan})", "short_run": quick, **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")}}
+
+
+def xray_section(quick: bool) -> dict[str, Any]:
+    """X-ray recipes: the cost of one quality evaluation at full-scale sizes (measured here), and the recipe table from
+    assets/results/xray_recipes.json (benchmarks/xray_recipes.py), or a short labelled run of the default recipe."""
+    from . import xray_recipes
+
+    out: dict[str, Any] = {"quality_cost": xray_recipes.quality_cost(repeats=2 if quick else 3)}
+    p = project_root() / "assets" / "results" / "xray_recipes.json"
+    if p.is_file():
+        d = read_json(p)
+        out["recipes"] = {"source": "read from assets/results/xray_recipes.json", "steps": d.get("steps"),
+                          "kept": {r["recipe"]: (r.get("best") or {}).get("scores") for r in d.get("recipes", [])}}
+    else:
+        d = xray_recipes.run([xray_recipes.DEFAULT_RECIPE], steps=xray_recipes.QUICK_STEPS, quick=True)
+        out["recipes"] = {"source": f"ran here: {xray_recipes.QUICK_STEPS} steps of the default recipe (a pipeline check)",
+                          "steps": d["steps"], "kept": {r["recipe"]: (r.get("best") or {}).get("scores") for r in d["recipes"]}}
+    return out
 
 
 def make_test_section(path: Path) -> dict[str, Any]:
@@ -158,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             _section(result, "export", lambda: export.run(work / "export", quick=args.quick))
         if "digits" in sections:
             _section(result, "digits", lambda: digits_section(args.quick, args.digits_json, 30.0 if args.quick else 600.0))
+        if "xray" in sections:
+            _section(result, "xray", lambda: xray_section(args.quick))
         if "make_test" in sections:
             _section(result, "make_test", lambda: make_test_section(root / "runs" / "make-test" / "timings.json"))
     except UserError as e:

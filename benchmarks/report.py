@@ -120,6 +120,17 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          f"{g['tstr']:.3f} / {g['trtr']:.3f} = {g['ratio']:.3f} in {g.get('seconds', 0):.0f} s",
                          f">= {TARGET_RATIO} within {TARGET_SECONDS:.0f} s",
                          "n/a" if short else _met({"met": target_met(g["ratio"], g.get("seconds", 1e9))})))
+    x = d.get("xray") or {}
+    if "error" in x:
+        rows.append(("f. x-ray quality tracking", f"failed: {_err(x['error'])}", "", ""))
+    elif x:
+        c = x.get("quality_cost") or {}
+        if c:
+            rows.append((f"f. one quality evaluation ({c['eval_n_per_class']} images per class, {c['n_train']} train / "
+                         f"{c['n_val']} val images, {c['precision']}) vs {c['steps_between_evals']} train steps at batch "
+                         f"{c['batch_size']}", f"{c['eval_seconds']:.2f} s vs {c['steps_between_evals'] * c['step_seconds']:.0f} s = "
+                         f"{100 * c['share_of_training']:.1f}% of training", f"<= {100 * c['target_share']:.0f}%",
+                         _met({"met": c["met"]})))
     mt = d.get("make_test") or {}
     if mt.get("measured"):
         st = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in mt["stages"].items())

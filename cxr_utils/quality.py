@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import io as cio
+from .config import SMOKE
 
 # thresholds of the collapse alarm: far below the real images' variety (the seed recipe on the 16-image sample
 # reaches 0.10 diversity and 2 of 10 training images covered: both trip it; a learning generator sits near 0.4+)
@@ -42,7 +43,7 @@ LEARNED_TRAIN_COVERAGE = 0.7
 # a generator that makes the wrong class for most images is not "best", whatever its KID says
 MIN_FIDELITY = 0.5
 # the quality classifier: at least this many steps, early stopping only on a reference split this large
-MIN_CLASSIFIER_STEPS = 300
+MIN_CLASSIFIER_STEPS = 30 if SMOKE else 300  # smoke (CI): fewer steps, same code path
 MIN_EARLY_STOPPING = 50
 # auto eval_every: about this many generator steps between evaluations
 AUTO_EVAL_STEPS = 500

@@ -1,0 +1,59 @@
+"""The x-ray recipe benchmark: every recipe through the real trainer on the real sample, the same step budget, the
+kept generator's scores in the JSON, a grid, and the README table generated from that JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_recipes_benchmark_smoke(sample_data_dir, tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    from benchmarks import xray_recipes as X
+    from cxr_utils import quality
+
+    monkeypatch.setenv("CXR_DATA_DIR", str(sample_data_dir))
+    grid = tmp_path / "grid.png"
+    res = X.run(["xray", "seed"], steps=3, work=tmp_path / "work", grid=grid, quick=True,
+                partial=tmp_path / "partial.json")
+    assert [r["recipe"] for r in res["recipes"]] == ["xray", "seed"]
+    assert res["bar"] == {"diversity": quality.LEARNED_DIVERSITY, "train_coverage": quality.LEARNED_TRAIN_COVERAGE, "of": 10}
+    for r in res["recipes"]:
+        assert r["steps"] == 3 and r["batch_size"] == 10  # the same budget for every recipe, the whole train split
+        epochs = [p["epoch"] for p in r["curve"]]
+        assert epochs == sorted(set(epochs)) and epochs[-1] == 3 and len(epochs) == 3  # eval_every 1: each epoch once
+        assert r["best"]["epoch"] in epochs and r["best"]["scores"]["train_images"] == 8  # smoke: 4 per class
+        assert isinstance(X.meets_bar(r["best"]["scores"]), bool)
+    assert res["recipes"][0]["fields"]["g_base_filters"] == 32 and res["recipes"][1]["fields"]["norm"] == "layer"
+    assert json.loads((tmp_path / "partial.json").read_text())["partial"] is True
+    with Image.open(grid) as im:
+        assert im.size[1] > im.size[0] / 4  # 2 real rows + 2 rows per recipe
+
+
+def test_readme_section_comes_from_the_json(tmp_path, monkeypatch) -> None:
+    import scripts.update_readme as U
+
+    d = {"steps": 3000, "seed": 0, "data": "sample", "can_show": "10 images can show X.", "grid": None,
+         "bar": {"diversity": 0.4, "train_coverage": 0.7, "of": 10}, "command": "python benchmarks/xray_recipes.py",
+         "recipes": [{"recipe": "xray", "seconds": 12.0, "last": {"alarm": ""}, "best": {"epoch": 2500, "scores": {
+             "diversity": 0.52, "train_coverage": 0.8, "train_covered": 8, "train_images": 10, "fidelity": 0.9,
+             "kid": 0.01}}},
+             {"recipe": "seed", "seconds": 30.0, "last": {"alarm": "quality alarm"}, "best": {"epoch": 500, "scores": {
+                 "diversity": 0.1, "train_coverage": 0.2, "train_covered": 2, "train_images": 10, "fidelity": 1.0,
+                 "kid": 0.3}}}]}
+    (tmp_path / "xray_recipes.json").write_text(json.dumps(d))
+    monkeypatch.setattr(U, "RESULTS", tmp_path)
+    monkeypatch.setattr(U, "_rel", lambda p: p.name)
+    text = U.section_xray()
+    assert "| `xray` | 2500 | 0.52 | 8 / 10 | 0.90 | 0.0100 | no | met | 12 s |" in text
+    assert "| `seed` | 500 | 0.10 | 2 / 10 | 1.00 | 0.3000 | yes | missed | 30 s |" in text
+    assert "10 images can show X." in text
+
+
+@pytest.fixture(autouse=True)
+def _repo_on_path(monkeypatch):
+    from cxr_utils.config import project_root
+
+    monkeypatch.syspath_prepend(str(project_root()))
