@@ -222,6 +222,33 @@ def meets_bar(scores: dict[str, Any] | None) -> bool:
     return learned_check(scores)[0]
 
 
+def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """--from-partial: the grid and final JSON from the recipes an interrupted run finished (named as such)."""
+    from cxr_utils import data
+    from cxr_utils.config import RECIPES
+    from cxr_utils.io import atomic_write_json, read_json
+
+    out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
+    part = read_json(out.with_suffix(".partial.json"))
+    work = Path(args.work_dir)
+    done = [{**r, "run_dir": str(work / r["recipe"])} for r in part["recipes"]]
+    wanted = [r.strip() for r in args.recipes.split(",")] if args.recipes else list(RECIPES)
+    npz = Path(data.prepare(source="sample", size=64, progress=False))
+    if args.grid:
+        save_grid(Path(args.grid), npz, done)
+    for r in done:
+        r.pop("run_dir")
+    grid = Path(args.grid).resolve() if args.grid else None
+    res = {**{k: v for k, v in part.items() if k != "partial"}, "recipes": done,
+           "not_run": [w for w in wanted if w not in {r["recipe"] for r in done}],
+           "grid": str(grid.relative_to(ROOT)) if grid and grid.is_relative_to(ROOT) else (str(grid) if grid else None),
+           "command": "python benchmarks/xray_recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    atomic_write_json(out, res)
+    out.with_suffix(".partial.json").unlink(missing_ok=True)
+    print(f"wrote {out} ({len(done)} recipes; not run: {', '.join(res['not_run']) or 'none'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: run, write the JSON atomically, print one line per recipe."""
     from cxr_utils.io import atomic_write_json
@@ -234,8 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON file (default runs/xray_recipes.json)")
     ap.add_argument("--grid", default=None, help="write the real-vs-SYNTHETIC figure here (PNG)")
     ap.add_argument("--work-dir", default=None, help="keep the run folders here (default: a temp folder, removed)")
+    ap.add_argument("--from-partial", action="store_true",
+                    help="finish an interrupted run: the recipes in OUT's .partial.json (run folders in --work-dir) get "
+                         "their grid and the final JSON; the recipes not reached are listed as not run")
     args = ap.parse_args(argv)
     steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
+    if args.from_partial:
+        return finish_partial(args, argv)
     recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
     out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
     res = run(recipes, steps, args.seed, Path(args.work_dir) if args.work_dir else None,

@@ -98,6 +98,8 @@ def section_xray() -> str:
                      f"{b.get('train_covered', 'n/a')} / {b.get('train_images', 'n/a')} | {f(b.get('fidelity'))} | "
                      f"{f(b.get('kid'), 4)} | {'yes' if last.get('alarm') else 'no'} | "
                      f"{'met' if meets_bar(b) else 'missed'} | {r['seconds']:.0f} s |")
+    if d.get("not_run"):
+        lines += ["", f"Not run in this measurement (the run was stopped for time): {', '.join(f'`{r}`' for r in d['not_run'])}."]
     lines += ["", d["can_show"]]
     if d.get("grid") and (ROOT / d["grid"]).is_file():
         lines += ["", f"![Real and SYNTHETIC chest X-rays per recipe]({d['grid']})", "",
