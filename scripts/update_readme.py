@@ -68,6 +68,10 @@ def section_digits() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _int(v: float | None) -> str:
+    return "n/a" if v is None else f"{int(v)}"
+
+
 def section_xray() -> str:
     """The X-ray recipe table (benchmarks/xray_recipes.py JSON) and its real-vs-SYNTHETIC grid."""
     from cxr_utils.io import read_json
@@ -95,7 +99,7 @@ def section_xray() -> str:
             return "n/a" if v is None else f"{v:.{nd}f}"
 
         lines.append(f"| `{r['recipe']}` | {(r.get('best') or {}).get('epoch', 'n/a')} | {f(b.get('diversity'))} | "
-                     f"{b.get('train_covered', 'n/a')} / {b.get('train_images', 'n/a')} | {f(b.get('fidelity'))} | "
+                     f"{_int(b.get('train_covered'))} / {_int(b.get('train_images'))} | {f(b.get('fidelity'))} | "
                      f"{f(b.get('kid'), 4)} | {'yes' if last.get('alarm') else 'no'} | "
                      f"{'met' if meets_bar(b) else 'missed'} | {r['seconds']:.0f} s |")
     if d.get("not_run"):
