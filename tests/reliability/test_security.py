@@ -231,10 +231,20 @@ def test_generator_with_lambda_layer_is_refused(tiny_run, tmp_path, capsys):
         load_generator(run)
     assert str(run / "generator.keras") in str(ei.value)
     # a foreign model file is bad input: one line naming it, exit 2 (not an "internal error" that suggests safe_mode=False)
-    rc = cli_main(["sample", "--run-dir", str(run), "--n-per-class", "2", "--out", str(tmp_path / "syn")])
+    capsys.readouterr()
+    rc = cli_main(["sample", "--run-dir", str(run), "--n-per-class", "2", "--out", str(tmp_path / "syn"), "--which", "last"])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert str(run / "generator.keras") in err and "safe_mode=False" not in err, err
+    assert not marker.exists() and not (tmp_path / "syn").exists()
+    # the kept generator (sample's default) is loaded the same way
+    best = run / "generator-best.keras"
+    assert best.is_file()
+    best.unlink()
+    model.save(best)
+    rc = cli_main(["sample", "--run-dir", str(run), "--n-per-class", "2", "--out", str(tmp_path / "syn")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and str(best) in err, err
     assert not marker.exists() and not (tmp_path / "syn").exists()
 
 
