@@ -346,7 +346,7 @@ class RunCallback(keras.callbacks.Callback):
         secs = time.perf_counter() - self.t0
         if self.diverged():
             return  # never record or checkpoint a diverged state
-        grid = e % self.cfg.sample_every == 0 or e == self.cfg.epochs
+        grid = self.grid_due(e)
         evaluate = self.tracker is not None and self.tracker.due(e)
         # an evaluated epoch is always checkpointed: its quality row and generator-best.keras then never describe a
         # state that a resume could lose (see quality.QualityTracker)
@@ -355,13 +355,17 @@ class RunCallback(keras.callbacks.Callback):
         # it), then the quality evaluation; metrics.csv is on disk before every grid and checkpoint, and at least every
         # METRICS_SECONDS
         self.record(e, secs, logs or {}, write=grid or ckpt)
+        self.after_record(e, grid, ckpt)
+        if evaluate:  # after its checkpoint (an interrupted evaluation is caught up on resume: QualityTracker.reconcile)
+            self.tracker.evaluate(e, int(self.gan.step.numpy()), self.gan.ema_generator)
+        self.epoch_ends.append(time.perf_counter())
+
+    def after_record(self, e: int, grid: bool, ckpt: bool) -> None:
+        """The steps after epoch e's row is recorded, in order (also run by on_interrupt): sample grid, checkpoint."""
         if grid:
             self.sample_grid(e)
         if ckpt:
             self.checkpoint(e)
-        if evaluate:
-            self.tracker.evaluate(e, int(self.gan.step.numpy()), self.gan.ema_generator)
-        self.epoch_ends.append(time.perf_counter())
 
     # ------------------------------------------------------------ the steps of an epoch end
 
@@ -402,6 +406,9 @@ class RunCallback(keras.callbacks.Callback):
         write_metrics(self.run_dir / "metrics.csv", self.rows)
         self.metrics_written = time.monotonic()
 
+    def grid_path(self, e: int) -> Path:
+        return self.run_dir / "samples" / f"epoch-{e:04d}.png"
+
     def sample_grid(self, e: int) -> Path:
         """samples/epoch-EEEE.png: the EMA generator on the fixed noise, one row per class, composed from pixels."""
         from . import plots
@@ -415,10 +422,10 @@ class RunCallback(keras.callbacks.Callback):
         n = self.cfg.n_fixed_noise
         rows = [imgs[i * n:(i + 1) * n] for i in range(self.cfg.num_classes)]
         grid = plots.pixel_grid(rows, row_titles=list(self.cfg.class_names),
-                                title=f"epoch {e}/{self.cfg.epochs}, EMA generator, fixed noise")
+                                title=f"epoch {e}, EMA generator, fixed noise")
         png = png_bytes(grid, {"Description": f"epoch {e}: sample grid, one row per class "
                                                     f"({', '.join(self.cfg.class_names)})"})
-        path = self.run_dir / "samples" / f"epoch-{e:04d}.png"
+        path = self.grid_path(e)
         cio.atomic_write_bytes(path, png)
         if self.show_samples:  # one output in the notebook, replaced each time: a 200-epoch notebook stays small
             from IPython.display import Image, display
@@ -428,6 +435,10 @@ class RunCallback(keras.callbacks.Callback):
             else:
                 self.display.update(Image(data=png))
         return path
+
+    def grid_due(self, e: int) -> bool:
+        """Every sample_every epochs and after the last one."""
+        return e % self.cfg.sample_every == 0 or e == self.cfg.epochs
 
     def checkpoint_due(self, e: int) -> bool:
         """After the last epoch, and every checkpoint_every epochs once checkpoint_minutes have passed since the last
@@ -449,13 +460,16 @@ class RunCallback(keras.callbacks.Callback):
         """After a KeyboardInterrupt: checkpoint the last recorded epoch if the model is still exactly at its end.
 
         The interrupt may land mid-epoch (the state is then between epochs: not saved) or in an epoch's end work
-        (its row is recorded and the weights are those of its last step: saved). Returns the line to show.
+        (its row is recorded and the weights are those of its last step: the rest of that work is done, then the
+        checkpoint written). Returns the line to show.
         """
         e = int(self.rows[-1]["epoch"]) if self.rows else self.last_good[0]
         consistent = self.bad is None and e > self.last_good[0] and int(self.gan.step.numpy()) == e * self.steps_per_epoch
         if consistent:
             self.write_metrics()  # the row may not be on disk yet
-            p = self.checkpoint(e)
+            grid = self.grid_due(e) and not self.grid_path(e).is_file()
+            self.after_record(e, grid, ckpt=True)
+            p = self.last_good[1]
             return f"interrupted: wrote checkpoint {p} (epoch {e}); rerun with --resume to continue"
         e, p = self.last_good
         return f"interrupted: the last checkpoint is {p} (epoch {e}); rerun with --resume to continue from it"
@@ -623,7 +637,9 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         if show_samples is None:
             show_samples = _in_notebook()
         if progress == "auto":
-            verbose = 1 if (_in_notebook() or sys.stdout.isatty()) else 2
+            # a progress bar on a terminal; one line per epoch elsewhere, notebooks included: a saved notebook keeps
+            # every redraw of a bar, so a 200-epoch run of many steps would weigh megabytes
+            verbose = 1 if (sys.stdout.isatty() and not _in_notebook()) else 2
         else:
             verbose = int(progress) if not isinstance(progress, bool) else (1 if progress else 0)
         cb = RunCallback(run_dir, gan, ckpts, rows, steps, (start_epoch, ckpt_path), show_samples, meta)

@@ -541,15 +541,15 @@ def test_interrupt_between_epochs_checkpoints_the_last_epoch(ref_run: tuple[Path
     ref, _ = ref_run
     run = tmp_path / "run"
     x, y = tiny_data()
-    real = T.RunCallback.sample_grid
+    real = T.RunCallback.record
 
-    def interrupted_grid(self, e):  # Ctrl-C while epoch 2's end work runs: its row is recorded, its weights final
-        path = real(self, e)
+    def interrupted_record(self, e, *a, **k):  # Ctrl-C while epoch 2's end work runs: its row is recorded, its
+        row = real(self, e, *a, **k)  # weights final, its sample grid and checkpoint not written yet
         if e == 2:
             raise KeyboardInterrupt
-        return path
+        return row
 
-    monkeypatch.setattr(T.RunCallback, "sample_grid", interrupted_grid)
+    monkeypatch.setattr(T.RunCallback, "record", interrupted_record)
     # one step per fit call (the reference ran 5): the same state, bit for bit, and a mid-epoch moment to interrupt
     monkeypatch.setattr(T, "MAX_STEPS_PER_EXECUTION", 1)
     cfg = tiny_cfg(epochs=3, checkpoint_every=10, checkpoint_minutes=0)
@@ -559,7 +559,9 @@ def test_interrupt_between_epochs_checkpoints_the_last_epoch(ref_run: tuple[Path
     assert f"interrupted: wrote checkpoint {ckpt} (epoch 2); rerun with --resume" in capsys.readouterr().err
     assert _same_state(ref / "checkpoints" / "ckpt-0002.npz", ckpt) == []  # exactly the end of epoch 2
     assert [r["epoch"] for r in _rows(run / "metrics.csv")] == ["1", "2"]
-    monkeypatch.setattr(T.RunCallback, "sample_grid", real)
+    # the rest of epoch 2's end work was done first: its grid is the uninterrupted run's
+    assert (run / "samples" / "epoch-0002.png").read_bytes() == (ref / "samples" / "epoch-0002.png").read_bytes()
+    monkeypatch.setattr(T.RunCallback, "record", real)
 
     def mid_epoch(self, batch, logs=None):  # Ctrl-C during epoch 3: the state is between epochs, not saved
         if batch == 2:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cxr_utils import io as cio
@@ -57,6 +58,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
     return read_metrics(path)
 
 
+@pytest.mark.timeout(600)  # six CLI processes (TensorFlow start-up each): minutes on a busy 2-core machine
 def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tmp_path):
     from cxr_utils import train
 
@@ -116,14 +118,16 @@ def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tm
     assert p4.kill() == -signal.SIGKILL
     assert cio.read_json(run / "checkpoints" / "latest.json")["epoch"] < nxt  # the old pointer, whole
     assert _assert_resumable(run, "after kill 4") == nxt  # the newer complete checkpoint wins
+    marker.unlink()
     log.append(f"kill 4: inside the latest.json write of epoch {nxt} -> resumes from epoch {nxt}")
 
     # interrupt 5: Ctrl-C (SIGINT) while epoch nxt + 1's metrics row is being written, with checkpoints due only at the
-    # end: the trainer checkpoints that completed epoch before it exits 130
+    # end: the trainer checkpoints that completed epoch before it exits 130. (The pause is short: a SIGINT that lands
+    # on one of TensorFlow's threads is raised in Python's main thread only once its sleep returns.)
     nxt += 1
     p5 = CliProcess([*base, "--resume", "--checkpoint-every", "100", "--checkpoint-minutes", "0"], tmp_path,
                     "p5-sigint-between-epochs", CXR_TEST_PAUSE_FILE="metrics.csv", CXR_TEST_PAUSE_IF=f"\n{nxt},",
-                    CXR_TEST_PAUSE_MARKER=str(marker))
+                    CXR_TEST_PAUSE_MARKER=str(marker), CXR_TEST_PAUSE_SECONDS="5")
     p5.wait_for(marker.exists, what=f"the pause inside the metrics.csv write of epoch {nxt}")
     p5.proc.send_signal(signal.SIGINT)
     assert p5.finish() == 130, p5.logs()
