@@ -253,7 +253,7 @@ def test_failed_rebuild_keeps_old_cache(tmp_path, monkeypatch):
 
     from cxr_utils import io as cio
 
-    monkeypatch.setattr(cio, "_fsync_file", boom)
+    monkeypatch.setattr(cio, "fsync_file", boom)
     with pytest.raises(KeyboardInterrupt):
         data.prepare("folder", path=root, progress=False)
     assert out.read_bytes() == old_npz and mp.read_bytes() == old_manifest
