@@ -327,7 +327,8 @@ class RunCallback(keras.callbacks.Callback):
         self.show_samples = show_samples
         self.meta = meta  # precision and replicas, stored in each checkpoint
         self.bad: dict[str, Any] | None = None
-        self.writer = tf.summary.create_file_writer(str(run_dir / "tb"))
+        # flushed every 10 s and at the end, not after every (possibly fraction-of-a-second) epoch
+        self.writer = tf.summary.create_file_writer(str(run_dir / "tb"), flush_millis=10_000)
         self.fixed = gan.fixed_noise(self.cfg.n_fixed_noise)
         self._render = None  # the EMA generator on the fixed noise, traced once
         self.display = None  # the notebook's one sample-grid output, updated in place
@@ -398,7 +399,6 @@ class RunCallback(keras.callbacks.Callback):
         with self.writer.as_default():
             for k in METRIC_COLUMNS[1:]:
                 tf.summary.scalar(k, float(row[k]), step=e)
-        self.writer.flush()
         return row
 
     def write_metrics(self) -> None:
