@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import hashlib
 import io
@@ -123,6 +124,32 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
         if algorithm == "md5":
             return hashlib.file_digest(fh, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
         return hashlib.file_digest(fh, algorithm).hexdigest()
+
+
+def read_epoch_csv(path: str | os.PathLike, max_epoch: int | None = None) -> list[dict[str, str]]:
+    """Rows of a per-epoch CSV (metrics.csv, quality.csv) with epoch <= max_epoch if given; [] if there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [r for r in rows if max_epoch is None or int(r["epoch"]) <= max_epoch]
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: Any, columns: Any) -> Path:
+    """Rewrite a CSV atomically with these columns: None is written empty, floats with 6 significant digits."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _cell(r.get(k)) for k in columns})
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    return f"{v:.6g}" if isinstance(v, float) else v
 
 
 def read_json(path: str | os.PathLike) -> Any:

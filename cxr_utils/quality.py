@@ -19,8 +19,6 @@ metrics.csv) and to TensorBoard. `select_best` is the rule that keeps generator-
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections.abc import Sequence
@@ -316,30 +314,12 @@ def columns(class_names: Sequence[str]) -> list[str]:
 
 def read_rows(path: Path, max_epoch: int | None = None) -> list[dict[str, str]]:
     """Rows of quality.csv (epoch <= max_epoch if given)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return [r for r in rows if max_epoch is None or int(r["epoch"]) <= max_epoch]
+    return cio.read_epoch_csv(path, max_epoch)
 
 
 def write_rows(path: Path, rows: Sequence[dict[str, Any]], class_names: Sequence[str]) -> None:
     """Rewrite quality.csv atomically (a kill mid-write leaves the previous whole file)."""
-    cols = columns(class_names)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: _fmt(r.get(k)) for k in cols})
-    cio.atomic_write_text(path, buf.getvalue())
-
-
-def _fmt(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
+    cio.atomic_write_csv(path, rows, columns(class_names))
 
 
 def summary(row: dict[str, Any]) -> str:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import errno
 import fcntl
-import io
 import os
 import re
 import sys
@@ -291,21 +289,12 @@ class Checkpoints:
 
 def read_metrics(path: Path, max_epoch: int | None = None) -> list[dict[str, str]]:
     """Rows of metrics.csv (epoch <= max_epoch if given)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return [r for r in rows if max_epoch is None or int(r["epoch"]) <= max_epoch]
+    return cio.read_epoch_csv(path, max_epoch)
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite metrics.csv atomically."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r.get(k, "") for k in METRIC_COLUMNS})
-    cio.atomic_write_text(path, buf.getvalue())
+    cio.atomic_write_csv(path, rows, METRIC_COLUMNS)
 
 
 def _in_notebook() -> bool:
