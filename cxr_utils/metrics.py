@@ -281,17 +281,19 @@ def random_cnn_extractor(image_size: int, seed: int = 0, width: int = 32) -> Ext
 
 def train_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: np.ndarray | None = None,
                             val_labels: np.ndarray | None = None, epochs: int = 15, seed: int = 0,
-                            width: int = 16, num_classes: int = 2) -> Any:
-    """A small CNN trained on real images (NORMAL vs PNEUMONIA, or `num_classes` classes); classes weighted by their
-    inverse frequency (Kaggle train is 1:3 NORMAL:PNEUMONIA); early stopping on the real val split if given."""
+                            width: int = 16, num_classes: int = 2, min_steps: int = 0) -> Any:
+    """A small CNN trained on real uint8 images (N, S, S) (NORMAL vs PNEUMONIA, or `num_classes` classes); classes
+    weighted by their inverse frequency (Kaggle train is 1:3 NORMAL:PNEUMONIA); early stopping on the real val split
+    if given. Small sets are repeated within each epoch until the run has at least `min_steps` steps (10 images are
+    one batch: 15 epochs would be 15 steps)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     layers = keras.layers
     images = np.asarray(images)
-    if images.ndim == 4:
-        images = images[..., 0] if images.shape[-1] == 1 else images.mean(axis=-1)
     labels = np.asarray(labels).astype(np.int64)
+    reps = max(1, -(-min_steps * 32 // (max(1, epochs) * max(1, len(labels)))))
+    images, labels = np.tile(images, (reps, 1, 1)), np.tile(labels, reps)
     s = images.shape[1]
     inp = keras.Input((s, s, 1))
     x = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
@@ -346,28 +348,34 @@ def predict_proba(model: Any, images: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- reports
 
 
+def kid_and_prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                 seed: int = 0) -> dict[str, Any]:
+    """KID (mean, std) and PRDC with k lowered to what the smaller set allows; None where a set is too small."""
+    out: dict[str, Any] = {"kid_mean": None, "kid_std": None}
+    if min(len(real), len(fake)) >= 2:
+        out["kid_mean"], out["kid_std"] = kid(real, fake, kid_subsets, kid_subset_size, seed)
+    kk = min(k, len(real) - 1, len(fake) - 1)
+    out["prdc_k"] = int(kk)
+    out["prdc"] = prdc(real, fake, kk) if kk >= 1 else None
+    return out
+
+
 def feature_metrics(real_train: np.ndarray, real_test: np.ndarray, synth: np.ndarray, k: int = 5,
                     kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, Any]:
     """FID, KID, PRDC (against real train) and memorization (train vs test) for one feature space."""
-    dim = int(np.asarray(synth).reshape(len(synth), -1).shape[1]) if len(synth) else 0
-    out: dict[str, Any] = {"n_real": int(len(real_train)), "n_synthetic": int(len(synth)), "feature_dim": dim}
-    out["fid"] = None
-    if min(len(real_train), len(synth)) >= 2:
+    dim = int(_as_2d(real_train, "real_train").shape[1]) if len(real_train) else 0
+    n = min(len(real_train), len(synth))
+    out: dict[str, Any] = {"n_real": int(len(real_train)), "n_synthetic": int(len(synth)), "feature_dim": dim, "fid": None}
+    if n >= 2:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FIDImaginaryWarning)
             out["fid"] = fid(real_train, synth)
         out["fid_warnings"] = [str(w.message) for w in caught if issubclass(w.category, FIDImaginaryWarning)]
-    if min(len(real_train), len(synth)) < dim:
+    if n < dim:
         # FID estimates a dim x dim covariance: with fewer images than dimensions it is biased upward (Chong & Forsyth
         # 2020), so values are only comparable at equal image counts
-        out["fid_note"] = (f"FID on {min(len(real_train), len(synth))} images per set < {dim} feature dimensions: "
-                           f"biased upward, compare only at equal image counts")
-    if min(len(real_train), len(synth)) >= 2:
-        m, s = kid(real_train, synth, kid_subsets, kid_subset_size, seed)
-        out["kid_mean"], out["kid_std"] = m, s
-    kk = min(k, len(real_train) - 1, len(synth) - 1)
-    out["prdc_k"] = int(kk)
-    out["prdc"] = prdc(real_train, synth, kk) if kk >= 1 else None
+        out["fid_note"] = f"FID on {n} images per set < {dim} feature dimensions: biased upward, compare only at equal image counts"
+    out.update(kid_and_prdc(real_train, synth, k, kid_subsets, kid_subset_size, seed))
     out["memorization"] = memorization(real_train, synth, real_test) if len(real_test) and len(real_train) else None
     return out
 
@@ -484,7 +492,8 @@ def cli_metrics(args: argparse.Namespace) -> int:
         o = entry["overall"]
         fid_txt = f"{o['fid']:.3f}" if o.get("fid") is not None else "n/a"
         per = ", ".join(f"{c} {m['n_real']} real / {m['n_synthetic']} synthetic" for c, m in entry["per_class"].items())
-        print(f"[{ex}] FID {fid_txt}  KID {o.get('kid_mean', float('nan')):.4f}  PRDC {o.get('prdc')}  "
+        kid_txt = f"{o['kid_mean']:.4f}" if o.get("kid_mean") is not None else "n/a"
+        print(f"[{ex}] FID {fid_txt}  KID {kid_txt}  PRDC {o.get('prdc')}  "
               f"(images per class: {per})")
         for w in [o.get("fid_note"), *(o.get("fid_warnings") or [])]:
             if w:

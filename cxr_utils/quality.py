@@ -116,17 +116,15 @@ class QualityProbe:
     """Everything an evaluation needs, built once per run: real images, the classifier, reference features, noise."""
 
     class_names: tuple[str, ...]
-    x_train: np.ndarray  # uint8 (N, S, S): the images the GAN trains on
+    x_train: np.ndarray  # uint8 (N, S, S): the training images diversity and coverage compare with
     y_train: np.ndarray
-    x_ref: np.ndarray  # uint8 (M, S, S): held-out real images (val), never trained on
-    y_ref: np.ndarray
+    y_ref: np.ndarray  # labels of the held-out real images (val) the reference features come from
+    ref_feats: np.ndarray
     reference: str  # e.g. "val split (4 images)"
     classifier: Any
-    features_name: str
-    ref_feats: np.ndarray
+    extractor: Any  # metrics.Extractor: the classifier's penultimate features
     noise: np.ndarray  # (K * n_per_class, latent): the same noise at every evaluation
     labels: np.ndarray
-    real_classifier_accuracy: float | None
     seed: int = 0
 
     @property
@@ -134,53 +132,37 @@ class QualityProbe:
         """Synthetic images per class in every evaluation."""
         return len(self.labels) // len(self.class_names)
 
-    def _features(self, x: np.ndarray) -> np.ndarray:
-        import keras
-
-        if getattr(self, "_feature_model", None) is None:  # built once: a new model per call would retrace predict
-            self._feature_model = keras.Model(self.classifier.inputs, self.classifier.get_layer("features").output)
-        return np.asarray(self._feature_model.predict(np.asarray(x, np.float32)[..., None], batch_size=256, verbose=0),
-                          np.float64)
-
     def score_images(self, x_syn: np.ndarray) -> dict[str, Any]:
         """Every score of synthetic uint8 images (K * n_per_class, S, S) rendered from self.noise/self.labels."""
-        from .metrics import kid, prdc, predict_proba
+        from .metrics import kid_and_prdc, label_fidelity, predict_proba
 
-        k = len(self.class_names)
-        ys = self.labels
-        row: dict[str, Any] = {}
+        k, ys = len(self.class_names), self.labels
         div = diversity(x_syn, ys, self.x_train, self.y_train, k)
         cov, tot = train_coverage(x_syn, ys, self.x_train, self.y_train, k)
-        probs = predict_proba(self.classifier, x_syn)
-        preds = probs.argmax(axis=1) if probs.ndim == 2 else (probs >= 0.5).astype(np.int64)
-        feats = self._features(x_syn)
-        scopes: list[tuple[str, np.ndarray, np.ndarray]] = [("", np.ones(len(ys), bool), np.ones(len(self.y_ref), bool))]
+        fid = label_fidelity(predict_proba(self.classifier, x_syn), ys, self.class_names)
+        feats = self.extractor(x_syn)
+        valid_div = [d for d in div if d is not None]
+        row: dict[str, Any] = {"diversity": float(np.mean(valid_div)) if valid_div else None,
+                               "train_coverage": sum(cov) / sum(tot) if sum(tot) else None,
+                               "train_covered": int(sum(cov)), "train_images": int(sum(tot)), "fidelity": fid["overall"]}
+        scopes = [("", np.ones(len(ys), bool), np.ones(len(self.y_ref), bool))]
         scopes += [(f"_{n}", ys == c, self.y_ref == c) for c, n in enumerate(self.class_names)]
         for suffix, ms, mr in scopes:
-            fs, fr = feats[ms], self.ref_feats[mr]
-            if min(len(fs), len(fr)) >= 2:
-                row[f"kid{suffix}"] = kid(fr, fs, n_subsets=50, subset_size=1000, seed=self.seed)[0]
-            kk = min(5, len(fr) - 1, len(fs) - 1)
-            p = prdc(fr, fs, kk) if kk >= 1 else {}
-            for m in ("precision", "recall", "density", "coverage"):
-                row[f"{m}{suffix}"] = p.get(m)
-            row[f"fidelity{suffix}"] = float((preds[ms] == ys[ms]).mean()) if ms.any() else None
-        valid_div = [d for d in div if d is not None]
-        row["diversity"] = float(np.mean(valid_div)) if valid_div else None
-        row["train_coverage"] = sum(cov) / sum(tot) if sum(tot) else None
-        row["train_covered"] = int(sum(cov))
-        row["train_images"] = int(sum(tot))
+            m = kid_and_prdc(self.ref_feats[mr], feats[ms], k=5, kid_subsets=50, seed=self.seed)
+            row[f"kid{suffix}"] = m["kid_mean"]
+            for name in ("precision", "recall", "density", "coverage"):
+                row[f"{name}{suffix}"] = (m["prdc"] or {}).get(name)
         for c, n in enumerate(self.class_names):
             row[f"diversity_{n}"] = div[c]
             row[f"train_coverage_{n}"] = cov[c] / tot[c] if tot[c] else None
+            row[f"fidelity_{n}"] = fid["per_class"][n]
         return row
 
-    def score(self, generator: Any) -> tuple[dict[str, Any], np.ndarray]:
-        """Render the probe's noise with `generator` and score it -> (row, uint8 images)."""
+    def score(self, generator: Any) -> dict[str, Any]:
+        """Render the probe's noise with `generator` and score the images."""
         from .sample import generate
 
-        x = generate(generator, self.noise, self.labels)
-        return self.score_images(x), x
+        return self.score_images(generate(generator, self.noise, self.labels))
 
 
 def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.ndarray, x_ref: np.ndarray | None,
@@ -191,19 +173,16 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
     The classifier uses the whole train split; diversity and train coverage use the training images at
     `coverage_keep` (all if None). The trainer keeps at most n_per_class // 4 per class there, so that n_per_class
     synthetic images can cover them at any data size (128 images cannot cover a 2,000-image class); the 10-image
-    sample keeps all of its images.
+    sample keeps all of its images. Without a held-out reference (x_ref None or empty) the training images serve.
     """
     import keras
 
-    from .metrics import predict_proba, train_domain_classifier
+    from .metrics import domain_extractor, train_domain_classifier
     from .sample import noise_for
 
     x_all, y_all = _grey(x_train), np.asarray(y_train).astype(np.int64)
-    x_train, y_train = x_all, y_all
-    if x_ref is None or not len(x_ref):
-        x_ref, y_ref = x_train, y_train
-    x_ref, y_ref = _grey(x_ref), np.asarray(y_ref).astype(np.int64)
-    k = len(class_names)
+    held_out = x_ref is not None and len(x_ref) > 0
+    x_ref, y_ref = (_grey(x_ref), np.asarray(y_ref).astype(np.int64)) if held_out else (x_all, y_all)
     clf = None
     if classifier_path is not None and classifier_path.is_file():
         try:
@@ -213,25 +192,17 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
     if clf is None:
         # the reference split doubles as the classifier's early-stopping set only when it is really held out and
         # large enough to choose an epoch (4 val images would stop a 10-image classifier at a constant guess)
-        stop_on = len(y_ref) >= MIN_EARLY_STOPPING and x_ref is not x_train
-        # small data: the images repeated within each of the 15 epochs, so the classifier gets enough steps to learn
-        # at all (10 images are one batch: 15 epochs would be 15 steps)
-        reps = max(1, -(-MIN_CLASSIFIER_STEPS * 32 // (15 * len(y_all))))
-        clf = train_domain_classifier(np.tile(x_all, (reps, 1, 1)), np.tile(y_all, reps), x_ref if stop_on else None,
-                                      y_ref if stop_on else None, epochs=15, seed=seed, num_classes=k)
+        stop_on = held_out and len(y_ref) >= MIN_EARLY_STOPPING
+        clf = train_domain_classifier(x_all, y_all, x_ref if stop_on else None, y_ref if stop_on else None, epochs=15,
+                                      seed=seed, num_classes=len(class_names), min_steps=MIN_CLASSIFIER_STEPS)
         if classifier_path is not None:
             with cio.atomic_path(classifier_path) as tmp:
                 clf.save(tmp)
-    probs = predict_proba(clf, x_ref)
-    preds = probs.argmax(axis=1) if probs.ndim == 2 else (probs >= 0.5).astype(np.int64)
-    noise = noise_for(seed + 7919, k * n_per_class, latent_dim)  # its own stream: never the training noise
-    labels = np.repeat(np.arange(k, dtype=np.int32), n_per_class)
+    extractor = domain_extractor(clf)
     keep = np.arange(len(y_all)) if coverage_keep is None else np.asarray(coverage_keep)
-    probe = QualityProbe(tuple(class_names), x_all[keep], y_all[keep], x_ref, y_ref, reference, clf,
-                         "quality classifier (trained on the real train split), penultimate 64-d", np.zeros((0, 64)),
-                         noise, labels, float((preds == y_ref).mean()) if len(y_ref) else None, seed)
-    probe.ref_feats = probe._features(x_ref)
-    return probe
+    return QualityProbe(tuple(class_names), x_all[keep], y_all[keep], y_ref, extractor(x_ref), reference, clf, extractor,
+                        noise_for(seed + 7919, len(class_names) * n_per_class, latent_dim),  # never the training noise
+                        np.repeat(np.arange(len(class_names), dtype=np.int32), n_per_class), seed)
 
 
 def _grey(x: np.ndarray) -> np.ndarray:
@@ -306,9 +277,8 @@ def _num(v: Any) -> float | None:
 
 def columns(class_names: Sequence[str]) -> list[str]:
     """quality.csv columns: epoch, step, the overall scores, per-class scores, bookkeeping."""
-    per = ["diversity", "train_coverage", "fidelity", "kid", "precision", "recall", "density", "coverage"]
-    cols = ["epoch", "step", *per, "train_covered", "train_images"]
-    cols += [f"{m}_{n}" for n in class_names for m in per]
+    cols = ["epoch", "step", *SUMMARY_KEYS, "train_covered", "train_images"]
+    cols += [f"{m}_{n}" for n in class_names for m in SUMMARY_KEYS]
     return [*cols, "n_per_class", "reference", "features", "seconds", "alarm"]
 
 
@@ -357,7 +327,6 @@ class QualityTracker:
         self.writer, self.log = writer, log
         self.path = self.run_dir / QUALITY_FILE
         self.rows: list[dict[str, Any]] = []
-        self.last_images: np.ndarray | None = None
 
     def due(self, epoch: int) -> bool:
         """True if this epoch is scored."""
@@ -371,18 +340,26 @@ class QualityTracker:
             self.evaluate(start_epoch, step, generator)
             return
         best = select_best(self.rows)
-        saved = load_best(self.run_dir)
-        if best is not None and int(best["epoch"]) == start_epoch and (saved or {}).get("epoch") != start_epoch:
+        want = None if best is None else int(best["epoch"])
+        saved_epoch = (load_best(self.run_dir) or {}).get("epoch")
+        if saved_epoch == want:
+            return
+        if want == start_epoch:  # the kill came between the row and the best-save: the state is at hand
             self._save_best(best, generator)
+        elif saved_epoch is not None:  # the kept file is from epochs a resume lost: drop it rather than mislead
+            for name in (BEST_JSON, BEST_FILE):
+                (self.run_dir / name).unlink(missing_ok=True)
+            self.log(f"quality: {BEST_FILE} of epoch {saved_epoch} belonged to epochs this resume re-runs; removed "
+                     f"until the next evaluation")
 
     def evaluate(self, epoch: int, step: int, generator: Any) -> dict[str, Any]:
         """Score the generator now, record the row, say so (and the alarm), keep it if it is the best."""
         import time
 
         t0 = time.perf_counter()
-        row, self.last_images = self.probe.score(generator)
+        row = self.probe.score(generator)
         row.update(epoch=int(epoch), step=int(step), n_per_class=self.probe.n_per_class,
-                   reference=self.probe.reference, features=self.probe.features_name,
+                   reference=self.probe.reference, features=self.probe.extractor.name,
                    seconds=round(time.perf_counter() - t0, 3))
         alarm = collapse_alarm(row)
         row["alarm"] = alarm or ""

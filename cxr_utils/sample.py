@@ -107,14 +107,14 @@ def read_manifest(folder: str | os.PathLike) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- generating
 
 
-def _load_generator(run_dir: Path, which: str | int = "best") -> tuple[Any, Any]:
+def _load_generator(run_dir: Path, which: str | int | Path = "best") -> tuple[Any, Any]:
     """train.load_generator, imported lazily (TF is heavy); tests may replace this function."""
     from .train import load_generator
 
     return load_generator(run_dir, which)
 
 
-def _generator_source(run_dir: Path, which: str | int) -> tuple[Path, str]:
+def _generator_source(run_dir: Path, which: str | int | Path) -> tuple[Path, str]:
     """train.generator_source, imported lazily: (file, description) of the generator `which` names."""
     from .train import generator_source
 
@@ -229,9 +229,10 @@ def load_run(run_dir: str | os.PathLike, hint: str = "run notebooks/02_train_cga
     """(EMA generator named by `which`: best | last | epoch, GANConfig) of a finished run; a missing run is one clear
     UserError with `hint`."""
     run_dir = Path(run_dir)
-    if not (run_dir / "generator.keras").is_file():
-        raise UserError(f"{run_dir}: no trained GAN here (generator.keras missing); {hint}")
-    return _load_generator(run_dir, which)
+    src, _ = _generator_source(run_dir, which)
+    if not src.is_file():
+        raise UserError(f"{run_dir}: no trained GAN here ({src.name} missing); {hint}")
+    return _load_generator(run_dir, src)
 
 
 def real_images(run_dir: str | os.PathLike, split: str = "train", source: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
@@ -325,16 +326,17 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
     if not run_dir.is_dir():
         raise UserError(f"--run-dir {run_dir}: folder not found; train a GAN first (`python -m cxr_utils train ...`)")
-    gen_file = run_dir / "generator.keras"
-    if not gen_file.is_file():
-        raise UserError(f"--run-dir {run_dir}: no generator.keras in it; let the training finish (or resume it) first")
+    src, described = _generator_source(run_dir, which)  # resolved once: the manifest names the file that was loaded
+    if not src.is_file():
+        raise UserError(f"--run-dir {run_dir}: no {src.name} in it; let the training finish (or resume it) first")
     run_name = run_dir.resolve().name
     _check_out(out, run_name)
 
-    src, described = _generator_source(run_dir, which)
-    generator, cfg = _load_generator(run_dir, which)
-    class_names = tuple(getattr(cfg, "class_names", CLASS_NAMES))
     sha = file_digest(src)
+    generator, cfg = _load_generator(run_dir, src)
+    if file_digest(src) != sha:  # a trainer replaced it meanwhile (atomically): the hash must describe these weights
+        raise UserError(f"{src}: replaced while it was being loaded (a trainer is still writing the run); export again")
+    class_names = tuple(getattr(cfg, "class_names", CLASS_NAMES))
     latent = latent_dim_of(generator)
     n_total = n_per_class * len(class_names)
     # one seed -> all the noise; image i of class k always gets the same noise row, whatever the batch size
@@ -430,8 +432,8 @@ def cli_sample(args: Any) -> int:
     t0 = time.perf_counter()
     out = export(args.run_dir, args.n_per_class, args.out, seed=args.seed, batch_size=args.batch_size, which=args.which)
     dt = time.perf_counter() - t0
-    n = len(read_manifest(out))
-    gen = (read_manifest(out) or [{}])[0].get("generator", "?")
-    print(f"generator: {gen}")
+    rows = read_manifest(out)
+    n = len(rows)
+    print(f"generator: {(rows or [{}])[0].get('generator', '?')}")
     print(f"wrote {n} synthetic PNGs + {MANIFEST_NAME} to {out} in {dt:.1f} s ({n / max(dt, 1e-9):.0f} img/s, model load included)")
     return 0

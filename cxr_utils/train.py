@@ -552,9 +552,9 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
                             f"it writable, then rerun with --resume (the last complete checkpoint is kept)") from None
 
 
-def _quality_probe(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray,
-                   reference: tuple[np.ndarray, np.ndarray, str] | None) -> quality.QualityProbe:
-    """The run's quality probe (its classifier is trained once and kept in the run folder for resumes)."""
+def quality_probe(cfg: GANConfig, x: np.ndarray, y: np.ndarray, reference: tuple[np.ndarray, np.ndarray, str] | None,
+                  run_dir: Path | None = None) -> quality.QualityProbe:
+    """The run's quality probe; its classifier is kept in run_dir (if given) so that a resume scores alike."""
     if reference is not None and len(reference[0]):
         x_ref, y_ref, name = reference
         ref_name = f"{name} ({len(y_ref)} images)"
@@ -562,7 +562,8 @@ def _quality_probe(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray,
         x_ref, y_ref, ref_name = None, None, f"train split ({len(y)} images; no held-out split was given)"
     keep = cap_per_class(y, max(1, cfg.eval_n_per_class // 4), cfg.seed)
     return quality.build_probe(cfg.class_names, x, y, x_ref, y_ref, ref_name, cfg.latent_dim, cfg.eval_n_per_class,
-                               cfg.seed, classifier_path=run_dir / quality.CLASSIFIER_FILE, coverage_keep=keep)
+                               cfg.seed, classifier_path=run_dir / quality.CLASSIFIER_FILE if run_dir else None,
+                               coverage_keep=keep)
 
 
 def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, resume: bool, progress: Any,
@@ -580,8 +581,6 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
 
     steps = len(x) // cfg.batch_size
     interval = quality.eval_interval(cfg.eval_every, steps)
-    # built before the GAN's seed is set: training the probe's classifier must not change the GAN's initial weights
-    probe = _quality_probe(cfg, run_dir, x, y, reference) if interval else None
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -598,9 +597,6 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     info.update(precision_resolved=precision, replicas=replicas)
     if found is not None and saved is not None and "data" in saved:
         info = {**saved["data"], **info}
-    if probe is not None:
-        info.update(quality_reference=probe.reference, quality_features=probe.features_name)
-
     meta = {"precision": precision, "replicas": replicas}
     with strategy.scope():
         # several steps per call fail under MirroredStrategy in TF 2.21 (a placeholder inside Keras's while loop is
@@ -615,6 +611,16 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
                                 f"steps; the data or batch size changed since the run started")
             if note:
                 print(note, file=sys.stderr)
+    probe = None
+    if interval:
+        # after the checkpoint is accepted (a refused resume changes nothing) and after the GAN is built (its random
+        # draws are keyed by (seed, step), so the classifier's training cannot change them); outside the strategy
+        # scope, so the classifier is an ordinary one-device model. A fresh run never reuses another run's classifier.
+        if found is None:
+            (run_dir / quality.CLASSIFIER_FILE).unlink(missing_ok=True)
+        probe = quality_probe(cfg, x, y, reference, run_dir)
+        info.update(quality_reference=probe.reference, quality_features=probe.extractor.name)
+    with strategy.scope():
         # written only once the checkpoint restored: a refused resume leaves the run's config.json untouched
         cio.atomic_write_json(cfg_path, {**cfg.to_dict(), "data": info})
         if found is None:
@@ -696,13 +702,16 @@ def _config_of(saved: dict[str, Any]) -> GANConfig:
     return GANConfig.from_dict({k: v for k, v in saved.items() if k != "data"})
 
 
-def generator_source(run_dir: str | os.PathLike, which: str | int = "last") -> tuple[Path, str]:
+def generator_source(run_dir: str | os.PathLike, which: str | int | Path = "last") -> tuple[Path, str]:
     """The file holding the generator that `which` names, and a description of it.
 
     which: "last" (generator.keras, the EMA generator at the end of training), "best" (generator-best.keras, kept by
-    the quality rule; generator.keras with a note when the run has none), or an epoch with a checkpoint on disk.
+    the quality rule; generator.keras with a note when the run has none), an epoch with a checkpoint on disk, or a
+    Path already resolved by this function (so a caller resolves once and loads exactly that file).
     """
     run_dir = Path(run_dir)
+    if isinstance(which, Path):
+        return which, which.name
     if isinstance(which, str) and which.isdigit():
         which = int(which)
     if isinstance(which, int):
@@ -714,28 +723,33 @@ def generator_source(run_dir: str | os.PathLike, which: str | int = "last") -> t
         return p, f"epoch {which} (EMA generator from {p.name})"
     if which not in ("best", "last"):
         raise UserError(f"--which {which!r}: use best, last or an epoch number")
+    last = run_dir / "generator.keras"
     if which == "best":
         best = quality.load_best(run_dir)
         if best is not None and (run_dir / quality.BEST_FILE).is_file():
             return run_dir / quality.BEST_FILE, f"best (epoch {best['epoch']}, {best['rule']})"
-        print(f"note: {run_dir} has no {quality.BEST_FILE} (quality tracking was off, or the run predates it); "
-              f"using generator.keras (the last epoch)", file=sys.stderr)
-    return run_dir / "generator.keras", "last (EMA generator at the end of training)"
+        if last.is_file():
+            print(f"note: {run_dir} has no {quality.BEST_FILE} (quality tracking was off, or the run predates it); "
+                  f"using generator.keras (the last epoch)", file=sys.stderr)
+    return last, "last (EMA generator at the end of training)"
 
 
-def load_generator(run_dir: str | os.PathLike, which: str | int = "last") -> tuple[keras.Model, GANConfig]:
-    """The run's EMA generator named by `which` (see generator_source; safe_mode loading) and its GANConfig."""
+def load_generator(run_dir: str | os.PathLike, which: str | int | Path = "last") -> tuple[keras.Model, GANConfig]:
+    """The run's EMA generator named by `which` (see generator_source; safe_mode loading) and its GANConfig.
+
+    Works on an unfinished run too (generator-best.keras and checkpoints exist before generator.keras does).
+    """
     run_dir = Path(run_dir)
-    gen, cfg_path = run_dir / "generator.keras", run_dir / "config.json"
-    if not gen.is_file() or not cfg_path.is_file():
-        raise UserError(f"{run_dir}: no generator.keras/config.json; train first (python -m cxr_utils train --run-dir {run_dir} ...)")
+    cfg_path = run_dir / "config.json"
+    src, _ = generator_source(run_dir, which)
+    if not src.is_file() or not cfg_path.is_file():
+        raise UserError(f"{run_dir}: no {src.name}/config.json; train first (python -m cxr_utils train --run-dir {run_dir} ...)")
     try:
         saved = cio.read_json(cfg_path)
     except (ValueError, OSError) as e:
         raise UserError(f"{cfg_path}: not readable JSON ({type(e).__name__}); restore it from the run's checkpoint folder "
                         f"or retrain") from None
     cfg = _config_of(saved)
-    src, _ = generator_source(run_dir, which)
     if src.suffix == ".npz":
         return _generator_from_checkpoint(cfg, src), cfg
     try:

@@ -35,12 +35,13 @@ def _brightness_classifier():
 
 
 def _probe(x: np.ndarray, y: np.ndarray, n_per_class: int) -> Q.QualityProbe:
+    from cxr_utils.metrics import domain_extractor
+
     labels = np.repeat(np.arange(2, dtype=np.int32), n_per_class)
-    p = Q.QualityProbe(NAMES, x, y, x, y, "the train images themselves (test)", _brightness_classifier(),
-                       "mean brightness (test)", np.zeros((0, 1)), np.zeros((len(labels), 4), np.float32), labels,
-                       None, seed=0)
-    p.ref_feats = p._features(x)
-    return p
+    clf = _brightness_classifier()
+    ex = domain_extractor(clf)
+    return Q.QualityProbe(NAMES, x, y, y, ex(x), "the train images themselves (test)", clf, ex,
+                          np.zeros((len(labels), 4), np.float32), labels, seed=0)
 
 
 def test_diversity_and_coverage_closed_form() -> None:
@@ -155,7 +156,7 @@ def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_
                           classifier_path=run / Q.CLASSIFIER_FILE,
                           coverage_keep=train.cap_per_class(y, 2, 3))
     g = keras.models.load_model(run / Q.BEST_FILE, safe_mode=True, compile=False)
-    again, _ = probe.score(g)
+    again = probe.score(g)
     row = next(r for r in rows if int(r["epoch"]) == best["epoch"])
     for k in ("diversity", "train_coverage", "fidelity", "kid"):
         assert float(row[k]) == pytest.approx(again[k], rel=1e-4, abs=1e-9), k

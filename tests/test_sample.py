@@ -42,7 +42,9 @@ def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cfg = GANConfig(image_size=S, channels=C, latent_dim=LATENT)
 
     def fake_load(run: Path, which="best"):
-        return keras.models.load_model(Path(run) / "generator.keras", safe_mode=True, compile=False), cfg
+        # the file export resolved (it passes a Path), loaded the way train.load_generator loads it
+        src = which if isinstance(which, Path) else Path(run) / "generator.keras"
+        return keras.models.load_model(src, safe_mode=True, compile=False), cfg
 
     monkeypatch.setattr(sample, "_load_generator", fake_load)
     return rd
@@ -86,6 +88,24 @@ def test_export_writes_tagged_pngs_and_manifest(run_dir: Path, tmp_path: Path) -
     assert np.abs(images.astype(int) - expect.astype(int)).max() <= 1  # batch size may move float sums by 1 ulp
     # nothing is left behind in the parent folder (the staging folder was renamed into place)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "syn"]
+
+
+def test_export_uses_the_kept_generator_by_default_and_names_it(run_dir: Path, tmp_path: Path) -> None:
+    from cxr_utils import quality
+    from cxr_utils.io import atomic_write_json
+
+    best = _tiny_generator(seed=5)  # other weights than generator.keras
+    best.save(run_dir / quality.BEST_FILE)
+    atomic_write_json(run_dir / quality.BEST_JSON, {"epoch": 40, "rule": "the rule"})
+    rows = _read_csv(sample.export(run_dir, 2, tmp_path / "best", seed=1, progress=False) / "manifest.csv")
+    assert {r["generator"] for r in rows} == {"best (epoch 40, the rule)"}
+    assert {r["generator_sha256"] for r in rows} == {file_digest(run_dir / quality.BEST_FILE)}
+    images, _ = sample.load_synthetic(tmp_path / "best", expected_size=S)
+    expect = sample.to_uint8(keras.ops.convert_to_numpy(
+        best([sample.noise_for(1, 4, LATENT), np.repeat(np.arange(2), 2).astype(np.int32)], training=False)))
+    assert np.abs(images.astype(int) - expect.astype(int)).max() <= 1  # the pixels come from the kept generator
+    last = _read_csv(sample.export(run_dir, 2, tmp_path / "last", seed=1, progress=False, which="last") / "manifest.csv")
+    assert {r["generator_sha256"] for r in last} == {file_digest(run_dir / "generator.keras")}
 
 
 def test_export_is_a_pure_function_of_the_seed(run_dir: Path, tmp_path: Path) -> None:
