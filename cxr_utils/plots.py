@@ -242,13 +242,17 @@ def protocol_comparison(results: Sequence[dict], metrics: Sequence[str] = ("accu
     return fig
 
 
-def quality_curves(quality_csv: str | os.PathLike, best_epoch: int | None = None, title: str = "Generator quality") -> plt.Figure:
-    """Diversity and train coverage (with the collapse-alarm thresholds), fidelity and KID per evaluated epoch."""
+def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality") -> plt.Figure | None:
+    """Diversity and train coverage (with the collapse-alarm thresholds), fidelity and KID per evaluated epoch of a
+    run folder, the kept generator's epoch dashed; None when the run has no quality evaluation (eval_every -1)."""
     import pandas as pd
 
-    from .quality import ALARM_DIVERSITY, ALARM_TRAIN_COVERAGE
+    from .quality import ALARM_DIVERSITY, ALARM_TRAIN_COVERAGE, QUALITY_FILE, load_best, read_rows
 
-    df = pd.read_csv(quality_csv)
+    if not read_rows(Path(run_dir) / QUALITY_FILE):
+        return None
+    df = pd.read_csv(Path(run_dir) / QUALITY_FILE)
+    best_epoch = (load_best(run_dir) or {}).get("epoch")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.3))
     x = df["epoch"]
     ax = axes[0]

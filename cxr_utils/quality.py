@@ -303,6 +303,24 @@ def summary(row: dict[str, Any]) -> str:
     return f"quality @ epoch {row.get('epoch')}: " + ", ".join(parts) + cov
 
 
+def describe_run(run_dir: str | os.PathLike) -> list[str]:
+    """Lines for a person: the kept generator (epoch, scores, rule), the last alarm if any, and the learned verdict."""
+    rows = read_rows(Path(run_dir) / QUALITY_FILE)
+    if not rows:
+        return ["no quality evaluation in this run (quality tracking off: eval_every -1)"]
+    best = load_best(run_dir)
+    lines = []
+    if best is not None:
+        lines.append(f"kept generator: epoch {best['epoch']} (step {best['step']}) of {len(rows)} evaluations; "
+                     f"rule: {best['rule']}")
+        lines.append("its scores: " + ", ".join(f"{k} {v:.3g}" for k, v in best["scores"].items() if v is not None))
+    alarm = rows[-1].get("alarm")
+    if alarm:
+        lines.append(alarm)
+    lines.append(learned_check(best["scores"] if best else None)[1])
+    return lines
+
+
 def load_best(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """best.json of a run (epoch and scores of generator-best.keras), or None."""
     p = Path(run_dir) / BEST_JSON

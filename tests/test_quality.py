@@ -197,3 +197,73 @@ def test_learned_check_bar() -> None:
     assert not ok and line.startswith("NOT learned") and "6 of 10" in line
     assert not Q.learned_check({"diversity": 0.39, "train_coverage": 1.0, "train_covered": 10, "train_images": 10})[0]
     assert Q.learned_check(None) == (False, "no quality evaluation recorded (quality tracking off?)")
+
+
+class _ScriptedProbe:
+    """A probe whose evaluations return scripted scores (no model): the tracker's bookkeeping alone."""
+
+    class_names = NAMES
+    n_per_class = 4
+    reference = "scripted"
+
+    class extractor:  # noqa: N801 - mirrors QualityProbe.extractor.name
+        name = "scripted features"
+
+    def __init__(self, scores: list[dict]):
+        self.scores = list(scores)
+
+    def score(self, generator) -> dict:
+        return dict(self.scores.pop(0))
+
+
+class _FakeGenerator:
+    def __init__(self):
+        self.saved: list[str] = []
+
+    def save(self, path):
+        self.saved.append(str(path))
+        open(path, "wb").write(b"generator")
+
+
+def _scores(d: float, kid: float, cov: float = 0.8) -> dict:
+    return {"diversity": d, "train_coverage": cov, "train_covered": int(cov * 10), "train_images": 10, "fidelity": 0.9,
+            "kid": kid}
+
+
+def test_tracker_alarm_lines_best_saves_and_reconcile(tmp_path) -> None:
+    lines: list[str] = []
+    probe = _ScriptedProbe([_scores(0.5, 0.3), _scores(0.1, 0.01), _scores(0.1, 0.2), _scores(0.5, 0.1)])
+    t = Q.QualityTracker(tmp_path, probe, interval=1, last_epoch=4, log=lines.append)
+    g = _FakeGenerator()
+    for e in (1, 2, 3, 4):
+        t.evaluate(e, e * 10, g)
+    alarms = [ln for ln in lines if ln.startswith("quality alarm at")]
+    assert [ln.split(":")[0] for ln in alarms] == ["quality alarm at epoch 2"]  # the whole line once, when it starts
+    assert sum("[quality alarm continues]" in ln for ln in lines) == 1 and "quality alarm cleared at epoch 4" in lines
+    # epoch 2 has the lowest KID but is alarmed: the kept generator is epoch 1, then epoch 4 (lower KID, no alarm)
+    assert len(g.saved) == 2 and Q.load_best(tmp_path)["epoch"] == 4
+    assert [int(r["epoch"]) for r in Q.read_rows(tmp_path / Q.QUALITY_FILE)] == [1, 2, 3, 4]
+    assert "quality alarm" not in Q.describe_run(tmp_path)[-2] and Q.describe_run(tmp_path)[-1].startswith("learned")
+
+    # a kill between epoch 4's row and its best-save, resumed from epoch 4's checkpoint: the best is saved then
+    (tmp_path / Q.BEST_JSON).unlink()
+    g2 = _FakeGenerator()
+    Q.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=6, log=lines.append).reconcile(4, 40, g2)
+    assert len(g2.saved) == 1 and Q.load_best(tmp_path)["epoch"] == 4
+    # a resume from epoch 2 (newer checkpoints lost): epoch 4's best file belongs to re-run epochs and is removed
+    g3 = _FakeGenerator()
+    Q.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=6, log=lines.append).reconcile(2, 20, g3)
+    assert [int(r["epoch"]) for r in Q.read_rows(tmp_path / Q.QUALITY_FILE)] == [1, 2]
+    assert not g3.saved and Q.load_best(tmp_path) is None and not (tmp_path / Q.BEST_FILE).exists()
+    assert any("belonged to epochs this resume re-runs" in ln for ln in lines)
+
+
+def test_quality_curves_and_description_without_evaluations(tmp_path) -> None:
+    from cxr_utils import plots
+
+    assert plots.quality_curves(tmp_path) is None  # eval_every -1: no quality.csv
+    assert Q.describe_run(tmp_path) == ["no quality evaluation in this run (quality tracking off: eval_every -1)"]
+    Q.write_rows(tmp_path / Q.QUALITY_FILE, [{"epoch": 5, "step": 5, **_scores(0.45, 0.02), "alarm": ""}], NAMES)
+    fig = plots.quality_curves(tmp_path)
+    assert [ax.get_lines()[0].get_xdata().tolist() for ax in fig.axes] == [[5], [5], [5]]
+    plots.plt.close(fig)
