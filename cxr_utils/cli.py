@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=int, default=1)
     e.add_argument("--epochs", type=int, default=None)
     e.add_argument("--input-size", type=int, default=None)
-    e.add_argument("--bootstrap", type=int, default=1000)
+    e.add_argument("--bootstrap", type=int, default=None, help="test-set resamples (default 1000; 50 with --smoke)")
     e.add_argument("--smoke", action="store_true")
     e.add_argument("--out", required=True)
 

@@ -376,7 +376,8 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         if val is not None:
             val_probs = model.predict(val[0], batch_size=256, verbose=0).ravel().astype(np.float64)
             t = tune_threshold(np.asarray(y_va), val_probs, cfg.threshold)
-            entry["tuned"] = {"threshold": t, **classification_metrics(y_te, probs, t)}
+            entry["tuned"] = {"threshold": t, **{k: v for k, v in classification_metrics(y_te, probs, t).items()
+                                                 if k != "roc_auc"}}  # AUC does not depend on the threshold
             entry["val_probs"] = [round(float(p), 6) for p in val_probs]
         per_seed.append(entry)
         auc_txt = f"{m['roc_auc']:.3f}" if m["roc_auc"] is not None else "n/a"
@@ -389,14 +390,9 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
             f"rec {m['recall']:.4f} f1 {m['f1']:.4f} auc {auc_txt} tn/fp/fn/tp {m['tn']}/{m['fp']}/{m['fn']}/{m['tp']}"
             + tuned_txt)
         keras.backend.clear_session()  # free the graph between seeds
+    mean, std = _seed_stats(per_seed, (*METRICS, *COUNTS))
     tuned = [e["tuned"] for e in per_seed if "tuned" in e]
-    mean_tuned = {k: float(np.mean([t[k] for t in tuned if t[k] is not None])) if any(t[k] is not None for t in tuned)
-                  else None for k in ("threshold", *METRICS, *COUNTS)} if tuned else None
-    mean, std = {}, {}
-    for k in (*METRICS, *COUNTS):
-        vals = [e[k] for e in per_seed if e[k] is not None]
-        mean[k] = float(np.mean(vals)) if vals else None
-        std[k] = float(np.std(vals, ddof=1)) if len(vals) > 1 else (0.0 if vals else None)
+    mean_tuned = _seed_stats(tuned, ("threshold", *HEADLINE, *COUNTS))[0] if tuned else None  # AUC has no threshold
     result = {
         "protocol": protocol, "protocol_text": PROTOCOL_TEXT[protocol], "model": tag,
         "weights": weights_label, "weights_requested": weights, "notes": notes,
@@ -413,6 +409,17 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         "config": dataclasses.asdict(cfg), "smoke": bool(SMOKE), **(provenance or {}),
     }
     return result
+
+
+def _seed_stats(entries: Sequence[dict[str, Any]], keys: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and std (ddof 1; 0 for one seed) over seeds of each key, skipping None; None where no seed has it."""
+    mean: dict[str, Any] = {}
+    std: dict[str, Any] = {}
+    for k in keys:
+        vals = [e[k] for e in entries if e.get(k) is not None]
+        mean[k] = float(np.mean(vals)) if vals else None
+        std[k] = float(np.std(vals, ddof=1)) if len(vals) > 1 else (0.0 if vals else None)
+    return mean, std
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -568,8 +575,7 @@ def command_line(args: argparse.Namespace, sub: str) -> str:
 def cli_evaluate(args: argparse.Namespace) -> int:
     """`python -m cxr_utils evaluate`: one protocol, results JSON written atomically."""
     smoke = bool(args.smoke or SMOKE)
-    # --bootstrap defaults to 1000: in smoke mode that default must not undo the smoke size
-    cfg = eval_config(smoke, args.epochs, args.input_size, None if smoke else args.bootstrap)
+    cfg = eval_config(smoke, args.epochs, args.input_size, args.bootstrap)
     res = evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
                    out=args.out, verbose=2 if not os.isatty(1) else 1, extra={"command": command_line(args, "evaluate"), "smoke": smoke})
     for note in res["notes"]:

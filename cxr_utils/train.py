@@ -427,7 +427,7 @@ class RunCallback(keras.callbacks.Callback):
 
     def grid_due(self, e: int) -> bool:
         """Every sample_every epochs and after the last one."""
-        return e % self.cfg.sample_every == 0 or e == self.cfg.epochs
+        return quality.is_eval_epoch(e, self.cfg.sample_every, self.cfg.epochs)
 
     def checkpoint_due(self, e: int) -> bool:
         """After the last epoch, and every checkpoint_every epochs once checkpoint_minutes have passed since the last
@@ -679,8 +679,12 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
 
 
 def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANConfig, resume: bool = False,
-                   **kwargs: Any) -> dict[str, Any]:
-    """Train on the `train` split of a cached dataset .npz (see cxr_utils.data); records its provenance."""
+                   plan: bool = False, **kwargs: Any) -> dict[str, Any]:
+    """Train on the `train` split of a cached dataset .npz (see cxr_utils.data); records its provenance.
+
+    plan=True fits the run to the data: the batch lowered to the training images (fit_batch_size) and the epochs
+    from plan_epochs (200, and at least 3,000 steps on small data), as notebook 02 does.
+    """
     npz = Path(npz)
     ds = data.load(npz)
     images, labels = ds.subset("train")
@@ -690,6 +694,11 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
     if images.ndim >= 3 and images.shape[1] != cfg.image_size:
         print(f"note: image_size set to {images.shape[1]} to match {npz.name}", file=sys.stderr)
         cfg = cfg.replace(image_size=int(images.shape[1]))
+    if plan:
+        cfg = cfg.replace(batch_size=fit_batch_size(len(labels), cfg.batch_size))
+        cfg = cfg.replace(epochs=plan_epochs(len(labels), cfg.batch_size))
+        print(f"note: batch size {cfg.batch_size}, {cfg.epochs} epochs (planned for {len(labels)} training images)",
+              file=sys.stderr)
     manifest = data.manifest_path(npz)
     info = {"npz": str(npz.resolve()), "npz_sha256": cio.file_digest(npz), "manifest": str(manifest) if manifest.is_file() else None,
             "manifest_sha256": cio.file_digest(manifest) if manifest.is_file() else None, "split": "train"}
@@ -776,26 +785,28 @@ def cli_train(args: argparse.Namespace) -> int:
     """`python -m cxr_utils train`: config file or the run's saved config, then flags, then --smoke sizes."""
     run_dir = Path(args.run_dir)
     saved = run_dir / "config.json"
+    resumed = args.resume and saved.is_file()  # the run's own config.json defines it
     if args.config:
         cfg = GANConfig.from_file(args.config)
-    elif args.resume and saved.is_file():
+    elif resumed:
         cfg = _config_of(cio.read_json(saved))
     else:
         cfg = GANConfig()
-    if getattr(args, "recipe", None):
-        if args.resume and not args.config and saved.is_file():
-            raise UserError(f"--recipe: {run_dir} is resumed with its saved config.json; drop --recipe "
-                            "(or start a new --run-dir)")
-        cfg = cfg.with_recipe(args.recipe)
-    elif not args.config and not (args.resume and saved.is_file()):
-        cfg = cfg.with_recipe(DEFAULT_RECIPE)  # a new run without --config: the recipe measured best on X-rays
-    if getattr(args, "smoke", False):
+    if args.recipe and resumed and not args.config:
+        raise UserError(f"--recipe: {run_dir} is resumed with its saved config.json; drop --recipe (or start a new --run-dir)")
+    # a new run without --config gets the recipe measured best on X-rays
+    recipe_name = args.recipe or (None if args.config or resumed else DEFAULT_RECIPE)
+    if recipe_name:
+        cfg = cfg.with_recipe(recipe_name)
+    if args.smoke:
         cfg = cfg.replace(**smoke_overrides())
+    # a new run without --config, --epochs or --batch-size is fitted to its data (the 16-image sample has 10 train images)
+    plan = not (args.config or resumed or args.epochs or args.batch_size or args.smoke)
     cfg = cfg.replace(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                       max_per_class=args.max_per_class, deterministic=True if args.deterministic else None,
                       jit=args.jit, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
                       sample_every=args.sample_every)
-    out = train_from_npz(args.data, run_dir, cfg, resume=args.resume)
+    out = train_from_npz(args.data, run_dir, cfg, resume=args.resume, plan=plan)
     m = out["metrics"]
     print(f"trained {run_dir}: epoch {m.get('epoch', out['epochs'])}/{out['epochs']}, step {out['step']}, "
           f"{out['precision']}, d_loss {m.get('d_loss', float('nan')):.4f}, g_loss {m.get('g_loss', float('nan')):.4f}; "

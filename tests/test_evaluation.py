@@ -256,6 +256,12 @@ def test_trtr_on_the_real_cache_trains_on_train_selects_on_val_reports_test(samp
     e = saved["per_seed"][0]
     assert len(e["test_probs"]) == len(y_te) and [s["stage"] for s in e["stages"]] == ["real:head", "real:finetune"]
     assert all("val_loss" in s["history"] for s in e["stages"])  # the real fits were validated
+    # the decision threshold is tuned on the val probabilities only, and the tuned counts follow from it
+    t = e["tuned"]["threshold"]
+    assert t == pytest.approx(E.tune_threshold(y_va, np.asarray(e["val_probs"])), abs=1e-5)  # stored probs: 6 digits
+    assert saved["mean_tuned"]["threshold"] == t
+    preds = (np.asarray(e["test_probs"]) >= t).astype(int)
+    assert E.confusion_counts(y_te, preds) == {k: e["tuned"][k] for k in E.COUNTS}
 
 
 def test_weights_resolution_offline(offline_keras):
@@ -349,3 +355,16 @@ def test_results_markdown_tabulates_only_study_grade_runs(tmp_path):
     md = E.results_markdown(tmp_path / "a.json")
     assert "| trtr (train on real, test on real) | kaggle | 1 | 93.75 +- 0.00 |" in md
     assert "200/34/5/385" in md and "No confusion matrix" in md and "No study result yet" not in md
+
+
+def test_tune_threshold_closed_form() -> None:
+    from cxr_utils.evaluation import tune_threshold
+
+    y = np.array([0, 0, 1, 1])
+    # separable with 0.5 inside the gap: 0.5 is perfect already and, of the perfect candidates, nearest the default
+    assert tune_threshold(y, np.array([0.1, 0.3, 0.6, 0.9])) == 0.5
+    # separable above 0.5: 0.5 calls one NORMAL wrong; the midpoint 0.65 of the gap separates them
+    assert tune_threshold(y, np.array([0.55, 0.6, 0.7, 0.9])) == pytest.approx(0.65)
+    # all probabilities low: 0.5 calls everything NORMAL (J = 0); the midpoint 0.25 separates them (J = 1)
+    assert tune_threshold(y, np.array([0.1, 0.2, 0.3, 0.4])) == pytest.approx(0.25)
+    assert tune_threshold(np.array([1, 1]), np.array([0.2, 0.9])) == 0.5  # one class: nothing to rank, the default

@@ -16,3 +16,23 @@ def test_plan_epochs_gives_small_data_enough_steps() -> None:
     assert train.plan_epochs(4200, 64, None, min_steps=3000) == 200  # Kaggle: 65 steps per epoch, 13,000 steps
     assert train.plan_epochs(300, 64, None, min_steps=3000) == 750  # 4 steps per epoch
     assert train.plan_epochs(10, 10, 5) == 5  # an explicit number always wins
+
+
+def test_cli_train_without_sizes_fits_the_run_to_the_data(sample_npz, tmp_path, monkeypatch) -> None:
+    from cxr_utils.cli import main
+    from cxr_utils.config import DEFAULT_RECIPE, RECIPES
+
+    seen = {}
+
+    def fake_train(cfg, run_dir, images, labels, **kw):  # the wiring only: what train() would be asked to do
+        seen["cfg"] = cfg
+        return {"metrics": {}, "epochs": cfg.epochs, "step": 0, "precision": "fp32", "generator": "-"}
+
+    monkeypatch.setattr(train, "train", fake_train)
+    assert main(["train", "--data", str(sample_npz), "--run-dir", str(tmp_path / "a")]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.batch_size, cfg.epochs) == (10, 3000)  # 10 training images: batch 10, 3,000 one-step epochs
+    assert {k: getattr(cfg, k) for k in RECIPES[DEFAULT_RECIPE]} == RECIPES[DEFAULT_RECIPE]
+    assert main(["train", "--data", str(sample_npz), "--run-dir", str(tmp_path / "b"), "--epochs", "5",
+                 "--batch-size", "4"]) == 0
+    assert (seen["cfg"].batch_size, seen["cfg"].epochs) == (4, 5)  # given sizes are kept
