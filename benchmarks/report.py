@@ -149,7 +149,8 @@ def _s(v: float | None) -> str:
 
 
 def _loop_rows(t: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """The training loop around the step (issue 11): per-epoch overhead, XLA, step time before and after."""
+    """The training loop around the step (issue 11): train() throughput against the bare step, XLA, step time before
+    and after."""
     lp = t.get("loop") or {}
     rows: list[tuple[str, str, str, str]] = []
     if not lp:
@@ -157,8 +158,8 @@ def _loop_rows(t: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     c, bare, tr = lp.get("config", {}), lp["bare_step"], lp["train"]
     what = f"{c.get('image_size')} px, batch {c.get('batch_size')}, {bare.get('precision')}"
     rr = lp.get("ratios", {}).get("loop_vs_bare_step")
-    rows.append((f"b. per-epoch overhead: train() on the {lp.get('n_train')}-image sample ({lp.get('steps_per_epoch')} "
-                 f"step per epoch, {what}, default cadence) / bare step",
+    rows.append((f"b. throughput of train() on the {lp.get('n_train')}-image sample ({lp.get('steps_per_epoch')} "
+                 f"step per epoch, {what}, seed-recipe model, default cadence) / bare step (higher is better)",
                  f"{tr['images_per_second']:.1f} / {bare['images_per_second']:.1f} img/s = {_pct(rr and rr['value'])}",
                  f">= {100 * rr['target']:.0f}%" if rr else "", _met(rr)))
     if "bare_step_jit" in lp:
@@ -173,7 +174,7 @@ def _loop_rows(t: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                            ("bare_step_default_batch_seconds", f"bare step (64 px, batch 64, {b.get('precision')})"),
                            ("train_seconds_per_epoch", "train() seconds per epoch on the sample")):
             rows.append((f"b. {label}, before / after issue 11 ({ref})", f"{_s(b[key])} / {_s(a[key])}", "", ""))
-        rows.append((f"b. per-epoch overhead (train() / bare step) before / after issue 11 ({ref})",
+        rows.append((f"b. throughput of train() / bare step, before / after issue 11 ({ref})",
                      f"{_pct(b['loop_vs_bare_step'])} / {_pct(a['loop_vs_bare_step'])}", "", ""))
     return rows
 

@@ -214,7 +214,8 @@ def bare_step(cfg: Any, precision: str, rounds: int = 4, chunk: int = 6) -> dict
 
 def loop(npz: Path, work: Path, rounds: int = 4, epochs_per_round: int = 12, chunk: int = 6, cfg: Any = None,
          jit: bool = False) -> dict[str, Any]:
-    """Per-epoch overhead: images/s of train() on a cache's train split (notebook 02's defaults) vs the bare step.
+    """Per-epoch overhead: images/s of train() on a cache's train split vs the bare step (GANConfig() unless `cfg`:
+    the seed-recipe model, which older checkouts also have, so before/after compare the same model).
 
     In each of `rounds` rounds, `chunk` bare steps (fit on one in-memory batch) and then `epochs_per_round` more
     epochs of one train() run (resumed from the previous round) are timed; the per-epoch time is the mean interval
@@ -232,7 +233,7 @@ def loop(npz: Path, work: Path, rounds: int = 4, epochs_per_round: int = 12, chu
 
     images, labels = data.load(npz).subset("train")
     cfg = (cfg or GANConfig()).replace(image_size=int(images.shape[1]))
-    cfg = cfg.replace(batch_size=min(cfg.batch_size, len(images)))  # what notebook 02 does on the 10-image sample
+    cfg = cfg.replace(batch_size=min(cfg.batch_size, len(images)))  # train.fit_batch_size, which older checkouts lack
     precision = train.resolve_precision(cfg.precision, cfg.deterministic)
     steps = len(images) // cfg.batch_size
     out: dict[str, Any] = {"cache": str(npz), "n_train": int(len(images)), "steps_per_epoch": steps,
@@ -357,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before-commit", default=None, help="the commit that folder was extracted from")
     ap.add_argument("--rounds", type=int, default=2, help="with --before: alternating rounds per version")
     args = ap.parse_args(argv)
+    if args.before and not args.before_commit:
+        # a folder extracted inside this repository would report this checkout's HEAD as the "before" commit
+        ap.error("--before needs --before-commit (the commit the folder was extracted from)")
     if args.before:
         res = _ab(args, argv)
         atomic_write_json(args.out, res)

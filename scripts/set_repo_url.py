@@ -51,8 +51,8 @@ def notebook_urls(path: Path) -> dict[str, object]:
     return {"badges": BADGE.findall(text), "clone": [m.group(2) for m in CLONE.finditer(text)]}
 
 
-def rewrite(path: Path, url: str, branch: str = "main") -> bool:
-    """Point the notebook's badge and Setup-cell clone URL at `url` (https form); True if the file changed."""
+def rewritten(path: Path, url: str, branch: str = "main") -> str | None:
+    """The notebook's text with its badge and Setup-cell clone URL pointing at `url` (https form); None if unchanged."""
     owner, repo = GITHUB.match(url).group(1, 2)  # type: ignore[union-attr]
     nb = json.loads(path.read_text(encoding="utf-8"))
     found = {"badge": 0, "clone": 0}
@@ -72,10 +72,7 @@ def rewrite(path: Path, url: str, branch: str = "main") -> bool:
         raise ValueError(f"{path}: expected one Colab badge and one REPO_URL line, found {found['badge']} and "
                          f"{found['clone']}; restore the notebook's first cells from git")
     new = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"  # the format Jupyter writes: a clean diff
-    if new == path.read_text(encoding="utf-8"):
-        return False
-    atomic_write_text(path, new)
-    return True
+    return None if new == path.read_text(encoding="utf-8") else new
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--branch", default="main", help="the branch the badges open (default: main)")
     ap.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)  # tests run it on a copy
     args = ap.parse_args(argv)
+    if "/" in args.branch or not args.branch.strip():
+        # the badge's path is .../blob/<branch>/notebooks/...: a "/" in the branch could not be found again next time
+        print(f"error: --branch {args.branch!r}: use a branch name without '/'", file=sys.stderr)
+        return 2
     raw = args.url or origin_url(args.root)
     if not raw:
         print("error: no URL given and `git remote get-url origin` names none; run "
@@ -98,11 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     if not notebooks:
         print(f"error: {args.root / 'notebooks'}: no notebooks found", file=sys.stderr)
         return 2
-    try:
-        changed = [p.name for p in notebooks if rewrite(p, url, args.branch)]
+    try:  # every notebook is checked before any is written: a bad one leaves all four as they were
+        new = {p: rewritten(p, url, args.branch) for p in notebooks}
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    changed = [p.name for p, text in new.items() if text is not None]
+    for p, text in new.items():
+        if text is not None:
+            atomic_write_text(p, text)
     print(f"{url} (branch {args.branch}) in {len(notebooks)} notebooks; "
           + (f"changed {', '.join(changed)}: commit and push them" if changed else "already set, nothing changed"))
     return 0

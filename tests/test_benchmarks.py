@@ -222,6 +222,10 @@ def _fake_result() -> dict:
         "export": {"pngs": 500, "images_per_second": 1234.0},
         "digits": {"tstr": 0.95, "trtr": 0.97, "ratio": 0.9794, "seconds": 200.0,
                    "curve": [{"step": 100, "train_seconds": 30.0, "tstr": 0.8, "ratio": 0.8247}]},
+        "xray": {"quality_cost": {"recipe": "xray", "n_train": 4200, "n_val": 500, "batch_size": 64, "precision": "bf16",
+                                  "eval_n_per_class": 128, "probe_build_seconds": 30.0, "eval_seconds": 2.5,
+                                  "step_seconds": 0.4, "steps_between_evals": 500, "share_of_training": 0.0123,
+                                  "target_share": 0.1, "met": True}},
         "make_test": {"measured": False, "note": "not measured yet"},
         "quick_ratio": {"value": 250.0, "target": 300.0, "met": True},
     }
@@ -237,7 +241,8 @@ def test_report_markdown_has_machine_targets_and_numbers(tmp_path):
               "29.0%", ">= 40%", "1.2%", "< 5%", "1,234 img/s", "TSTR 0.800", "0.95", "not measured yet", "< 600 s",
               "250 s", "< 300 s", "Conv2DBackpropFilter", "400",
               "66.7 / 80.0 img/s = 83.4%", ">= 80%", "0.250 s / 0.125 s", "commit 1e48616 / 2f00000", "0.131 s / 0.125 s",
-              "0.529 s / 0.521 s", "0.912 s / 0.150 s", "14.0% / 83.4%"):
+              "0.529 s / 0.521 s", "0.912 s / 0.150 s", "14.0% / 83.4%",
+              "2.50 s vs 200 s = 1.2% of training", "<= 10%", "128 images per class, 4200 train / 500 val images"):
         assert s in md, s
     assert md.count("**missed**") == 2  # bf16/fp32 and the peak fraction
     # every table row has 4 cells

@@ -90,3 +90,20 @@ def test_no_remote_and_no_argument_is_one_line_exit_2(tmp_path: Path) -> None:
     bad = _run("https://gitlab.com/someone/cxr-cgan.git", "--root", str(root))
     assert bad.returncode == 2 and "not a GitHub repository URL" in bad.stderr and bad.stderr.count("\n") == 1
     assert [p.read_bytes() for p in sorted((root / "notebooks").glob("*.ipynb"))] == [p.read_bytes() for p in NOTEBOOKS]
+
+
+def test_a_bad_notebook_or_branch_leaves_every_notebook_as_it_was(tmp_path: Path) -> None:
+    root = _repo_copy(tmp_path, None)
+    before = {p.name: p.read_bytes() for p in sorted((root / "notebooks").glob("*.ipynb"))}
+    r = subprocess.run([sys.executable, str(SCRIPT), "https://github.com/me/cxr-cgan.git", "--branch", "feature/x",
+                        "--root", str(root)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.startswith("error: --branch 'feature/x'") and r.stderr.count("\n") == 1
+    # the last notebook (in sorted order) loses its badge: the check fails before the first three are rewritten
+    last = sorted((root / "notebooks").glob("*.ipynb"))[-1]
+    last.write_text(last.read_text(encoding="utf-8").replace("colab.research.google.com/github", "example.org"),
+                    encoding="utf-8")
+    before[last.name] = last.read_bytes()
+    r = subprocess.run([sys.executable, str(SCRIPT), "https://github.com/me/cxr-cgan.git", "--root", str(root)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "expected one Colab badge" in r.stderr
+    assert {p.name: p.read_bytes() for p in sorted((root / "notebooks").glob("*.ipynb"))} == before

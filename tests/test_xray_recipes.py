@@ -15,6 +15,16 @@ def test_recipes_benchmark_smoke(sample_data_dir, tmp_path, monkeypatch) -> None
     from cxr_utils import quality
 
     monkeypatch.setenv("CXR_DATA_DIR", str(sample_data_dir))
+    from cxr_utils import plots
+
+    drawn = {}
+    real_grid = plots.image_grid
+
+    def spy_grid(rows, row_titles=None, **kw):  # what the figure shows, row by row
+        drawn.update(rows=[len(r) for r in rows], titles=list(row_titles))
+        return real_grid(rows, row_titles, **kw)
+
+    monkeypatch.setattr(plots, "image_grid", spy_grid)
     grid = tmp_path / "grid.png"
     res = X.run(["xray", "seed"], steps=3, work=tmp_path / "work", grid=grid, quick=True,
                 partial=tmp_path / "partial.json")
@@ -25,11 +35,26 @@ def test_recipes_benchmark_smoke(sample_data_dir, tmp_path, monkeypatch) -> None
         epochs = [p["epoch"] for p in r["curve"]]
         assert epochs == sorted(set(epochs)) and epochs[-1] == 3 and len(epochs) == 3  # eval_every 1: each epoch once
         assert r["best"]["epoch"] in epochs and r["best"]["scores"]["train_images"] == 8  # smoke: 4 per class
-        assert isinstance(X.meets_bar(r["best"]["scores"]), bool)
+        b = r["best"]["scores"]
+        assert X.meets_bar(b) == (b["diversity"] >= 0.4 and b["train_coverage"] >= 0.7)
     assert res["recipes"][0]["fields"]["g_base_filters"] == 32 and res["recipes"][1]["fields"]["norm"] == "layer"
     assert json.loads((tmp_path / "partial.json").read_text())["partial"] is True
     with Image.open(grid) as im:
-        assert im.size[1] > im.size[0] / 4  # 2 real rows + 2 rows per recipe
+        im.verify()
+    # the real training images of each class (5), then 8 SYNTHETIC images per class from each recipe's kept generator
+    assert drawn["rows"] == [5, 5, 8, 8, 8, 8]
+    kept = [r["best"]["epoch"] for r in res["recipes"]]
+    assert drawn["titles"] == ["real NORMAL\n(train)", "real PNEUMONIA\n(train)",
+                               f"xray\nSYNTHETIC NORMAL\n(epoch {kept[0]})", f"xray\nSYNTHETIC PNEUMONIA\n(epoch {kept[0]})",
+                               f"seed\nSYNTHETIC NORMAL\n(epoch {kept[1]})", f"seed\nSYNTHETIC PNEUMONIA\n(epoch {kept[1]})"]
+
+
+def test_from_partial_needs_the_work_dir(capsys) -> None:
+    from benchmarks import xray_recipes as X
+
+    assert X.main(["--from-partial", "--out", "x.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --from-partial") and err.count("\n") == 1
 
 
 def test_readme_section_comes_from_the_json(tmp_path, monkeypatch) -> None:
