@@ -445,7 +445,7 @@ def load_synthetic_folder(folder: str | os.PathLike, image_size: int) -> tuple[t
     from . import sample
 
     x, y = sample.load_synthetic(folder, expected_size=image_size)
-    return (x, y), {"synthetic": str(folder), "n_synthetic": _class_counts(y)}
+    return (x, y), {"synthetic": str(folder), "n_synthetic": _class_counts(y), "generator": sample.generators_of(folder)}
 
 
 def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike | None = None, weights: str = "imagenet",

@@ -95,6 +95,11 @@ def load_synthetic(folder: str | os.PathLike, expected_size: int | None = None,
     return np.stack(images).astype(np.uint8), np.asarray(labels, dtype=np.int64)
 
 
+def generators_of(folder: str | os.PathLike) -> list[str]:
+    """The generator(s) a synthetic folder's manifest says made its images ("best (epoch 3000, ...)", ...)."""
+    return sorted({r.get("generator") or "unknown (manifest without a generator column)" for r in read_manifest(folder)})
+
+
 def read_manifest(folder: str | os.PathLike) -> list[dict[str, str]]:
     """The rows of FOLDER/manifest.csv as dicts (empty list if there is no manifest)."""
     path = Path(folder) / MANIFEST_NAME

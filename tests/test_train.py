@@ -616,7 +616,15 @@ def test_loop_does_not_sync_per_step_and_jit_is_a_flag(monkeypatch: pytest.Monke
     assert T.RunCallback.on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
     assert [T.steps_per_execution(n) for n in (1, 5, 7, 17, 80, 81, 163)] == [1, 5, 7, 1, 16, 9, 1]
     assert T.build_gan(tiny16(), "fp32", 5).steps_per_execution == 5
-    assert T.resolve_jit("on") and not T.resolve_jit("off") and not T.resolve_jit("auto")  # auto: off without a GPU
+    assert T.resolve_jit("on") and not T.resolve_jit("off")
+    import tensorflow as tf
+
+    gpu = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]
+    with monkeypatch.context() as m:  # auto follows the devices TensorFlow sees, on any machine
+        m.setattr(tf.config, "list_physical_devices", lambda kind=None: gpu if kind == "GPU" else [])
+        assert T.resolve_jit("auto")
+        m.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+        assert not T.resolve_jit("auto")
     seen = []
     real = keras.Model.compile
     monkeypatch.setattr(keras.Model, "compile", lambda self, **kw: (seen.append(kw["jit_compile"]), real(self, **kw))[1])
