@@ -371,6 +371,9 @@ def feature_metrics(real_train: np.ndarray, real_test: np.ndarray, synth: np.nda
             warnings.simplefilter("always", FIDImaginaryWarning)
             out["fid"] = fid(real_train, synth)
         out["fid_warnings"] = [str(w.message) for w in caught if issubclass(w.category, FIDImaginaryWarning)]
+        for w in caught:  # recorded only to keep FID's own warning in the result: every other one is passed on
+            if not issubclass(w.category, FIDImaginaryWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if n < dim:
         # FID estimates a dim x dim covariance: with fewer images than dimensions it is biased upward (Chong & Forsyth
         # 2020), so values are only comparable at equal image counts

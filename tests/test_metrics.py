@@ -296,3 +296,28 @@ def test_metrics_react_as_documented_on_real_digits():
     assert M.fid(fa, fb) < M.fid(fa, f_drop) < M.fid(fa, f_noise)
     assert M.memorization(fa, fa[:100], ft)["fraction_below_threshold"] == 1.0
     assert M.memorization(fa, fb, ft)["fraction_below_threshold"] < 0.15
+
+
+def test_fid_warns_on_a_complex_square_root_and_notes_its_bias() -> None:
+    import warnings
+
+    from cxr_utils import metrics as M
+
+    # sigma2 is not PSD (eigenvalues 3 and -1): sqrt(s1 s2) = V diag(sqrt 3, i) V^T has 0.5i on its diagonal
+    with pytest.warns(M.FIDImaginaryWarning, match="imaginary component of 0.5 "):
+        M.fid_from_stats(np.zeros(2), np.eye(2), np.zeros(2), np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", M.FIDImaginaryWarning)  # a proper pair of covariances does not warn
+        assert M.fid_from_stats(np.zeros(2), np.eye(2), np.ones(2), 4 * np.eye(2)) == pytest.approx(2 + 2 * (1 + 4 - 2 * 2))
+    rng = np.random.default_rng(0)
+    out = M.feature_metrics(rng.normal(size=(6, 8)), rng.normal(size=(3, 8)), rng.normal(size=(5, 8)), kid_subsets=2)
+    assert out["feature_dim"] == 8 and out["n_real"] == 6 and out["n_synthetic"] == 5
+    assert out["fid_note"].startswith("FID on 5 images per set < 8 feature dimensions: biased upward")
+
+
+def test_balanced_class_weight_closed_form() -> None:
+    from cxr_utils.metrics import balanced_class_weight
+
+    assert balanced_class_weight(np.array([0, 1, 1, 1]), 2) == {0: 2.0, 1: pytest.approx(4 / 6)}
+    # three classes, one absent: the present ones weigh n / (K n_c), the absent one 1 (it never occurs in the loss)
+    assert balanced_class_weight(np.array([0, 0, 2]), 3) == {0: pytest.approx(0.5), 1: 1.0, 2: 1.0}
