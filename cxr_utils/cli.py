@@ -1,6 +1,7 @@
 """Command-line front: `python -m cxr_utils {prepare,train,sample,evaluate,metrics,study}`.
 
-Each subcommand is a thin wrapper over a function in the matching module. A UserError
+The whole command line lives here: argument parsing, and one small handler per subcommand that turns the
+arguments into calls of plain, typed package functions (no domain module sees an argparse.Namespace). A UserError
 becomes one line on stderr and exit status 2; any other failure exits 1.
 """
 
@@ -8,23 +9,15 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import os
+import shlex
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .config import DEFAULT_RECIPE, RECIPES
 from .errors import TrainingDiverged, UserError
-
-# subcommand -> (module, function); imported lazily so `--help` stays fast and TF loads only when needed
-COMMANDS = {
-    "prepare": ("cxr_utils.data", "cli_prepare"),
-    "train": ("cxr_utils.train", "cli_train"),
-    "sample": ("cxr_utils.sample", "cli_sample"),
-    "evaluate": ("cxr_utils.evaluation", "cli_evaluate"),
-    "metrics": ("cxr_utils.metrics", "cli_metrics"),
-    "study": ("cxr_utils.cli", "cli_study"),
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,32 +109,172 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cli_study(args: argparse.Namespace) -> int:
-    """`python -m cxr_utils study`: the whole notebook-04 evaluation through study.run_study."""
+def command_line(args: argparse.Namespace, sub: str) -> str:
+    """The `python -m cxr_utils SUB ...` command equivalent to parsed args (recorded in the JSON it writes)."""
+    parts = ["python", "-m", "cxr_utils", sub]
+    for k, v in vars(args).items():
+        if k == "command" or v is None or v is False:
+            continue
+        flag = "--" + k.replace("_", "-")
+        parts += [flag] if v is True else [flag, str(v)]
+    return shlex.join(parts)
+
+
+def _verbosity() -> int:
+    """Keras fit logs: a progress bar on a terminal, one line per epoch in a log file."""
+    return 2 if not os.isatty(1) else 1
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    """`prepare`: build or reuse the cache and print counts, source, skips and output path."""
+    from . import data
+
+    res = data.prepare_verbose(source=args.source, path=args.path, size=args.size, out=args.out, workers=args.workers,
+                               seed=args.seed, force=args.force, progress=sys.stderr.isatty())
+    ds = data.load(res.path)
+    m = ds.manifest
+    # the source used and why was already printed by prepare_verbose
+    print(f"split policy: {m.get('split_policy', '?')}")
+    print(data.counts_table(data.counts(ds)))
+    skipped = m.get("skipped", [])
+    print(f"skipped: {len(skipped)} file(s)")
+    for s in skipped:
+        print(f"  {s['path']}: {s['reason']}")
+    if m.get("excluded"):
+        print(f"excluded from train/val (patient in official test): {len(m['excluded'])}")
+    rep = data.leakage_report(ds)
+    print(f"audit: {rep['summary']}")
+    for note in m.get("notes", []):
+        print(f"note: {note}")
+    print(f"{'built' if res.rebuilt else 'cache reused'}: {res.path} (+ {data.manifest_path(res.path).name})")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`train`: config file or the run's saved config, then flags, then --smoke sizes."""
+    from . import io as cio
+    from . import train
+    from .config import GANConfig, smoke_overrides
+
+    run_dir = Path(args.run_dir)
+    saved = run_dir / "config.json"
+    resumed = args.resume and saved.is_file()  # the run's own config.json defines it
+    if args.config:
+        cfg = GANConfig.from_file(args.config)
+    elif resumed:
+        cfg = train.config_of(cio.read_json(saved))
+    else:
+        cfg = GANConfig()
+    if args.recipe and resumed and not args.config:
+        raise UserError(f"--recipe: {run_dir} is resumed with its saved config.json; drop --recipe (or start a new --run-dir)")
+    # a new run without --config gets the recipe measured best on X-rays
+    recipe_name = args.recipe or (None if args.config or resumed else DEFAULT_RECIPE)
+    if recipe_name:
+        cfg = cfg.with_recipe(recipe_name)
+    if args.smoke:
+        cfg = cfg.replace(**smoke_overrides())
+    # a new run without --config, --epochs or --batch-size is fitted to its data (the 16-image sample has 10 train images)
+    plan = not (args.config or resumed or args.epochs or args.batch_size or args.smoke)
+    cfg = cfg.replace(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
+                      max_per_class=args.max_per_class, deterministic=True if args.deterministic else None,
+                      jit=args.jit, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+                      sample_every=args.sample_every)
+    out = train.train_from_npz(args.data, run_dir, cfg, resume=args.resume, plan=plan)
+    m = out["metrics"]
+    print(f"trained {run_dir}: epoch {m.get('epoch', out['epochs'])}/{out['epochs']}, step {out['step']}, "
+          f"{out['precision']}, d_loss {m.get('d_loss', float('nan')):.4f}, g_loss {m.get('g_loss', float('nan')):.4f}; "
+          f"generator: {out['generator']}")
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """`sample`: export PNGs + manifest and print where they went."""
+    from . import sample
+
+    t0 = time.perf_counter()
+    out = sample.export(args.run_dir, args.n_per_class, args.out, seed=args.seed, batch_size=args.batch_size,
+                        which=args.which)
+    dt = time.perf_counter() - t0
+    rows = sample.read_manifest(out)
+    n = len(rows)
+    print(f"generator: {(rows or [{}])[0].get('generator', '?')}")
+    print(f"wrote {n} synthetic PNGs + {sample.MANIFEST_NAME} to {out} in {dt:.1f} s "
+          f"({n / max(dt, 1e-9):.0f} img/s, model load included)")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """`evaluate`: one protocol, results JSON written atomically."""
+    from . import evaluation
     from .config import SMOKE
-    from .evaluation import command_line, summary_line
-    from .study import run_study
 
     smoke = bool(args.smoke or SMOKE)
-    res = run_study(args.data, args.synthetic, args.out, protocols=args.protocols,
-                    weights=args.weights or ("none" if smoke else "auto"),
-                    seeds=args.seeds, epochs=args.epochs,
-                    input_size=args.input_size, bootstrap=args.bootstrap, extractor=args.extractor, smoke=smoke,
-                    figures_dir=args.figures, verbose=2 if not os.isatty(1) else 1,
-                    command=command_line(args, "study"))
+    cfg = evaluation.eval_config(smoke, args.epochs, args.input_size, args.bootstrap)
+    res = evaluation.evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
+                              out=args.out, verbose=_verbosity(),
+                              extra={"command": command_line(args, "evaluate"), "smoke": smoke})
+    for note in res["notes"]:
+        print(note)
+    print(evaluation.summary_line(res))
+    print(f"wrote {args.out} (weights: {res['weights']})")
+    return 0
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    """`metrics`: write generative metrics JSON for a synthetic folder."""
+    from . import metrics
+    from .config import SMOKE
+
+    res = metrics.run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
+                              smoke=bool(args.smoke or SMOKE), out=args.out, command=command_line(args, "metrics"))
+    for note in res["notes"]:
+        print(note)
+    for ex, entry in res["extractors"].items():
+        o = entry["overall"]
+        fid_txt = f"{o['fid']:.3f}" if o.get("fid") is not None else "n/a"
+        per = ", ".join(f"{c} {m['n_real']} real / {m['n_synthetic']} synthetic" for c, m in entry["per_class"].items())
+        kid_txt = f"{o['kid_mean']:.4f}" if o.get("kid_mean") is not None else "n/a"
+        print(f"[{ex}] FID {fid_txt}  KID {kid_txt}  PRDC {o.get('prdc')}  "
+              f"(images per class: {per})")
+        for w in [o.get("fid_note"), *(o.get("fid_warnings") or [])]:
+            if w:
+                print(f"  note: {w}")
+    lf = res["label_fidelity"]
+    print(f"label fidelity ({lf['classifier']}): {lf['overall']:.3f}")
+    print(f"wrote {Path(args.out)}")
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    """`study`: the whole notebook-04 evaluation through study.run_study."""
+    from . import study
+    from .config import SMOKE
+    from .evaluation import summary_line
+
+    smoke = bool(args.smoke or SMOKE)
+    res = study.run_study(args.data, args.synthetic, args.out, protocols=args.protocols,
+                          weights=args.weights or ("none" if smoke else "auto"),
+                          seeds=args.seeds, epochs=args.epochs,
+                          input_size=args.input_size, bootstrap=args.bootstrap, extractor=args.extractor, smoke=smoke,
+                          figures_dir=args.figures, verbose=_verbosity(), command=command_line(args, "study"))
     print("\n".join(summary_line(r) for r in res.results))
     print(f"wrote {res.results_json}, {res.metrics_json} and {len(res.figures)} figures in "
           f"{next(iter(res.figures.values())).parent}")
     return 0
 
 
+# subcommand -> handler; each imports its domain module when called, so `--help` stays fast and TF loads only when needed
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prepare": run_prepare, "train": run_train, "sample": run_sample,
+    "evaluate": run_evaluate, "metrics": run_metrics, "study": run_study,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, dispatch, and map errors to exit statuses (2 user error, 1 internal failure)."""
     args = build_parser().parse_args(argv)
-    module_name, func_name = COMMANDS[args.command]
     try:
-        func = getattr(importlib.import_module(module_name), func_name)
-        return int(func(args) or 0)
+        return int(COMMANDS[args.command](args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1251,26 +1251,3 @@ def counts_table(c: dict[str, dict[str, int]]) -> str:
     w = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt: Callable[[list[str]], str] = lambda r: "  ".join(x.rjust(w[i]) if i else x.ljust(w[i]) for i, x in enumerate(r))  # noqa: E731
     return "\n".join([fmt(head), *map(fmt, rows)])
-
-
-def cli_prepare(args) -> int:
-    """`python -m cxr_utils prepare`: build or reuse the cache and print counts, source, skips and output path."""
-    res = prepare_verbose(source=args.source, path=args.path, size=args.size, out=args.out, workers=args.workers,
-                          seed=args.seed, force=args.force, progress=sys.stderr.isatty())
-    ds = load(res.path)
-    m = ds.manifest
-    # the source used and why was already printed by prepare_verbose
-    print(f"split policy: {m.get('split_policy', '?')}")
-    print(counts_table(counts(ds)))
-    skipped = m.get("skipped", [])
-    print(f"skipped: {len(skipped)} file(s)")
-    for s in skipped:
-        print(f"  {s['path']}: {s['reason']}")
-    if m.get("excluded"):
-        print(f"excluded from train/val (patient in official test): {len(m['excluded'])}")
-    rep = leakage_report(ds)
-    print(f"audit: {rep['summary']}")
-    for note in m.get("notes", []):
-        print(f"note: {note}")
-    print(f"{'built' if res.rebuilt else 'cache reused'}: {res.path} (+ {manifest_path(res.path).name})")
-    return 0

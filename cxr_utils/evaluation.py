@@ -8,7 +8,6 @@ Whenever VGG16 ran without ImageNet weights, every output says "random init".
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -557,29 +556,3 @@ def results_markdown(*paths: str | os.PathLike, seed_check: bool = True) -> str:
         lines += ["The seed repository reported accuracy/precision/recall/F1 = 93.90/92.62/99.12/95.76 for VGG16 trained on "
                   "GAN images and tested on the Kaggle test split, without confusion counts. " + chk["statement"], ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def command_line(args: argparse.Namespace, sub: str) -> str:
-    """The `python -m cxr_utils SUB ...` command equivalent to parsed args (recorded in the JSON it writes)."""
-    import shlex
-
-    parts = ["python", "-m", "cxr_utils", sub]
-    for k, v in vars(args).items():
-        if k == "command" or v is None or v is False:
-            continue
-        flag = "--" + k.replace("_", "-")
-        parts += [flag] if v is True else [flag, str(v)]
-    return shlex.join(parts)
-
-
-def cli_evaluate(args: argparse.Namespace) -> int:
-    """`python -m cxr_utils evaluate`: one protocol, results JSON written atomically."""
-    smoke = bool(args.smoke or SMOKE)
-    cfg = eval_config(smoke, args.epochs, args.input_size, args.bootstrap)
-    res = evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
-                   out=args.out, verbose=2 if not os.isatty(1) else 1, extra={"command": command_line(args, "evaluate"), "smoke": smoke})
-    for note in res["notes"]:
-        print(note)
-    print(summary_line(res))
-    print(f"wrote {args.out} (weights: {res['weights']})")
-    return 0

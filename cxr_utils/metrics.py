@@ -7,7 +7,6 @@ numbers from different extractors are not comparable (an offline random-init CNN
 
 from __future__ import annotations
 
-import argparse
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -481,27 +480,3 @@ def metrics_table(res: dict[str, Any]) -> Any:
                          "density": p.get("density"), "coverage": p.get("coverage"),
                          "memorized_frac": mem.get("fraction_below_threshold")})
     return pd.DataFrame(rows)
-
-
-def cli_metrics(args: argparse.Namespace) -> int:
-    """`python -m cxr_utils metrics`: write generative metrics JSON for a synthetic folder."""
-    from .evaluation import command_line
-
-    res = run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
-                      smoke=bool(args.smoke or SMOKE), out=args.out, command=command_line(args, "metrics"))
-    for note in res["notes"]:
-        print(note)
-    for ex, entry in res["extractors"].items():
-        o = entry["overall"]
-        fid_txt = f"{o['fid']:.3f}" if o.get("fid") is not None else "n/a"
-        per = ", ".join(f"{c} {m['n_real']} real / {m['n_synthetic']} synthetic" for c, m in entry["per_class"].items())
-        kid_txt = f"{o['kid_mean']:.4f}" if o.get("kid_mean") is not None else "n/a"
-        print(f"[{ex}] FID {fid_txt}  KID {kid_txt}  PRDC {o.get('prdc')}  "
-              f"(images per class: {per})")
-        for w in [o.get("fid_note"), *(o.get("fid_warnings") or [])]:
-            if w:
-                print(f"  note: {w}")
-    lf = res["label_fidelity"]
-    print(f"label fidelity ({lf['classifier']}): {lf['overall']:.3f}")
-    print(f"wrote {Path(args.out)}")
-    return 0

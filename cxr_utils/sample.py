@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -430,15 +429,3 @@ def _swap_into_place(stage: Path, out: Path, run_name: str) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def cli_sample(args: Any) -> int:
-    """`python -m cxr_utils sample`: export PNGs + manifest and print where they went."""
-    t0 = time.perf_counter()
-    out = export(args.run_dir, args.n_per_class, args.out, seed=args.seed, batch_size=args.batch_size, which=args.which)
-    dt = time.perf_counter() - t0
-    rows = read_manifest(out)
-    n = len(rows)
-    print(f"generator: {(rows or [{}])[0].get('generator', '?')}")
-    print(f"wrote {n} synthetic PNGs + {MANIFEST_NAME} to {out} in {dt:.1f} s ({n / max(dt, 1e-9):.0f} img/s, model load included)")
-    return 0

@@ -7,7 +7,6 @@ samples/epoch-NNNN.png (every sample_every epochs), metrics.csv, tb/, generator.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import fcntl
@@ -24,7 +23,7 @@ import tensorflow as tf
 
 from . import data, quality
 from . import io as cio
-from .config import DEFAULT_RECIPE, GANConfig, smoke_overrides
+from .config import GANConfig
 from .errors import RunLocked, TrainingDiverged, UserError
 from .gan import METRIC_NAMES, ConditionalGAN
 from .models import build_discriminator, build_generator
@@ -706,7 +705,7 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
     return train(cfg, run_dir, images, labels, resume=resume, data_info=info, **kwargs)
 
 
-def _config_of(saved: dict[str, Any]) -> GANConfig:
+def config_of(saved: dict[str, Any]) -> GANConfig:
     """The GANConfig of a run's config.json (its fields sit at the top level, beside the "data" provenance)."""
     return GANConfig.from_dict({k: v for k, v in saved.items() if k != "data"})
 
@@ -758,7 +757,7 @@ def load_generator(run_dir: str | os.PathLike, which: str | int | Path = "last")
     except (ValueError, OSError) as e:
         raise UserError(f"{cfg_path}: not readable JSON ({type(e).__name__}); restore it from the run's checkpoint folder "
                         f"or retrain") from None
-    cfg = _config_of(saved)
+    cfg = config_of(saved)
     if src.suffix == ".npz":
         return _generator_from_checkpoint(cfg, src), cfg
     try:
@@ -779,36 +778,3 @@ def _generator_from_checkpoint(cfg: GANConfig, path: Path) -> keras.Model:
     gan = build_gan(cfg, "fp32")
     restore(gan, found, "fp32", 1, {})  # any precision or device count that wrote it; a foreign file is a UserError
     return gan.ema_generator
-
-
-def cli_train(args: argparse.Namespace) -> int:
-    """`python -m cxr_utils train`: config file or the run's saved config, then flags, then --smoke sizes."""
-    run_dir = Path(args.run_dir)
-    saved = run_dir / "config.json"
-    resumed = args.resume and saved.is_file()  # the run's own config.json defines it
-    if args.config:
-        cfg = GANConfig.from_file(args.config)
-    elif resumed:
-        cfg = _config_of(cio.read_json(saved))
-    else:
-        cfg = GANConfig()
-    if args.recipe and resumed and not args.config:
-        raise UserError(f"--recipe: {run_dir} is resumed with its saved config.json; drop --recipe (or start a new --run-dir)")
-    # a new run without --config gets the recipe measured best on X-rays
-    recipe_name = args.recipe or (None if args.config or resumed else DEFAULT_RECIPE)
-    if recipe_name:
-        cfg = cfg.with_recipe(recipe_name)
-    if args.smoke:
-        cfg = cfg.replace(**smoke_overrides())
-    # a new run without --config, --epochs or --batch-size is fitted to its data (the 16-image sample has 10 train images)
-    plan = not (args.config or resumed or args.epochs or args.batch_size or args.smoke)
-    cfg = cfg.replace(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
-                      max_per_class=args.max_per_class, deterministic=True if args.deterministic else None,
-                      jit=args.jit, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
-                      sample_every=args.sample_every)
-    out = train_from_npz(args.data, run_dir, cfg, resume=args.resume, plan=plan)
-    m = out["metrics"]
-    print(f"trained {run_dir}: epoch {m.get('epoch', out['epochs'])}/{out['epochs']}, step {out['step']}, "
-          f"{out['precision']}, d_loss {m.get('d_loss', float('nan')):.4f}, g_loss {m.get('g_loss', float('nan')):.4f}; "
-          f"generator: {out['generator']}")
-    return 0
