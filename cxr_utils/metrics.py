@@ -20,6 +20,7 @@ from scipy import linalg
 from .config import CLASS_NAMES, SMOKE
 from .errors import UserError
 from .io import atomic_write_json
+from .neighbors import as_rows, nearest, pairwise_distances
 
 # ---------------------------------------------------------------------------------------------- metrics
 
@@ -33,7 +34,7 @@ class FIDImaginaryWarning(UserWarning):
 
 def feature_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and (unbiased) covariance of a feature array (N, D), in float64."""
-    x = _as_2d(feats, "feats")
+    x = as_rows(feats, "feats")
     if len(x) < 2:
         raise ValueError("feature_stats needs at least 2 feature vectors")
     return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
@@ -93,7 +94,7 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
 def kid(real_feats: np.ndarray, fake_feats: np.ndarray, n_subsets: int = 100, subset_size: int = 1000,
         seed: int = 0) -> tuple[float, float]:
     """Kernel Inception Distance: mean and std of unbiased MMD^2 over random subsets (without replacement)."""
-    x, y = _as_2d(real_feats, "real_feats"), _as_2d(fake_feats, "fake_feats")
+    x, y = as_rows(real_feats, "real_feats"), as_rows(fake_feats, "fake_feats")
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"kid: feature dimensions differ ({x.shape[1]} vs {y.shape[1]})")
     m = min(subset_size, len(x), len(y))
@@ -101,18 +102,6 @@ def kid(real_feats: np.ndarray, fake_feats: np.ndarray, n_subsets: int = 100, su
     vals = [mmd2_unbiased(x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)])
             for _ in range(max(1, n_subsets))]
     return float(np.mean(vals)), float(np.std(vals))
-
-
-def pairwise_distances(a: np.ndarray, b: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """Euclidean distances (len(a), len(b)) in float64, computed in chunks to bound memory."""
-    a, b = _as_2d(a, "a"), _as_2d(b, "b")
-    bb = (b * b).sum(axis=1)
-    out = np.empty((len(a), len(b)), np.float64)
-    for i in range(0, len(a), chunk):
-        ai = a[i:i + chunk]
-        d2 = (ai * ai).sum(axis=1)[:, None] + bb[None, :] - 2.0 * ai @ b.T
-        out[i:i + chunk] = np.sqrt(np.maximum(d2, 0.0))
-    return out
 
 
 def _kth_neighbour_radius(feats: np.ndarray, k: int) -> np.ndarray:
@@ -126,7 +115,7 @@ def _kth_neighbour_radius(feats: np.ndarray, k: int) -> np.ndarray:
 
 def prdc(real_feats: np.ndarray, fake_feats: np.ndarray, k: int = 5) -> dict[str, float]:
     """Precision, recall, density and coverage (Naeem et al. 2020, k-NN balls; strict '<' as in the reference code)."""
-    real, fake = _as_2d(real_feats, "real_feats"), _as_2d(fake_feats, "fake_feats")
+    real, fake = as_rows(real_feats, "real_feats"), as_rows(fake_feats, "fake_feats")
     real_r = _kth_neighbour_radius(real, k)
     fake_r = _kth_neighbour_radius(fake, k)
     d = pairwise_distances(real, fake)  # (n_real, n_fake)
@@ -146,10 +135,8 @@ def memorization(train_feats: np.ndarray, synth_feats: np.ndarray, test_feats: n
     A synthetic image closer to a training image than the `percentile`-th test-to-train distance is suspicious:
     real unseen images are rarely that close. Returns the suspicious fraction and the closest pairs.
     """
-    d_syn = pairwise_distances(synth_feats, train_feats)
-    d_test = pairwise_distances(test_feats, train_feats)
-    syn_nn, syn_idx = d_syn.min(axis=1), d_syn.argmin(axis=1)
-    test_nn = d_test.min(axis=1)
+    syn_idx, syn_nn = nearest(synth_feats, train_feats)
+    _, test_nn = nearest(test_feats, train_feats)
     threshold = float(np.percentile(test_nn, percentile))
     order = np.argsort(syn_nn, kind="stable")[:n_pairs]
     return {
@@ -185,15 +172,6 @@ def label_fidelity(probs_or_preds: np.ndarray, generator_labels: np.ndarray,
     per_class = {name: (float(agree[labels == c].mean()) if (labels == c).any() else None)
                  for c, name in enumerate(class_names)}
     return {"overall": float(agree.mean()) if len(agree) else None, "per_class": per_class, "n": int(len(agree))}
-
-
-def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(a, dtype=np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    if x.ndim != 2:
-        raise ValueError(f"{name}: expected a (N, D) feature array, got shape {x.shape}")
-    return x
 
 
 # ------------------------------------------------------------------------------------------ extractors
@@ -362,7 +340,7 @@ def kid_and_prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, kid_subsets: in
 def feature_metrics(real_train: np.ndarray, real_test: np.ndarray, synth: np.ndarray, k: int = 5,
                     kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, Any]:
     """FID, KID, PRDC (against real train) and memorization (train vs test) for one feature space."""
-    dim = int(_as_2d(real_train, "real_train").shape[1]) if len(real_train) else 0
+    dim = int(as_rows(real_train, "real_train").shape[1]) if len(real_train) else 0
     n = min(len(real_train), len(synth))
     out: dict[str, Any] = {"n_real": int(len(real_train)), "n_synthetic": int(len(synth)), "feature_dim": dim, "fid": None}
     if n >= 2:

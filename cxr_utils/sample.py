@@ -29,6 +29,7 @@ from .config import CLASS_NAMES, SYNTHETIC_TAG
 from .data import from_model_view as to_uint8  # generator output [-1, 1] -> uint8, channels averaged
 from .errors import UserError
 from .io import file_digest, fsync_file
+from .neighbors import nearest
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("file", "class", "label", "seed", "run", "generator_sha256", "synthetic", "generator")
@@ -184,28 +185,22 @@ def class_swap(generator: Any, n: int, num_classes: int, seed: int = 0) -> np.nd
     return imgs.reshape(num_classes, n, *imgs.shape[1:])
 
 
+def _pixel_rows(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> (N, P) float64 rows with pixels in [0, 1]."""
+    return np.asarray(images, np.float64).reshape(len(images), -1) / 255.0
+
+
 def nearest_real(synthetic: np.ndarray, real: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """For each synthetic image its nearest real image in pixel space -> (indices, RMS distances in [0, 1] units).
 
     The distance is the root-mean-square pixel difference with pixels scaled to [0, 1], so 0 means a
     copy and ~0.1 is a visibly different image of the same kind.
     """
-    # float64 throughout: near-copies differ by a few grey levels, float32 cancellation would blur that
-    s = np.asarray(synthetic, np.float64).reshape(len(synthetic), -1) / 255.0
-    r = np.asarray(real, np.float64).reshape(len(real), -1) / 255.0
+    s, r = _pixel_rows(synthetic), _pixel_rows(real)
     if s.shape[1] != r.shape[1]:
         raise UserError(f"nearest_real: synthetic images have {s.shape[1]} pixels, real ones {r.shape[1]}; use the same size")
-    r2 = (r * r).sum(1)
-    idx = np.empty(len(s), np.int64)
-    dist = np.empty(len(s), np.float64)
-    for i in range(0, len(s), chunk):
-        c = s[i:i + chunk]
-        d2 = (c * c).sum(1)[:, None] - 2.0 * (c @ r.T) + r2[None, :]  # |c - r|^2 without an (n, m, P) array
-        j = d2.argmin(1)
-        idx[i:i + chunk] = j
-        # the expansion cancels badly near 0; recompute the winner's distance directly so a copy reads exactly 0
-        dist[i:i + chunk] = np.sqrt(((c - r[j]) ** 2).mean(1))
-    return idx, dist
+    idx, dist = nearest(s, r, chunk=chunk)
+    return idx, dist / np.sqrt(s.shape[1])
 
 
 def pixel_memorization(train: np.ndarray, synthetic: np.ndarray, held_out: np.ndarray) -> dict[str, Any]:
@@ -213,19 +208,15 @@ def pixel_memorization(train: np.ndarray, synthetic: np.ndarray, held_out: np.nd
     from .metrics import memorization
 
     def rms_space(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, np.float64)
-        return x.reshape(len(x), -1) / 255.0 / np.sqrt(x[0].size)
+        return _pixel_rows(x) / np.sqrt(np.asarray(x[0]).size)
 
     return memorization(rms_space(train), rms_space(synthetic), rms_space(held_out))
 
 
 def real_to_real_nn(real: np.ndarray) -> np.ndarray:
     """Each real image's RMS distance to its nearest *other* real image: the scale for nearest_real's numbers."""
-    r = np.asarray(real, np.float64).reshape(len(real), -1) / 255.0
-    sq = (r * r).sum(1)
-    d2 = sq[:, None] - 2.0 * r @ r.T + sq[None, :]
-    np.fill_diagonal(d2, np.inf)
-    return np.sqrt(np.maximum(d2.min(1), 0.0) / r.shape[1])
+    r = _pixel_rows(real)
+    return nearest(r, r, exclude_self=True)[1] / np.sqrt(r.shape[1])
 
 
 def load_run(run_dir: str | os.PathLike, hint: str = "run notebooks/02_train_cgan.ipynb (or `python -m cxr_utils train`) first",

@@ -160,15 +160,6 @@ def test_kid_is_the_mean_and_std_of_unbiased_mmd_over_seeded_subsets():
         M.kid(np.zeros((4, 3)), np.zeros((4, 2)))
 
 
-def test_pairwise_distances_in_chunks_and_on_integer_features():
-    a = np.arange(10.0).reshape(5, 2)
-    b = np.array([[0.0, 0.0], [3.0, 4.0], [-1.0, 2.0]])
-    brute = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
-    np.testing.assert_allclose(M.pairwise_distances(a, b, chunk=2), brute, atol=1e-9)  # 3 chunks, the last one short
-    u8 = np.array([[0], [255]], np.uint8)  # features as uint8: no wrap-around in the differences
-    np.testing.assert_allclose(M.pairwise_distances(u8, u8), [[0.0, 255.0], [255.0, 0.0]])
-
-
 def test_prdc_density_divides_by_k_and_balls_are_strict():
     # 1-D, k = 2. Real {0, 1, 2, 10}: 2nd-neighbour radii 2, 1, 2, 9. Fake {1, 10, 30}: radii 20, 20, 29.
     # fake 1 lies in the balls of reals 0 and 2 (distance 1 < 2; real 1's ball has radius 1: 0 < 1, so also there):
