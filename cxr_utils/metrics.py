@@ -152,6 +152,38 @@ def memorization(train_feats: np.ndarray, synth_feats: np.ndarray, test_feats: n
     }
 
 
+def _pixel_rows(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> (N, P) float64 rows with pixels in [0, 1]."""
+    return np.asarray(images, np.float64).reshape(len(images), -1) / 255.0
+
+
+def nearest_real(synthetic: np.ndarray, real: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """For each synthetic image its nearest real image in pixel space -> (indices, RMS distances in [0, 1] units).
+
+    The distance is the root-mean-square pixel difference with pixels scaled to [0, 1], so 0 means a
+    copy and ~0.1 is a visibly different image of the same kind.
+    """
+    s, r = _pixel_rows(synthetic), _pixel_rows(real)
+    if s.shape[1] != r.shape[1]:
+        raise UserError(f"nearest_real: synthetic images have {s.shape[1]} pixels, real ones {r.shape[1]}; use the same size")
+    idx, dist = nearest(s, r, chunk=chunk)
+    return idx, dist / np.sqrt(s.shape[1])
+
+
+def pixel_memorization(train: np.ndarray, synthetic: np.ndarray, held_out: np.ndarray) -> dict[str, Any]:
+    """metrics.memorization in pixel space, scaled so that distances are the RMS distances of nearest_real."""
+    def rms_space(x: np.ndarray) -> np.ndarray:
+        return _pixel_rows(x) / np.sqrt(np.asarray(x[0]).size)
+
+    return memorization(rms_space(train), rms_space(synthetic), rms_space(held_out))
+
+
+def real_to_real_nn(real: np.ndarray) -> np.ndarray:
+    """Each real image's RMS distance to its nearest *other* real image: the scale for nearest_real's numbers."""
+    r = _pixel_rows(real)
+    return nearest(r, r, exclude_self=True)[1] / np.sqrt(r.shape[1])
+
+
 def label_fidelity(probs_or_preds: np.ndarray, generator_labels: np.ndarray,
                    class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
     """How often a classifier trained on real images agrees with the label the generator was asked for.

@@ -92,7 +92,7 @@ def diversity(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_real: 
 def train_coverage(x_syn: np.ndarray, y_syn: np.ndarray, x_train: np.ndarray, y_train: np.ndarray,
                    num_classes: int) -> tuple[list[int], list[int]]:
     """Per class: (training images that are some same-class synthetic image's nearest neighbour, training images)."""
-    from .sample import nearest_real
+    from .metrics import nearest_real
 
     ys, yt = np.asarray(y_syn), np.asarray(y_train)
     covered, total = [], []

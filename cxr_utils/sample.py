@@ -29,7 +29,6 @@ from .config import CLASS_NAMES, SYNTHETIC_TAG
 from .data import from_model_view as to_uint8  # generator output [-1, 1] -> uint8, channels averaged
 from .errors import UserError
 from .io import file_digest, fsync_file
-from .neighbors import nearest
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("file", "class", "label", "seed", "run", "generator_sha256", "synthetic", "generator")
@@ -185,40 +184,6 @@ def class_swap(generator: Any, n: int, num_classes: int, seed: int = 0) -> np.nd
     return imgs.reshape(num_classes, n, *imgs.shape[1:])
 
 
-def _pixel_rows(images: np.ndarray) -> np.ndarray:
-    """uint8 images -> (N, P) float64 rows with pixels in [0, 1]."""
-    return np.asarray(images, np.float64).reshape(len(images), -1) / 255.0
-
-
-def nearest_real(synthetic: np.ndarray, real: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """For each synthetic image its nearest real image in pixel space -> (indices, RMS distances in [0, 1] units).
-
-    The distance is the root-mean-square pixel difference with pixels scaled to [0, 1], so 0 means a
-    copy and ~0.1 is a visibly different image of the same kind.
-    """
-    s, r = _pixel_rows(synthetic), _pixel_rows(real)
-    if s.shape[1] != r.shape[1]:
-        raise UserError(f"nearest_real: synthetic images have {s.shape[1]} pixels, real ones {r.shape[1]}; use the same size")
-    idx, dist = nearest(s, r, chunk=chunk)
-    return idx, dist / np.sqrt(s.shape[1])
-
-
-def pixel_memorization(train: np.ndarray, synthetic: np.ndarray, held_out: np.ndarray) -> dict[str, Any]:
-    """metrics.memorization in pixel space, scaled so that distances are the RMS distances of nearest_real."""
-    from .metrics import memorization
-
-    def rms_space(x: np.ndarray) -> np.ndarray:
-        return _pixel_rows(x) / np.sqrt(np.asarray(x[0]).size)
-
-    return memorization(rms_space(train), rms_space(synthetic), rms_space(held_out))
-
-
-def real_to_real_nn(real: np.ndarray) -> np.ndarray:
-    """Each real image's RMS distance to its nearest *other* real image: the scale for nearest_real's numbers."""
-    r = _pixel_rows(real)
-    return nearest(r, r, exclude_self=True)[1] / np.sqrt(r.shape[1])
-
-
 def load_run(run_dir: str | os.PathLike, hint: str = "run notebooks/02_train_cgan.ipynb (or `python -m cxr_utils train`) first",
              which: str | int = "best") -> tuple[Any, Any]:
     """(EMA generator named by `which`: best | last | epoch, GANConfig) of a finished run; a missing run is one clear
@@ -252,6 +217,7 @@ def real_images(run_dir: str | os.PathLike, split: str = "train", source: str = 
 def nearest_figure(synthetic: np.ndarray, syn_labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
                    class_names: Sequence[str], reference: float | None = None, title: str | None = None) -> Any:
     """Pairs (synthetic above, its nearest real training image below) with RMS distances: a memorization check."""
+    from .metrics import nearest_real
     from .plots import _as_display, plt
 
     idx, dist = nearest_real(synthetic, real)

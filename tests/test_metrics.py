@@ -7,6 +7,7 @@ import pytest
 from _helpers import write_noise_pngs
 
 from cxr_utils import metrics as M
+from cxr_utils.errors import UserError
 
 
 def _rotation(theta: float) -> np.ndarray:
@@ -312,3 +313,17 @@ def test_balanced_class_weight_closed_form() -> None:
     assert balanced_class_weight(np.array([0, 1, 1, 1]), 2) == {0: 2.0, 1: pytest.approx(4 / 6)}
     # three classes, one absent: the present ones weigh n / (K n_c), the absent one 1 (it never occurs in the loss)
     assert balanced_class_weight(np.array([0, 0, 2]), 3) == {0: pytest.approx(0.5), 1: 1.0, 2: 1.0}
+
+
+def test_nearest_real_closed_form() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 200, size=(6, 4, 4)).astype(np.uint8)
+    syn = np.stack([real[2] + 51, real[5]]).astype(np.uint8)  # a shifted copy and an exact copy
+    idx, dist = M.nearest_real(syn, real, chunk=1)
+    assert idx.tolist() == [2, 5]
+    assert dist[0] == pytest.approx(51 / 255, abs=1e-9)  # RMS of a constant shift is the shift
+    assert dist[1] == pytest.approx(0.0, abs=1e-9)
+    two = np.stack([np.zeros((2, 2)), np.full((2, 2), 255)]).astype(np.uint8)
+    assert M.real_to_real_nn(two).tolist() == pytest.approx([1.0, 1.0])
+    with pytest.raises(UserError, match="same size"):
+        M.nearest_real(np.zeros((1, 3, 3), np.uint8), real)

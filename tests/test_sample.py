@@ -219,20 +219,6 @@ def test_load_synthetic_colour_and_16bit(tmp_path: Path) -> None:
     assert labels.tolist() == [0, 1]
 
 
-def test_nearest_real_closed_form() -> None:
-    rng = np.random.default_rng(0)
-    real = rng.integers(0, 200, size=(6, 4, 4)).astype(np.uint8)
-    syn = np.stack([real[2] + 51, real[5]]).astype(np.uint8)  # a shifted copy and an exact copy
-    idx, dist = sample.nearest_real(syn, real, chunk=1)
-    assert idx.tolist() == [2, 5]
-    assert dist[0] == pytest.approx(51 / 255, abs=1e-9)  # RMS of a constant shift is the shift
-    assert dist[1] == pytest.approx(0.0, abs=1e-9)
-    two = np.stack([np.zeros((2, 2)), np.full((2, 2), 255)]).astype(np.uint8)
-    assert sample.real_to_real_nn(two).tolist() == pytest.approx([1.0, 1.0])
-    with pytest.raises(UserError, match="same size"):
-        sample.nearest_real(np.zeros((1, 3, 3), np.uint8), real)
-
-
 def test_slerp_interpolation_and_class_swap() -> None:
     a, b = np.array([1.0, 0.0, 0.0]), np.array([0.0, 2.0, 0.0])
     p = sample.slerp(a, b, np.array([0.0, 0.5, 1.0]))
