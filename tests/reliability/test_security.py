@@ -121,7 +121,7 @@ def test_kaggle_token_is_never_printed_logged_or_written(kaggle_isolated, sample
     monkeypatch.setenv("KAGGLE_USERNAME", f"user-{marker}")
     monkeypatch.setenv("KAGGLE_KEY", f"key-{marker}")
     calls = _fake_kaggle(monkeypatch, os.environ["KAGGLE_KEY"])
-    monkeypatch.setattr(data, "medmnist_reachable", lambda timeout=0: (False, "zenodo.org unreachable (test)"))
+    monkeypatch.setattr(data.sources, "medmnist_reachable", lambda timeout=0: (False, "zenodo.org unreachable (test)"))
     data_dir = Path(os.environ["CXR_DATA_DIR"])
     shutil.copytree(sample_raw_dir, data_dir / "raw" / "sample")  # the offline fallback needs no pip download
 

@@ -1,0 +1,146 @@
+"""The cache: `<name>.npz` + `<name>.manifest.json`, written together under a folder lock, checked for currency, loaded.
+
+The .npz holds `images` uint8 (N, S, S), `labels` int64 (0 NORMAL, 1 PNEUMONIA), `split` str and `patient` str;
+the manifest records the provenance of every image, the skipped files and the duplicate audit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import CLASS_NAMES
+from ..errors import UserError
+from ..io import atomic_save_npz, atomic_write_json, load_npz, read_json
+from .messages import one_line
+from .splits import SPLITS, TEST_FRACTION, VAL_FRACTION, split_counts
+
+FORMAT_VERSION = 1  # bump when the cache layout or preprocessing changes: old caches are then rebuilt
+
+
+def manifest_path(npz: str | os.PathLike) -> Path:
+    """`<name>.manifest.json` beside `<name>.npz`."""
+    npz = Path(npz)
+    return npz.with_name(npz.name[:-4] + ".manifest.json" if npz.name.endswith(".npz") else npz.name + ".manifest.json")
+
+
+def cache_key(source: str, size: int, seed: int, fingerprint: str) -> str:
+    """sha256 of everything a cache depends on: format, source, size, seed, raw-file fingerprint, split fractions."""
+    spec = {"format": FORMAT_VERSION, "source": source, "size": size, "seed": seed, "fingerprint": fingerprint,
+            "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def cache_is_current(npz: Path, key: str | None, source: str, size: int, seed: int) -> bool:
+    """True if npz + manifest exist, belong together, and match `key` (or, with key None, the same parameters)."""
+    mp = manifest_path(npz)
+    if not (npz.is_file() and mp.is_file()):
+        return False
+    try:
+        m = read_json(mp)
+    except (OSError, ValueError):
+        return False
+    if m.get("format") != FORMAT_VERSION or m.get("npz_size") != npz.stat().st_size:
+        return False  # e.g. a crash between writing the .npz and its manifest
+    if key is None:  # raw files gone: a pinned download source is trusted if the parameters match
+        return m.get("source") == source and m.get("size") == size and m.get("seed") == seed
+    return m.get("cache_key") == key
+
+
+@contextlib.contextmanager
+def cache_lock(out: Path, exclusive: bool) -> Iterator[None]:
+    """flock on the cache's folder: writers exclusive, readers shared, so nobody sees half an (.npz, manifest) pair.
+
+    The folder itself is locked (Linux allows flock on a directory) so no lock file litters the cache folder.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(out.parent, os.O_RDONLY)
+    except OSError:  # unreadable folder: reading unlocked is all we can do
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock (also when the process is killed)
+
+
+def _write_cache_files(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str, reason: str,
+                       size: int, seed: int, key: str, origin: dict[str, Any], dup: dict[str, Any]) -> None:
+    atomic_save_npz(out, **arrays)
+    manifest = {
+        "format": FORMAT_VERSION, "source": source, "source_reason": reason, "size": size, "seed": seed,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "cache_key": key,
+        "npz": out.name, "npz_size": out.stat().st_size, "n_images": int(len(arrays["labels"])),
+        "class_names": list(CLASS_NAMES), "counts": split_counts(arrays["labels"], arrays["split"]),
+        "origin": origin, "root": meta["root"], "split_policy": meta["split_policy"],
+        "patient_ids": meta["patient_ids"], "decode_methods": meta["decode_methods"], "notes": meta["notes"],
+        "skipped": meta["skipped"], "excluded": meta["excluded"], "duplicates": dup, "images": meta["entries"],
+    }
+    for k in ("md5", "md5_matches_official"):
+        if k in meta:
+            manifest[k] = meta[k]
+    atomic_write_json(manifest_path(out), manifest)  # last: a manifest always describes a complete .npz
+
+
+def write_cache(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str, reason: str,
+                size: int, seed: int, key: str, origin: dict[str, Any], dup: dict[str, Any]) -> None:
+    """Write the .npz and then its manifest under the folder's exclusive lock (`meta` as the builders return it)."""
+    with cache_lock(out, exclusive=True):  # the .npz and its manifest change together, never interleaved
+        _write_cache_files(out, arrays, meta, source, reason, size, seed, key, origin, dup)
+
+
+@dataclass
+class CXRDataset:
+    """A loaded cache: uint8 images (N,S,S), int64 labels, split and patient strings, and the manifest."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    split: np.ndarray
+    patient: np.ndarray
+    manifest: dict[str, Any]
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+    def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels) of one split."""
+        if split not in SPLITS:
+            raise UserError(f"split {split!r}: unknown; choose one of {', '.join(SPLITS)}")
+        m = self.split == split
+        return self.images[m], self.labels[m]
+
+
+def load(npz: str | os.PathLike) -> CXRDataset:
+    """Load a cache written by `prepare` (no pickle); the manifest is attached when present."""
+    npz = Path(npz)
+    if not npz.is_file():
+        raise UserError(f"--data {npz}: file not found; run `python -m cxr_utils prepare` first")
+    try:
+        with cache_lock(npz, exclusive=False):
+            z = load_npz(npz)
+            mp = manifest_path(npz)
+            manifest = read_json(mp) if mp.is_file() else {}
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"--data {npz}: not a readable .npz ({type(e).__name__}: {one_line(e)}); rebuild it with prepare --force") from None
+    missing = [k for k in ("images", "labels", "split") if k not in z]
+    if missing:
+        raise UserError(f"--data {npz}: has no '{missing[0]}' array; rebuild it with `python -m cxr_utils prepare --force`")
+    images = z["images"]
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    patient = z["patient"] if "patient" in z else np.array([f"image-{i}" for i in range(len(images))])
+    return CXRDataset(images=images.astype(np.uint8, copy=False), labels=z["labels"].astype(np.int64),
+                      split=z["split"].astype(str), patient=patient.astype(str), manifest=manifest, path=npz)
