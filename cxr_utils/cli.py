@@ -222,11 +222,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_metrics(args: argparse.Namespace) -> int:
     """`metrics`: write generative metrics JSON for a synthetic folder."""
-    from . import metrics
+    from . import generative
     from .config import SMOKE
 
-    res = metrics.run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
-                              smoke=bool(args.smoke or SMOKE), out=args.out, command=command_line(args, "metrics"))
+    res = generative.run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
+                                 smoke=bool(args.smoke or SMOKE), out=args.out, command=command_line(args, "metrics"))
     for note in res["notes"]:
         print(note)
     for ex, entry in res["extractors"].items():

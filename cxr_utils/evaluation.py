@@ -217,7 +217,7 @@ def bootstrap_ci(y_true: np.ndarray, probs_per_seed: Sequence[np.ndarray], n_boo
 
 def resolve_weights(weights: str) -> tuple[Path | None, str, str | None]:
     """(weights file or None, label 'imagenet' | 'random init', note) for --weights imagenet|none|auto."""
-    from .metrics import fetch_keras_weights
+    from .features import fetch_keras_weights
 
     if weights == "none":
         return None, RANDOM_INIT, "VGG16 random init (--weights none)"
@@ -267,7 +267,7 @@ def build_classifier(image_size: int, cfg: EvalConfig, weights_path: Path | None
 
 
 def _class_weight(y: np.ndarray, mode: str) -> dict[int, float] | None:
-    from .metrics import balanced_class_weight
+    from .features import balanced_class_weight
 
     return None if mode == "none" else balanced_class_weight(y, 2)
 

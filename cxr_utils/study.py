@@ -28,7 +28,7 @@ class Study:
 
     results: list[dict[str, Any]]  # one evaluation.run_protocol result per protocol
     seed_check: dict[str, Any]  # the seed repository's headline checked against every confusion matrix
-    metrics: dict[str, Any]  # metrics.run_metrics: FID/KID/PRDC/memorization/label fidelity
+    metrics: dict[str, Any]  # generative.run_metrics: FID/KID/PRDC/memorization/label fidelity
     results_json: Path
     metrics_json: Path
     figures: dict[str, Path] = field(default_factory=dict)  # file name -> PNG written
@@ -52,7 +52,7 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
     """Run every protocol and the generative metrics; write OUT/results.json, OUT/metrics.json and the figures
     (into figures_dir, default OUT/figures). epochs/input_size/bootstrap of None keep the (smoke) defaults; seeds None
     means 3 on the full data set and 1 on a small source or in smoke mode."""
-    from . import metrics
+    from . import generative
 
     names = parse_protocols(protocols)
     out = Path(out)
@@ -92,8 +92,8 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
         save(plots.confusion_heatmap(r), f"04_confusion_{r['protocol']}.png")
     save(plots.roc_curves(results), "04_roc.png")
 
-    gen = metrics.run_metrics(npz, synthetic, extractor=extractor, seed=0, smoke=smoke, out=out / METRICS_JSON,
-                              command=command)
+    gen = generative.run_metrics(npz, synthetic, extractor=extractor, seed=0, smoke=smoke, out=out / METRICS_JSON,
+                                 command=command)
     for note in gen["notes"]:
         log(f"note: {note}")
     ex_name, ex_entry = next(iter(gen["extractors"].items()))
