@@ -1,53 +1,17 @@
 """Digits TSTR benchmark: does this project's ConditionalGAN make class-faithful images? (offline, real data)
 
-Trains the same ConditionalGAN code (`cxr_utils.train.train`) on scikit-learn's bundled `load_digits`
-(1,797 real 8x8 images, 10 classes), upsampled to 16 (default) or 32 px, 1 channel, on a fixed 70/30
-stratified split. 15 % of the 70 % (stratified, fixed) is held out from the GAN as a real *validation* part.
-Training runs in chunks (resumed from the run folder's checkpoint); after each chunk the EMA generator's TSTR is
-measured on the validation part (`curve[].tstr_val`) and the generator of the best chunk is kept
-(`selected_step`, `selection: "real validation split"`); `--budget-seconds` can stop training early. The kept
-generator exports class-balanced PNGs (`cxr_utils.sample.export`), they are read back, and the script compares
-
-    TSTR  logistic regression on pixels trained only on generated digits, tested on the real held-out 30 %
-    TRTR  the same classifier trained on the same real digits the GAN trained on (the 85 % part), same test 30 %
-
-The test set never chooses anything (`curve[].tstr` on it is reported for transparency only).
-`trtr_full_train` (classifier on the whole 70 %) is reported beside TRTR.
+Trains the same ConditionalGAN code (`cxr_utils.train.train`) on scikit-learn's bundled `load_digits` (1,797 real
+8x8 images, 10 classes, upsampled to 16 or 32 px, 1 channel) on a fixed 70/30 stratified split, in chunks resumed
+from the run folder; 15 % of the 70 % is held out from the GAN as a real validation part, whose TSTR after each
+chunk (`curve[].tstr_val`) picks the generator kept (`selected_step`; `--budget-seconds` can stop early). The kept
+generator exports class-balanced PNGs (`cxr_utils.sample.export`) that are read back, and the script compares TSTR
+(a logistic regression on pixels trained only on generated digits, tested on the real held-out 30 %) with TRTR (the
+same classifier trained on the real digits the GAN trained on, same test 30 %; `trtr_full_train` uses the whole
+70 %). The test set never chooses anything (`curve[].tstr` is reported for transparency only). The tuning history
+behind the defaults is in docs/tuning-history.md.
 
     python benchmarks/digits_tstr.py --seed 0 --out assets/results/digits_tstr-seed0.json
     python benchmarks/digits_tstr.py --quick            # a couple of minutes
-
-Tuning notes (seed 0, 16 px, TRTR 0.9704; TSTR of the EMA generator, 300 images per class):
-  seed-like start (transposed-conv G, DiffAugment translation, lr 2e-4/2e-4)      0.870 at 1,500 steps
-  no DiffAugment, class loss weight 2                                              0.906 at 2,000
-  + batch norm instead of layer norm                                               0.907 at 2,000
-  upsample+conv G, no DiffAugment, class weight 2                                  0.917 at 1,000, 0.896 at 1,500
-  hinge + spectral norm + TTUR                                                     0.872 at 1,000
-  upsample G + translation (+ cutout)                                              0.863 at 1,500 (0.806 at 1,000)
-  label map also into D's features / BCE loss / 64 filters + latent 128           0.900 / 0.887 / 0.902 at 1,000
-  upsample G, no DiffAugment, TTUR g_lr 1e-4 d_lr 4e-4 (kept since)              0.915, 0.920, 0.909, 0.896 at 1,000-2,500
-  same with g_lr 5e-5, or class weight 0.5                                         best 0.911 / 0.913
-Later measurements (seed 0, GAN trained on the 85 % part, TRTR 0.9667 on that part; scripts in the report):
-  minibatch-std channel in D (`minibatch_std`), 2,500 steps                       0.917 at 1,500, 0.885 at 2,500
-  G class-loss weight 0.2 (`g_class_loss_weight`)                                  0.64 at 500 (conditions too slowly)
-  sampling: raw G vs EMA, latent temperature 1.2 / 1.4                             all within +-0.01 of EMA at 1.0
-  minibatch-std + G class-loss weight 0.5                                          0.917 at 1,500, 0.909 at 2,000
-  defaults here (validation-selected step; seeds 0/1/2)                            ratio 0.943 / 0.941 / 0.944
-  The 189-image validation part is noisy (one digit = 0.5 %): the chosen step is within ~0.01 of the test peak.
-Then (seed 0, 64 filters in G and D; ratio = TSTR / 0.9667; fidelity = the real-trained probe's accuracy on the
-synthetic digits; spread = their within-class pixel std / the real digits'):
-  ACGAN + mode-seeking term 1.0 / 0.3 / 0.1 (`mode_seeking_weight`)               peaks 0.967 / 0.971 / 0.954 at
-      1,000-2,000 steps, but fidelity 0.63-0.85 and spread 1.3-2.6: noisy, blotchy digits a person would reject
-  + R1 penalty 1 (`r1_gamma`), or EMA decay 0.999                                 within +-0.01 of the above
-  sampling temperature 0.6 / 0.8 instead of 1.0                                    lower (0.956 / 0.962 vs 0.971)
-  projection D + LSGAN + layer norm, G class weight 0 (`projection`)              spread falls to 0.48: collapse
-  projection D + BCE + batch norm                                                  0.94 at 1,000, spread 0.6-0.7
-  projection D + hinge + spectral norm, no norm in G, G class weight 0 (SNGAN)    0.958 at 2,000, 0.973 at 3,000,
-      0.979 at 4,500, 0.981 at 6,000; fidelity 0.98, spread 0.92 throughout: the default here since session 2
-What limited the seed-style ACGAN: a logistic regression trained on the *real* digits labels 97-99 % of the generated digits
-correctly (the images are class-faithful), but their per-class pixel spread falls from ~1.0x to 0.6-0.75x of the
-real digits' as training goes on (the discriminator reaches 100 % class accuracy on real and generated images):
-the generator loses within-class diversity, and the classifier trained on it misses the real digits' variety.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """`evaluate`: one protocol, results JSON written atomically."""
-    from . import evaluation
+    from . import evaluation, report
     from .config import SMOKE
 
     smoke = bool(args.smoke or SMOKE)
@@ -215,18 +215,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
                               extra={"command": command_line(args, "evaluate"), "smoke": smoke})
     for note in res["notes"]:
         print(note)
-    print(evaluation.summary_line(res))
+    print(report.summary_line(res))
     print(f"wrote {args.out} (weights: {res['weights']})")
     return 0
 
 
 def run_metrics(args: argparse.Namespace) -> int:
     """`metrics`: write generative metrics JSON for a synthetic folder."""
-    from . import metrics
+    from . import generative
     from .config import SMOKE
 
-    res = metrics.run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
-                              smoke=bool(args.smoke or SMOKE), out=args.out, command=command_line(args, "metrics"))
+    res = generative.run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
+                                 smoke=bool(args.smoke or SMOKE), out=args.out, command=command_line(args, "metrics"))
     for note in res["notes"]:
         print(note)
     for ex, entry in res["extractors"].items():
@@ -249,7 +249,7 @@ def run_study(args: argparse.Namespace) -> int:
     """`study`: the whole notebook-04 evaluation through study.run_study."""
     from . import study
     from .config import SMOKE
-    from .evaluation import summary_line
+    from .report import summary_line
 
     smoke = bool(args.smoke or SMOKE)
     res = study.run_study(args.data, args.synthetic, args.out, protocols=args.protocols,

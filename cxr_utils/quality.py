@@ -134,7 +134,8 @@ class QualityProbe:
 
     def score_images(self, x_syn: np.ndarray) -> dict[str, Any]:
         """Every score of synthetic uint8 images (K * n_per_class, S, S) rendered from self.noise/self.labels."""
-        from .metrics import kid_and_prdc, label_fidelity, predict_proba
+        from .features import predict_proba
+        from .metrics import kid_and_prdc, label_fidelity
 
         k, ys = len(self.class_names), self.labels
         div = diversity(x_syn, ys, self.x_train, self.y_train, k)
@@ -177,7 +178,7 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
     """
     import keras
 
-    from .metrics import domain_extractor, train_domain_classifier
+    from .features import domain_extractor, train_domain_classifier
     from .sample import noise_for
 
     x_all, y_all = _grey(x_train), np.asarray(y_train).astype(np.int64)

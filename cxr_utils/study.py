@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import evaluation, plots
+from . import evaluation, plots, report
 from .config import SMOKE
 from .errors import UserError
-from .io import atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, read_json
 
 RESULTS_JSON = "results.json"
 METRICS_JSON = "metrics.json"
+# the figures a study-grade run copies into assets/ for the README
+CURATED = ("04_protocol_comparison.png", "04_roc.png", "04_confusion_tstr.png", "04_history_tstr.png")
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Study:
 
     results: list[dict[str, Any]]  # one evaluation.run_protocol result per protocol
     seed_check: dict[str, Any]  # the seed repository's headline checked against every confusion matrix
-    metrics: dict[str, Any]  # metrics.run_metrics: FID/KID/PRDC/memorization/label fidelity
+    metrics: dict[str, Any]  # generative.run_metrics: FID/KID/PRDC/memorization/label fidelity
     results_json: Path
     metrics_json: Path
     figures: dict[str, Path] = field(default_factory=dict)  # file name -> PNG written
@@ -44,6 +46,16 @@ def parse_protocols(protocols: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def training_cache(run_dir: str | os.PathLike, source: str = "auto", size: int = 64) -> Path:
+    """The cache .npz a GAN run was trained on (named in its config.json), so real and synthetic images share size and
+    split; if the run names none (or it moved), the one `data.prepare(source, size)` provides."""
+    from . import data
+
+    cfg = Path(run_dir) / "config.json"
+    named = (read_json(cfg).get("data") or {}).get("npz") if cfg.is_file() else None
+    return Path(named) if named and Path(named).is_file() else data.prepare(source=source, size=size, progress=False)
+
+
 def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.PathLike,
               protocols: str | Sequence[str] = evaluation.PROTOCOLS, weights: str = "auto", seeds: int | None = 1,
               epochs: int | None = None, input_size: int | None = None, bootstrap: int | None = None,
@@ -52,7 +64,7 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
     """Run every protocol and the generative metrics; write OUT/results.json, OUT/metrics.json and the figures
     (into figures_dir, default OUT/figures). epochs/input_size/bootstrap of None keep the (smoke) defaults; seeds None
     means 3 on the full data set and 1 on a small source or in smoke mode."""
-    from . import metrics
+    from . import generative
 
     names = parse_protocols(protocols)
     out = Path(out)
@@ -77,7 +89,7 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
         results.append(res)
     if not all(evaluation.counts_consistent(e) for r in results for e in r["per_seed"]):
         raise RuntimeError("a protocol's metrics disagree with its confusion counts")  # a bug, never user input
-    seed_check = evaluation.search_confusion_matrices(**evaluation.SEED_CLAIM, **evaluation.KAGGLE_TEST)
+    seed_check = report.search_confusion_matrices(**report.SEED_CLAIM, **report.KAGGLE_TEST)
     results_json = atomic_write_json(out / RESULTS_JSON, {"protocols": results, "seed_claim_check": seed_check})
 
     figures: dict[str, Path] = {}
@@ -92,8 +104,8 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
         save(plots.confusion_heatmap(r), f"04_confusion_{r['protocol']}.png")
     save(plots.roc_curves(results), "04_roc.png")
 
-    gen = metrics.run_metrics(npz, synthetic, extractor=extractor, seed=0, smoke=smoke, out=out / METRICS_JSON,
-                              command=command)
+    gen = generative.run_metrics(npz, synthetic, extractor=extractor, seed=0, smoke=smoke, out=out / METRICS_JSON,
+                                 command=command)
     for note in gen["notes"]:
         log(f"note: {note}")
     ex_name, ex_entry = next(iter(gen["extractors"].items()))
@@ -104,3 +116,16 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
                           title=f"closest pairs in {ex_name} features (distance "
                                 + ", ".join(f"{p['distance']:.2f}" for p in pairs) + ")"), "04_closest_pairs.png")
     return Study(results, seed_check, gen, results_json, out / METRICS_JSON, figures)
+
+
+def publish_figures(results: Sequence[dict[str, Any]], figures_dir: str | os.PathLike, assets_dir: str | os.PathLike,
+                    names: Sequence[str] = CURATED) -> list[str] | None:
+    """Copy the curated figures into assets_dir (the README's figures) if every result is study-grade (ImageNet
+    weights, full data set, not smoke) and return their names; None, and assets_dir left alone, otherwise."""
+    if not all(report.is_study_grade(r) for r in results):
+        return None
+    figures_dir, assets_dir = Path(figures_dir), Path(assets_dir)
+    for name in names:
+        if (figures_dir / name).is_file():
+            atomic_write_bytes(assets_dir / name, (figures_dir / name).read_bytes())
+    return list(names)

@@ -26,9 +26,9 @@ def _rel(p: Path) -> str:
 
 
 def section_results() -> str:
-    """VGG16 protocol results (cxr_utils.evaluation.results_markdown)."""
-    from cxr_utils.evaluation import results_markdown
+    """VGG16 protocol results (cxr_utils.report.results_markdown)."""
     from cxr_utils.io import read_json
+    from cxr_utils.report import results_markdown
 
     paths = sorted(RESULTS.glob("evaluation-*.json"))
     body = results_markdown(*paths, seed_check=False) if paths else (

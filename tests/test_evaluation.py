@@ -10,6 +10,7 @@ from _helpers import write_noise_pngs
 
 from cxr_utils import cli
 from cxr_utils import evaluation as E
+from cxr_utils import report as R
 from cxr_utils.errors import UserError
 
 
@@ -19,21 +20,6 @@ def test_metrics_from_counts_closed_form():
     assert E.counts_consistent({**m, "tn": 50, "fp": 10, "fn": 5, "tp": 35})
     assert not E.counts_consistent({**m, "accuracy": 0.86, "tn": 50, "fp": 10, "fn": 5, "tp": 35})
     assert E.confusion_counts([0, 0, 1, 1, 1], [0, 1, 0, 1, 1]) == {"tn": 1, "fp": 1, "fn": 1, "tp": 2}
-
-
-def test_no_confusion_matrix_gives_the_seed_headline():
-    r = E.search_confusion_matrices(93.90, 92.62, 99.12, 95.76, n_neg=234, n_pos=390)
-    assert r["matches"] == []
-    # recall must be tp/390: 386/390 = 98.97, 387/390 = 99.23, so 99.12 is unreachable on its own
-    assert {k: r["closest"][k] for k in ("tn", "fp", "fn", "tp")} == {"tn": 202, "fp": 32, "fn": 4, "tp": 386}
-    assert "No confusion matrix" in r["statement"] and "tn=202 fp=32 fn=4 tp=386" in r["statement"]
-
-
-def test_search_finds_a_matrix_that_exists():
-    m = E.metrics_from_counts(tn=200, fp=34, fn=5, tp=385)
-    claim = {k: round(100 * v, 2) for k, v in m.items()}
-    r = E.search_confusion_matrices(**claim, n_neg=234, n_pos=390)
-    assert {"tn": 200, "fp": 34, "fn": 5, "tp": 385}.items() <= r["matches"][0].items()
 
 
 def test_classification_metrics_and_bootstrap_on_perfect_predictions():
@@ -61,6 +47,7 @@ def test_roc_auc_of_an_imperfect_ranking_is_the_share_of_correctly_ordered_pairs
 
 
 # ---------------------------------------------------------------- edges found by mutation testing (docs/testing.md)
+
 
 def test_metrics_from_counts_where_a_ratio_is_undefined_is_zero_as_sklearn():
     assert E.metrics_from_counts(0, 0, 0, 0) == {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
@@ -100,47 +87,6 @@ def test_bootstrap_is_the_seeded_percentile_interval_of_resampled_test_images():
     assert E.bootstrap_ci([1], [np.array([0.9])], n_boot=1)["accuracy"] == [1.0, 1.0]  # one image, one resample
     assert all(v is None for v in E.bootstrap_ci(y, [q], n_boot=0).values())  # no resampling asked for
     assert all(v is None for v in E.bootstrap_ci([], [np.array([])], n_boot=5).values())
-
-
-def test_only_imagenet_full_data_non_smoke_runs_are_study_grade():
-    grade = {"weights": "imagenet", "full_dataset": True, "smoke": False}
-    assert E.is_study_grade(grade)
-    for k, v in (("weights", "random init"), ("full_dataset", False), ("smoke", True)):
-        assert not E.is_study_grade({**grade, k: v}), k
-
-
-@pytest.mark.parametrize("counts", [
-    dict(tn=200, fp=30, fn=5, tp=10),  # precision below 50 % (tp < fp)
-    dict(tn=10, fp=0, fn=5, tp=0),  # nothing predicted positive: precision and F1 are 0 by convention
-    dict(tn=3, fp=0, fn=2, tp=1),  # a single positive prediction: precision 100 %
-    dict(tn=3, fp=1, fn=1, tp=1),  # a single true positive: F1 50 %
-])
-def test_search_finds_every_reachable_matrix(counts):
-    n_neg, n_pos = counts["tn"] + counts["fp"], counts["fn"] + counts["tp"]
-    claim = {k: round(100 * v, 2) for k, v in E.metrics_from_counts(**counts).items()}
-    r = E.search_confusion_matrices(**claim, n_neg=n_neg, n_pos=n_pos)
-    assert counts in [{k: m[k] for k in E.COUNTS} for m in r["matches"]]
-    assert r["claimed"] == claim and (r["n_neg"], r["n_pos"], r["decimals"]) == (n_neg, n_pos, 2)
-    assert r["statement"].startswith(f"{len(r['matches'])} confusion matrices of a {n_neg}/{n_pos} test set give "
-                                     + "/".join(f"{claim[k]:.2f}" for k in E.HEADLINE))
-
-
-def test_search_rounding_tolerance_is_half_a_unit_either_way():
-    counts = dict(tn=4, fp=0, fn=1, tp=399)  # recall 399/400 = 99.75 %: exactly half-way between 99.7 and 99.8
-    ok = {"accuracy": 99.8, "precision": 100.0, "f1": 99.9}
-    for recall, found in ((99.7, True), (99.8, True), (99.6, False), (99.9, False)):
-        r = E.search_confusion_matrices(**ok, recall=recall, n_neg=4, n_pos=400, decimals=1)
-        assert (counts in [{k: m[k] for k in E.COUNTS} for m in r["matches"]]) is found, recall
-
-
-def test_search_reports_the_closest_matrix_with_its_values():
-    r = E.search_confusion_matrices(93.90, 92.62, 99.12, 95.76)  # the defaults are the Kaggle test split, 234 / 390
-    assert (r["n_neg"], r["n_pos"]) == (234, 390) and r["claimed"]["recall"] == 99.12
-    implied = E.metrics_from_counts(tn=202, fp=32, fn=4, tp=386)
-    assert {k: r["closest"][k] for k in E.HEADLINE} == {k: round(100 * v, 4) for k, v in implied.items()}
-    gaps = [abs(100 * implied[k] - c) for k, c in zip(E.HEADLINE, (93.90, 92.62, 99.12, 95.76), strict=True)]
-    assert r["closest"]["max_abs_gap"] == round(max(gaps), 4) == 0.3308  # accuracy 94.2308 vs 93.90
-    assert "(all 91,885 checked)" in r["statement"] and "94.23/92.34/98.97/95.54" in r["statement"]
 
 
 def _distinct(n: int, start: int, size: int = 8) -> np.ndarray:
@@ -339,22 +285,10 @@ def test_cli_tstr_writes_counts_consistent_json_labelled_random_init(sample_npz,
     lines = [ln for ln in stdout.splitlines() if ln.strip() and not ln.startswith(("Epoch", "1/1"))]
     summary = [ln for ln in lines if ln.startswith(("[tstr", "tstr", "fallback", "wrote"))]
     assert len(summary) == 5 and all("random init" in ln for ln in summary)
-    md = E.results_markdown(out, seed_check=False)
+    md = R.results_markdown(out, seed_check=False)
     assert "No study result yet" in md and "random init" in md and "`sample` data source" in md
     assert "|" not in md  # no table: pipeline-check numbers are not presented as results
     assert res["smoke"] is True
-
-
-def test_results_markdown_tabulates_only_study_grade_runs(tmp_path):
-    per = {"tn": 200, "fp": 34, "fn": 5, "tp": 385}
-    m = {**E.metrics_from_counts(**per), "roc_auc": 0.97}
-    study = {"protocol": "trtr", "protocol_text": E.PROTOCOL_TEXT["trtr"], "weights": "imagenet", "full_dataset": True,
-             "smoke": False, "source": "kaggle", "seeds": [0], "mean": {**m, **per}, "std": {k: 0.0 for k in m},
-             "ci95": {k: None for k in m}, "per_seed": [{**m, **per}]}
-    (tmp_path / "a.json").write_text(json.dumps({"protocols": [study]}))
-    md = E.results_markdown(tmp_path / "a.json")
-    assert "| trtr (train on real, test on real) | kaggle | 1 | 93.75 +- 0.00 |" in md
-    assert "200/34/5/385" in md and "No confusion matrix" in md and "No study result yet" not in md
 
 
 def test_tune_threshold_closed_form() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _helpers import write_noise_pngs
 
 from cxr_utils import metrics as M
 from cxr_utils.errors import UserError
+from cxr_utils.features import random_cnn_extractor
 
 
 def _rotation(theta: float) -> np.ndarray:
@@ -106,6 +106,8 @@ def test_memorization_hand_computed():
 @pytest.mark.parametrize("pred", [np.array([0, 1, 1, 0]),
                                   np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]]),
                                   np.array([0.1, 0.8, 0.6, 0.3])])
+
+
 def test_label_fidelity_accepts_preds_and_probs(pred):
     r = M.label_fidelity(pred, np.array([0, 1, 0, 0]))
     assert r["overall"] == pytest.approx(0.75)
@@ -114,6 +116,7 @@ def test_label_fidelity_accepts_preds_and_probs(pred):
 
 
 # ---------------------------------------------------------------- edges found by mutation testing (docs/testing.md)
+
 
 def test_fid_validates_shapes_and_accepts_1d_features():
     with pytest.raises(ValueError, match="shapes differ"):
@@ -201,70 +204,6 @@ def test_label_fidelity_threshold_and_absent_class():
         M.label_fidelity(np.array([0, 1, 1]), np.array([0, 1]))
 
 
-def test_random_cnn_extractor_is_fixed_by_its_seed():
-    imgs = np.random.default_rng(6).integers(0, 256, size=(4, 32, 32), dtype=np.uint8)
-    a = M.random_cnn_extractor(32, seed=7)(imgs)
-    b = M.random_cnn_extractor(32, seed=7)(imgs)
-    c = M.random_cnn_extractor(32, seed=8)(imgs)
-    assert a.shape == (4, 128)
-    np.testing.assert_array_equal(a, b)
-    assert not np.allclose(a, c)
-    assert "random-init" in M.random_cnn_extractor(32, seed=7).name
-
-
-def test_inception_unavailable_offline_falls_back_with_a_note(monkeypatch, tmp_path):
-    import keras
-
-    def no_network(*a, **k):
-        raise OSError("network unreachable (test)")
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    monkeypatch.setattr(keras.utils, "get_file", no_network)
-    with pytest.raises(M.ExtractorUnavailable, match="InceptionV3 ImageNet weights could not be obtained"):
-        M.inception_extractor()
-    from cxr_utils.errors import UserError
-
-    with pytest.raises(UserError, match="--extractor inception"):
-        M.build_extractors("inception", 32)
-    exs, notes = M.build_extractors("random", 32)
-    assert [e.name.startswith("random-init") for e in exs] == [True]
-
-
-
-
-
-def test_cli_metrics_offline_names_every_extractor(sample_npz, tmp_path, capsys, offline_keras):
-    import json
-
-    from cxr_utils import cli
-
-    syn = write_noise_pngs(tmp_path / "syn", n_per_class=4, seed=1)
-    out = tmp_path / "m" / "metrics.json"
-    code = cli.main(["metrics", "--data", str(sample_npz), "--synthetic", str(syn), "--smoke", "--out", str(out)])
-    assert code == 0, capsys.readouterr().err
-    res = json.loads(out.read_text())
-    assert any(n.startswith("fallback: InceptionV3") for n in res["notes"])
-    names = list(res["extractors"])
-    assert len(names) == 2 and names[0].startswith("domain classifier") and names[1].startswith("random-init CNN")
-    for entry in res["extractors"].values():
-        assert entry["overall"]["n_synthetic"] == 8 and entry["overall"]["n_real"] == 10  # sample: 5 + 5 train
-        assert {k: v["n_synthetic"] for k, v in entry["per_class"].items()} == {"NORMAL": 4, "PNEUMONIA": 4}
-        assert entry["overall"]["fid"] >= 0 and set(entry["overall"]["prdc"]) == {"precision", "recall", "density", "coverage"}
-        assert entry["overall"]["memorization"]["n_test"] == 2
-    assert res["label_fidelity"]["n"] == 8 and set(res["label_fidelity"]["per_class"]) == {"NORMAL", "PNEUMONIA"}
-    assert "random-init CNN" in capsys.readouterr().out
-
-
-def test_cli_metrics_bad_synthetic_exits_2(sample_npz, tmp_path, capsys):
-    from cxr_utils import cli
-
-    syn = write_noise_pngs(tmp_path / "syn", n_per_class=4, classes=("PNEUMONIA",), seed=1)
-    code = cli.main(["metrics", "--data", str(sample_npz), "--synthetic", str(syn), "--smoke", "--out", str(tmp_path / "m.json")])
-    err = capsys.readouterr().err
-    assert code == 2 and "NORMAL: class folder missing" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "m.json").exists()
-
-
 def test_metrics_react_as_documented_on_real_digits():
     """Real offline images (sklearn digits, 8x8 -> 32x32): dropped modes cut recall/coverage, noise cuts precision,
     copies of the training set are flagged as memorized."""
@@ -276,7 +215,7 @@ def test_metrics_react_as_documented_on_real_digits():
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(x))
     a, b, t = idx[:500], idx[500:1000], idx[1000:1300]
-    ex = M.random_cnn_extractor(32, seed=0)
+    ex = random_cnn_extractor(32, seed=0)
     fa, fb, ft = ex(x[a]), ex(x[b]), ex(x[t])
     f_drop = fb[y[b] < 5]
     f_noise = ex(np.stack([rng.permutation(im.ravel()).reshape(32, 32) for im in x[b]]))
@@ -305,14 +244,6 @@ def test_fid_warns_on_a_complex_square_root_and_notes_its_bias() -> None:
     out = M.feature_metrics(rng.normal(size=(6, 8)), rng.normal(size=(3, 8)), rng.normal(size=(5, 8)), kid_subsets=2)
     assert out["feature_dim"] == 8 and out["n_real"] == 6 and out["n_synthetic"] == 5
     assert out["fid_note"].startswith("FID on 5 images per set < 8 feature dimensions: biased upward")
-
-
-def test_balanced_class_weight_closed_form() -> None:
-    from cxr_utils.metrics import balanced_class_weight
-
-    assert balanced_class_weight(np.array([0, 1, 1, 1]), 2) == {0: 2.0, 1: pytest.approx(4 / 6)}
-    # three classes, one absent: the present ones weigh n / (K n_c), the absent one 1 (it never occurs in the loss)
-    assert balanced_class_weight(np.array([0, 0, 2]), 3) == {0: pytest.approx(0.5), 1: 1.0, 2: 1.0}
 
 
 def test_nearest_real_closed_form() -> None:

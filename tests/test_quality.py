@@ -35,7 +35,7 @@ def _brightness_classifier():
 
 
 def _probe(x: np.ndarray, y: np.ndarray, n_per_class: int) -> Q.QualityProbe:
-    from cxr_utils.metrics import domain_extractor
+    from cxr_utils.features import domain_extractor
 
     labels = np.repeat(np.arange(2, dtype=np.int32), n_per_class)
     clf = _brightness_classifier()

@@ -1,0 +1,74 @@
+"""A trained generator's images held against the real ones: what notebook 03 shows, as plain functions.
+
+The real-beside-synthetic gallery rows, the class-swap pixel difference, the nearest-real-neighbour figure, the
+pixel-space memorization check and its table, and how many images per class an export writes. Generation lives in
+cxr_utils.sample, the distances in cxr_utils.metrics; this module only puts them together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import metrics, sample
+
+MIN_EXPORT = 16  # images per class an export writes at least, however small the real training split
+
+
+def real_vs_synthetic_rows(real_x: np.ndarray, real_y: np.ndarray, synthetic: np.ndarray, class_names: Sequence[str],
+                           n: int) -> tuple[list[np.ndarray], list[str]]:
+    """Gallery rows (real training images of class k, then the SYNTHETIC row k of a sample.gallery) and their titles."""
+    rows: list[np.ndarray] = []
+    titles: list[str] = []
+    for k, c in enumerate(class_names):
+        rows += [real_x[real_y == k][:n], synthetic[k]]
+        titles += [f"real {c}\n(train)", f"SYNTHETIC\n{c}"]
+    return rows, titles
+
+
+def class_swap_difference(swap: np.ndarray) -> np.ndarray:
+    """Mean |pixel difference| (0-255) per column between the first and the last class of a sample.class_swap."""
+    return np.abs(swap[0].astype(int) - swap[-1].astype(int)).mean(axis=(1, 2))
+
+
+def held_out_images(run_dir: str | os.PathLike, source: str = "auto") -> tuple[np.ndarray, str]:
+    """The real val and test images of a run's cache, together (the GAN never saw them), and where they came from."""
+    held = [sample.real_images(run_dir, s, source=source) for s in ("val", "test")]
+    return np.concatenate([h[0] for h in held]), ", ".join(h[2] for h in held)
+
+
+def nearest_real_figure(generator: Any, real_x: np.ndarray, real_y: np.ndarray, class_names: Sequence[str],
+                        n_per_class: int, seed: int = 0) -> Any:
+    """Fresh synthetic images of every class above their nearest real training images, with the real-to-real scale."""
+    k = len(class_names)
+    pairs = sample.gallery(generator, n_per_class, k, seed=seed)
+    ref = float(np.median(metrics.real_to_real_nn(real_x))) if len(real_x) > 1 else None
+    return sample.nearest_figure(pairs.reshape(-1, *pairs.shape[2:]), np.repeat(np.arange(k), n_per_class), real_x,
+                                 real_y, class_names, reference=ref)
+
+
+def memorization_check(generator: Any, num_classes: int, train_x: np.ndarray, held_x: np.ndarray, n_per_class: int,
+                       seed: int = 0) -> dict[str, Any]:
+    """metrics.pixel_memorization of n_per_class fresh synthetic images per class against the training images, with
+    the held-out real images as the yardstick."""
+    syn = sample.gallery(generator, n_per_class, num_classes, seed=seed)
+    return metrics.pixel_memorization(train_x, syn.reshape(num_classes * n_per_class, *train_x.shape[1:]), held_x)
+
+
+def memorization_table(memo: dict[str, Any]) -> Any:
+    """pandas table of a pixel_memorization result: median nearest distance and image count, synthetic vs held-out."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "synthetic -> train": [memo["synth_to_train_median"], memo["n_synthetic"]],
+        "held-out real -> train": [memo["test_to_train_median"], memo["n_test"]],
+    }, index=["median nearest distance (RMS, pixels in [0, 1])", "images"])
+
+
+def export_size(n_per_class: int | None, real_labels: np.ndarray, num_classes: int) -> int:
+    """Images per class to export: n_per_class if given, else as many as the largest real training class (at least
+    MIN_EXPORT), so the tstr classifier of notebook 04 sees as many images as the trtr one."""
+    return n_per_class or max(MIN_EXPORT, int(np.bincount(real_labels, minlength=num_classes).max()))
