@@ -14,6 +14,14 @@ import numpy as np
 from .data import from_model_view as to_uint8  # generator output [-1, 1] -> uint8, channels averaged
 
 
+def to_grey(x: np.ndarray) -> np.ndarray:
+    """uint8 (N, S, S[, C]) -> (N, S, S): channels averaged (X-rays are grey)."""
+    a = np.asarray(x)
+    if a.ndim == 4:
+        a = a[..., 0] if a.shape[-1] == 1 else np.rint(a.mean(axis=-1)).astype(np.uint8)
+    return a.astype(np.uint8)
+
+
 def latent_dim_of(generator: Any) -> int:
     """The noise length the generator expects (its first input)."""
     return int(generator.inputs[0].shape[-1])

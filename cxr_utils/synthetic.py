@@ -1,4 +1,4 @@
-"""Sampling from a run's EMA generator: galleries, interpolations, memorization check, PNG export.
+"""A folder of synthetic PNGs: `export` writes it from a run's EMA generator, `load_synthetic` reads it back.
 
 An export folder looks like::
 

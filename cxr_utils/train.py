@@ -25,6 +25,7 @@ from .checkpoints import Checkpoints, RunLock, restore
 from .config import GANConfig
 from .errors import TrainingDiverged, UserError
 from .gan import METRIC_NAMES, ConditionalGAN
+from .sample import png_bytes, to_grey
 
 METRIC_COLUMNS = ["epoch", *METRIC_NAMES, "seconds", "images_per_second"]
 # config fields that may change when resuming; everything else defines the run and must match config.json
@@ -34,17 +35,6 @@ METRICS_SECONDS = 30.0  # metrics.csv is rewritten at least this often (and befo
 
 
 # ---------------------------------------------------------------- data
-
-def _model_view(images: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 (N,S,S) or (N,S,S,C) -> uint8 (N,S,S,1) for grey data (the dataset copies it into `channels` per batch,
-    so a 128 px cache is not held three times), else (N,S,S,channels)."""
-    a = np.asarray(images)
-    if a.ndim == 3:
-        a = a[..., None]
-    if a.shape[-1] not in (1, channels):
-        a = a.mean(axis=-1, keepdims=True).round().astype(np.uint8)
-    return np.ascontiguousarray(a)
-
 
 def cap_per_class(labels: np.ndarray, max_per_class: int | None, seed: int) -> np.ndarray:
     """Indices keeping at most max_per_class images of each class (a seeded choice), in original order."""
@@ -84,24 +74,30 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def make_dataset(images_u8: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, first_epoch: int,
-                 epochs: int, channels: int | None = None) -> tf.data.Dataset:
-    """Batches (float32 [-1, 1] (B,S,S,channels), int32) for epochs [first_epoch, epochs); order from epoch_order()."""
-    n = len(images_u8)
+                 epochs: int, channels: int = 1) -> tf.data.Dataset:
+    """Batches (float32 [-1, 1] (B,S,S,channels), int32) of grey uint8 images (N,S,S[,1]) for epochs
+    [first_epoch, epochs); order from epoch_order(), pixels from data.to_model_view."""
+    images_u8 = np.asarray(images_u8)
+    labs = np.asarray(labels, np.int32)
+    n, size = len(images_u8), images_u8.shape[1]
     steps = n // batch_size
     # the whole index stream is computed up front: it is tiny (epochs * N ints) and makes resume trivially exact
     order = np.concatenate([epoch_order(seed, e, n)[: steps * batch_size] for e in range(first_epoch, epochs)]) \
         if epochs > first_epoch else np.zeros((0,), np.int64)
-    imgs = tf.constant(images_u8)
-    labs = tf.constant(np.asarray(labels, np.int32))
 
-    def fetch(idx):
-        x = tf.cast(tf.gather(imgs, idx), tf.float32) / 127.5 - 1.0
-        if channels is not None and x.shape[-1] != channels:
-            x = tf.repeat(x, channels, axis=-1)  # grey -> C identical channels
-        return x, tf.gather(labs, idx)
+    def fetch(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # per batch, on the host: the cache stays uint8 with one channel (a 128 px float copy in 3 channels would be
+        # 12 times its size); the model view is the one data.to_model_view defines
+        return data.to_model_view(images_u8[idx], channels), labs[idx]
+
+    def fetch_tf(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(fetch, [idx], (tf.float32, tf.int32), stateful=False)
+        x.set_shape((batch_size, size, size, channels))
+        y.set_shape((batch_size,))
+        return x, y
 
     ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64)).batch(batch_size, drop_remainder=True)
-    return ds.map(fetch, num_parallel_calls=1, deterministic=True).prefetch(2)
+    return ds.map(fetch_tf, num_parallel_calls=1, deterministic=True).prefetch(2)
 
 
 # ---------------------------------------------------------------- run folder pieces
@@ -219,8 +215,7 @@ class RunCallback(keras.callbacks.Callback):
 
     def sample_grid(self, e: int) -> Path:
         """samples/epoch-EEEE.png: the EMA generator on the fixed noise, one row per class, composed from pixels."""
-        from . import plots
-        from .sample import png_bytes
+        from . import plots  # matplotlib: only when a grid is drawn
 
         if self._render is None:
             z, labels = (tf.constant(a) for a in self.fixed)
@@ -320,7 +315,7 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
         raise UserError(f"labels: expected {len(images)} ints in [0, {cfg.num_classes}), got {len(labels)} "
                         f"in [{labels.min() if len(labels) else '-'}, {labels.max() if len(labels) else '-'}]")
     keep = cap_per_class(labels, cfg.max_per_class, cfg.seed)
-    x, y = _model_view(images[keep], cfg.channels), labels[keep]
+    x, y = to_grey(images[keep]), labels[keep]  # the dataset makes the model view (channels) per batch
     if len(x) < cfg.batch_size:
         raise UserError(f"data: {len(x)} training images is fewer than batch_size={cfg.batch_size}; lower --batch-size")
 
