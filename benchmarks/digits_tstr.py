@@ -4,7 +4,7 @@ Trains the same ConditionalGAN code (`cxr_utils.train.train`) on scikit-learn's 
 8x8 images, 10 classes, upsampled to 16 or 32 px, 1 channel) on a fixed 70/30 stratified split, in chunks resumed
 from the run folder; 15 % of the 70 % is held out from the GAN as a real validation part, whose TSTR after each
 chunk (`curve[].tstr_val`) picks the generator kept (`selected_step`; `--budget-seconds` can stop early). The kept
-generator exports class-balanced PNGs (`cxr_utils.sample.export`) that are read back, and the script compares TSTR
+generator exports class-balanced PNGs (`cxr_utils.synthetic.export`) that are read back, and the script compares TSTR
 (a logistic regression on pixels trained only on generated digits, tested on the real held-out 30 %) with TRTR (the
 same classifier trained on the real digits the GAN trained on, same test 30 %; `trtr_full_train` uses the whole
 70 %). The test set never chooses anything (`curve[].tstr` is reported for transparency only). The tuning history
@@ -203,7 +203,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     never used to choose. TRTR trains the same classifier on the same fit part the GAN saw (comparable);
     `trtr_full_train` (the whole 70 %) is reported beside it.
     """
-    from cxr_utils import sample, train
+    from cxr_utils import runs, sample, synthetic, train
 
     plan = plan or Plan()
     t_start = time.perf_counter()
@@ -240,7 +240,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
             train_seconds += time.perf_counter() - t0
             prev_epochs, epochs_done = epochs_done, ep
             t_eval = time.perf_counter()
-            gen, _ = train.load_generator(run_dir)
+            gen, _ = runs.load_generator(run_dir)
             imgs = sample.gallery(gen, plan.n_per_class, cfg.num_classes, seed=10_000 + seed)
             imgs = imgs.reshape(-1, plan.size, plan.size)
             val_i, tstr_i = probe_accuracies(imgs, y_syn, [(xval, yval), (xte, yte)])
@@ -266,8 +266,8 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
             chunk_cost = (time.perf_counter() - t0) / (ep - prev_epochs)
         assert best is not None  # the first chunk always runs
         # the reported number goes through the real export path: PNGs on disk, read back by load_synthetic
-        out = sample.export(best_dir, plan.n_per_class, work / "synthetic", seed=seed, progress=False)
-        syn_x, syn_y = sample.load_synthetic(out, expected_size=plan.size, class_names=DIGIT_NAMES)
+        out = synthetic.export(best_dir, plan.n_per_class, work / "synthetic", seed=seed, progress=False)
+        syn_x, syn_y = synthetic.load_synthetic(out, expected_size=plan.size, class_names=DIGIT_NAMES)
         tstr = probe_accuracy(syn_x, syn_y, xte, yte)
         if grid is not None:
             save_grid(grid, xte, yte, syn_x, syn_y)

@@ -1,4 +1,4 @@
-"""Benchmark c: PNG images/s written by cxr_utils.sample.export from a run folder's EMA generator."""
+"""Benchmark c: PNG images/s written by cxr_utils.synthetic.export from a run folder's EMA generator."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def make_run_folder(run_dir: Path, cfg: Any = None) -> dict[str, Any]:
 
 
 def run(work: Path, quick: bool = True, n_per_class: int | None = None, cfg: Any = None) -> dict[str, Any]:
-    """Benchmark c: time cxr_utils.sample.export of n_per_class PNGs per class (includes loading the generator)."""
-    from cxr_utils import sample
+    """Benchmark c: time cxr_utils.synthetic.export of n_per_class PNGs per class (includes loading the generator)."""
+    from cxr_utils import synthetic
 
     n_per_class = n_per_class or (250 if quick else 1000)
     run_dir = work / "export-run"
@@ -41,7 +41,7 @@ def run(work: Path, quick: bool = True, n_per_class: int | None = None, cfg: Any
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    folder = sample.export(run_dir, n_per_class, out, seed=0, progress=False)
+    folder = synthetic.export(run_dir, n_per_class, out, seed=0, progress=False)
     seconds = time.perf_counter() - t0
     pngs = sum(1 for _ in Path(folder).rglob("*.png"))
     return {
@@ -50,6 +50,6 @@ def run(work: Path, quick: bool = True, n_per_class: int | None = None, cfg: Any
         "pngs": pngs,
         "seconds": seconds,
         "images_per_second": pngs / seconds,
-        "call": f"cxr_utils.sample.export(run_dir, n_per_class={n_per_class}, out): load generator.keras (safe_mode), generate, "
+        "call": f"cxr_utils.synthetic.export(run_dir, n_per_class={n_per_class}, out): load generator.keras (safe_mode), generate, "
                 "encode PNGs with text chunks, manifest, atomic swap into place",
     }

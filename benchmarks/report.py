@@ -106,7 +106,7 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "error" in e:
         rows.append(("c. export", f"failed: {_err(e['error'])}", "", ""))
     elif e:
-        rows.append((f"c. sample export: {e['pngs']} PNGs via cxr_utils.sample.export", _n(e["images_per_second"], "img/s"), "", ""))
+        rows.append((f"c. sample export: {e['pngs']} PNGs via cxr_utils.synthetic.export", _n(e["images_per_second"], "img/s"), "", ""))
     g = d.get("digits") or {}
     if "error" in g:
         rows.append(("d. digits TSTR", f"failed: {_err(g['error'])}", "", ""))

@@ -17,10 +17,10 @@ TARGET_PEAK_FRACTION = 0.40  # >= 40% of the measured bf16 matmul peak
 TARGET_INPUT_OVERHEAD = 0.05  # real tf.data pipeline within 5% of in-memory batches
 
 def build_gan(cfg: Any, precision: str) -> tuple[Any, str]:
-    """A compiled ConditionalGAN in `precision` (fp32 | bf16 | fp16), built by cxr_utils.train.build_gan."""
-    from cxr_utils import train
+    """A compiled ConditionalGAN in `precision` (fp32 | bf16 | fp16), built by cxr_utils.build.build_gan."""
+    from cxr_utils import build
 
-    return train.build_gan(cfg.replace(precision=precision), precision), f"cxr_utils.train.build_gan(cfg, {precision!r})"
+    return build.build_gan(cfg.replace(precision=precision), precision), f"cxr_utils.build.build_gan(cfg, {precision!r})"
 
 
 class _StepClock:
@@ -61,7 +61,7 @@ def real_dataset(cfg: Any, npz: Path, steps: int) -> tuple[Any, str]:
     from cxr_utils import data, train
 
     images, labels = data.load(npz).subset("train")
-    x = train._model_view(images, cfg.channels)  # what train.train does before make_dataset
+    x = data.gray_images(images)  # make_dataset turns uint8 batches into the model view, as train() feeds it
     per_epoch = len(x) // cfg.batch_size
     if per_epoch < 1:
         raise RuntimeError(f"{npz}: {len(x)} train images is fewer than one batch of {cfg.batch_size}")
@@ -231,10 +231,15 @@ def loop(npz: Path, work: Path, rounds: int = 4, epochs_per_round: int = 12, chu
     from cxr_utils import data, train
     from cxr_utils.config import GANConfig
 
+    try:
+        from cxr_utils import build
+    except ImportError:  # a checkout from before build.py left train.py
+        build = train
+
     images, labels = data.load(npz).subset("train")
     cfg = (cfg or GANConfig()).replace(image_size=int(images.shape[1]))
     cfg = cfg.replace(batch_size=min(cfg.batch_size, len(images)))  # train.fit_batch_size, which older checkouts lack
-    precision = train.resolve_precision(cfg.precision, cfg.deterministic)
+    precision = build.resolve_precision(cfg.precision, cfg.deterministic)
     steps = len(images) // cfg.batch_size
     out: dict[str, Any] = {"cache": str(npz), "n_train": int(len(images)), "steps_per_epoch": steps,
                            "config": {k: cfg.to_dict()[k] for k in ("image_size", "batch_size", "g_base_filters",
@@ -374,10 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     res = {"command": "python -m benchmarks.train_step " + " ".join(argv), "cxr_utils": str(src),
            "commit": args.commit or rev or None, "loop": loop(Path(args.loop), Path(args.work_dir))}
     if args.default_batch:
-        from cxr_utils import train
+        from cxr_utils import build
 
         cfg = GANConfig()
-        res["bare_step_default_batch"] = bare_step(cfg, train.resolve_precision(cfg.precision), rounds=4, chunk=4)
+        res["bare_step_default_batch"] = bare_step(cfg, build.resolve_precision(cfg.precision), rounds=4, chunk=4)
     atomic_write_json(args.out, res)
     print(json.dumps({"loop": res["loop"]["ratios"], "bare": res["loop"]["bare_step"]["seconds_per_step"],
                       "train_s_per_epoch": res["loop"]["train"]["seconds_per_epoch"]}))

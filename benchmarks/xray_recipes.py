@@ -91,7 +91,7 @@ def _val(v: Any) -> Any:
 def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, seed: int = 0) -> Path:
     """One figure: the real training images per class, then n SYNTHETIC images per class from each recipe's kept
     generator (the same noise for every recipe)."""
-    from cxr_utils import data, plots, sample
+    from cxr_utils import data, plots, runs, sample
     from cxr_utils.config import CLASS_NAMES
 
     x, y = data.load(npz).subset("train")
@@ -100,7 +100,7 @@ def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, 
         rows.append(x[y == c][:n])
         titles.append(f"real {cname}\n(train)")
     for r in results:
-        g, _ = sample.load_run(r["run_dir"], which="best")
+        g, _ = runs.load_run(r["run_dir"], which="best")
         imgs = sample.gallery(g, n, len(CLASS_NAMES), seed=seed)
         ep = (r.get("best") or {}).get("epoch", "last")
         for c, cname in enumerate(CLASS_NAMES):
@@ -168,7 +168,7 @@ def quality_cost(n_train: int = 4200, n_val: int = 500, batch_size: int = 64, re
     default 64 px generator renders eval_n_per_class images per class, and one bare train step of the default model
     at batch 64 is timed in the same process; auto eval_every puts AUTO_EVAL_STEPS steps between evaluations.
     """
-    from cxr_utils import data, quality, train
+    from cxr_utils import build, data, quality, train
     from cxr_utils.config import DEFAULT_RECIPE, GANConfig
 
     from .train_step import bare_step
@@ -178,11 +178,11 @@ def quality_cost(n_train: int = 4200, n_val: int = 500, batch_size: int = 64, re
     xt, yt = np.resize(x, (n_train, *x.shape[1:])), np.resize(y, n_train)
     xv, yv = np.resize(x, (n_val, *x.shape[1:])), np.resize(y, n_val)
     cfg = GANConfig(batch_size=batch_size).with_recipe(DEFAULT_RECIPE)
-    precision = train.resolve_precision(cfg.precision)
+    precision = build.resolve_precision(cfg.precision)
     t0 = time.perf_counter()
     probe = train.quality_probe(cfg, xt, yt, (xv, yv, "tiled val split"))
     build_seconds = time.perf_counter() - t0
-    gan = train.build_gan(cfg, precision)
+    gan = build.build_gan(cfg, precision)
     evals = []
     for _ in range(repeats):
         t0 = time.perf_counter()

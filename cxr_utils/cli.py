@@ -155,6 +155,7 @@ def run_train(args: argparse.Namespace) -> int:
     from . import io as cio
     from . import train
     from .config import GANConfig, smoke_overrides
+    from .runs import config_of
 
     run_dir = Path(args.run_dir)
     saved = run_dir / "config.json"
@@ -162,7 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.config:
         cfg = GANConfig.from_file(args.config)
     elif resumed:
-        cfg = train.config_of(cio.read_json(saved))
+        cfg = config_of(cio.read_json(saved))
     else:
         cfg = GANConfig()
     if args.recipe and resumed and not args.config:
@@ -189,16 +190,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_sample(args: argparse.Namespace) -> int:
     """`sample`: export PNGs + manifest and print where they went."""
-    from . import sample
+    from . import synthetic
 
     t0 = time.perf_counter()
-    out = sample.export(args.run_dir, args.n_per_class, args.out, seed=args.seed, batch_size=args.batch_size,
-                        which=args.which)
+    out = synthetic.export(args.run_dir, args.n_per_class, args.out, seed=args.seed, batch_size=args.batch_size,
+                           which=args.which)
     dt = time.perf_counter() - t0
-    rows = sample.read_manifest(out)
+    rows = synthetic.read_manifest(out)
     n = len(rows)
     print(f"generator: {(rows or [{}])[0].get('generator', '?')}")
-    print(f"wrote {n} synthetic PNGs + {sample.MANIFEST_NAME} to {out} in {dt:.1f} s "
+    print(f"wrote {n} synthetic PNGs + {synthetic.MANIFEST_NAME} to {out} in {dt:.1f} s "
           f"({n / max(dt, 1e-9):.0f} img/s, model load included)")
     return 0
 

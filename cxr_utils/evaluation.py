@@ -398,10 +398,10 @@ def load_real(npz: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarray, np.nd
 
 def load_synthetic_folder(folder: str | os.PathLike, image_size: int) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """Synthetic images of a `sample` folder checked against the real image size, and their provenance."""
-    from . import sample
+    from . import synthetic
 
-    x, y = sample.load_synthetic(folder, expected_size=image_size)
-    return (x, y), {"synthetic": str(folder), "n_synthetic": _class_counts(y), "generator": sample.generators_of(folder)}
+    x, y = synthetic.load_synthetic(folder, expected_size=image_size)
+    return (x, y), {"synthetic": str(folder), "n_synthetic": _class_counts(y), "generator": synthetic.generators_of(folder)}
 
 
 def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike | None = None, weights: str = "imagenet",

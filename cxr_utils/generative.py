@@ -37,7 +37,8 @@ def evaluate_synthetic(real_images: dict[str, np.ndarray], real_labels: dict[str
 def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0,
                 smoke: bool = SMOKE, out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
     """Everything `python -m cxr_utils metrics` reports for a cache and a synthetic folder; writes JSON if `out`."""
-    from . import data, sample
+    from . import data
+    from .synthetic import load_synthetic
 
     ds = data.load(npz)
     x_tr, y_tr = ds.subset("train")
@@ -46,7 +47,7 @@ def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor:
     if len(x_tr) < 2 or len(x_te) < 1:
         raise UserError(f"--data {npz}: needs real train and test images (train {len(x_tr)}, test {len(x_te)}); rebuild with `prepare`")
     s = int(x_tr.shape[1])
-    syn_x, syn_y = sample.load_synthetic(synthetic, expected_size=s)
+    syn_x, syn_y = load_synthetic(synthetic, expected_size=s)
     domain = train_domain_classifier(x_tr, y_tr, x_va, y_va, epochs=2 if smoke else 15, seed=seed)
     exs, notes = build_extractors(extractor, s, x_tr, domain_model=domain, seed=seed)
     kw = dict(kid_subsets=10 if smoke else 100)

@@ -103,6 +103,30 @@ def pixel_grid(rows: Sequence[np.ndarray], row_titles: Sequence[str] | None = No
     return np.asarray(img)
 
 
+def nearest_figure(synthetic: np.ndarray, syn_labels: np.ndarray, real: np.ndarray, real_labels: np.ndarray,
+                   class_names: Sequence[str], reference: float | None = None, title: str | None = None) -> plt.Figure:
+    """Pairs (synthetic above, its nearest real training image below) with RMS distances: a memorization check."""
+    from .metrics import nearest_real
+
+    idx, dist = nearest_real(synthetic, real)
+    n = len(synthetic)
+    fig, axes = plt.subplots(2, n, figsize=(1.25 * n + 1.4, 3.2), squeeze=False)
+    for j in range(n):
+        for i, (img, cap) in enumerate(((synthetic[j], f"syn {class_names[int(syn_labels[j])]}\nd={dist[j]:.3f}"),
+                                        (real[idx[j]], f"real #{int(idx[j])}\n{class_names[int(real_labels[idx[j]])]}"))):
+            ax = axes[i][j]
+            ax.imshow(_as_display(img), cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(cap, fontsize=7)
+    axes[0][0].set_ylabel("synthetic", fontsize=9)
+    axes[1][0].set_ylabel("nearest real\n(train)", fontsize=9)
+    ref = f"; real-to-real nearest distance median {reference:.3f}" if reference is not None else ""
+    fig.suptitle(title or f"Nearest real training image in pixel space (RMS distance, pixels in [0, 1]{ref})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def class_balance(counts: dict[str, dict[str, int]], title: str = "Images per split and class") -> plt.Figure:
     """Bar chart of counts[split][class] (seaborn)."""
     import pandas as pd

@@ -30,6 +30,8 @@ import numpy as np
 
 from . import io as cio
 from .config import SMOKE
+from .data import gray_images
+from .sample import generate, noise_for
 
 # thresholds of the collapse alarm: far below the real images' variety (the seed recipe on the 16-image sample
 # reaches 0.10 diversity and 2 of 10 training images covered: both trip it; a learning generator sits near 0.4+)
@@ -161,8 +163,6 @@ class QualityProbe:
 
     def score(self, generator: Any) -> dict[str, Any]:
         """Render the probe's noise with `generator` and score the images."""
-        from .sample import generate
-
         return self.score_images(generate(generator, self.noise, self.labels))
 
 
@@ -179,11 +179,10 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
     import keras
 
     from .features import domain_extractor, train_domain_classifier
-    from .sample import noise_for
 
-    x_all, y_all = _grey(x_train), np.asarray(y_train).astype(np.int64)
+    x_all, y_all = gray_images(x_train), np.asarray(y_train).astype(np.int64)
     held_out = x_ref is not None and len(x_ref) > 0
-    x_ref, y_ref = (_grey(x_ref), np.asarray(y_ref).astype(np.int64)) if held_out else (x_all, y_all)
+    x_ref, y_ref = (gray_images(x_ref), np.asarray(y_ref).astype(np.int64)) if held_out else (x_all, y_all)
     clf = None
     if classifier_path is not None and classifier_path.is_file():
         try:
@@ -204,14 +203,6 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
     return QualityProbe(tuple(class_names), x_all[keep], y_all[keep], y_ref, extractor(x_ref), reference, clf, extractor,
                         noise_for(seed + 7919, len(class_names) * n_per_class, latent_dim),  # never the training noise
                         np.repeat(np.arange(len(class_names), dtype=np.int32), n_per_class), seed)
-
-
-def _grey(x: np.ndarray) -> np.ndarray:
-    """uint8 (N, S, S[, C]) -> (N, S, S): channels averaged (X-rays are grey)."""
-    a = np.asarray(x)
-    if a.ndim == 4:
-        a = a[..., 0] if a.shape[-1] == 1 else np.rint(a.mean(axis=-1)).astype(np.uint8)
-    return a.astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------ rule and alarm

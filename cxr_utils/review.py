@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics, sample
+from . import metrics, plots, runs, sample
 
 MIN_EXPORT = 16  # images per class an export writes at least, however small the real training split
 
@@ -36,7 +36,7 @@ def class_swap_difference(swap: np.ndarray) -> np.ndarray:
 
 def held_out_images(run_dir: str | os.PathLike, source: str = "auto") -> tuple[np.ndarray, str]:
     """The real val and test images of a run's cache, together (the GAN never saw them), and where they came from."""
-    held = [sample.real_images(run_dir, s, source=source) for s in ("val", "test")]
+    held = [runs.real_images(run_dir, s, source=source) for s in ("val", "test")]
     return np.concatenate([h[0] for h in held]), ", ".join(h[2] for h in held)
 
 
@@ -46,7 +46,7 @@ def nearest_real_figure(generator: Any, real_x: np.ndarray, real_y: np.ndarray, 
     k = len(class_names)
     pairs = sample.gallery(generator, n_per_class, k, seed=seed)
     ref = float(np.median(metrics.real_to_real_nn(real_x))) if len(real_x) > 1 else None
-    return sample.nearest_figure(pairs.reshape(-1, *pairs.shape[2:]), np.repeat(np.arange(k), n_per_class), real_x,
+    return plots.nearest_figure(pairs.reshape(-1, *pairs.shape[2:]), np.repeat(np.arange(k), n_per_class), real_x,
                                  real_y, class_names, reference=ref)
 
 

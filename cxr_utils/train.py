@@ -1,21 +1,18 @@
-"""Train a ConditionalGAN into a run folder: exact resume, atomic checkpoints, NaN guard, lock, precision, devices.
+"""Train a ConditionalGAN into a run folder: the fit loop, exact resume, NaN guard, sample grids, quality tracking.
 
 Run folder: config.json, checkpoints/ (ckpt-EEEE.npz + latest.json, the last 2 kept; every checkpoint_every epochs
 but at most once per checkpoint_minutes, after the last epoch and on an interruption between epochs),
 samples/epoch-NNNN.png (every sample_every epochs), metrics.csv, tb/, generator.keras (the EMA generator), lock.
+The GAN is built for the machine by `build`, checkpoints and the lock are `checkpoints`'; `runs` reads a run back.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import os
-import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
@@ -23,116 +20,21 @@ import tensorflow as tf
 
 from . import data, quality
 from . import io as cio
+from .build import build_gan, make_strategy, resolve_precision, steps_per_execution
+from .checkpoints import Checkpoints, RunLock, restore
 from .config import GANConfig
-from .errors import RunLocked, TrainingDiverged, UserError
+from .errors import TrainingDiverged, UserError
 from .gan import METRIC_NAMES, ConditionalGAN
-from .models import build_discriminator, build_generator
+from .sample import png_bytes
 
 METRIC_COLUMNS = ["epoch", *METRIC_NAMES, "seconds", "images_per_second"]
-POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 # config fields that may change when resuming; everything else defines the run and must match config.json
 RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "checkpoint_minutes", "sample_every", "g_lr", "d_lr", "deterministic",
                      "precision", "jit", "eval_every", "eval_n_per_class"}
-KEEP_CHECKPOINTS = 2
-BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # native bf16 math on x86 CPUs
 METRICS_SECONDS = 30.0  # metrics.csv is rewritten at least this often (and before every grid and checkpoint)
-MAX_STEPS_PER_EXECUTION = 16  # steps between two host syncs of fit (see steps_per_execution)
-LEGACY_KEY = re.compile(r"(g|d|ema|gopt|dopt)/\d{4}")  # the positional checkpoint keys written before issue 11
-
-
-# ---------------------------------------------------------------- precision and devices
-
-def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
-    """True if /proc/cpuinfo lists avx512_bf16 or amx_bf16 (fast bf16 matmuls on CPU)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[-1].split())
-            return bool(flags & BF16_CPU_FLAGS)
-    return False
-
-
-def resolve_precision(requested: str, deterministic: bool = False) -> str:
-    """auto -> fp16 on GPUs with compute capability >= 7, bf16 on TPUs and bf16-capable CPUs, else fp32."""
-    if requested != "auto":
-        return requested
-    if deterministic:
-        return "fp32"  # bit-identical runs are only promised in fp32
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
-        return "fp16" if tuple(cc) >= (7, 0) else "fp32"
-    if tf.config.list_physical_devices("TPU"):
-        return "bf16"
-    return "bf16" if cpu_supports_bf16() else "fp32"
-
-
-def resolve_jit(requested: str) -> bool:
-    """auto -> XLA on when a GPU is visible; on CPU the XLA-compiled step measured slower than TF's own kernels."""
-    if requested == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
-    return requested == "on"
-
-
-def make_strategy(distribute: str = "auto") -> tf.distribute.Strategy:
-    """auto: MirroredStrategy over all GPUs when there are several, else the default strategy.
-
-    "mirrored" forces MirroredStrategy over the logical GPUs, or over the logical CPUs when there are no GPUs
-    (used by the tests with 2 logical CPU devices); "default" forces one device.
-    """
-    gpus = tf.config.list_logical_devices("GPU")
-    if distribute == "default" or (distribute == "auto" and len(gpus) < 2):
-        return tf.distribute.get_strategy()
-    if distribute not in ("auto", "mirrored"):
-        raise UserError(f"distribute: expected auto|mirrored|default, got {distribute!r}")
-    devices = [d.name for d in gpus] if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices=devices)
-
-
-# ---------------------------------------------------------------- building
-
-def steps_per_execution(steps_per_epoch: int, limit: int | None = None) -> int:
-    """How many steps `fit` runs per call before Python sees the logs: the largest divisor of the epoch's steps up to
-    `limit`. Keras converts the logs to floats after every call (a wait for the device); a divisor keeps each call
-    inside one epoch, so epochs hold the same batches whatever the value."""
-    limit = limit or MAX_STEPS_PER_EXECUTION
-    return max(k for k in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % k == 0)
-
-
-def build_gan(cfg: GANConfig, precision: str = "fp32", steps_per_execution: int = 1) -> ConditionalGAN:
-    """A compiled ConditionalGAN with both optimizers built (call inside the strategy scope); XLA per cfg.jit."""
-    policy = POLICIES[precision]
-    g = build_generator(cfg, dtype=policy, name="generator")
-    d = build_discriminator(cfg, dtype=policy, name="discriminator")
-    ema = build_generator(cfg, dtype="float32", name="ema_generator") if cfg.ema_decay > 0 else None
-    gan = ConditionalGAN(cfg, g, d, ema)
-    d_opt = keras.optimizers.Adam(cfg.d_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="d_adam")
-    g_opt = keras.optimizers.Adam(cfg.g_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="g_adam")
-    if precision == "fp16":  # fp16 gradients underflow without loss scaling; each optimizer keeps its own scale
-        d_opt = keras.optimizers.LossScaleOptimizer(d_opt, name="d_loss_scale")
-        g_opt = keras.optimizers.LossScaleOptimizer(g_opt, name="g_loss_scale")
-    gan.compile(d_optimizer=d_opt, g_optimizer=g_opt, jit_compile=resolve_jit(cfg.jit),
-                steps_per_execution=steps_per_execution)
-    gan.build_optimizers()
-    return gan
 
 
 # ---------------------------------------------------------------- data
-
-def _model_view(images: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 (N,S,S) or (N,S,S,C) -> uint8 (N,S,S,1) for grey data (the dataset copies it into `channels` per batch,
-    so a 128 px cache is not held three times), else (N,S,S,channels)."""
-    a = np.asarray(images)
-    if a.ndim == 3:
-        a = a[..., None]
-    if a.shape[-1] not in (1, channels):
-        a = a.mean(axis=-1, keepdims=True).round().astype(np.uint8)
-    return np.ascontiguousarray(a)
-
 
 def cap_per_class(labels: np.ndarray, max_per_class: int | None, seed: int) -> np.ndarray:
     """Indices keeping at most max_per_class images of each class (a seeded choice), in original order."""
@@ -172,119 +74,33 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def make_dataset(images_u8: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, first_epoch: int,
-                 epochs: int, channels: int | None = None) -> tf.data.Dataset:
-    """Batches (float32 [-1, 1] (B,S,S,channels), int32) for epochs [first_epoch, epochs); order from epoch_order()."""
-    n = len(images_u8)
+                 epochs: int, channels: int = 1) -> tf.data.Dataset:
+    """Batches (float32 [-1, 1] (B,S,S,channels), int32) of grey uint8 images (N,S,S[,1]) for epochs
+    [first_epoch, epochs); order from epoch_order(), pixels from data.to_model_view."""
+    images_u8 = np.asarray(images_u8)
+    labs = np.asarray(labels, np.int32)
+    n, size = len(images_u8), images_u8.shape[1]
     steps = n // batch_size
     # the whole index stream is computed up front: it is tiny (epochs * N ints) and makes resume trivially exact
     order = np.concatenate([epoch_order(seed, e, n)[: steps * batch_size] for e in range(first_epoch, epochs)]) \
         if epochs > first_epoch else np.zeros((0,), np.int64)
-    imgs = tf.constant(images_u8)
-    labs = tf.constant(np.asarray(labels, np.int32))
 
-    def fetch(idx):
-        x = tf.cast(tf.gather(imgs, idx), tf.float32) / 127.5 - 1.0
-        if channels is not None and x.shape[-1] != channels:
-            x = tf.repeat(x, channels, axis=-1)  # grey -> C identical channels
-        return x, tf.gather(labs, idx)
+    def fetch(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # per batch, on the host: the cache stays uint8 with one channel (a 128 px float copy in 3 channels would be
+        # 12 times its size); the model view is the one data.to_model_view defines
+        return data.to_model_view(images_u8[idx], channels), labs[idx]
+
+    def fetch_tf(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        x, y = tf.numpy_function(fetch, [idx], (tf.float32, tf.int32), stateful=False)
+        x.set_shape((batch_size, size, size, channels))
+        y.set_shape((batch_size,))
+        return x, y
 
     ds = tf.data.Dataset.from_tensor_slices(order.astype(np.int64)).batch(batch_size, drop_remainder=True)
-    return ds.map(fetch, num_parallel_calls=1, deterministic=True).prefetch(2)
+    return ds.map(fetch_tf, num_parallel_calls=1, deterministic=True).prefetch(2)
 
 
 # ---------------------------------------------------------------- run folder pieces
-
-class RunLock:
-    """An exclusive flock on run_dir/lock; the OS drops it when the process dies, even on kill -9."""
-
-    def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / "lock"
-        self.fd: int | None = None
-
-    def __enter__(self) -> RunLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise UserError(f"{self.path.parent}: cannot create the run folder ({e.strerror}); choose another --run-dir") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise RunLocked(f"{self.path.parent}: another trainer (pid {holder}) is using this run folder; "
-                                f"wait for it to finish or choose another --run-dir") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
-class Found(NamedTuple):
-    """A checkpoint read back: its epoch, state (key -> array), file and meta data (precision, replicas)."""
-
-    epoch: int
-    state: dict[str, np.ndarray]
-    path: Path
-    meta: dict[str, Any]
-
-
-class Checkpoints:
-    """ckpt-EEEE.npz files (all state, written atomically) + latest.json; the newest KEEP_CHECKPOINTS are kept."""
-
-    def __init__(self, run_dir: str | os.PathLike):
-        self.dir = Path(run_dir) / "checkpoints"
-
-    def path(self, epoch: int) -> Path:
-        return self.dir / f"ckpt-{epoch:04d}.npz"
-
-    def save(self, epoch: int, state: dict[str, np.ndarray], meta: dict[str, str | int] | None = None) -> Path:
-        """Write one checkpoint, then point latest.json at it, then prune old ones (each step atomic)."""
-        p = self.path(epoch)
-        arrays = {k.replace("/", "."): v for k, v in state.items()}
-        arrays.update({f"meta_{k}": np.asarray(v) for k, v in (meta or {}).items()})  # str -> a unicode array, no pickle
-        # uncompressed: zlib spends seconds on float weights for a few percent
-        cio.atomic_save_npz(p, compress=False, meta_epoch=np.int64(epoch), **arrays)
-        cio.atomic_write_json(self.dir / "latest.json", {"file": p.name, "epoch": epoch, "step": int(state["step"])})
-        for old in self.files()[KEEP_CHECKPOINTS:]:
-            with contextlib.suppress(OSError):
-                old.unlink()
-        return p
-
-    def files(self) -> list[Path]:
-        """Checkpoint files, newest epoch first (temp files of interrupted writes are ignored)."""
-        if not self.dir.is_dir():
-            return []
-        found = [p for p in self.dir.glob("ckpt-*.npz") if p.stem[5:].isdigit()]
-        return sorted(found, key=lambda p: int(p.stem[5:]), reverse=True)
-
-    def load_latest(self) -> Found | None:
-        """The newest readable checkpoint (epoch, state, path, meta), or None if there is none."""
-        # newest first, whatever latest.json says: a kill between the checkpoint and its pointer leaves a newer,
-        # complete file (latest.json is for people and tools; final names are only ever whole files)
-        for p in self.files():
-            try:
-                return self.read(p)
-            except Exception as e:  # a damaged file: fall back to the previous one
-                print(f"warning: skipping unreadable checkpoint {p} ({type(e).__name__})", file=sys.stderr)
-        return None
-
-    @staticmethod
-    def read(p: Path) -> Found:
-        """One checkpoint file (epoch, state, path, meta); raises on a damaged file."""
-        raw = cio.load_npz(p)
-        epoch = int(raw.pop("meta_epoch"))
-        meta = {k[5:]: raw.pop(k).item() for k in [k for k in raw if k.startswith("meta_")]}
-        return Found(epoch, {k.replace(".", "/"): v for k, v in raw.items()}, p, meta)
-
 
 def read_metrics(path: Path, max_epoch: int | None = None) -> list[dict[str, str]]:
     """Rows of metrics.csv (epoch <= max_epoch if given)."""
@@ -399,8 +215,7 @@ class RunCallback(keras.callbacks.Callback):
 
     def sample_grid(self, e: int) -> Path:
         """samples/epoch-EEEE.png: the EMA generator on the fixed noise, one row per class, composed from pixels."""
-        from . import plots
-        from .sample import png_bytes
+        from . import plots  # matplotlib: only when a grid is drawn
 
         if self._render is None:
             z, labels = (tf.constant(a) for a in self.fixed)
@@ -464,44 +279,6 @@ class RunCallback(keras.callbacks.Callback):
 
 
 # ---------------------------------------------------------------- the public entry points
-
-def restore(gan: ConditionalGAN, found: Found, precision: str, replicas: int, saved_info: dict[str, Any]) -> str | None:
-    """Load a checkpoint into `gan` whatever precision, device count or key format wrote it.
-
-    Returns one line saying what changed ("resume: precision bf16 -> fp16: loss scale state created (initial
-    scale 32768)"), or None when nothing did. A checkpoint that does not fit the model is a UserError naming it.
-    """
-    state, path, notes = found.state, found.path, []
-    try:
-        if any(LEGACY_KEY.fullmatch(k) for k in state):  # written before checkpoints were keyed by variable path
-            mapping = gan.legacy_keys(state)
-            state = {mapping.get(k, k): v for k, v in state.items()}
-            notes.append("old positional checkpoint format, mapped onto today's variables by their order")
-        diff = gan.set_state(state)
-    except ValueError as e:
-        raise UserError(f"{path}: {e}; resume with the run's own config or choose another --run-dir") from None
-    was = found.meta.get("precision") or saved_info.get("precision_resolved") or "?"
-    if diff["dropped"] or diff["created"] or was not in ("?", precision):
-        change = f"precision {was} -> {precision}"
-        if diff["created"]:
-            change += f": loss scale state created (initial scale {_scales(diff['created'])})"
-        if diff["dropped"]:
-            change += f": loss scale state dropped (last scale {_scales(diff['dropped'])})"
-        notes.append(change)
-    was_replicas = found.meta.get("replicas") or saved_info.get("replicas")
-    if was_replicas and int(was_replicas) != replicas:
-        notes.append(f"devices {int(was_replicas)} -> {replicas}")
-    return f"resume: {'; '.join(notes)}" if notes else None
-
-
-def _scales(state: dict[str, np.ndarray]) -> str:
-    """The loss scales in a state: "32768" when D's and G's agree, else "D 1024, G 2048"."""
-    found = {k.split("_")[0].upper(): float(v) for k, v in sorted(state.items()) if k.endswith("/loss_scale/dynamic_scale")}
-    if len(set(found.values())) == 1:
-        return f"{next(iter(found.values())):g}"
-    return ", ".join(f"{k} {v:g}" for k, v in found.items())
-
-
 def _steady_speed(epoch_ends: list[float], images_per_epoch: int) -> float | None:
     """Images/s between the first and the last epoch end: training plus every epoch's own work, without tracing."""
     if len(epoch_ends) < 2:
@@ -538,7 +315,7 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
         raise UserError(f"labels: expected {len(images)} ints in [0, {cfg.num_classes}), got {len(labels)} "
                         f"in [{labels.min() if len(labels) else '-'}, {labels.max() if len(labels) else '-'}]")
     keep = cap_per_class(labels, cfg.max_per_class, cfg.seed)
-    x, y = _model_view(images[keep], cfg.channels), labels[keep]
+    x, y = data.gray_images(images[keep]), labels[keep]  # the dataset makes the model view (channels) per batch
     if len(x) < cfg.batch_size:
         raise UserError(f"data: {len(x)} training images is fewer than batch_size={cfg.batch_size}; lower --batch-size")
 
@@ -703,78 +480,3 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
             "manifest_sha256": cio.file_digest(manifest) if manifest.is_file() else None, "split": "train"}
     kwargs.setdefault("reference", (x_val, y_val, "val split") if len(y_val) else None)
     return train(cfg, run_dir, images, labels, resume=resume, data_info=info, **kwargs)
-
-
-def config_of(saved: dict[str, Any]) -> GANConfig:
-    """The GANConfig of a run's config.json (its fields sit at the top level, beside the "data" provenance)."""
-    return GANConfig.from_dict({k: v for k, v in saved.items() if k != "data"})
-
-
-def generator_source(run_dir: str | os.PathLike, which: str | int | Path = "last") -> tuple[Path, str]:
-    """The file holding the generator that `which` names, and a description of it.
-
-    which: "last" (generator.keras, the EMA generator at the end of training), "best" (generator-best.keras, kept by
-    the quality rule; generator.keras with a note when the run has none), an epoch with a checkpoint on disk, or a
-    Path already resolved by this function (so a caller resolves once and loads exactly that file).
-    """
-    run_dir = Path(run_dir)
-    if isinstance(which, Path):
-        return which, which.name
-    if isinstance(which, str) and which.isdigit():
-        which = int(which)
-    if isinstance(which, int):
-        p = Checkpoints(run_dir).path(which)
-        if not p.is_file():
-            have = ", ".join(str(int(f.stem[5:])) for f in reversed(Checkpoints(run_dir).files())) or "none"
-            raise UserError(f"--which {which}: {run_dir} has no checkpoint of epoch {which} (checkpoints on disk: {have}); "
-                            f"use best, last or one of those epochs")
-        return p, f"epoch {which} (EMA generator from {p.name})"
-    if which not in ("best", "last"):
-        raise UserError(f"--which {which!r}: use best, last or an epoch number")
-    last = run_dir / "generator.keras"
-    if which == "best":
-        best = quality.load_best(run_dir)
-        if best is not None and (run_dir / quality.BEST_FILE).is_file():
-            return run_dir / quality.BEST_FILE, f"best (epoch {best['epoch']}, {best['rule']})"
-        if last.is_file():
-            print(f"note: {run_dir} has no {quality.BEST_FILE} (quality tracking was off, or the run predates it); "
-                  f"using generator.keras (the last epoch)", file=sys.stderr)
-    return last, "last (EMA generator at the end of training)"
-
-
-def load_generator(run_dir: str | os.PathLike, which: str | int | Path = "last") -> tuple[keras.Model, GANConfig]:
-    """The run's EMA generator named by `which` (see generator_source; safe_mode loading) and its GANConfig.
-
-    Works on an unfinished run too (generator-best.keras and checkpoints exist before generator.keras does).
-    """
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    src, _ = generator_source(run_dir, which)
-    if not src.is_file() or not cfg_path.is_file():
-        raise UserError(f"{run_dir}: no {src.name}/config.json; train first (python -m cxr_utils train --run-dir {run_dir} ...)")
-    try:
-        saved = cio.read_json(cfg_path)
-    except (ValueError, OSError) as e:
-        raise UserError(f"{cfg_path}: not readable JSON ({type(e).__name__}); restore it from the run's checkpoint folder "
-                        f"or retrain") from None
-    cfg = config_of(saved)
-    if src.suffix == ".npz":
-        return _generator_from_checkpoint(cfg, src), cfg
-    try:
-        model = keras.models.load_model(src, safe_mode=True, compile=False)
-    except Exception as e:  # any failure here means the file is not a generator that `train` wrote
-        kind = "it holds a Lambda layer (code), which safe mode refuses to run" if "lambda" in str(e).lower() \
-            else f"{type(e).__name__}"
-        raise UserError(f"{src}: not a generator written by `train` ({kind}); retrain the run or restore the file") from None
-    return model, cfg
-
-
-def _generator_from_checkpoint(cfg: GANConfig, path: Path) -> keras.Model:
-    """The EMA generator (float32) of one checkpoint file."""
-    try:
-        found = Checkpoints.read(path)
-    except Exception as e:  # a damaged file
-        raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); choose another --which") from None
-    gan = build_gan(cfg, "fp32")
-    restore(gan, found, "fp32", 1, {})  # any precision or device count that wrote it; a foreign file is a UserError
-    return gan.ema_generator

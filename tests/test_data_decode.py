@@ -86,3 +86,10 @@ def test_pool_avoids_fork_once_tensorflow_is_loaded(monkeypatch):
     assert data._pool_context().get_start_method() == "fork"
     monkeypatch.setitem(sys.modules, "tensorflow", object())
     assert data._pool_context().get_start_method() == "forkserver"
+
+
+def test_gray_images_averages_channels_and_keeps_grey() -> None:
+    x = np.array([[[[0, 1, 2]], [[255, 255, 254]]]], np.uint8)  # (1, 2, 1, 3)
+    assert data.gray_images(x).tolist() == [[[1], [255]]]  # means 1.0 and 254.67, rounded
+    assert data.gray_images(x[..., :1]).tolist() == [[[0], [255]]]  # one channel: taken as is
+    assert data.gray_images(x[..., 0]).dtype == np.uint8 and data.gray_images(x[..., 0]).shape == (1, 2, 1)

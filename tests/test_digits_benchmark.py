@@ -170,7 +170,7 @@ def test_the_validation_split_chooses_the_exported_generator_when_the_test_split
     assert [(c["step"], c["tstr_val"], c["tstr"]) for c in res["curve"]] == [(3, 0.90, 0.50), (6, 0.60, 0.95)]
     assert res["selected_step"] == 3 and res["selected_epoch"] == 1 and res["selected_tstr_val"] == 0.90
     assert len(generator_at_point) == 2 and generator_at_point[0] != generator_at_point[1]
-    from cxr_utils.sample import read_manifest
+    from cxr_utils.synthetic import read_manifest
 
     exported = {r["generator_sha256"] for r in read_manifest(work / "synthetic")}
     assert exported == {generator_at_point[0]}  # chunk 1's generator made the PNGs, not the last (test-best) one

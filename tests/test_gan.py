@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from cxr_utils import gan as G
+from cxr_utils.build import build_gan
 from cxr_utils.config import GANConfig
-from cxr_utils.train import build_gan
 
 
 def _cfg(**kw) -> GANConfig:

@@ -27,7 +27,8 @@ def test_rerunning_notebook_02_resumes_the_run(sample_data_dir: Path, tmp_path: 
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    from cxr_utils.train import Checkpoints, read_metrics
+    from cxr_utils.checkpoints import Checkpoints
+    from cxr_utils.train import read_metrics
 
     monkeypatch.setenv("CXR_SMOKE", "1")  # smoke sizes, same code path
     data_dir = tmp_path / "data"

@@ -8,6 +8,7 @@ import pytest
 
 from cxr_utils import evaluation as E
 from cxr_utils import plots
+from cxr_utils.config import CLASS_NAMES
 
 RANDOM = "VGG16 random init"
 IMAGENET = "VGG16 ImageNet"
@@ -67,3 +68,14 @@ def test_every_evaluation_figure_says_random_init_when_the_result_does(figure):
         plots.plt.close(mixed)
     plots.plt.close(rnd)
     plots.plt.close(img)
+
+
+def test_nearest_figure_pairs_each_synthetic_with_its_neighbour() -> None:
+    real = np.stack([np.zeros((4, 4)), np.full((4, 4), 255)]).astype(np.uint8)
+    syn = np.stack([real[1], np.full((4, 4), 51)]).astype(np.uint8)
+    fig = plots.nearest_figure(syn, np.array([1, 0]), real, np.array([0, 1]), CLASS_NAMES, reference=1.0)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(fig.axes) == 4
+    assert titles[:2] == ["syn PNEUMONIA\nd=0.000", "syn NORMAL\nd=0.200"]
+    assert titles[2:] == ["real #1\nPNEUMONIA", "real #0\nNORMAL"]
+    assert "real-to-real nearest distance median 1.000" in fig._suptitle.get_text()

@@ -270,7 +270,7 @@ def test_quality_curves_and_description_without_evaluations(tmp_path) -> None:
 
 
 def test_which_epoch_loads_a_checkpoints_ema_generator_even_before_the_run_ends(sample_npz, tmp_path) -> None:
-    from cxr_utils import train
+    from cxr_utils import runs, train
     from cxr_utils.errors import UserError
 
     run = tmp_path / "run"
@@ -278,15 +278,15 @@ def test_which_epoch_loads_a_checkpoints_ema_generator_even_before_the_run_ends(
                          progress=0, show_samples=False)
 
     def weights(which):
-        return train.load_generator(run, which=which)[0].get_weights()
+        return runs.load_generator(run, which=which)[0].get_weights()
 
     last, e2, e1 = weights("last"), weights(2), weights("1")
     assert all(np.array_equal(a, b) for a, b in zip(last, e2, strict=True))  # epoch 2's EMA is generator.keras
     assert any(not np.array_equal(a, b) for a, b in zip(e1, e2, strict=True))
-    assert train.generator_source(run, 1)[1] == "epoch 1 (EMA generator from ckpt-0001.npz)"
+    assert runs.generator_source(run, 1)[1] == "epoch 1 (EMA generator from ckpt-0001.npz)"
     (run / "generator.keras").unlink()  # as while training still runs: checkpoints are there, the final file is not
     assert all(np.array_equal(a, b) for a, b in zip(weights(1), e1, strict=True))
     with pytest.raises(UserError, match="no generator.keras/config.json"):
-        train.load_generator(run, which="last")
+        runs.load_generator(run, which="last")
     with pytest.raises(UserError, match=r"--which 7: .* has no checkpoint of epoch 7 \(checkpoints on disk: 1, 2\)"):
-        train.load_generator(run, which=7)
+        runs.load_generator(run, which=7)

@@ -1,222 +1,23 @@
-"""cxr_utils.sample: export PNGs + manifest, read them back, interpolation/class-swap/nearest-neighbour helpers."""
+"""cxr_utils.sample: noise from a seed, batched generation, interpolation and class-swap strips, uint8 and grey views."""
 
 from __future__ import annotations
 
-import csv
 import os
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-from PIL import Image  # noqa: E402
+from _helpers import tiny_generator  # noqa: E402
 
-from cxr_utils import cli, sample  # noqa: E402
-from cxr_utils.config import CLASS_NAMES, SYNTHETIC_TAG, GANConfig  # noqa: E402
-from cxr_utils.errors import UserError  # noqa: E402
-from cxr_utils.io import file_digest  # noqa: E402
+from cxr_utils import sample  # noqa: E402
 
 S, C, LATENT = 32, 3, 8
 
 
-def _tiny_generator(seed: int = 0) -> keras.Model:
+def _tiny_generator(seed: int = 0):
     """A generator with the contract's interface: [noise (B, latent) f32, labels (B,) i32] -> (B, S, S, C) in [-1, 1]."""
-    keras.utils.set_random_seed(seed)
-    z = keras.Input((LATENT,), dtype="float32", name="noise")
-    y = keras.Input((), dtype="int32", name="labels")
-    e = keras.layers.Embedding(2, 4)(y)
-    h = keras.layers.Concatenate()([z, e])
-    h = keras.layers.Dense(S * S * C, activation="tanh")(h)
-    return keras.Model([z, y], keras.layers.Reshape((S, S, C))(h))
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A run folder with generator.keras, loaded through the same safe_mode=True path as train.load_generator."""
-    rd = tmp_path / "runs" / "toy-run"
-    rd.mkdir(parents=True)
-    _tiny_generator().save(rd / "generator.keras")
-    cfg = GANConfig(image_size=S, channels=C, latent_dim=LATENT)
-
-    def fake_load(run: Path, which="best"):
-        # the file export resolved (it passes a Path), loaded the way train.load_generator loads it
-        src = which if isinstance(which, Path) else Path(run) / "generator.keras"
-        return keras.models.load_model(src, safe_mode=True, compile=False), cfg
-
-    monkeypatch.setattr(sample, "_load_generator", fake_load)
-    return rd
-
-
-def _read_csv(p: Path) -> list[dict[str, str]]:
-    with open(p, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def test_export_writes_tagged_pngs_and_manifest(run_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "syn"
-    assert sample.export(run_dir, 5, out, seed=3, batch_size=4, progress=False) == out
-    for name in CLASS_NAMES:
-        files = sorted(p.name for p in (out / name).iterdir())
-        assert files == [f"syn-s3-{i:06d}.png" for i in range(1, 6)]
-    rows = _read_csv(out / "manifest.csv")
-    assert list(rows[0]) == ["file", "class", "label", "seed", "run", "generator_sha256", "synthetic", "generator"]
-    # no quality evaluation in this run: "best" falls back to the last generator and says so
-    assert {r["generator"] for r in rows} == {"last (EMA generator at the end of training)"}
-    assert len(rows) == 10
-    assert [r["label"] for r in rows] == ["0"] * 5 + ["1"] * 5
-    sha = file_digest(run_dir / "generator.keras")
-    assert {r["generator_sha256"] for r in rows} == {sha} and len(sha) == 64
-    assert {r["synthetic"] for r in rows} == {"true"} and {r["run"] for r in rows} == {"toy-run"}
-    assert {r["seed"] for r in rows} == {"3"}
-    with Image.open(out / rows[7]["file"]) as im:
-        assert im.mode == "L" and im.size == (S, S)
-        assert im.text["Synthetic"] == "true"
-        assert im.text["Description"] == SYNTHETIC_TAG
-        assert im.text["Generator-SHA256"] == sha
-        assert im.text["Source-Run"] == "toy-run"
-        assert im.text["Software"].startswith("cxr-utils")
-    # pixels are exactly the generator's output for the seed's noise, channels averaged
-    gen = keras.models.load_model(run_dir / "generator.keras", safe_mode=True, compile=False)
-    expect = sample.to_uint8(keras.ops.convert_to_numpy(
-        gen([sample.noise_for(3, 10, LATENT), np.repeat(np.arange(2), 5).astype(np.int32)], training=False)))
-    images, labels = sample.load_synthetic(out, expected_size=S)
-    assert images.dtype == np.uint8 and images.shape == (10, S, S)
-    assert labels.dtype == np.int64 and labels.tolist() == [0] * 5 + [1] * 5
-    assert np.abs(images.astype(int) - expect.astype(int)).max() <= 1  # batch size may move float sums by 1 ulp
-    # nothing is left behind in the parent folder (the staging folder was renamed into place)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "syn"]
-
-
-def test_export_uses_the_kept_generator_by_default_and_names_it(run_dir: Path, tmp_path: Path) -> None:
-    from cxr_utils import quality
-    from cxr_utils.io import atomic_write_json
-
-    best = _tiny_generator(seed=5)  # other weights than generator.keras
-    best.save(run_dir / quality.BEST_FILE)
-    atomic_write_json(run_dir / quality.BEST_JSON, {"epoch": 40, "rule": "the rule"})
-    rows = _read_csv(sample.export(run_dir, 2, tmp_path / "best", seed=1, progress=False) / "manifest.csv")
-    assert {r["generator"] for r in rows} == {"best (epoch 40, the rule)"}
-    assert {r["generator_sha256"] for r in rows} == {file_digest(run_dir / quality.BEST_FILE)}
-    images, _ = sample.load_synthetic(tmp_path / "best", expected_size=S)
-    expect = sample.to_uint8(keras.ops.convert_to_numpy(
-        best([sample.noise_for(1, 4, LATENT), np.repeat(np.arange(2), 2).astype(np.int32)], training=False)))
-    assert np.abs(images.astype(int) - expect.astype(int)).max() <= 1  # the pixels come from the kept generator
-    last = _read_csv(sample.export(run_dir, 2, tmp_path / "last", seed=1, progress=False, which="last") / "manifest.csv")
-    assert {r["generator_sha256"] for r in last} == {file_digest(run_dir / "generator.keras")}
-
-
-def test_export_is_a_pure_function_of_the_seed(run_dir: Path, tmp_path: Path) -> None:
-    a = sample.export(run_dir, 3, tmp_path / "a", seed=7, progress=False)
-    b = sample.export(run_dir, 3, tmp_path / "b", seed=7, progress=False)
-    c = sample.export(run_dir, 3, tmp_path / "c", seed=8, progress=False)
-    ia, _ = sample.load_synthetic(a)
-    ib, _ = sample.load_synthetic(b)
-    ic, _ = sample.load_synthetic(c)
-    assert np.array_equal(ia, ib)
-    assert not np.array_equal(ia, ic)
-    assert (a / "NORMAL" / "syn-s7-000001.png").read_bytes() == (b / "NORMAL" / "syn-s7-000001.png").read_bytes()
-
-
-def test_export_refuses_foreign_folder_and_replaces_own_previous_export(run_dir: Path, tmp_path: Path) -> None:
-    foreign = tmp_path / "mine"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(UserError, match=r"mine: folder is not empty and is not an export of run 'toy-run'"):
-        sample.export(run_dir, 2, foreign, progress=False)
-    assert (foreign / "notes.txt").read_text() == "keep me"
-
-    out = tmp_path / "syn"
-    sample.export(run_dir, 4, out, seed=1, progress=False)
-    sample.export(run_dir, 2, out, seed=2, progress=False)  # same run: replaced cleanly, no stale files
-    assert sorted(p.name for p in (out / "NORMAL").iterdir()) == ["syn-s2-000001.png", "syn-s2-000002.png"]
-    assert len(_read_csv(out / "manifest.csv")) == 4
-
-    (out / "NORMAL" / "extra.png").write_bytes(b"user file")  # not listed in the manifest: refuse, don't delete
-    with pytest.raises(UserError, match="not an export of run"):
-        sample.export(run_dir, 2, out, progress=False)
-    assert (out / "NORMAL" / "extra.png").exists()
-
-    other = tmp_path / "runs" / "other-run"
-    other.mkdir()
-    (other / "generator.keras").write_bytes((run_dir / "generator.keras").read_bytes())
-    (out / "NORMAL" / "extra.png").unlink()
-    with pytest.raises(UserError, match="not an export of run 'other-run'"):
-        sample.export(other, 2, out, progress=False)
-
-    afile = tmp_path / "file.txt"
-    afile.write_text("x")
-    with pytest.raises(UserError, match="exists and is not a folder"):
-        sample.export(run_dir, 2, afile, progress=False)
-
-
-def test_export_user_errors(tmp_path: Path, run_dir: Path) -> None:
-    with pytest.raises(UserError, match="--run-dir .*nope: folder not found"):
-        sample.export(tmp_path / "nope", 2, tmp_path / "o")
-    empty = tmp_path / "empty-run"
-    empty.mkdir()
-    with pytest.raises(UserError, match="no generator.keras"):
-        sample.export(empty, 2, tmp_path / "o")
-    with pytest.raises(UserError, match="--n-per-class: must be >= 1"):
-        sample.export(run_dir, 0, tmp_path / "o")
-    with pytest.raises(UserError, match="--batch-size: must be >= 1"):
-        sample.export(run_dir, 1, tmp_path / "o", batch_size=0)
-
-
-def test_cli_sample(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "cli-out"
-    assert cli.main(["sample", "--run-dir", str(run_dir), "--n-per-class", "3", "--out", str(out), "--seed", "4"]) == 0
-    assert "wrote 6 synthetic PNGs" in capsys.readouterr().out
-    assert len(sample.read_manifest(out)) == 6
-    assert cli.main(["sample", "--run-dir", str(tmp_path / "missing"), "--n-per-class", "3", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "missing: folder not found" in err
-
-
-def _png(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path)
-
-
-def test_load_synthetic_errors(tmp_path: Path) -> None:
-    root = tmp_path / "s"
-    with pytest.raises(UserError, match="synthetic folder not found"):
-        sample.load_synthetic(root)
-    _png(root / "NORMAL" / "a.png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(UserError, match=r"PNEUMONIA: class folder missing"):
-        sample.load_synthetic(root)
-    (root / "PNEUMONIA").mkdir()
-    with pytest.raises(UserError, match=r"PNEUMONIA: no \.png images"):
-        sample.load_synthetic(root)
-    _png(root / "PNEUMONIA" / "b.png", np.full((8, 8), 200, np.uint8))
-    imgs, labels = sample.load_synthetic(root)
-    assert imgs.shape == (2, 8, 8) and labels.tolist() == [0, 1] and imgs[1, 0, 0] == 200
-    with pytest.raises(UserError, match=r"a\.png: image is 8x8 but 16x16 was expected"):
-        sample.load_synthetic(root, expected_size=16)
-    _png(root / "PNEUMONIA" / "c.png", np.zeros((16, 16), np.uint8))
-    with pytest.raises(UserError, match=r"c\.png: image is 16x16 but .*a\.png is 8x8"):
-        sample.load_synthetic(root)
-    (root / "PNEUMONIA" / "c.png").unlink()
-    _png(root / "PNEUMONIA" / "d.png", np.zeros((8, 6), np.uint8))
-    with pytest.raises(UserError, match=r"d\.png: image is 6x8, not square"):
-        sample.load_synthetic(root)
-    (root / "PNEUMONIA" / "d.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
-    with pytest.raises(UserError, match=r"d\.png: unreadable PNG"):
-        sample.load_synthetic(root)
-
-
-def test_load_synthetic_colour_and_16bit(tmp_path: Path) -> None:
-    root = tmp_path / "s"
-    rgb = np.zeros((4, 4, 3), np.uint8)
-    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 30, 60, 91  # mean 60.33 -> 60
-    _png(root / "A" / "rgb.png", rgb)
-    _png(root / "B" / "x16.png", np.full((4, 4), 65535, np.uint16))  # PIL writes uint16 as a 16-bit PNG
-    imgs, labels = sample.load_synthetic(root, class_names=("A", "B"))
-    assert imgs[0].tolist() == [[60] * 4] * 4
-    assert imgs[1].tolist() == [[255] * 4] * 4
-    assert labels.tolist() == [0, 1]
+    return tiny_generator(seed, S, C, LATENT)
 
 
 def test_slerp_interpolation_and_class_swap() -> None:
@@ -248,34 +49,3 @@ def test_to_uint8_closed_form() -> None:
     x = np.array([[[[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]], [[0.0, 0.0, 0.0], [-1.0, 1.0, 0.0]]]], np.float32)
     assert sample.to_uint8(x).tolist() == [[[0, 255], [128, 128]]]  # 127.5 rounds to even 128
     assert sample.to_uint8(np.array([[[[5.0]]]])).tolist() == [[[255]]]  # out of range is clipped
-
-
-def test_load_run_and_real_images(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match=r"nope: no trained GAN here \(generator.keras missing\); run 02 first"):
-        sample.load_run(tmp_path / "nope", hint="run 02 first")
-    from cxr_utils.io import atomic_save_npz, atomic_write_json
-
-    imgs = np.arange(5 * 4 * 4, dtype=np.uint8).reshape(5, 4, 4)
-    npz = atomic_save_npz(tmp_path / "cache.npz", images=imgs, labels=np.array([0, 1, 0, 1, 1]),
-                          split=np.array(["train", "train", "val", "test", "train"]))
-    run = tmp_path / "run"
-    atomic_write_json(run / "config.json", {"image_size": 4, "data": {"npz": str(npz), "split": "train"}})
-    x, y, where = sample.real_images(run, "train")
-    assert np.array_equal(x, imgs[[0, 1, 4]]) and y.tolist() == [0, 1, 1]
-    assert where == "cache.npz (train split, 3 images)"
-    x, y, _ = sample.real_images(run, "val")
-    assert np.array_equal(x, imgs[[2]]) and y.dtype == np.int64
-
-
-def test_nearest_figure_pairs_each_synthetic_with_its_neighbour() -> None:
-    real = np.stack([np.zeros((4, 4)), np.full((4, 4), 255)]).astype(np.uint8)
-    syn = np.stack([real[1], np.full((4, 4), 51)]).astype(np.uint8)
-    fig = sample.nearest_figure(syn, np.array([1, 0]), real, np.array([0, 1]), CLASS_NAMES, reference=1.0)
-    titles = [ax.get_title() for ax in fig.axes]
-    assert len(fig.axes) == 4
-    assert titles[:2] == ["syn PNEUMONIA\nd=0.000", "syn NORMAL\nd=0.200"]
-    assert titles[2:] == ["real #1\nPNEUMONIA", "real #0\nNORMAL"]
-    assert "real-to-real nearest distance median 1.000" in fig._suptitle.get_text()
-
-
-# (disk full / read-only during an export: tests/reliability/test_faults.py)

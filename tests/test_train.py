@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxr_utils import build as B
+from cxr_utils import checkpoints as CK
 from cxr_utils import io as cio
-from cxr_utils import plots
+from cxr_utils import plots, runs
 from cxr_utils import train as T
 from cxr_utils.cli import main as cli_main
 from cxr_utils.config import GANConfig
@@ -89,7 +91,7 @@ def test_run_folder_contents(ref_run: tuple[Path, dict]) -> None:
     with Image.open(run / "samples" / "epoch-0002.png") as im:
         assert im.format == "PNG" and im.size[0] > im.size[1]  # 3 columns x 2 class rows + titles
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
-    ck = T.Checkpoints(run)
+    ck = CK.Checkpoints(run)
     assert [p.name for p in ck.files()] == ["ckpt-0002.npz", "ckpt-0001.npz"]  # the last 2 are kept
     assert cio.read_json(ck.dir / "latest.json") == {"file": "ckpt-0002.npz", "epoch": 2, "step": 10}
     assert not list(run.rglob("*.part*"))  # no temp files left behind
@@ -97,7 +99,7 @@ def test_run_folder_contents(ref_run: tuple[Path, dict]) -> None:
 
 def test_generator_loads_safe_mode_and_is_the_ema(ref_run: tuple[Path, dict]) -> None:
     run, _ = ref_run
-    g, cfg = T.load_generator(run)
+    g, cfg = runs.load_generator(run)
     assert cfg == tiny_cfg()
     z = np.random.default_rng(0).normal(size=(5, 16)).astype(np.float32)
     x = g.predict([z, np.array([0, 1, 0, 1, 1], np.int32)], verbose=0)
@@ -112,12 +114,12 @@ def test_generator_loads_safe_mode_and_is_the_ema(ref_run: tuple[Path, dict]) ->
 
 def test_load_generator_missing_or_foreign_file_is_a_user_error(ref_run: tuple[Path, dict], tmp_path: Path) -> None:
     with pytest.raises(UserError, match="no generator.keras"):
-        T.load_generator(tmp_path / "nothing")
+        runs.load_generator(tmp_path / "nothing")
     run = tmp_path / "run"
     shutil.copytree(ref_run[0], run)
     (run / "generator.keras").write_bytes(b"PK\x03\x04 not a keras archive")
     with pytest.raises(UserError, match="generator.keras: not a generator written by `train`"):
-        T.load_generator(run)
+        runs.load_generator(run)
 
 
 # ---------------------------------------------------------------- exact resume
@@ -147,7 +149,7 @@ def test_resume_in_process_is_bit_identical_and_truncates_metrics(ref_run: tuple
 
 
 def test_checkpoints_fall_back_past_damaged_files(tmp_path: Path) -> None:
-    ck = T.Checkpoints(tmp_path)
+    ck = CK.Checkpoints(tmp_path)
     for e in (1, 2, 3):
         ck.save(e, {"step": np.int64(e * 5), "g/0000": np.full(3, e, np.float32)})
     assert [p.name for p in ck.files()] == ["ckpt-0003.npz", "ckpt-0002.npz"]
@@ -177,7 +179,7 @@ def test_nan_guard_stops_names_the_loss_and_keeps_the_last_good_checkpoint(ref_r
     msg = str(ei.value)
     assert "diverged" in msg and "_loss=nan" in msg and "at epoch 3, step 11" in msg
     assert "ckpt-0002.npz (epoch 2)" in msg and "--resume" in msg
-    epoch, state, _, _ = T.Checkpoints(run).load_latest()
+    epoch, state, _, _ = CK.Checkpoints(run).load_latest()
     assert epoch == 2 and all(np.isfinite(v).all() for v in state.values())
     assert [r["epoch"] for r in _rows(run / "metrics.csv")] == ["1", "2"]
     assert not (run / "samples" / "epoch-0003.png").exists()
@@ -191,7 +193,7 @@ def test_lock_refuses_a_second_trainer(tmp_path: Path) -> None:
     x, y = tiny_data()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from cxr_utils.train import RunLock
+        from cxr_utils.checkpoints import RunLock
         with RunLock({str(run)!r}):
             print("locked", flush=True)
             time.sleep(60)
@@ -205,7 +207,7 @@ def test_lock_refuses_a_second_trainer(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
-    with T.RunLock(run) as lock:  # the OS released the killed holder's lock
+    with CK.RunLock(run) as lock:  # the OS released the killed holder's lock
         assert (run / "lock").read_text().strip() == str(os.getpid()) and lock.fd is not None
 
 
@@ -236,12 +238,12 @@ def test_cap_per_class_and_epoch_order() -> None:
 # ---------------------------------------------------------------- precision and devices
 
 def test_precision_resolution() -> None:
-    assert T.cpu_supports_bf16("flags\t: fpu sse avx512f avx512_bf16\n")
-    assert T.cpu_supports_bf16("flags\t: fpu amx_bf16 amx_tile\n")
-    assert not T.cpu_supports_bf16("flags\t: fpu sse avx2\n")
-    assert T.resolve_precision("fp16") == "fp16" and T.resolve_precision("auto", deterministic=True) == "fp32"
-    expected = "bf16" if T.cpu_supports_bf16() else "fp32"  # this machine has no GPU
-    assert T.resolve_precision("auto") == expected
+    assert B.cpu_supports_bf16("flags\t: fpu sse avx512f avx512_bf16\n")
+    assert B.cpu_supports_bf16("flags\t: fpu amx_bf16 amx_tile\n")
+    assert not B.cpu_supports_bf16("flags\t: fpu sse avx2\n")
+    assert B.resolve_precision("fp16") == "fp16" and B.resolve_precision("auto", deterministic=True) == "fp32"
+    expected = "bf16" if B.cpu_supports_bf16() else "fp32"  # this machine has no GPU
+    assert B.resolve_precision("auto") == expected
 
 
 def test_bf16_and_fp16_build_and_train_one_step(tmp_path: Path) -> None:
@@ -255,7 +257,7 @@ def test_bf16_and_fp16_build_and_train_one_step(tmp_path: Path) -> None:
     assert sorted(set(fp16) - set(bf16)) == [f"{o}.loss_scale.{k}" for o in ("d_opt", "g_opt")
                                              for k in ("dynamic_scale", "iteration", "step_counter")]
     assert set(bf16) - set(fp16) == set() and (str(fp16["meta_precision"]), str(bf16["meta_precision"])) == ("fp16", "bf16")
-    g, _ = T.load_generator(tmp_path / "bf16")
+    g, _ = runs.load_generator(tmp_path / "bf16")
     assert g.get_layer("up0_conv").compute_dtype == "float32"  # the exported EMA generator is plain float32
 
 
@@ -267,7 +269,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np
 sys.path.insert(0, {tests!r})
 from test_train import tiny_cfg, tiny_data
-from cxr_utils import io as cio, train as T
+from cxr_utils import build as B, checkpoints as CK, io as cio, train as T
 x, y = tiny_data(32)
 cfg = tiny_cfg(epochs=2, deterministic=False)
 out = {out!r}
@@ -289,11 +291,11 @@ for first, second, ref in (("default", "mirrored", "one"), ("mirrored", "default
     for p in ("ckpt-0002.npz", "latest.json"):  # back to epoch 1
         (T.Path(run) / "checkpoints" / p).unlink()
     # the weights right after restore equal the checkpoint's, on the new layout
-    found = T.Checkpoints(run).load_latest()
-    strategy = T.make_strategy(second)
+    found = CK.Checkpoints(run).load_latest()
+    strategy = B.make_strategy(second)
     with strategy.scope():
-        gan = T.build_gan(cfg, "fp32")
-        note = T.restore(gan, found, "fp32", strategy.num_replicas_in_sync, {{}})
+        gan = B.build_gan(cfg, "fp32")
+        note = CK.restore(gan, found, "fp32", strategy.num_replicas_in_sync, {{}})
     restored = gan.get_state()
     exact = all(np.array_equal(restored[k], found.state[k]) for k in restored)
     r = T.train(cfg, run, x, y, resume=True, progress=False, distribute=second)
@@ -346,7 +348,7 @@ def test_train_from_npz_on_the_real_sample_records_provenance(sample_npz: Path, 
     assert info["npz_sha256"] == hashlib.sha256(sample_npz.read_bytes()).hexdigest() and info["split"] == "train"
     assert info["per_class"] == {"NORMAL": int((y == 0).sum()), "PNEUMONIA": int((y == 1).sum())}
     assert out["step"] == len(y) // 4
-    g, _ = T.load_generator(tmp_path / "run")
+    g, _ = runs.load_generator(tmp_path / "run")
     assert g.output_shape == (None, 64, 64, 3)
 
 
@@ -376,7 +378,7 @@ def test_cli_recipe_projection_trains_and_is_saved_and_resume_refuses_a_new_reci
     assert {k: saved[k] for k in RECIPES["projection"]} == {"norm": "none", "adv_loss": "hinge", "projection": True,
                                                             "g_class_loss_weight": 0.0}
     assert saved["g_base_filters"] == 16  # --smoke still applies on top of the recipe
-    g, cfg = T.load_generator(run)
+    g, cfg = runs.load_generator(run)
     assert cfg.projection and g.output_shape == (None, 64, 64, 3)
     capsys.readouterr()
     assert cli_main([*args, "--resume", "--recipe", "seed"]) == 2
@@ -418,11 +420,11 @@ def one_epoch_per_precision(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_resume_across_precisions(one_epoch_per_precision: Path, tmp_path: Path, was: str, now: str) -> None:
     run = tmp_path / "run"
     shutil.copytree(one_epoch_per_precision / was, run)
-    found = T.Checkpoints(run).load_latest()
+    found = CK.Checkpoints(run).load_latest()
     assert found.meta == {"precision": was, "replicas": 1}
     # right after restore, every weight and optimizer slot equals the checkpoint's (cast to the variable's dtype)
-    gan = T.build_gan(tiny16(precision=now), now)
-    note = T.restore(gan, found, now, 1, {})
+    gan = B.build_gan(tiny16(precision=now), now)
+    note = CK.restore(gan, found, now, 1, {})
     restored = gan.get_state()
     common = set(restored) & set(found.state)
     assert common == {k for k in restored if "/loss_scale/" not in k}
@@ -431,7 +433,7 @@ def test_resume_across_precisions(one_epoch_per_precision: Path, tmp_path: Path,
         expected = f"resume: precision {was} -> fp16: loss scale state created (initial scale 32768)"
         assert float(restored["g_opt/loss_scale/dynamic_scale"]) == 2.0**15
     elif was == "fp16":
-        expected = f"resume: precision fp16 -> {now}: loss scale state dropped (last scale {T._scales(found.state)})"
+        expected = f"resume: precision fp16 -> {now}: loss scale state dropped (last scale {CK._scales(found.state)})"
     else:
         expected = f"resume: precision {was} -> {now}"
     assert note == expected
@@ -441,7 +443,7 @@ def test_resume_across_precisions(one_epoch_per_precision: Path, tmp_path: Path,
     out = T.train(tiny16(epochs=4, precision=now), run, x, y, resume=True, progress=False)
     assert out["resume_note"] == expected and out["precision"] == now and out["step"] == 8
     assert np.isfinite(out["metrics"]["d_loss"]) and np.isfinite(out["metrics"]["g_loss"])
-    after = T.Checkpoints(run).load_latest()
+    after = CK.Checkpoints(run).load_latest()
     assert after.epoch == 4 and after.meta["precision"] == now
     assert any("/loss_scale/" in k for k in after.state) == (now == "fp16")
     for k in ("generator/project/kernel", "discriminator/down0_conv/kernel"):
@@ -466,12 +468,12 @@ def test_old_positional_checkpoints_still_resume_bit_identical(ref_run: tuple[Pa
     ref, _ = ref_run
     run = tmp_path / "run"
     shutil.copytree(ref, run)
-    ck = T.Checkpoints(run)
+    ck = CK.Checkpoints(run)
     for p in ck.dir.iterdir():
         p.unlink()
     epoch1 = {k.replace(".", "/"): v for k, v in cio.load_npz(ref / "checkpoints" / "ckpt-0001.npz").items()
               if not k.startswith("meta")}
-    gan = T.build_gan(tiny_cfg(), "fp32")
+    gan = B.build_gan(tiny_cfg(), "fp32")
     cio.atomic_save_npz(ck.path(1), compress=False, meta_epoch=np.int64(1),
                         **{k.replace("/", "."): v for k, v in _positional(epoch1, gan).items()})
     x, y = tiny_data()
@@ -488,7 +490,7 @@ def test_old_positional_checkpoints_still_resume_bit_identical(ref_run: tuple[Pa
     small = _positional(epoch1, gan)
     n = len(gan.generator.variables)
     del small[f"g/{n - 1:04d}"]
-    cio.atomic_save_npz(T.Checkpoints(other).path(1), compress=False, meta_epoch=np.int64(1),
+    cio.atomic_save_npz(CK.Checkpoints(other).path(1), compress=False, meta_epoch=np.int64(1),
                         **{k.replace("/", "."): v for k, v in small.items()})
     with pytest.raises(UserError, match=rf"ckpt-0001.npz: old-format checkpoint has {n - 1} generator variables, the "
                                         rf"model has {n}; resume with the run's own config") as ei:
@@ -499,13 +501,13 @@ def test_old_positional_checkpoints_still_resume_bit_identical(ref_run: tuple[Pa
 def test_old_positional_layouts_map_for_both_optimizer_kinds() -> None:
     cfg = tiny16()
     for was, now in (("fp16", "fp32"), ("fp32", "fp16")):
-        src = T.build_gan(cfg, was)
+        src = B.build_gan(cfg, was)
         rng = np.random.default_rng(0)
         for v in src.state_variables().values():  # distinct values, so a wrong mapping cannot pass
             if v.dtype == "float32":
                 v.assign(rng.normal(size=v.shape).astype(np.float32))
         state = src.get_state()
-        dst = T.build_gan(cfg, now)
+        dst = B.build_gan(cfg, now)
         mapping = dst.legacy_keys(_positional(state, src))
         mapped = {mapping.get(k, k): v for k, v in _positional(state, src).items()}
         assert mapped.keys() == state.keys() and all(np.array_equal(mapped[k], state[k]) for k in state)
@@ -516,13 +518,13 @@ def test_old_positional_layouts_map_for_both_optimizer_kinds() -> None:
 
 def test_checkpoint_and_sample_cadence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     saved: list[int] = []
-    real = T.Checkpoints.save
+    real = CK.Checkpoints.save
 
     def spy(self, epoch, state, meta=None):
         saved.append(epoch)
         return real(self, epoch, state, meta)
 
-    monkeypatch.setattr(T.Checkpoints, "save", spy)
+    monkeypatch.setattr(CK.Checkpoints, "save", spy)
     x, y = data16()
     # every 2 epochs; every epoch once a (tiny) time has passed; every epoch but at most every 10 minutes: the end only
     for every, minutes, expected in ((2, 0.0, [0, 2, 3]), (1, 1e-9, [0, 1, 2, 3]), (1, 10.0, [0, 3])):
@@ -551,7 +553,7 @@ def test_interrupt_between_epochs_checkpoints_the_last_epoch(ref_run: tuple[Path
 
     monkeypatch.setattr(T.RunCallback, "record", interrupted_record)
     # one step per fit call (the reference ran 5): the same state, bit for bit, and a mid-epoch moment to interrupt
-    monkeypatch.setattr(T, "MAX_STEPS_PER_EXECUTION", 1)
+    monkeypatch.setattr(B, "MAX_STEPS_PER_EXECUTION", 1)
     cfg = tiny_cfg(epochs=3, checkpoint_every=10, checkpoint_minutes=0)
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg, run, x, y, progress=False)
@@ -571,7 +573,7 @@ def test_interrupt_between_epochs_checkpoints_the_last_epoch(ref_run: tuple[Path
     with pytest.raises(KeyboardInterrupt):
         T.train(cfg, run, x, y, resume=True, progress=False)
     assert f"interrupted: the last checkpoint is {ckpt} (epoch 2)" in capsys.readouterr().err
-    assert T.Checkpoints(run).load_latest().epoch == 2 and len(_rows(run / "metrics.csv")) == 2
+    assert CK.Checkpoints(run).load_latest().epoch == 2 and len(_rows(run / "metrics.csv")) == 2
     monkeypatch.undo()
     out = T.train(cfg, run, x, y, resume=True, progress=False)
     assert out["resumed_from_epoch"] == 2 and out["step"] == 15
@@ -614,22 +616,22 @@ def test_loop_does_not_sync_per_step_and_jit_is_a_flag(monkeypatch: pytest.Monke
     # no batch-end hook, and fit runs up to 16 steps per call: Keras waits for the device (to turn the logs into floats)
     # once per call; a divisor of the epoch's steps, so every call stays inside one epoch
     assert T.RunCallback.on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
-    assert [T.steps_per_execution(n) for n in (1, 5, 7, 17, 80, 81, 163)] == [1, 5, 7, 1, 16, 9, 1]
-    assert T.build_gan(tiny16(), "fp32", 5).steps_per_execution == 5
-    assert T.resolve_jit("on") and not T.resolve_jit("off")
+    assert [B.steps_per_execution(n) for n in (1, 5, 7, 17, 80, 81, 163)] == [1, 5, 7, 1, 16, 9, 1]
+    assert B.build_gan(tiny16(), "fp32", 5).steps_per_execution == 5
+    assert B.resolve_jit("on") and not B.resolve_jit("off")
     import tensorflow as tf
 
     gpu = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]
     with monkeypatch.context() as m:  # auto follows the devices TensorFlow sees, on any machine
         m.setattr(tf.config, "list_physical_devices", lambda kind=None: gpu if kind == "GPU" else [])
-        assert T.resolve_jit("auto")
+        assert B.resolve_jit("auto")
         m.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-        assert not T.resolve_jit("auto")
+        assert not B.resolve_jit("auto")
     seen = []
     real = keras.Model.compile
     monkeypatch.setattr(keras.Model, "compile", lambda self, **kw: (seen.append(kw["jit_compile"]), real(self, **kw))[1])
-    T.build_gan(tiny16(jit="on"))
-    T.build_gan(tiny16(jit="off"))
+    B.build_gan(tiny16(jit="on"))
+    B.build_gan(tiny16(jit="off"))
     assert seen == [True, False]  # (Keras itself turns XLA off again while op determinism is enabled)
     with pytest.raises(UserError, match="jit must be auto|on|off"):
         tiny_cfg(jit="yes").validate()

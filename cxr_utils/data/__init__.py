@@ -10,7 +10,7 @@ from .archive import KAGGLE_DATASET, safe_extract_tree
 from .audit import counts, counts_table, duplicate_audit, leakage_report
 from .build import PrepareResult, prepare, prepare_verbose
 from .cache import FORMAT_VERSION, CXRDataset, load, manifest_path
-from .decode import BadImage, decode_bytes, decode_files, from_model_view, preprocess_image, square_resize, to_gray
+from .decode import BadImage, decode_bytes, decode_files, from_model_view, gray_images, preprocess_image, square_resize, to_gray
 from .decode import _default_workers, _pool_context, to_model_view  # the private two: benchmarks/prep.py, a test
 from .folders import Scan, scan_folder
 from .sources import DOWNLOAD_TIMEOUT_S, MEDMNIST_FILE, MEDMNIST_MD5, PROBE_TIMEOUT_S, SAMPLE_MEMBER_DIR

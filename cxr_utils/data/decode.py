@@ -243,6 +243,14 @@ def to_model_view(images_uint8: np.ndarray, channels: int = 3) -> np.ndarray:
     return np.repeat(v[..., None], channels, axis=-1)
 
 
+def gray_images(x: np.ndarray) -> np.ndarray:
+    """uint8 image arrays (N, S, S[, C]) -> (N, S, S): channels averaged (X-rays are grey); to_gray is its PIL twin."""
+    a = np.asarray(x)
+    if a.ndim == 4:
+        a = a[..., 0] if a.shape[-1] == 1 else np.rint(a.mean(axis=-1)).astype(np.uint8)
+    return a.astype(np.uint8)
+
+
 def from_model_view(x: np.ndarray) -> np.ndarray:
     """float (N,S,S,C) or (N,S,S) in [-1, 1] -> uint8 (N,S,S), channels averaged."""
     a = np.asarray(x, dtype=np.float32)

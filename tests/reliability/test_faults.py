@@ -78,7 +78,7 @@ def test_disk_full_during_checkpoint_write(tiny_run, tiny_npz, tmp_path, capsys,
     assert rc == 2 and "cannot write the run folder" in line and "--resume" in line, line  # train's own message
     assert str(run) in line and "No space left on device" in line, line
     assert _snapshot(run / "checkpoints") == ckpts_before  # previous checkpoints and pointer intact, no temp file
-    from cxr_utils.train import Checkpoints
+    from cxr_utils.checkpoints import Checkpoints
 
     found = Checkpoints(run).load_latest()  # what --resume starts from
     assert found is not None and found[0] == 2
@@ -202,7 +202,7 @@ def test_disk_full_while_saving_generator(tiny_run, tiny_npz, tmp_path, capsys, 
     assert cio.read_json(run / "checkpoints" / "latest.json")["epoch"] == 3  # the training itself was kept
     monkeypatch.setattr(keras.Model, "save", real)
     assert cli_main(_train(tiny_npz, run, cfg)) == 0  # resume: nothing left to train, the generator is written
-    from cxr_utils.train import load_generator
+    from cxr_utils.runs import load_generator
 
     g, c = load_generator(run)
     assert c.epochs == 3 and g.output_shape == (None, 32, 32, 3)
@@ -210,11 +210,11 @@ def test_disk_full_while_saving_generator(tiny_run, tiny_npz, tmp_path, capsys, 
 
 @pytest.mark.parametrize("fault", ["disk_full", "read_only", "flush_fails"])
 def test_export_fault_keeps_previous_export(tiny_run, tmp_path, monkeypatch, fault):
-    from cxr_utils import sample
+    from cxr_utils import synthetic
     from cxr_utils.errors import UserError
 
     out = tmp_path / "synthetic"
-    sample.export(tiny_run, 3, out, seed=1, progress=False)
+    synthetic.export(tiny_run, 3, out, seed=1, progress=False)
     before = _snapshot(out)
     if fault == "disk_full":
         real = Path.write_bytes
@@ -252,7 +252,7 @@ def test_export_fault_keeps_previous_export(tiny_run, tmp_path, monkeypatch, fau
         monkeypatch.setattr(tempfile, "mkdtemp", read_only)
         expect = "Read-only file system"
     with pytest.raises(UserError) as ei:
-        sample.export(tiny_run, 3, out, seed=2, progress=False)
+        synthetic.export(tiny_run, 3, out, seed=2, progress=False)
     assert str(out) in str(ei.value) and expect in str(ei.value), str(ei.value)
     assert _snapshot(out) == before  # the previous export is whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]  # no staged half-export left

@@ -23,7 +23,7 @@ EPOCHS = 12  # 2 steps per epoch on the 10 real train images; room after a late 
 
 
 def _latest_epoch(run: Path) -> int | None:
-    from cxr_utils.train import Checkpoints
+    from cxr_utils.checkpoints import Checkpoints
 
     found = Checkpoints(run).load_latest()
     return None if found is None else found[0]
@@ -37,7 +37,7 @@ def _metric_epochs(run: Path) -> list[int]:
 
 def _assert_resumable(run: Path, note: str) -> int:
     """Every file a resume reads is whole: checkpoints load, latest.json/config.json/metrics.csv parse."""
-    from cxr_utils.train import Checkpoints
+    from cxr_utils.checkpoints import Checkpoints
 
     ck = Checkpoints(run)
     for p in ck.files():  # a final-named checkpoint is never half-written
@@ -60,7 +60,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.timeout(600)  # six CLI processes (TensorFlow start-up each): minutes on a busy 2-core machine
 def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tmp_path):
-    from cxr_utils import train
+    from cxr_utils import runs, train
 
     # own generator (the trainer reseeds the global one); CXR_KILL_SEED=<printed seed> replays a failing schedule
     kill_seed = int(os.environ.get("CXR_KILL_SEED") or int.from_bytes(os.urandom(4), "little"))
@@ -148,8 +148,8 @@ def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tm
     assert sorted(a) == sorted(b)
     diff = [k for k in a if not np.array_equal(a[k], b[k])]
     assert not diff, f"{len(diff)} arrays differ after {log}: {diff[:5]}"
-    g1, _ = train.load_generator(run)
-    g2, _ = train.load_generator(ref)
+    g1, _ = runs.load_generator(run)
+    g2, _ = runs.load_generator(ref)
     for w1, w2 in zip(g1.get_weights(), g2.get_weights(), strict=True):
         assert np.array_equal(w1, w2)
     # metrics.csv: each epoch exactly once, the same losses as the uninterrupted run

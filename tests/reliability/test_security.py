@@ -193,7 +193,7 @@ def _evil_npz(path: Path, marker: Path, **extra: np.ndarray) -> Path:
 
 
 def test_object_arrays_are_refused_never_unpickled(tiny_run, tmp_path, capsys):
-    from cxr_utils.train import Checkpoints
+    from cxr_utils.checkpoints import Checkpoints
 
     marker = tmp_path / "UNPICKLED"
     evil = _evil_npz(tmp_path / "evil.npz", marker)
@@ -215,7 +215,7 @@ def test_object_arrays_are_refused_never_unpickled(tiny_run, tmp_path, capsys):
 def test_generator_with_lambda_layer_is_refused(tiny_run, tmp_path, capsys):
     import keras
 
-    from cxr_utils.train import load_generator
+    from cxr_utils.runs import load_generator
 
     run = clone_run(tiny_run, tmp_path / "run")
     marker = tmp_path / "LAMBDA_RAN"

@@ -1,0 +1,102 @@
+"""The GAN compiled for the machine at hand: precision policy, XLA, device strategy and steps per host sync.
+
+`train` builds its GAN here, and so does `runs` when it reads a generator out of a checkpoint file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from .config import GANConfig
+from .errors import UserError
+from .gan import ConditionalGAN
+from .models import build_discriminator, build_generator
+
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # native bf16 math on x86 CPUs
+MAX_STEPS_PER_EXECUTION = 16  # steps between two host syncs of fit (see steps_per_execution)
+
+
+# ---------------------------------------------------------------- precision and devices
+
+def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
+    """True if /proc/cpuinfo lists avx512_bf16 or amx_bf16 (fast bf16 matmuls on CPU)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            return bool(flags & BF16_CPU_FLAGS)
+    return False
+
+
+def resolve_precision(requested: str, deterministic: bool = False) -> str:
+    """auto -> fp16 on GPUs with compute capability >= 7, bf16 on TPUs and bf16-capable CPUs, else fp32."""
+    if requested != "auto":
+        return requested
+    if deterministic:
+        return "fp32"  # bit-identical runs are only promised in fp32
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
+        return "fp16" if tuple(cc) >= (7, 0) else "fp32"
+    if tf.config.list_physical_devices("TPU"):
+        return "bf16"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def resolve_jit(requested: str) -> bool:
+    """auto -> XLA on when a GPU is visible; on CPU the XLA-compiled step measured slower than TF's own kernels."""
+    if requested == "auto":
+        return bool(tf.config.list_physical_devices("GPU"))
+    return requested == "on"
+
+
+def make_strategy(distribute: str = "auto") -> tf.distribute.Strategy:
+    """auto: MirroredStrategy over all GPUs when there are several, else the default strategy.
+
+    "mirrored" forces MirroredStrategy over the logical GPUs, or over the logical CPUs when there are no GPUs
+    (used by the tests with 2 logical CPU devices); "default" forces one device.
+    """
+    gpus = tf.config.list_logical_devices("GPU")
+    if distribute == "default" or (distribute == "auto" and len(gpus) < 2):
+        return tf.distribute.get_strategy()
+    if distribute not in ("auto", "mirrored"):
+        raise UserError(f"distribute: expected auto|mirrored|default, got {distribute!r}")
+    devices = [d.name for d in gpus] if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+
+# ---------------------------------------------------------------- building
+
+def steps_per_execution(steps_per_epoch: int, limit: int | None = None) -> int:
+    """How many steps `fit` runs per call before Python sees the logs: the largest divisor of the epoch's steps up to
+    `limit`. Keras converts the logs to floats after every call (a wait for the device); a divisor keeps each call
+    inside one epoch, so epochs hold the same batches whatever the value."""
+    limit = limit or MAX_STEPS_PER_EXECUTION
+    return max(k for k in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % k == 0)
+
+
+def build_gan(cfg: GANConfig, precision: str = "fp32", steps_per_execution: int = 1) -> ConditionalGAN:
+    """A compiled ConditionalGAN with both optimizers built (call inside the strategy scope); XLA per cfg.jit."""
+    policy = POLICIES[precision]
+    g = build_generator(cfg, dtype=policy, name="generator")
+    d = build_discriminator(cfg, dtype=policy, name="discriminator")
+    ema = build_generator(cfg, dtype="float32", name="ema_generator") if cfg.ema_decay > 0 else None
+    gan = ConditionalGAN(cfg, g, d, ema)
+    d_opt = keras.optimizers.Adam(cfg.d_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="d_adam")
+    g_opt = keras.optimizers.Adam(cfg.g_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="g_adam")
+    if precision == "fp16":  # fp16 gradients underflow without loss scaling; each optimizer keeps its own scale
+        d_opt = keras.optimizers.LossScaleOptimizer(d_opt, name="d_loss_scale")
+        g_opt = keras.optimizers.LossScaleOptimizer(g_opt, name="g_loss_scale")
+    gan.compile(d_optimizer=d_opt, g_optimizer=g_opt, jit_compile=resolve_jit(cfg.jit),
+                steps_per_execution=steps_per_execution)
+    gan.build_optimizers()
+    return gan

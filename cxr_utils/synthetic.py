@@ -1,0 +1,231 @@
+"""A folder of synthetic PNGs: `export` writes it from a run's EMA generator, `load_synthetic` reads it back.
+
+An export folder looks like::
+
+    OUT/NORMAL/syn-s<seed>-000001.png ...   8-bit grayscale, text chunks Synthetic=true, Description=<SYNTHETIC_TAG>
+    OUT/PNEUMONIA/syn-s<seed>-000001.png ...
+    OUT/manifest.csv                         file, class, label, seed, run, generator_sha256, synthetic, generator
+
+It is built in a hidden sibling folder and renamed into place at the end, so a crash (or a full disk)
+never leaves a half-written export or a manifest that lists missing files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, runs
+from .config import CLASS_NAMES, SYNTHETIC_TAG
+from .data import to_gray
+from .errors import UserError
+from .io import file_digest, fsync_file
+from .sample import generate, latent_dim_of, noise_for, png_bytes
+
+MANIFEST_NAME = "manifest.csv"
+MANIFEST_FIELDS = ("file", "class", "label", "seed", "run", "generator_sha256", "synthetic", "generator")
+SOFTWARE = f"cxr-utils {__version__} (cxr_utils.synthetic.export)"
+
+
+# ----------------------------------------------------------------------------- reading a synthetic folder
+
+
+def load_synthetic(folder: str | os.PathLike, expected_size: int | None = None,
+                   class_names: Sequence[str] = CLASS_NAMES) -> tuple[np.ndarray, np.ndarray]:
+    """Read FOLDER/<class>/*.png -> (images uint8 (N, S, S), labels int64); label = index in class_names."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: synthetic folder not found; write one with `python -m cxr_utils sample --out {folder} ...`")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    first: tuple[Path, tuple[int, int]] | None = None
+    for label, name in enumerate(class_names):
+        sub = folder / name
+        if not sub.is_dir():
+            raise UserError(f"{sub}: class folder missing (expected one folder per class: {', '.join(class_names)}); "
+                            f"re-export with `python -m cxr_utils sample`")
+        files = sorted(p for p in sub.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+        if not files:
+            raise UserError(f"{sub}: no .png images in this class folder; re-export with `python -m cxr_utils sample`")
+        for p in files:
+            try:
+                with Image.open(p) as im:
+                    im.load()
+                    a = to_gray(im)
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+                raise UserError(f"{p}: unreadable PNG ({type(e).__name__}); delete it or re-export the folder") from None
+            shape = (int(a.shape[0]), int(a.shape[1]))
+            if shape[0] != shape[1]:
+                raise UserError(f"{p}: image is {shape[1]}x{shape[0]}, not square; synthetic images must be S x S")
+            if expected_size is not None and shape[0] != expected_size:
+                raise UserError(f"{p}: image is {shape[0]}x{shape[0]} but {expected_size}x{expected_size} was expected; "
+                                f"export from a generator trained at size {expected_size}")
+            if first is None:
+                first = (p, shape)
+            elif shape != first[1]:
+                raise UserError(f"{p}: image is {shape[0]}x{shape[0]} but {first[0]} is {first[1][0]}x{first[1][0]}; "
+                                f"a synthetic folder must hold one image size")
+            images.append(a)
+            labels.append(label)
+    return np.stack(images).astype(np.uint8), np.asarray(labels, dtype=np.int64)
+
+
+def generators_of(folder: str | os.PathLike) -> list[str]:
+    """The generator(s) a synthetic folder's manifest says made its images ("best (epoch 3000, ...)", ...)."""
+    return sorted({r.get("generator") or "unknown (manifest without a generator column)" for r in read_manifest(folder)})
+
+
+def read_manifest(folder: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of FOLDER/manifest.csv as dicts (empty list if there is no manifest)."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _is_previous_export(out: Path, run_name: str) -> bool:
+    """True if OUT holds exactly an export of this run (so replacing it loses nothing the user made)."""
+    rows = read_manifest(out)
+    if not rows or any(r.get("run") != run_name or r.get("synthetic") != "true" for r in rows):
+        return False
+    listed = {r["file"] for r in rows} | {MANIFEST_NAME}
+    for p in out.rglob("*"):
+        if p.is_file() and p.relative_to(out).as_posix() not in listed:
+            return False  # a file we did not write: refuse rather than delete it
+    return True
+
+
+def _check_out(out: Path, run_name: str) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; choose a folder path")
+    if out.is_dir() and any(out.iterdir()) and not _is_previous_export(out, run_name):
+        raise UserError(f"--out {out}: folder is not empty and is not an export of run '{run_name}'; "
+                        f"choose an empty or new folder (or delete this one)")
+
+
+def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike, seed: int = 0,
+           batch_size: int = 256, progress: bool | str = "auto", which: str | int = "best") -> Path:
+    """Write n_per_class PNGs per class from the run's EMA generator (`which`: best | last | epoch) into
+    OUT/<class>/ plus OUT/manifest.csv (its `generator` column says which one)."""
+    run_dir = Path(run_dir)
+    out = Path(out)
+    if n_per_class < 1:
+        raise UserError(f"--n-per-class: must be >= 1, got {n_per_class}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
+    if not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir}: folder not found; train a GAN first (`python -m cxr_utils train ...`)")
+    src, described = runs.generator_source(run_dir, which)  # resolved once: the manifest names the file that was loaded
+    if not src.is_file():
+        raise UserError(f"--run-dir {run_dir}: no {src.name} in it; let the training finish (or resume it) first")
+    run_name = run_dir.resolve().name
+    _check_out(out, run_name)
+
+    sha = file_digest(src)
+    generator, cfg = runs.load_generator(run_dir, src)
+    if file_digest(src) != sha:  # a trainer replaced it meanwhile (atomically): the hash must describe these weights
+        raise UserError(f"{src}: replaced while it was being loaded (a trainer is still writing the run); export again")
+    class_names = tuple(getattr(cfg, "class_names", CLASS_NAMES))
+    latent = latent_dim_of(generator)
+    n_total = n_per_class * len(class_names)
+    # one seed -> all the noise; image i of class k always gets the same noise row, whatever the batch size
+    noise = noise_for(seed, n_total, latent)
+    labels = np.repeat(np.arange(len(class_names)), n_per_class)
+    index_in_class = np.tile(np.arange(1, n_per_class + 1), len(class_names))
+
+    rows: list[dict[str, str]] = []
+    show = (sys.stderr.isatty() or "ipykernel" in sys.modules) if progress == "auto" else bool(progress)
+    tqdm = _tqdm()
+    stage: Path | None = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
+        for name in class_names:
+            (stage / name).mkdir()
+        with tqdm(total=n_total, desc=f"export {out.name}", unit="img", disable=not show) as bar:
+            for i in range(0, n_total, batch_size):
+                imgs = generate(generator, noise[i:i + batch_size], labels[i:i + batch_size], batch_size=batch_size)
+                for j, img in enumerate(imgs):
+                    k = int(labels[i + j])
+                    rel = f"{class_names[k]}/syn-s{seed}-{int(index_in_class[i + j]):06d}.png"
+                    text = {"Synthetic": "true", "Description": SYNTHETIC_TAG, "Software": SOFTWARE,
+                            "Source-Run": run_name, "Generator-SHA256": sha, "Generator": described,
+                            "Class": class_names[k], "Seed": str(seed)}
+                    (stage / rel).write_bytes(png_bytes(img, text))
+                    rows.append({"file": rel, "class": class_names[k], "label": str(k), "seed": str(seed),
+                                 "run": run_name, "generator_sha256": sha, "synthetic": "true", "generator": described})
+                bar.update(len(imgs))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        (stage / MANIFEST_NAME).write_text(buf.getvalue(), encoding="utf-8")
+        _fsync_tree(stage)
+        _swap_into_place(stage, out, run_name)
+    except OSError as e:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        raise UserError(f"--out {out}: cannot write the export ({e.strerror or e}); free disk space or choose a writable "
+                        f"folder (nothing was left half-written)") from None
+    except BaseException:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out
+
+
+def _tqdm() -> Any:
+    """Notebook widget bar when ipywidgets is there, else the text bar (tqdm.auto would warn about it)."""
+    if "ipykernel" in sys.modules:
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.auto import tqdm
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm import tqdm
+
+    return tqdm
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file of a staged export before it becomes visible (one pass, not one fsync per write).
+
+    A failed flush raises (the export is then discarded, never renamed into place as if whole).
+    """
+    for p in folder.rglob("*"):
+        if p.is_file():
+            fsync_file(p)
+
+
+def _swap_into_place(stage: Path, out: Path, run_name: str) -> None:
+    """Rename the staged folder onto OUT; a previous export of the same run is moved aside, then removed."""
+    old: Path | None = None
+    if out.exists():
+        _check_out(out, run_name)  # re-check: another process may have written into OUT meanwhile
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "x")
+    try:
+        os.replace(stage, out)
+    except BaseException:
+        if old is not None:  # put the previous export back: never leave the user with nothing
+            os.replace(old / "x", out)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
