@@ -9,6 +9,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cxr-installed
 TIMES  := runs/make-test/timings.json
 TIMED  := $(BIN)/python scripts/timed.py $(TIMES)
+# unit tests run in this many processes (pytest-xdist); many tests wait on subprocesses, so 2 pay off even on 2 cores
+TEST_WORKERS ?= 2
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
@@ -42,7 +44,7 @@ lint:
 	$(BIN)/ruff check cxr_utils tests benchmarks scripts notebooks
 
 unit: install
-	CXR_SMOKE=1 $(TIMED) unit_tests -- $(BIN)/python -m pytest tests -q -p no:cacheprovider
+	CXR_SMOKE=1 $(TIMED) unit_tests -- $(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 notebooks: install
 	CXR_SMOKE=1 $(TIMED) notebooks -- $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider notebooks --durations=0
