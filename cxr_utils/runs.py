@@ -113,17 +113,24 @@ def load_run(run_dir: str | os.PathLike, hint: str = "run notebooks/02_train_cga
     return load_generator(run_dir, src)
 
 
-def real_images(run_dir: str | os.PathLike, split: str = "train", source: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
-    """Real images of one split of the cache a run was trained on -> (images uint8 (N,S,S), labels, where from).
-
-    The cache is the one named in the run's config.json (data.npz), so the memorization check compares against
-    exactly what the GAN saw; if the run names none (or it moved), `data.prepare(source, size)` provides it.
-    """
+def training_cache(run_dir: str | os.PathLike, source: str = "auto", size: int | None = None) -> Path:
+    """The cache .npz a GAN run was trained on (named in its config.json), so real and synthetic images share size and
+    split; if the run names none (or it moved), the one `data.prepare(source, size)` provides (size: the run's
+    image_size, else 64)."""
     cfg_path = Path(run_dir) / "config.json"
     saved = cio.read_json(cfg_path) if cfg_path.is_file() else {}
     npz = (saved.get("data") or {}).get("npz")
-    if not npz or not Path(npz).is_file():
-        npz = data.prepare(source=source, size=int(saved.get("image_size", 64)), progress=False)
+    if npz and Path(npz).is_file():
+        return Path(npz)
+    return data.prepare(source=source, size=int(size or saved.get("image_size", 64)), progress=False)
+
+
+def real_images(run_dir: str | os.PathLike, split: str = "train", source: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:
+    """Real images of one split of the cache a run was trained on -> (images uint8 (N,S,S), labels, where from).
+
+    The cache is training_cache's, so the memorization check compares against exactly what the GAN saw.
+    """
+    npz = training_cache(run_dir, source)
     images, labels = data.load(npz).subset(split)
     # with max_per_class the GAN saw a seeded subset of the train split; all of it is the stricter check
     return images, labels, f"{Path(npz).name} ({split} split, {len(labels)} images)"

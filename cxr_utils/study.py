@@ -16,7 +16,7 @@ from typing import Any
 from . import evaluation, plots, report
 from .config import SMOKE
 from .errors import UserError
-from .io import atomic_write_bytes, atomic_write_json, read_json
+from .io import atomic_write_bytes, atomic_write_json
 
 RESULTS_JSON = "results.json"
 METRICS_JSON = "metrics.json"
@@ -44,16 +44,6 @@ def parse_protocols(protocols: str | Sequence[str]) -> list[str]:
         raise UserError(f"--protocols {','.join(names) or '(empty)'}: use a comma-separated list of "
                         f"{', '.join(evaluation.PROTOCOLS)}")
     return list(dict.fromkeys(names))
-
-
-def training_cache(run_dir: str | os.PathLike, source: str = "auto", size: int = 64) -> Path:
-    """The cache .npz a GAN run was trained on (named in its config.json), so real and synthetic images share size and
-    split; if the run names none (or it moved), the one `data.prepare(source, size)` provides."""
-    from . import data
-
-    cfg = Path(run_dir) / "config.json"
-    named = (read_json(cfg).get("data") or {}).get("npz") if cfg.is_file() else None
-    return Path(named) if named and Path(named).is_file() else data.prepare(source=source, size=size, progress=False)
 
 
 def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.PathLike,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_utils import runs
+from cxr_utils import io, runs
 from cxr_utils.errors import UserError
 
 
@@ -26,3 +26,18 @@ def test_load_run_and_real_images(tmp_path: Path) -> None:
     assert where == "cache.npz (train split, 3 images)"
     x, y, _ = runs.real_images(run, "val")
     assert np.array_equal(x, imgs[[2]]) and y.dtype == np.int64
+
+
+def test_training_cache_is_the_one_the_run_names_else_prepared(sample_npz: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxr_utils import data
+
+    asked = []
+    monkeypatch.setattr(data, "prepare", lambda **kw: asked.append(kw) or tmp_path / "prepared.npz")
+    run = tmp_path / "gan"
+    io.atomic_write_json(run / "config.json", {"data": {"npz": str(sample_npz)}})
+    assert runs.training_cache(run, source="sample", size=32) == sample_npz and asked == []
+    io.atomic_write_json(run / "config.json", {"data": {"npz": str(tmp_path / "moved.npz")}})  # named, but gone
+    assert runs.training_cache(run, source="sample", size=32) == tmp_path / "prepared.npz"
+    assert runs.training_cache(tmp_path / "no-run") == tmp_path / "prepared.npz"  # no config.json at all
+    assert asked == [{"source": "sample", "size": 32, "progress": False}, {"source": "auto", "size": 64, "progress": False}]

@@ -81,21 +81,6 @@ def test_study_cli_writes_the_results_json_of_notebook_04(sample_npz: Path, tmp_
     assert f"wrote {out / 'results.json'}" in stdout
 
 
-def test_training_cache_is_the_one_the_run_names_else_prepared(sample_npz: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from cxr_utils import data
-
-    asked = []
-    monkeypatch.setattr(data, "prepare", lambda **kw: asked.append(kw) or tmp_path / "prepared.npz")
-    run = tmp_path / "gan"
-    io.atomic_write_json(run / "config.json", {"data": {"npz": str(sample_npz)}})
-    assert study.training_cache(run, source="sample", size=32) == sample_npz and asked == []
-    io.atomic_write_json(run / "config.json", {"data": {"npz": str(tmp_path / "moved.npz")}})  # named, but gone
-    assert study.training_cache(run, source="sample", size=32) == tmp_path / "prepared.npz"
-    assert study.training_cache(tmp_path / "no-run") == tmp_path / "prepared.npz"  # no config.json at all
-    assert asked == [{"source": "sample", "size": 32, "progress": False}, {"source": "auto", "size": 64, "progress": False}]
-
-
 def test_only_study_grade_results_publish_their_figures(tmp_path: Path) -> None:
     figs, assets = tmp_path / "figures", tmp_path / "assets"
     figs.mkdir()
