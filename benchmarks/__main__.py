@@ -59,7 +59,10 @@ def measure_peaks(best: dict[str, dict[str, Any]], n: int = 2048, repeats: int =
 
 
 def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[str, Any]:
-    """Quality against time: the digits TSTR curve from a JSON the digits benchmark wrote, or a short run here."""
+    """Quality against time: the digits TSTR curve from a JSON the digits benchmark wrote, or a short run here, and
+    the training seconds until the validation-kept generator first reaches the target ratio."""
+    from . import digits_tstr
+
     root = project_root()
     found = glob.glob(str(root / "assets" / "results" / "digits_tstr-seed*.json")) + glob.glob(str(root / "runs" / "digits" / "*.json"))
     candidates = [json_path] if json_path else sorted(found, key=os.path.getmtime, reverse=True)
@@ -68,24 +71,32 @@ def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[st
             d = read_json(c)
             if isinstance(d, dict) and "curve" in d:
                 shown = Path(c).resolve().relative_to(root) if Path(c).resolve().is_relative_to(root) else Path(c)
-                return {"source": f"read from {shown}", **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")}}
+                return {"source": f"read from {shown}", **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")},
+                        "time_to_target": digits_tstr.time_to_target(d["curve"])}
     if json_path:
         raise UserError(f"--digits-json {json_path}: not found or has no 'curve'; run benchmarks/digits_tstr.py --out FILE first")
-    from . import digits_tstr
 
     # digits_tstr's own --quick plan, cut off at the budget: a short run, labelled as such (not the 10-minute target run)
     plan = digits_tstr.Plan(steps=400 if quick else 1500, chunks=4 if quick else 5, n_per_class=100 if quick else 300,
                             budget_seconds=budget)
     d = digits_tstr.run(seed=0, plan=plan)
-    return {"source": f"ran here: digits_tstr.run(seed=0, {plan})", "short_run": quick, **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")}}
+    return {"source": f"ran here: digits_tstr.run(seed=0, {plan})", "short_run": quick, **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")},
+            "time_to_target": digits_tstr.time_to_target(d["curve"])}
 
 
 def xray_section(quick: bool) -> dict[str, Any]:
     """The cost of one quality evaluation at full-scale sizes against the training between two (issue 10's <= 10 %);
     the recipe table itself comes from benchmarks/xray_recipes.py (assets/results/xray_recipes.json)."""
+    from cxr_utils.config import DEFAULT_RECIPE
+
     from . import xray_recipes
 
-    return {"quality_cost": xray_recipes.quality_cost(repeats=2 if quick else 3)}
+    rec = project_root() / "assets" / "results" / "xray_recipes.json"
+    entry = next((r for r in read_json(rec).get("recipes", []) if r["recipe"] == DEFAULT_RECIPE), None) if rec.is_file() else None
+    ttb = {"recipe": DEFAULT_RECIPE, "source": f"read from {rec.relative_to(project_root())}",
+           "time_to_bar": entry.get("time_to_bar") if entry else None,
+           "steps": entry.get("steps") if entry else None} if entry else {"note": f"{rec} has no {DEFAULT_RECIPE} entry"}
+    return {"quality_cost": xray_recipes.quality_cost(repeats=2 if quick else 3), "time_to_bar": ttb}
 
 
 def make_test_section(path: Path) -> dict[str, Any]:
@@ -108,11 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--digits-json", default=None, help="digits_tstr.py output to read (default: newest assets/results/digits_tstr-seed*.json or runs/digits/*.json)")
     p.add_argument("--n-files", type=int, default=600, help="JPEG files in the preparation benchmark folder (>= 600)")
+    p.add_argument("--device-report", action="store_true",
+                   help="only the device report (what the trainer chooses here and its step time; "
+                        "benchmarks/device_report.py; takes --out, --no-measure, --rounds)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected sections, write the JSON atomically, print the markdown table."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--device-report" in argv:
+        from . import device_report
+
+        return device_report.main(argv)
     args = build_parser().parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(sections) - set(SECTIONS))

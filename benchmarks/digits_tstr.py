@@ -168,6 +168,17 @@ def select_index(val_scores: list[float]) -> int:
     return max(range(len(val_scores)), key=lambda i: (val_scores[i], i))
 
 
+def time_to_target(curve: list[dict[str, Any]], ratio: float = TARGET_RATIO) -> dict[str, Any] | None:
+    """The first point of the curve at which the generator the validation split would have kept so far (select_index
+    over the points up to it) reaches TSTR/TRTR >= ratio: its training seconds and steps; None if it never does."""
+    for i, pt in enumerate(curve):
+        kept = curve[select_index([c["tstr_val"] for c in curve[: i + 1]])]
+        if kept["ratio"] >= ratio:
+            return {"train_seconds": pt["train_seconds"], "step": pt["step"], "kept_step": kept["step"],
+                    "ratio": kept["ratio"]}
+    return None
+
+
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     """Steps per epoch of train.train (full batches only)."""
     return max(1, n_train // batch_size)

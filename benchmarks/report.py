@@ -120,6 +120,7 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          f"{g['tstr']:.3f} / {g['trtr']:.3f} = {g['ratio']:.3f} in {g.get('seconds', 0):.0f} s",
                          f">= {TARGET_RATIO} within {TARGET_SECONDS:.0f} s",
                          "n/a" if short else _met({"met": target_met(g["ratio"], g.get("seconds", 1e9))})))
+    rows += _time_to_quality_rows(g, d.get("xray") or {})
     x = d.get("xray") or {}
     if "error" in x:
         rows.append(("f. x-ray quality tracking", f"failed: {_err(x['error'])}", "", ""))
@@ -141,6 +142,26 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     q = d.get("quick_ratio")
     if q:
         rows.append(("`python -m benchmarks --quick` wall time", f"{q['value']:.0f} s", f"< {q['target']:.0f} s", _met(q)))
+    return rows
+
+
+def _time_to_quality_rows(g: dict[str, Any], x: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Issue 14's time to quality: training seconds until the digits generator kept by the validation split reaches
+    the TSTR/TRTR target, and until the default X-ray recipe first reaches the "learned" bar on the sample."""
+    rows: list[tuple[str, str, str, str]] = []
+    goal = "baseline (issue 14's goal: half)"
+    if g and "error" not in g and g.get("curve"):
+        t = g.get("time_to_target")
+        rows.append((f"g. time to quality, digits: the validation-kept generator reaches TSTR/TRTR >= {TARGET_RATIO}",
+                     f"{t['train_seconds']:.0f} s of training (step {t['step']}, kept step {t['kept_step']}, "
+                     f"{t['ratio']:.3f})" if t else "not reached in the recorded curve", goal, "n/a"))
+    tb = x.get("time_to_bar") if "error" not in x else None
+    if tb and "time_to_bar" in tb:
+        t = tb["time_to_bar"]
+        rows.append((f"g. time to quality, x-ray: the `{tb['recipe']}` recipe first reaches the learned bar on the sample "
+                     f"(diversity >= 0.4, >= 70% of training images covered; {tb['source']})",
+                     f"{t['train_seconds']:.0f} s of training (step {t['step']} of {tb['steps']})" if t and t.get("train_seconds") is not None
+                     else ("reached at step " + str(t["step"]) + ", seconds not recorded" if t else "not reached"), goal, "n/a"))
     return rows
 
 

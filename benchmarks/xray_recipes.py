@@ -73,10 +73,30 @@ def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed:
     best = quality.load_best(run_dir)
     keep = ("epoch", "step", *quality.SUMMARY_KEYS, "train_covered", "train_images", "alarm")
     curve = [{k: _val(r.get(k)) for k in keep} for r in rows]
-    return {"recipe": name, "fields": dict(sorted(recipe(name).items())), "steps": int(out["step"]),
-            "seconds": round(seconds, 1), "train_seconds": round(out["train_seconds"], 1), "precision": out["precision"],
-            "batch_size": cfg.batch_size, "eval_every": cfg.eval_every, "curve": curve,
-            "best": best, "last": curve[-1] if curve else None, "run_dir": str(run_dir)}
+    res = {"recipe": name, "fields": dict(sorted(recipe(name).items())), "steps": int(out["step"]),
+           "seconds": round(seconds, 1), "train_seconds": round(out["train_seconds"], 1), "precision": out["precision"],
+           "batch_size": cfg.batch_size, "eval_every": cfg.eval_every, "curve": curve,
+           "best": best, "last": curve[-1] if curve else None, "run_dir": str(run_dir)}
+    return add_time_to_bar(res, run_dir)
+
+
+def add_time_to_bar(res: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Each curve point gets the training seconds up to its epoch (the sum of metrics.csv's epoch times, so the
+    evaluations themselves are not counted), and the result gets `time_to_bar`: the first evaluation whose scores
+    reach the "learned" bar (None if none did)."""
+    from cxr_utils.train import read_metrics
+
+    elapsed, total = {}, 0.0
+    for row in read_metrics(run_dir / "metrics.csv"):
+        total += float(row["seconds"])
+        elapsed[int(row["epoch"])] = total
+    first = None
+    for pt in res["curve"]:
+        pt["train_seconds"] = round(elapsed[pt["epoch"]], 1) if pt["epoch"] in elapsed else None
+        if first is None and meets_bar(pt):
+            first = {"epoch": pt["epoch"], "step": pt["step"], "train_seconds": pt["train_seconds"]}
+    res["time_to_bar"] = first
+    return res
 
 
 def _val(v: Any) -> Any:
@@ -214,7 +234,7 @@ def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
     out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
     part = read_json(out.with_suffix(".partial.json"))
     work = Path(args.work_dir)
-    done = [{**r, "run_dir": str(work / r["recipe"])} for r in part["recipes"]]
+    done = [add_time_to_bar({**r, "run_dir": str(work / r["recipe"])}, work / r["recipe"]) for r in part["recipes"]]
     wanted = [r.strip() for r in args.recipes.split(",")] if args.recipes else list(RECIPES)
     npz = Path(data.prepare(source="sample", size=64, progress=False))
     if args.grid:

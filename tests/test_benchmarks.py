@@ -221,11 +221,14 @@ def _fake_result() -> dict:
         "matmul_peak": {"float32": {"flops_per_second": 3.17e11}, "bfloat16": {"flops_per_second": 1.2e12}},
         "export": {"pngs": 500, "images_per_second": 1234.0},
         "digits": {"tstr": 0.95, "trtr": 0.97, "ratio": 0.9794, "seconds": 200.0,
-                   "curve": [{"step": 100, "train_seconds": 30.0, "tstr": 0.8, "ratio": 0.8247}]},
+                   "curve": [{"step": 100, "train_seconds": 30.0, "tstr": 0.8, "ratio": 0.8247}],
+                   "time_to_target": {"train_seconds": 110.4, "step": 2992, "kept_step": 2992, "ratio": 0.979}},
         "xray": {"quality_cost": {"recipe": "xray", "n_train": 4200, "n_val": 500, "batch_size": 64, "precision": "bf16",
                                   "eval_n_per_class": 128, "probe_build_seconds": 30.0, "eval_seconds": 2.5,
                                   "step_seconds": 0.4, "steps_between_evals": 500, "share_of_training": 0.0123,
-                                  "target_share": 0.1, "met": True}},
+                                  "target_share": 0.1, "met": True},
+                 "time_to_bar": {"recipe": "xray", "source": "read from assets/results/xray_recipes.json", "steps": 3000,
+                                 "time_to_bar": {"epoch": 2500, "step": 2500, "train_seconds": 309.4}}},
         "make_test": {"measured": False, "note": "not measured yet"},
         "quick_ratio": {"value": 250.0, "target": 300.0, "met": True},
     }
@@ -242,7 +245,9 @@ def test_report_markdown_has_machine_targets_and_numbers(tmp_path):
               "250 s", "< 300 s", "Conv2DBackpropFilter", "400",
               "66.7 / 80.0 img/s = 83.4%", ">= 80%", "0.250 s / 0.125 s", "commit 1e48616 / 2f00000", "0.131 s / 0.125 s",
               "0.529 s / 0.521 s", "0.912 s / 0.150 s", "14.0% / 83.4%",
-              "2.50 s vs 200 s = 1.2% of training", "<= 10%", "128 images per class, 4200 train / 500 val images"):
+              "2.50 s vs 200 s = 1.2% of training", "<= 10%", "128 images per class, 4200 train / 500 val images",
+              "reaches TSTR/TRTR >= 0.97 | 110 s of training (step 2992, kept step 2992, 0.979) | baseline",
+              "first reaches the learned bar", "| 309 s of training (step 2500 of 3000) | baseline"):
         assert s in md, s
     assert md.count("**missed**") == 2  # bf16/fp32 and the peak fraction
     # every table row has 4 cells

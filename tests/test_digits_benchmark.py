@@ -143,6 +143,19 @@ def test_selection_takes_the_best_validation_score_and_the_later_point_on_a_tie(
     assert b.select_index([0.5]) == 0
 
 
+def test_time_to_target_follows_the_generator_the_validation_split_would_have_kept() -> None:
+    b = _bench()
+    pt = lambda s, v, r: {"train_seconds": s, "step": s * 10, "tstr_val": v, "ratio": r}  # noqa: E731
+    # at 20 s the best-val point (10 s) is still below the target although the 20 s point is above it (test split:
+    # not used for selection); at 30 s the validation split moves to the 30 s point, which reaches it
+    curve = [pt(10, 0.95, 0.96), pt(20, 0.94, 0.99), pt(30, 0.96, 0.975), pt(40, 0.97, 0.98)]
+    assert b.time_to_target(curve) == {"train_seconds": 30, "step": 300, "kept_step": 300, "ratio": 0.975}
+    # a later tie on val moves the kept generator to the later point (select_index), which may fall below again
+    assert b.time_to_target([pt(10, 0.95, 0.97), pt(20, 0.95, 0.96)]) == {"train_seconds": 10, "step": 100,
+                                                                          "kept_step": 100, "ratio": 0.97}
+    assert b.time_to_target([pt(10, 0.95, 0.96)]) is None
+
+
 def test_the_validation_split_chooses_the_exported_generator_when_the_test_split_disagrees(tmp_path: Path,
                                                                                          monkeypatch) -> None:
     """Two real chunks; the curve's probe scores are scripted so that validation prefers chunk 1 and test chunk 2:

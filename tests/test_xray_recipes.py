@@ -49,6 +49,20 @@ def test_recipes_benchmark_smoke(sample_data_dir, tmp_path, monkeypatch) -> None
                                f"seed\nSYNTHETIC NORMAL\n(epoch {kept[1]})", f"seed\nSYNTHETIC PNEUMONIA\n(epoch {kept[1]})"]
 
 
+def test_time_to_bar_sums_the_epoch_times_up_to_the_first_evaluation_over_the_bar(tmp_path) -> None:
+    from benchmarks import xray_recipes as X
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = ["epoch,d_loss,seconds", "1,0.5,2.5", "2,0.5,1.0", "3,0.5,1.25", "4,0.5,1.0"]
+    (run / "metrics.csv").write_text("\n".join(rows) + "\n")
+    pt = lambda e, d, c: {"epoch": e, "step": e, "diversity": d, "train_coverage": c}  # noqa: E731
+    res = X.add_time_to_bar({"curve": [pt(2, 0.5, 0.6), pt(3, 0.39, 0.9), pt(4, 0.4, 0.7)]}, run)
+    assert [p["train_seconds"] for p in res["curve"]] == [3.5, 4.8, 5.8]  # 2.5+1.0, +1.25 (rounded to 0.1), +1.0
+    assert res["time_to_bar"] == {"epoch": 4, "step": 4, "train_seconds": 5.8}  # 0.39 < 0.4 at epoch 3; bars inclusive
+    assert X.add_time_to_bar({"curve": [pt(2, 0.1, 0.1)]}, run)["time_to_bar"] is None
+
+
 def test_from_partial_needs_the_work_dir(capsys) -> None:
     from benchmarks import xray_recipes as X
 
