@@ -287,8 +287,11 @@ def _class_counts(y: np.ndarray, class_names: Sequence[str] = CLASS_NAMES) -> di
 def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
                  synthetic: tuple[np.ndarray, np.ndarray] | None = None, weights: str = "auto", seeds: int = 1,
                  cfg: EvalConfig | None = None, verbose: int = 0, provenance: dict[str, Any] | None = None,
-                 log: Any = print) -> dict[str, Any]:
-    """Train/test one protocol over `seeds` seeds; `real` maps 'train'|'val'|'test' to (uint8 images, labels)."""
+                 log: Any = print, resolved: tuple[Path | None, str, str | None] | None = None) -> dict[str, Any]:
+    """Train/test one protocol over `seeds` seeds; `real` maps 'train'|'val'|'test' to (uint8 images, labels).
+
+    resolved: resolve_weights(weights) done once by the caller for several protocols (offline, each failed download
+    attempt costs seconds: about 15 s here); None resolves here."""
     import keras
 
     cfg = (cfg or (EvalConfig.smoke() if SMOKE else EvalConfig())).validate()
@@ -307,7 +310,7 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         if missing:
             raise UserError(f"protocol {protocol}: the {name} training set has no {', '.join(missing)} images; "
                             f"check --data / --synthetic")
-    weights_path, weights_label, note = resolve_weights(weights)
+    weights_path, weights_label, note = resolved or resolve_weights(weights)
     random_init = weights_path is None
     tag = f"VGG16 {'random init' if random_init else 'ImageNet'}"
     notes = [note] if note else []

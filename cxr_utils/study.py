@@ -71,9 +71,10 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
     log(f"classifier : {cfg}")
 
     results = []
+    resolved = evaluation.resolve_weights(weights)  # once for every protocol: offline, each attempt waits ~15 s
     for protocol in names:
         res = evaluation.run_protocol(protocol, real, syn, weights=weights, seeds=seeds, cfg=cfg, provenance=prov,
-                                      verbose=verbose, log=log)
+                                      verbose=verbose, log=log, resolved=resolved)
         for note in res["notes"]:
             log(f"  note: {note}")
         results.append(res)

@@ -90,3 +90,34 @@ def test_only_study_grade_results_publish_their_figures(tmp_path: Path) -> None:
     assert study.publish_figures([grade], figs, assets) == list(study.CURATED)
     assert sorted(p.name for p in assets.iterdir()) == ["04_roc.png"]  # a figure that was not drawn is not invented
     assert (assets / "04_roc.png").read_bytes() == b"roc"
+
+
+def test_the_study_resolves_the_vgg16_weights_once_for_all_protocols(sample_npz: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, every weight download attempt waits for the resolver (~15 s here): one attempt per study, not one per
+    protocol; every protocol gets the same answer (and the same fallback note)."""
+    asked, got = [], []
+
+    def fake_resolve(weights):
+        asked.append(weights)
+        return None, evaluation.RANDOM_INIT, "fallback: VGG16 ImageNet weights unavailable (test); using random init"
+
+    class Stop(Exception):
+        pass
+
+    def fake_protocol(protocol, real, syn, **kw):
+        got.append((protocol, kw["resolved"]))
+        if len(got) == 3:
+            raise Stop  # the wiring is what is tested; no classifier is trained
+        return {"notes": []}
+
+    monkeypatch.setattr(evaluation, "resolve_weights", fake_resolve)
+    monkeypatch.setattr(evaluation, "run_protocol", fake_protocol)
+    syn = write_noise_pngs(tmp_path / "synthetic", n_per_class=4)
+    with pytest.raises(Stop):
+        study.run_study(sample_npz, syn, tmp_path / "out", protocols="trtr,tstr,augment", weights="auto", smoke=True,
+                        log=lambda _: None)
+    assert asked == ["auto"]
+    assert [p for p, _ in got] == ["trtr", "tstr", "augment"] and len({id(r) for _, r in got}) == 1
+    assert got[0][1][1] == evaluation.RANDOM_INIT
+
