@@ -76,12 +76,11 @@ def make_strategy(distribute: str = "auto") -> tf.distribute.Strategy:
 
 # ---------------------------------------------------------------- building
 
-def steps_per_execution(steps_per_epoch: int, limit: int | None = None) -> int:
+def steps_per_execution(steps_per_epoch: int) -> int:
     """How many steps `fit` runs per call before Python sees the logs: the largest divisor of the epoch's steps up to
-    `limit`. Keras converts the logs to floats after every call (a wait for the device); a divisor keeps each call
+    MAX_STEPS_PER_EXECUTION. Keras converts the logs to floats after every call (a wait for the device); a divisor keeps each call
     inside one epoch, so epochs hold the same batches whatever the value."""
-    limit = limit or MAX_STEPS_PER_EXECUTION
-    return max(k for k in range(1, min(limit, steps_per_epoch) + 1) if steps_per_epoch % k == 0)
+    return max(k for k in range(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch) + 1) if steps_per_epoch % k == 0)
 
 
 def build_gan(cfg: GANConfig, precision: str = "fp32", steps_per_execution: int = 1) -> ConditionalGAN:

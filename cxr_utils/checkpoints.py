@@ -98,7 +98,12 @@ class Checkpoints:
         if not self.dir.is_dir():
             return []
         found = [p for p in self.dir.glob("ckpt-*.npz") if p.stem[5:].isdigit()]
-        return sorted(found, key=lambda p: int(p.stem[5:]), reverse=True)
+        return sorted(found, key=self.epoch_of, reverse=True)
+
+    @staticmethod
+    def epoch_of(path: Path) -> int:
+        """The epoch of a checkpoint file name (ckpt-EEEE.npz)."""
+        return int(path.stem[5:])
 
     def load_latest(self) -> Found | None:
         """The newest readable checkpoint (epoch, state, path, meta), or None if there is none."""

@@ -126,14 +126,25 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
         return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
-def read_epoch_csv(path: str | os.PathLike, max_epoch: int | None = None) -> list[dict[str, str]]:
-    """Rows of a per-epoch CSV (metrics.csv, quality.csv) with epoch <= max_epoch if given; [] if there is none."""
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header as dicts; [] if there is no file."""
     path = Path(path)
     if not path.is_file():
         return []
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return [r for r in rows if max_epoch is None or int(r["epoch"]) <= max_epoch]
+        return list(csv.DictReader(fh))
+
+
+def read_epoch_csv(path: str | os.PathLike, max_epoch: int | None = None) -> list[dict[str, str]]:
+    """Rows of a per-epoch CSV (metrics.csv, quality.csv) with epoch <= max_epoch if given; [] if there is none."""
+    return [r for r in read_csv(path) if max_epoch is None or int(r["epoch"]) <= max_epoch]
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter/Colab kernel (figures and progress bars are shown inline there)."""
+    import sys
+
+    return "ipykernel" in sys.modules
 
 
 def atomic_write_csv(path: str | os.PathLike, rows: Any, columns: Any) -> Path:

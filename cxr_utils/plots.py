@@ -271,11 +271,12 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
     run folder, the kept generator's epoch dashed; None when the run has no quality evaluation (eval_every -1)."""
     import pandas as pd
 
-    from .quality import ALARM_DIVERSITY, ALARM_TRAIN_COVERAGE, QUALITY_FILE, load_best, read_rows
+    from .quality import ALARM_DIVERSITY, ALARM_TRAIN_COVERAGE, QUALITY_FILE, load_best
 
-    if not read_rows(Path(run_dir) / QUALITY_FILE):
+    path = Path(run_dir) / QUALITY_FILE
+    df = pd.read_csv(path) if path.is_file() and path.stat().st_size else None
+    if df is None or df.empty:
         return None
-    df = pd.read_csv(Path(run_dir) / QUALITY_FILE)
     best_epoch = (load_best(run_dir) or {}).get("epoch")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.3))
     x = df["epoch"]

@@ -41,9 +41,10 @@ def generator_source(run_dir: str | os.PathLike, which: str | int | Path = "last
     if isinstance(which, str) and which.isdigit():
         which = int(which)
     if isinstance(which, int):
-        p = Checkpoints(run_dir).path(which)
+        ckpts = Checkpoints(run_dir)
+        p = ckpts.path(which)
         if not p.is_file():
-            have = ", ".join(str(int(f.stem[5:])) for f in reversed(Checkpoints(run_dir).files())) or "none"
+            have = ", ".join(str(ckpts.epoch_of(f)) for f in reversed(ckpts.files())) or "none"
             raise UserError(f"--which {which}: {run_dir} has no checkpoint of epoch {which} (checkpoints on disk: {have}); "
                             f"use best, last or one of those epochs")
         return p, f"epoch {which} (EMA generator from {p.name})"

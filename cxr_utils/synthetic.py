@@ -12,8 +12,6 @@ never leaves a half-written export or a manifest that lists missing files.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 import sys
@@ -28,7 +26,7 @@ from . import __version__, runs
 from .config import CLASS_NAMES, SYNTHETIC_TAG
 from .data import to_gray
 from .errors import UserError
-from .io import file_digest, fsync_file
+from .io import atomic_write_csv, file_digest, fsync_file, in_notebook, read_csv
 from .sample import generate, latent_dim_of, noise_for, png_bytes
 
 MANIFEST_NAME = "manifest.csv"
@@ -88,11 +86,7 @@ def generators_of(folder: str | os.PathLike) -> list[str]:
 
 def read_manifest(folder: str | os.PathLike) -> list[dict[str, str]]:
     """The rows of FOLDER/manifest.csv as dicts (empty list if there is no manifest)."""
-    path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv(Path(folder) / MANIFEST_NAME)
 
 
 # ----------------------------------------------------------------------------- export
@@ -149,7 +143,7 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
     index_in_class = np.tile(np.arange(1, n_per_class + 1), len(class_names))
 
     rows: list[dict[str, str]] = []
-    show = (sys.stderr.isatty() or "ipykernel" in sys.modules) if progress == "auto" else bool(progress)
+    show = (sys.stderr.isatty() or in_notebook()) if progress == "auto" else bool(progress)
     tqdm = _tqdm()
     stage: Path | None = None
     try:
@@ -170,11 +164,7 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
                     rows.append({"file": rel, "class": class_names[k], "label": str(k), "seed": str(seed),
                                  "run": run_name, "generator_sha256": sha, "synthetic": "true", "generator": described})
                 bar.update(len(imgs))
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        (stage / MANIFEST_NAME).write_text(buf.getvalue(), encoding="utf-8")
+        atomic_write_csv(stage / MANIFEST_NAME, rows, MANIFEST_FIELDS)
         _fsync_tree(stage)
         _swap_into_place(stage, out, run_name)
     except OSError as e:
@@ -191,7 +181,7 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
 
 def _tqdm() -> Any:
     """Notebook widget bar when ipywidgets is there, else the text bar (tqdm.auto would warn about it)."""
-    if "ipykernel" in sys.modules:
+    if in_notebook():
         try:
             import ipywidgets  # noqa: F401
             from tqdm.auto import tqdm

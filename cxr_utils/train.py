@@ -112,10 +112,6 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     cio.atomic_write_csv(path, rows, METRIC_COLUMNS)
 
 
-def _in_notebook() -> bool:
-    return "ipykernel" in sys.modules
-
-
 class RunCallback(keras.callbacks.Callback):
     """The run folder's side of `fit`, once per epoch and in this order (see on_epoch_end): the divergence check,
     the metrics row, the sample grid, the checkpoint. Nothing runs per batch: the NaN guard lives in the train step's
@@ -348,7 +344,7 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     ckpts = Checkpoints(run_dir)
     found = ckpts.load_latest()
     if found is not None and not resume:
-        raise UserError(f"{run_dir}: already holds a run (checkpoint {found[2].name}); pass --resume to continue it "
+        raise UserError(f"{run_dir}: already holds a run (checkpoint {found.path.name}); pass --resume to continue it "
                         f"or choose another --run-dir")
     cfg_path = run_dir / "config.json"
     saved = cio.read_json(cfg_path) if cfg_path.is_file() else None
@@ -406,11 +402,11 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         write_metrics(run_dir / "metrics.csv", rows)  # drop epochs after the checkpoint (a kill after metrics, before ckpt)
 
         if show_samples is None:
-            show_samples = _in_notebook()
+            show_samples = cio.in_notebook()
         if progress == "auto":
             # a progress bar on a terminal; one line per epoch elsewhere, notebooks included: a saved notebook keeps
             # every redraw of a bar, so a 200-epoch run of many steps would weigh megabytes
-            verbose = 1 if (sys.stdout.isatty() and not _in_notebook()) else 2
+            verbose = 1 if (sys.stdout.isatty() and not cio.in_notebook()) else 2
         else:
             verbose = int(progress) if not isinstance(progress, bool) else (1 if progress else 0)
         cb = RunCallback(run_dir, gan, ckpts, rows, steps, (start_epoch, ckpt_path), show_samples, meta)
