@@ -393,8 +393,7 @@ def load_real(npz: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarray, np.nd
         raise UserError(f"--data {p}: file not found; build it with `python -m cxr_utils prepare`")
     ds = data.load(p)
     real = {sp: ds.subset(sp) for sp in ("train", "val", "test")}
-    man = ds.manifest if isinstance(getattr(ds, "manifest", None), dict) else {}
-    source = str(man.get("source", "unknown"))
+    source = str(ds.manifest.get("source", "unknown"))  # data.load gives {} when the manifest is missing
     return real, {"data": str(p), "source": source, "full_dataset": source in FULL_SOURCES,
                   "n_images": int(len(ds.labels))}
 

@@ -37,22 +37,28 @@ def evaluate_synthetic(real_images: dict[str, np.ndarray], real_labels: dict[str
 def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0,
                 smoke: bool = SMOKE, out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
     """Everything `python -m cxr_utils metrics` reports for a cache and a synthetic folder; writes JSON if `out`."""
-    from . import data
-    from .synthetic import load_synthetic
+    from .evaluation import load_real, load_synthetic_folder
 
-    ds = data.load(npz)
-    x_tr, y_tr = ds.subset("train")
-    x_va, y_va = ds.subset("val")
-    x_te, y_te = ds.subset("test")
+    real, prov = load_real(npz)
+    syn, _ = load_synthetic_folder(synthetic, int(real["train"][0].shape[1]))
+    return metrics_of(real, syn, prov, synthetic, extractor=extractor, seed=seed, smoke=smoke, out=out, command=command)
+
+
+def metrics_of(real: dict[str, tuple[np.ndarray, np.ndarray]], syn: tuple[np.ndarray, np.ndarray], prov: dict[str, Any],
+               synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0, smoke: bool = SMOKE,
+               out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
+    """run_metrics on arrays already loaded (evaluation.load_real / load_synthetic_folder), as the study holds them."""
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = real["train"], real["val"], real["test"]
     if len(x_tr) < 2 or len(x_te) < 1:
-        raise UserError(f"--data {npz}: needs real train and test images (train {len(x_tr)}, test {len(x_te)}); rebuild with `prepare`")
+        raise UserError(f"--data {prov['data']}: needs real train and test images (train {len(x_tr)}, test {len(x_te)}); "
+                        f"rebuild with `prepare`")
     s = int(x_tr.shape[1])
-    syn_x, syn_y = load_synthetic(synthetic, expected_size=s)
+    syn_x, syn_y = syn
     domain = train_domain_classifier(x_tr, y_tr, x_va, y_va, epochs=2 if smoke else 15, seed=seed)
     exs, notes = build_extractors(extractor, s, x_tr, domain_model=domain, seed=seed)
     kw = dict(kid_subsets=10 if smoke else 100)
     res = {
-        "data": str(npz), "synthetic": str(synthetic), "source": _source_of(ds), "image_size": s, "seed": int(seed),
+        "data": prov["data"], "synthetic": str(synthetic), "source": prov["source"], "image_size": s, "seed": int(seed),
         "smoke": bool(smoke), "notes": notes, "command": command,
         "reference": "FID/KID/PRDC against the real train split; memorization: train vs held-out test",
         "extractors": evaluate_synthetic({"train": x_tr, "test": x_te}, {"train": y_tr, "test": y_te}, syn_x, syn_y, exs,
@@ -64,11 +70,6 @@ def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor:
     if out is not None:
         atomic_write_json(out, _json_safe(res))
     return res
-
-
-def _source_of(ds: Any) -> str:
-    man = getattr(ds, "manifest", None) or {}
-    return str(man.get("source", "unknown")) if isinstance(man, dict) else "unknown"
 
 
 def _json_safe(obj: Any) -> Any:

@@ -95,8 +95,9 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
         save(plots.confusion_heatmap(r), f"04_confusion_{r['protocol']}.png")
     save(plots.roc_curves(results), "04_roc.png")
 
-    gen = generative.run_metrics(npz, synthetic, extractor=extractor, seed=0, smoke=smoke, out=out / METRICS_JSON,
-                                 command=command)
+    # the arrays the protocols used: the closest pairs below index exactly these
+    gen = generative.metrics_of(real, syn, prov, synthetic, extractor=extractor, seed=0, smoke=smoke,
+                                out=out / METRICS_JSON, command=command)
     for note in gen["notes"]:
         log(f"note: {note}")
     ex_name, ex_entry = next(iter(gen["extractors"].items()))
