@@ -195,10 +195,9 @@ def to_vgg_input(images: np.ndarray) -> np.ndarray:
     """uint8 grayscale (N, S, S) -> float32 (N, S, S, 3) through VGG16's own preprocess_input (caffe mode)."""
     import keras
 
-    x = np.asarray(images)
-    if x.ndim == 4:
-        x = x.mean(axis=-1)
-    x = np.repeat(x[..., None].astype(np.float32), 3, axis=-1)
+    from .features import gray_to_rgb_float
+
+    x = gray_to_rgb_float(images)
     # per-pixel affine, so applying it before the in-model bilinear upsampling equals applying it after
     return np.asarray(keras.applications.vgg16.preprocess_input(x), np.float32)
 

@@ -50,7 +50,8 @@ def fetch_keras_weights(fname: str, origin: str, file_hash: str) -> Path:
                                      cache_dir=os.environ.get("KERAS_HOME")))
 
 
-def _gray_to_rgb_float(images: np.ndarray) -> np.ndarray:
+def gray_to_rgb_float(images: np.ndarray) -> np.ndarray:
+    """uint8 grey (N, S, S) or (N, S, S, C) -> float32 (N, S, S, 3) in 0..255: the input ImageNet networks expect."""
     x = np.asarray(images)
     if x.ndim == 4:
         x = x.mean(axis=-1)
@@ -71,7 +72,7 @@ def inception_extractor(batch_size: int = 64) -> Extractor:
     def fn(images: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(images), batch_size):
-            x = keras.ops.image.resize(_gray_to_rgb_float(images[i:i + batch_size]), (299, 299), interpolation="bilinear")
+            x = keras.ops.image.resize(gray_to_rgb_float(images[i:i + batch_size]), (299, 299), interpolation="bilinear")
             out.append(keras.ops.convert_to_numpy(net(keras.applications.inception_v3.preprocess_input(x), training=False)))
         return np.concatenate(out)
 
