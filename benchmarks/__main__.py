@@ -71,8 +71,7 @@ def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[st
             d = read_json(c)
             if isinstance(d, dict) and "curve" in d:
                 shown = Path(c).resolve().relative_to(root) if Path(c).resolve().is_relative_to(root) else Path(c)
-                return {"source": f"read from {shown}", **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")},
-                        "time_to_target": digits_tstr.time_to_target(d["curve"])}
+                return {"source": f"read from {shown}", **_digits_summary(d)}
     if json_path:
         raise UserError(f"--digits-json {json_path}: not found or has no 'curve'; run benchmarks/digits_tstr.py --out FILE first")
 
@@ -80,7 +79,14 @@ def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[st
     plan = digits_tstr.Plan(steps=400 if quick else 1500, chunks=4 if quick else 5, n_per_class=100 if quick else 300,
                             budget_seconds=budget)
     d = digits_tstr.run(seed=0, plan=plan)
-    return {"source": f"ran here: digits_tstr.run(seed=0, {plan})", "short_run": quick, **{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")},
+    return {"source": f"ran here: digits_tstr.run(seed=0, {plan})", "short_run": quick, **_digits_summary(d)}
+
+
+def _digits_summary(d: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a digits_tstr result the report shows, and its time to the target ratio."""
+    from . import digits_tstr
+
+    return {**{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")},
             "time_to_target": digits_tstr.time_to_target(d["curve"])}
 
 
@@ -93,9 +99,9 @@ def xray_section(quick: bool) -> dict[str, Any]:
 
     rec = project_root() / "assets" / "results" / "xray_recipes.json"
     entry = next((r for r in read_json(rec).get("recipes", []) if r["recipe"] == DEFAULT_RECIPE), None) if rec.is_file() else None
-    ttb = {"recipe": DEFAULT_RECIPE, "source": f"read from {rec.relative_to(project_root())}",
-           "time_to_bar": entry.get("time_to_bar") if entry else None,
-           "steps": entry.get("steps") if entry else None} if entry else {"note": f"{rec} has no {DEFAULT_RECIPE} entry"}
+    ttb = ({"recipe": DEFAULT_RECIPE, "source": f"read from {rec.relative_to(project_root())}",
+            "time_to_bar": entry.get("time_to_bar"), "steps": entry.get("steps")} if entry
+           else {"note": f"{rec} has no {DEFAULT_RECIPE} entry"})
     return {"quality_cost": xray_recipes.quality_cost(repeats=2 if quick else 3), "time_to_bar": ttb}
 
 

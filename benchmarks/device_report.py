@@ -33,13 +33,13 @@ def plan(recipe: str, batch_size: int = 64, image_size: int = 64, n_train: int =
         "recipe": recipe,
         "batch_size": batch_size,
         "image_size": image_size,
-        "precision": build.resolve_precision(cfg.precision),
+        "precision": build.resolve_precision(cfg.precision, cfg.deterministic),
         "xla": build.resolve_jit(cfg.jit),
         "replicas": int(strategy.num_replicas_in_sync),
         "strategy": type(strategy).__name__,
         "devices": [d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU", "TPU")],
         "steps_per_epoch": steps,
-        "steps_per_execution": build.steps_per_execution(steps),
+        "steps_per_execution": build.steps_per_execution(steps, int(strategy.num_replicas_in_sync)),
         "n_train": n_train,
     }
 

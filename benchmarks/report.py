@@ -155,13 +155,22 @@ def _time_to_quality_rows(g: dict[str, Any], x: dict[str, Any]) -> list[tuple[st
         rows.append((f"g. time to quality, digits: the validation-kept generator reaches TSTR/TRTR >= {TARGET_RATIO}",
                      f"{t['train_seconds']:.0f} s of training (step {t['step']}, kept step {t['kept_step']}, "
                      f"{t['ratio']:.3f})" if t else "not reached in the recorded curve", goal, "n/a"))
-    tb = x.get("time_to_bar") if "error" not in x else None
-    if tb and "time_to_bar" in tb:
+    tb = (x.get("time_to_bar") or {}) if "error" not in x else {}
+    what = "g. time to quality, x-ray: the default recipe first reaches the learned bar on the sample"
+    if "note" in tb:
+        rows.append((what, tb["note"], goal, "n/a"))
+    elif tb:
+        from cxr_utils.quality import LEARNED_DIVERSITY, LEARNED_TRAIN_COVERAGE
+
         t = tb["time_to_bar"]
-        rows.append((f"g. time to quality, x-ray: the `{tb['recipe']}` recipe first reaches the learned bar on the sample "
-                     f"(diversity >= 0.4, >= 70% of training images covered; {tb['source']})",
-                     f"{t['train_seconds']:.0f} s of training (step {t['step']} of {tb['steps']})" if t and t.get("train_seconds") is not None
-                     else ("reached at step " + str(t["step"]) + ", seconds not recorded" if t else "not reached"), goal, "n/a"))
+        if t is None:
+            result = "not reached"
+        elif t.get("train_seconds") is None:
+            result = f"reached at step {t['step']}, seconds not recorded"
+        else:
+            result = f"{t['train_seconds']:.0f} s of training (step {t['step']} of {tb['steps']})"
+        rows.append((f"{what} (`{tb['recipe']}`; diversity >= {LEARNED_DIVERSITY}, >= {LEARNED_TRAIN_COVERAGE:.0%} of "
+                     f"training images covered; {tb['source']})", result, goal, "n/a"))
     return rows
 
 

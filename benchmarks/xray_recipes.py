@@ -234,7 +234,9 @@ def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
     out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
     part = read_json(out.with_suffix(".partial.json"))
     work = Path(args.work_dir)
-    done = [add_time_to_bar({**r, "run_dir": str(work / r["recipe"])}, work / r["recipe"]) for r in part["recipes"]]
+    # partial files written before time to bar existed get it from the run folders
+    done = [{**r, "run_dir": str(work / r["recipe"])} for r in part["recipes"]]
+    done = [r if "time_to_bar" in r else add_time_to_bar(r, Path(r["run_dir"])) for r in done]
     wanted = [r.strip() for r in args.recipes.split(",")] if args.recipes else list(RECIPES)
     npz = Path(data.prepare(source="sample", size=64, progress=False))
     if args.grid:

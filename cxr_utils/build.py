@@ -76,10 +76,13 @@ def make_strategy(distribute: str = "auto") -> tf.distribute.Strategy:
 
 # ---------------------------------------------------------------- building
 
-def steps_per_execution(steps_per_epoch: int) -> int:
+def steps_per_execution(steps_per_epoch: int, replicas: int = 1) -> int:
     """How many steps `fit` runs per call before Python sees the logs: the largest divisor of the epoch's steps up to
     MAX_STEPS_PER_EXECUTION. Keras converts the logs to floats after every call (a wait for the device); a divisor keeps each call
-    inside one epoch, so epochs hold the same batches whatever the value."""
+    inside one epoch, so epochs hold the same batches whatever the value. With several replicas one step per call:
+    several fail under MirroredStrategy in TF 2.21 (a placeholder inside Keras's while loop is left unfed)."""
+    if replicas > 1:
+        return 1
     return max(k for k in range(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch) + 1) if steps_per_epoch % k == 0)
 
 

@@ -371,9 +371,7 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         info = {**saved["data"], **info}
     meta = {"precision": precision, "replicas": replicas}
     with strategy.scope():
-        # several steps per call fail under MirroredStrategy in TF 2.21 (a placeholder inside Keras's while loop is
-        # left unfed): one step per call there
-        gan = build_gan(cfg, precision, steps_per_execution(steps) if replicas == 1 else 1)
+        gan = build_gan(cfg, precision, steps_per_execution(steps, replicas))
         note = None
         if found is not None:
             start_epoch, state, ckpt_path = found.epoch, found.state, found.path

@@ -150,9 +150,9 @@ def test_time_to_target_follows_the_generator_the_validation_split_would_have_ke
     # not used for selection); at 30 s the validation split moves to the 30 s point, which reaches it
     curve = [pt(10, 0.95, 0.96), pt(20, 0.94, 0.99), pt(30, 0.96, 0.975), pt(40, 0.97, 0.98)]
     assert b.time_to_target(curve) == {"train_seconds": 30, "step": 300, "kept_step": 300, "ratio": 0.975}
-    # a later tie on val moves the kept generator to the later point (select_index), which may fall below again
-    assert b.time_to_target([pt(10, 0.95, 0.97), pt(20, 0.95, 0.96)]) == {"train_seconds": 10, "step": 100,
-                                                                          "kept_step": 100, "ratio": 0.97}
+    # a later tie on val moves the kept generator to the later point (select_index): the earlier one never counted
+    assert b.time_to_target([pt(10, 0.95, 0.96), pt(20, 0.95, 0.98)]) == {"train_seconds": 20, "step": 200,
+                                                                          "kept_step": 200, "ratio": 0.98}
     assert b.time_to_target([pt(10, 0.95, 0.96)]) is None
 
 

@@ -617,6 +617,7 @@ def test_loop_does_not_sync_per_step_and_jit_is_a_flag(monkeypatch: pytest.Monke
     # once per call; a divisor of the epoch's steps, so every call stays inside one epoch
     assert T.RunCallback.on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
     assert [B.steps_per_execution(n) for n in (1, 5, 7, 17, 80, 81, 163)] == [1, 5, 7, 1, 16, 9, 1]
+    assert B.steps_per_execution(80, replicas=2) == 1  # one step per call under MirroredStrategy
     assert B.build_gan(tiny16(), "fp32", 5).steps_per_execution == 5
     assert B.resolve_jit("on") and not B.resolve_jit("off")
     import tensorflow as tf

@@ -37,6 +37,11 @@ def test_recipes_benchmark_smoke(sample_data_dir, tmp_path, monkeypatch) -> None
         assert r["best"]["epoch"] in epochs and r["best"]["scores"]["train_images"] == 8  # smoke: 4 per class
         b = r["best"]["scores"]
         assert X.meets_bar(b) == (b["diversity"] >= 0.4 and b["train_coverage"] >= 0.7)
+        # every evaluation has its training seconds, increasing; time_to_bar is the first one over the bar or None
+        secs = [p["train_seconds"] for p in r["curve"]]
+        assert all(s is not None for s in secs) and secs == sorted(secs) and secs[0] > 0
+        first = next((p for p in r["curve"] if X.meets_bar(p)), None)
+        assert r["time_to_bar"] == (first and {"epoch": first["epoch"], "step": first["step"], "train_seconds": first["train_seconds"]})
     assert res["recipes"][0]["fields"]["g_base_filters"] == 32 and res["recipes"][1]["fields"]["norm"] == "layer"
     assert json.loads((tmp_path / "partial.json").read_text())["partial"] is True
     with Image.open(grid) as im:
