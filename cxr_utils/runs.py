@@ -61,14 +61,18 @@ def generator_source(run_dir: str | os.PathLike, which: str | int | Path = "last
     return last, "last (EMA generator at the end of training)"
 
 
-def load_generator(run_dir: str | os.PathLike, which: str | int | Path = "last") -> tuple[keras.Model, GANConfig]:
+def load_generator(run_dir: str | os.PathLike, which: str | int | Path = "last",
+                   hint: str | None = None) -> tuple[keras.Model, GANConfig]:
     """The run's EMA generator named by `which` (see generator_source; safe_mode loading) and its GANConfig.
 
     Works on an unfinished run too (generator-best.keras and checkpoints exist before generator.keras does).
+    hint: what a missing generator's error tells the user to do (default: the train command).
     """
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     src, _ = generator_source(run_dir, which)
+    if hint is not None and not src.is_file():
+        raise UserError(f"{run_dir}: no trained GAN here ({src.name} missing); {hint}")
     if not src.is_file() or not cfg_path.is_file():
         raise UserError(f"{run_dir}: no {src.name}/config.json; train first (python -m cxr_utils train --run-dir {run_dir} ...)")
     try:
@@ -107,11 +111,7 @@ def load_run(run_dir: str | os.PathLike, hint: str = "run notebooks/02_train_cga
              which: str | int = "best") -> tuple[Any, Any]:
     """(EMA generator named by `which`: best | last | epoch, GANConfig) of a finished run; a missing run is one clear
     UserError with `hint`."""
-    run_dir = Path(run_dir)
-    src, _ = generator_source(run_dir, which)
-    if not src.is_file():
-        raise UserError(f"{run_dir}: no trained GAN here ({src.name} missing); {hint}")
-    return load_generator(run_dir, src)
+    return load_generator(run_dir, which, hint=hint)
 
 
 def training_cache(run_dir: str | os.PathLike, source: str = "auto", size: int | None = None) -> Path:
