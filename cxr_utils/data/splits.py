@@ -62,7 +62,9 @@ def grouped_split(labels: Sequence[int], groups: Sequence[str], fractions: dict[
     uniq, inverse = np.unique(groups, return_inverse=True)
     g_size = np.bincount(inverse, minlength=len(uniq))
     # a patient's stratum is its majority class (ties -> lower label)
-    g_label = np.array([np.bincount(labels[inverse == g], minlength=2).argmax() for g in range(len(uniq))])
+    n_cls = max(2, int(labels.max()) + 1) if len(labels) else 2
+    per_group = np.bincount(inverse * n_cls + labels, minlength=len(uniq) * n_cls).reshape(len(uniq), n_cls)
+    g_label = per_group.argmax(axis=1)  # one pass, not one scan of all labels per patient
     strata = sorted(set(g_label.tolist()))
     n_per_stratum = {c: int(g_size[g_label == c].sum()) for c in strata}
     groups_per_stratum = {c: int((g_label == c).sum()) for c in strata}
