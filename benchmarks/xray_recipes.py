@@ -52,9 +52,9 @@ def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: A
     spe = max(1, n_train // bs)
     every = max(1, round(steps / spe / 6))
     # six evaluations per run; checkpoints and sample grids at the same cadence (not every one-step epoch)
-    cfg = cfg.replace(batch_size=bs, epochs=max(1, round(steps / spe)), eval_every=every, checkpoint_every=every,
-                      sample_every=every, **overrides)
-    return cfg
+    cadence = dict(batch_size=bs, epochs=max(1, round(steps / spe)), eval_every=every, checkpoint_every=every,
+                   sample_every=every)
+    return cfg.replace(**{**cadence, **overrides})  # an override (a finer eval_every, say) wins over the cadence
 
 
 def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed: int, **overrides: Any) -> dict[str, Any]:
@@ -225,6 +225,33 @@ def meets_bar(scores: dict[str, Any] | None) -> bool:
     return learned_check(scores)[0]
 
 
+def carry_over(names: list[str], old_json: Path, steps: int, seed: int, grid: Path | None) -> list[dict[str, Any]]:
+    """Entries of an earlier measurement, reused for recipes whose fields, steps and seed did not change (the seed
+    recipe takes 25 minutes); each says so. The earlier grid, the only picture of their generators, is kept beside
+    the new one (<grid>-earlier.png) before the new grid replaces it."""
+    from cxr_utils.config import recipe
+    from cxr_utils.errors import UserError
+    from cxr_utils.io import read_json
+
+    old = read_json(old_json)
+    by_name = {r["recipe"]: r for r in old.get("recipes", [])}
+    kept_grid = None
+    if grid is not None and old.get("grid") and (ROOT / old["grid"]).is_file():
+        kept_grid = grid.with_name(grid.stem + "-earlier" + grid.suffix)
+        shutil.copyfile(ROOT / old["grid"], kept_grid)
+    out = []
+    for name in names:
+        r = by_name.get(name)
+        if r is None:
+            raise UserError(f"--carry-over {name}: {old_json} has no {name} entry")
+        if r.get("fields") != dict(sorted(recipe(name).items())) or r.get("steps") != steps or old.get("seed") != seed:
+            raise UserError(f"--carry-over {name}: its fields, steps or seed changed since {old_json} was measured; run it")
+        shown = kept_grid.resolve().relative_to(ROOT) if kept_grid and kept_grid.resolve().is_relative_to(ROOT) else kept_grid
+        out.append({**r, "carried_over": f"not re-run: measured earlier with the same fields, steps and seed "
+                                         f"(`{old.get('command', old_json)}`)", "grid": str(shown) if shown else None})
+    return out
+
+
 def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
     """--from-partial: the grid and final JSON from the recipes an interrupted run finished (named as such)."""
     from cxr_utils import data
@@ -266,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON file (default runs/xray_recipes.json)")
     ap.add_argument("--grid", default=None, help="write the real-vs-SYNTHETIC figure here (PNG)")
     ap.add_argument("--work-dir", default=None, help="keep the run folders here (default: a temp folder, removed)")
+    ap.add_argument("--carry-over", default=None, metavar="RECIPES",
+                    help="comma-separated recipes not to re-run: their entries come from --carry-from, if their fields, "
+                         "steps and seed did not change (labelled as carried over)")
+    ap.add_argument("--carry-from", default=None, help="the earlier JSON for --carry-over (default: --out)")
     ap.add_argument("--from-partial", action="store_true",
                     help="finish an interrupted run: the recipes in OUT's .partial.json (run folders in --work-dir) get "
                          "their grid and the final JSON; the recipes not reached are listed as not run")
@@ -279,8 +310,22 @@ def main(argv: list[str] | None = None) -> int:
         return finish_partial(args, argv)
     recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
     out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
+    carried: list[dict[str, Any]] = []
+    if args.carry_over:
+        from cxr_utils.errors import UserError
+
+        try:
+            carried = carry_over([r.strip() for r in args.carry_over.split(",")], Path(args.carry_from or out), steps,
+                                 args.seed, Path(args.grid) if args.grid else None)
+        except (UserError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     res = run(recipes, steps, args.seed, Path(args.work_dir) if args.work_dir else None,
               Path(args.grid) if args.grid else None, args.quick, partial=out.with_suffix(".partial.json"))
+    res["recipes"] += carried
+    from cxr_utils.config import RECIPES
+
+    res["not_run"] = [n for n in RECIPES if n not in {r["recipe"] for r in res["recipes"]}]
     res["command"] = "python benchmarks/xray_recipes.py " + " ".join(argv if argv is not None else sys.argv[1:])
     atomic_write_json(out, res)
     out.with_suffix(".partial.json").unlink(missing_ok=True)

@@ -102,8 +102,12 @@ def section_xray() -> str:
                      f"{_int(b.get('train_covered'))} / {_int(b.get('train_images'))} | {f(b.get('fidelity'))} | "
                      f"{f(b.get('kid'), 4)} | {'yes' if last.get('alarm') else 'no'} | "
                      f"{'met' if meets_bar(b) else 'missed'} | {r['seconds']:.0f} s |")
+    for r in d["recipes"]:
+        if r.get("carried_over"):
+            lines += ["", f"`{r['recipe']}`: {r['carried_over']}; it is not in the grid below"
+                      + (f", its images are in [the earlier grid]({r['grid']})" if r.get("grid") else "") + "."]
     if d.get("not_run"):
-        lines += ["", f"Not run in this measurement (the run was stopped for time): {', '.join(f'`{r}`' for r in d['not_run'])}."]
+        lines += ["", f"Not run in this measurement: {', '.join(f'`{r}`' for r in d['not_run'])}."]
     lines += ["", d["can_show"]]
     if d.get("grid") and (ROOT / d["grid"]).is_file():
         lines += ["", f"![Real and SYNTHETIC chest X-rays per recipe]({d['grid']})", "",

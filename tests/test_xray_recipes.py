@@ -101,3 +101,27 @@ def _repo_on_path(monkeypatch):
     from cxr_utils.config import project_root
 
     monkeypatch.syspath_prepend(str(project_root()))
+
+
+def test_carry_over_reuses_only_unchanged_recipes_and_keeps_the_earlier_grid(tmp_path, monkeypatch) -> None:
+    from benchmarks import xray_recipes as X
+    from cxr_utils.config import recipe
+    from cxr_utils.errors import UserError
+
+    monkeypatch.setattr(X, "ROOT", tmp_path)
+    (tmp_path / "grid.png").write_bytes(b"old picture")
+    seed_entry = {"recipe": "seed", "fields": dict(sorted(recipe("seed").items())), "steps": 3000, "seconds": 1484.0}
+    stale = {"recipe": "xray", "fields": {**recipe("xray"), "d_lr": 2e-4}, "steps": 3000, "seconds": 479.0}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"seed": 0, "grid": "grid.png", "command": "python benchmarks/xray_recipes.py --x",
+                               "recipes": [seed_entry, stale]}))
+    got = X.carry_over(["seed"], old, 3000, 0, tmp_path / "grid.png")
+    assert len(got) == 1 and got[0]["seconds"] == 1484.0 and got[0]["grid"] == "grid-earlier.png"
+    assert "not re-run" in got[0]["carried_over"] and "python benchmarks/xray_recipes.py --x" in got[0]["carried_over"]
+    assert (tmp_path / "grid-earlier.png").read_bytes() == b"old picture"
+    with pytest.raises(UserError, match="xray: its fields, steps or seed changed"):
+        X.carry_over(["xray"], old, 3000, 0, None)  # its optimiser changed: must be re-run
+    with pytest.raises(UserError, match="seed: its fields, steps or seed changed"):
+        X.carry_over(["seed"], old, 2000, 0, None)  # another step budget is another measurement
+    with pytest.raises(UserError, match="has no xray-ln entry"):
+        X.carry_over(["xray-ln"], old, 3000, 0, None)
