@@ -1,7 +1,8 @@
 """`python -m benchmarks [--quick] [--out FILE.json]`: every performance number of issue 5, measured in one run.
 
 Sections: a. data preparation vs Keras, b. the GAN train step (fp32 vs bf16, FLOPs, fraction of the matmul peak,
-input-pipeline overhead), c. PNG export, d. digits TSTR against wall-clock time, e. `make test` stage times.
+input-pipeline overhead), c. PNG export, d. digits TSTR against wall-clock time, e. `make test` stage times,
+f. the cost of quality tracking, g. time to quality before / after issue 14 (read from benchmarks/time_to_quality.py's JSON).
 Each ratio is stored next to its target with a met flag; a section that fails records its error and the rest go on.
 """
 
@@ -24,7 +25,7 @@ from cxr_utils.config import project_root  # noqa: E402
 from cxr_utils.errors import UserError  # noqa: E402
 from cxr_utils.io import atomic_write_json, read_json  # noqa: E402
 
-SECTIONS = ("prep", "train", "export", "digits", "xray", "make_test")
+SECTIONS = ("prep", "train", "export", "digits", "xray", "time_to_quality", "make_test")
 TARGET_MAKE_TEST_SECONDS = 600.0
 TARGET_QUICK_SECONDS = 300.0
 
@@ -59,8 +60,7 @@ def measure_peaks(best: dict[str, dict[str, Any]], n: int = 2048, repeats: int =
 
 
 def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[str, Any]:
-    """Quality against time: the digits TSTR curve from a JSON the digits benchmark wrote, or a short run here, and
-    the training seconds until the validation-kept generator first reaches the target ratio."""
+    """Quality against time: the digits TSTR curve from a JSON the digits benchmark wrote, or a short run here."""
     from . import digits_tstr
 
     root = project_root()
@@ -83,26 +83,28 @@ def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[st
 
 
 def _digits_summary(d: dict[str, Any]) -> dict[str, Any]:
-    """The figures of a digits_tstr result the report shows, and its time to the target ratio."""
-    from . import digits_tstr
-
-    return {**{k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")},
-            "time_to_target": digits_tstr.time_to_target(d["curve"])}
+    """The figures of a digits_tstr result the report shows."""
+    return {k: d.get(k) for k in ("tstr", "trtr", "ratio", "seconds", "steps", "seed", "curve")}
 
 
 def xray_section(quick: bool) -> dict[str, Any]:
     """The cost of one quality evaluation at full-scale sizes against the training between two (issue 10's <= 10 %);
     the recipe table itself comes from benchmarks/xray_recipes.py (assets/results/xray_recipes.json)."""
-    from cxr_utils.config import DEFAULT_RECIPE
-
     from . import xray_recipes
 
-    rec = project_root() / "assets" / "results" / "xray_recipes.json"
-    entry = next((r for r in read_json(rec).get("recipes", []) if r["recipe"] == DEFAULT_RECIPE), None) if rec.is_file() else None
-    ttb = ({"recipe": DEFAULT_RECIPE, "source": f"read from {rec.relative_to(project_root())}",
-            "time_to_bar": entry.get("time_to_bar"), "steps": entry.get("steps")} if entry
-           else {"note": f"{rec} has no {DEFAULT_RECIPE} entry"})
-    return {"quality_cost": xray_recipes.quality_cost(repeats=2 if quick else 3), "time_to_bar": ttb}
+    return {"quality_cost": xray_recipes.quality_cost(repeats=2 if quick else 3)}
+
+
+def time_to_quality_section(path: Path) -> dict[str, Any]:
+    """Issue 14's time to quality before / after, from the JSON benchmarks/time_to_quality.py wrote (it trains eight
+    generators, about 35 minutes: too long for --quick), or 'not measured yet'."""
+    if not path.is_file():
+        return {"note": f"not measured yet ({path.name} does not exist; run python -m benchmarks.time_to_quality "
+                        f"--out {path.relative_to(project_root()) if path.is_relative_to(project_root()) else path})"}
+    d = read_json(path)
+    shown = path.relative_to(project_root()) if path.resolve().is_relative_to(project_root()) else path
+    return {"source": f"read from {shown}", **{k: d.get(k) for k in ("seeds", "before", "command", "quick")},
+            **{b: {k: v for k, v in d[b].items() if k != "runs"} for b in ("digits", "xray") if b in d}}
 
 
 def make_test_section(path: Path) -> dict[str, Any]:
@@ -193,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             _section(result, "digits", lambda: digits_section(args.quick, args.digits_json, 30.0 if args.quick else 600.0))
         if "xray" in sections:
             _section(result, "xray", lambda: xray_section(args.quick))
+        if "time_to_quality" in sections:
+            _section(result, "time_to_quality",
+                     lambda: time_to_quality_section(root / "assets" / "results" / "time_to_quality.json"))
         if "make_test" in sections:
             _section(result, "make_test", lambda: make_test_section(root / "runs" / "make-test" / "timings.json"))
     except UserError as e:
