@@ -229,7 +229,7 @@ def carry_over(names: list[str], old_json: Path, steps: int, seed: int, grid: Pa
     """Entries of an earlier measurement, reused for recipes whose fields, steps and seed did not change (the seed
     recipe takes 25 minutes); each says so. The earlier grid, the only picture of their generators, is kept beside
     the new one (<grid>-earlier.png) before the new grid replaces it."""
-    from cxr_utils.config import recipe
+    from cxr_utils.config import GANConfig, recipe
     from cxr_utils.errors import UserError
     from cxr_utils.io import read_json
 
@@ -238,16 +238,21 @@ def carry_over(names: list[str], old_json: Path, steps: int, seed: int, grid: Pa
     kept_grid = None
     if grid is not None and old.get("grid") and (ROOT / old["grid"]).is_file():
         kept_grid = grid.with_name(grid.stem + "-earlier" + grid.suffix)
-        shutil.copyfile(ROOT / old["grid"], kept_grid)
+        if not kept_grid.is_file():  # a second run must not replace the earlier picture by the one it replaced it with
+            shutil.copyfile(ROOT / old["grid"], kept_grid)
     out = []
     for name in names:
         r = by_name.get(name)
         if r is None:
             raise UserError(f"--carry-over {name}: {old_json} has no {name} entry")
-        if r.get("fields") != dict(sorted(recipe(name).items())) or r.get("steps") != steps or old.get("seed") != seed:
+        # the configuration the recipe resolves to, not the list of fields it names (a recipe may name more fields
+        # later, e.g. `seed` names every field another recipe changes, at their unchanged defaults)
+        then = GANConfig.from_dict({**GANConfig().to_dict(), **(r.get("fields") or {})}).to_dict()
+        now = GANConfig().with_recipe(name).to_dict()
+        if then != now or r.get("steps") != steps or old.get("seed") != seed:
             raise UserError(f"--carry-over {name}: its fields, steps or seed changed since {old_json} was measured; run it")
         shown = kept_grid.resolve().relative_to(ROOT) if kept_grid and kept_grid.resolve().is_relative_to(ROOT) else kept_grid
-        out.append({**r, "carried_over": f"not re-run: measured earlier with the same fields, steps and seed "
+        out.append({**r, "fields": dict(sorted(recipe(name).items())), "carried_over": f"not re-run: measured earlier with the same fields, steps and seed "
                                          f"(`{old.get('command', old_json)}`)", "grid": str(shown) if shown else None})
     return out
 

@@ -110,7 +110,9 @@ def test_carry_over_reuses_only_unchanged_recipes_and_keeps_the_earlier_grid(tmp
 
     monkeypatch.setattr(X, "ROOT", tmp_path)
     (tmp_path / "grid.png").write_bytes(b"old picture")
-    seed_entry = {"recipe": "seed", "fields": dict(sorted(recipe("seed").items())), "steps": 3000, "seconds": 1484.0}
+    # an entry measured when `seed` named fewer fields (the optimiser's joined later, at the same default values)
+    fewer = {k: v for k, v in recipe("seed").items() if k not in ("g_lr", "d_lr", "beta_1", "beta_2")}
+    seed_entry = {"recipe": "seed", "fields": fewer, "steps": 3000, "seconds": 1484.0}
     stale = {"recipe": "xray", "fields": {**recipe("xray"), "d_lr": 2e-4}, "steps": 3000, "seconds": 479.0}
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"seed": 0, "grid": "grid.png", "command": "python benchmarks/xray_recipes.py --x",
@@ -118,6 +120,10 @@ def test_carry_over_reuses_only_unchanged_recipes_and_keeps_the_earlier_grid(tmp
     got = X.carry_over(["seed"], old, 3000, 0, tmp_path / "grid.png")
     assert len(got) == 1 and got[0]["seconds"] == 1484.0 and got[0]["grid"] == "grid-earlier.png"
     assert "not re-run" in got[0]["carried_over"] and "python benchmarks/xray_recipes.py --x" in got[0]["carried_over"]
+    assert (tmp_path / "grid-earlier.png").read_bytes() == b"old picture"
+    assert got[0]["fields"] == dict(sorted(recipe("seed").items()))  # the fields it resolves to today
+    (tmp_path / "grid.png").write_bytes(b"new picture")  # a second carry-over keeps the earlier picture
+    X.carry_over(["seed"], old, 3000, 0, tmp_path / "grid.png")
     assert (tmp_path / "grid-earlier.png").read_bytes() == b"old picture"
     with pytest.raises(UserError, match="xray: its fields, steps or seed changed"):
         X.carry_over(["xray"], old, 3000, 0, None)  # its optimiser changed: must be re-run
