@@ -252,8 +252,11 @@ def carry_over(names: list[str], old_json: Path, steps: int, seed: int, grid: Pa
         if then != now or r.get("steps") != steps or old.get("seed") != seed:
             raise UserError(f"--carry-over {name}: its fields, steps or seed changed since {old_json} was measured; run it")
         shown = kept_grid.resolve().relative_to(ROOT) if kept_grid and kept_grid.resolve().is_relative_to(ROOT) else kept_grid
-        out.append({**r, "fields": dict(sorted(recipe(name).items())), "carried_over": f"not re-run: measured earlier with the same fields, steps and seed "
-                                         f"(`{old.get('command', old_json)}`)", "grid": str(shown) if shown else None})
+        # carried twice, it still names the run that measured it (and the picture of that run)
+        note = r.get("carried_over") or (f"not re-run: measured earlier with the same fields, steps and seed "
+                                         f"(`{old.get('command', old_json)}`)")
+        out.append({**r, "fields": dict(sorted(recipe(name).items())), "carried_over": note,
+                    "grid": r.get("grid") if r.get("carried_over") else (str(shown) if shown else None)})
     return out
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import io as cio
-from .config import SMOKE
+from .config import CLASS_NAMES, SMOKE
 from .data import gray_images
 from .sample import generate, noise_for
 
@@ -40,8 +40,18 @@ ALARM_TRAIN_COVERAGE = 0.3
 # "learned" (the make-run check of issue 10): varied images that reproduce most of the training images' variety
 LEARNED_DIVERSITY = 0.4
 LEARNED_TRAIN_COVERAGE = 0.7
-# a generator that makes the wrong class for most images is not "best", whatever its KID says
-MIN_FIDELITY = 0.5
+# a generator whose images a classifier of the real ones cannot tell apart by class is not "best", whatever its KID
+# says: fidelity must be at least halfway from chance (1/K) to perfect, 0.75 for NORMAL vs PNEUMONIA. (At 0.5, chance
+# for two classes, the rule kept a step-500 generator of blurred blobs on the sample, fidelity 0.57, because 4 val
+# images make KID noisy: benchmarks/xray_recipes.py, issue 14.)
+
+
+def min_fidelity(num_classes: int) -> float:
+    """The fidelity gate of select_best for K classes: halfway from chance to perfect, (1 + 1/K) / 2."""
+    return (1.0 + 1.0 / max(1, int(num_classes))) / 2.0
+
+
+MIN_FIDELITY = min_fidelity(len(CLASS_NAMES))
 # the quality classifier: at least this many steps, early stopping only on a reference split this large
 MIN_CLASSIFIER_STEPS = 30 if SMOKE else 300  # smoke (CI): fewer steps, same code path
 MIN_EARLY_STOPPING = 50
@@ -239,10 +249,10 @@ def learned_check(scores: dict[str, Any] | None) -> tuple[bool, str]:
                 f"(bar {LEARNED_TRAIN_COVERAGE:.0%})")
 
 
-def select_best(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAMES)) -> dict[str, Any] | None:
     """The evaluation whose generator is kept as generator-best.keras.
 
-    Rule: among evaluations without a collapse alarm and with fidelity >= MIN_FIDELITY, the lowest KID against the
+    Rule: among evaluations without a collapse alarm and with fidelity >= min_fidelity(K), the lowest KID against the
     held-out reference split; a tie goes to the later epoch; with no such evaluation, the lowest KID of all.
     Why: KID is unbiased at small sample sizes (FID is not when images < feature dimensions) and is what keras-io's
     gan_ada monitors; it compares whole distributions, so it rewards fidelity and variety together. The gates stop it
@@ -252,7 +262,8 @@ def select_best(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     scored = [r for r in rows if _num(r.get("kid")) is not None]
     if not scored:
         return None
-    ok = [r for r in scored if not r.get("alarm") and (_num(r.get("fidelity")) or 0.0) >= MIN_FIDELITY]
+    gate = min_fidelity(num_classes)
+    ok = [r for r in scored if not r.get("alarm") and (_num(r.get("fidelity")) or 0.0) >= gate]
     pool = ok or scored
     return min(pool, key=lambda r: (_num(r["kid"]), -int(r["epoch"])))
 
@@ -349,7 +360,7 @@ class QualityTracker:
         if start_epoch > 0 and self.due(start_epoch) and not any(int(r["epoch"]) == start_epoch for r in self.rows):
             self.evaluate(start_epoch, step, generator)
             return
-        best = select_best(self.rows)
+        best = select_best(self.rows, len(self.probe.class_names))
         want = None if best is None else int(best["epoch"])
         saved_epoch = (load_best(self.run_dir) or {}).get("epoch")
         if saved_epoch == want:
@@ -383,7 +394,7 @@ class QualityTracker:
             self.log(alarm)
         elif was and not alarm:
             self.log(f"quality alarm cleared at epoch {epoch}")
-        best = select_best(self.rows)
+        best = select_best(self.rows, len(self.probe.class_names))
         if best is not None and int(best["epoch"]) == int(epoch):
             self._save_best(row, generator)
         return row
@@ -396,7 +407,7 @@ class QualityTracker:
             "epoch": int(row["epoch"]), "step": int(row["step"]), "file": BEST_FILE, "scores": scores,
             "reference": row.get("reference"), "features": row.get("features"),
             "rule": "lowest KID against the held-out reference among evaluations without a collapse alarm and with "
-                    f"fidelity >= {MIN_FIDELITY} (cxr_utils.quality.select_best)"})
+                    f"fidelity >= {min_fidelity(len(self.probe.class_names)):.3g} (cxr_utils.quality.select_best)"})
 
     def _tensorboard(self, row: dict[str, Any]) -> None:
         if self.writer is None:

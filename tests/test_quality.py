@@ -116,6 +116,18 @@ def test_select_best_rule() -> None:
     assert Q.select_best([{k: str(v) for k, v in r.items()} for r in rows])["epoch"] == "5"
 
 
+def test_the_fidelity_gate_is_halfway_from_chance_to_perfect() -> None:
+    assert Q.min_fidelity(2) == 0.75 and Q.min_fidelity(10) == pytest.approx(0.55) and Q.MIN_FIDELITY == 0.75
+    # the sample run of issue 14: the lowest KID (4 val images) belonged to step 500's blurred blobs, labelled as
+    # intended only at chance level; the gate keeps the class-faithful step 1000 instead
+    rows = [{"epoch": 500, "kid": -0.267, "fidelity": 0.566, "alarm": ""},
+            {"epoch": 1000, "kid": -0.194, "fidelity": 0.879, "alarm": ""},
+            {"epoch": 1500, "kid": 0.125, "fidelity": 0.988, "alarm": ""}]
+    assert Q.select_best(rows)["epoch"] == 1000
+    # ten classes (chance 0.1): 0.566 is well above chance and passes
+    assert Q.select_best(rows, num_classes=10)["epoch"] == 500
+
+
 def test_eval_schedule() -> None:
     assert Q.eval_interval(-1, 10) == 0 and Q.eval_interval(3, 10) == 3
     assert Q.eval_interval(0, 1) == Q.AUTO_EVAL_STEPS and Q.eval_interval(0, 66) == round(Q.AUTO_EVAL_STEPS / 66)

@@ -122,9 +122,14 @@ def test_carry_over_reuses_only_unchanged_recipes_and_keeps_the_earlier_grid(tmp
     assert "not re-run" in got[0]["carried_over"] and "python benchmarks/xray_recipes.py --x" in got[0]["carried_over"]
     assert (tmp_path / "grid-earlier.png").read_bytes() == b"old picture"
     assert got[0]["fields"] == dict(sorted(recipe("seed").items()))  # the fields it resolves to today
-    (tmp_path / "grid.png").write_bytes(b"new picture")  # a second carry-over keeps the earlier picture
-    X.carry_over(["seed"], old, 3000, 0, tmp_path / "grid.png")
+    (tmp_path / "grid.png").write_bytes(b"new picture")  # a second carry-over keeps the earlier picture...
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps({"seed": 0, "grid": "grid.png", "command": "python benchmarks/xray_recipes.py --carry",
+                                 "recipes": got}))
+    twice = X.carry_over(["seed"], again, 3000, 0, tmp_path / "grid.png")
     assert (tmp_path / "grid-earlier.png").read_bytes() == b"old picture"
+    # ... and the entry still names the run that measured it, not the run that carried it
+    assert twice[0]["carried_over"] == got[0]["carried_over"] and twice[0]["grid"] == "grid-earlier.png"
     with pytest.raises(UserError, match="xray: its fields, steps or seed changed"):
         X.carry_over(["xray"], old, 3000, 0, None)  # its optimiser changed: must be re-run
     with pytest.raises(UserError, match="seed: its fields, steps or seed changed"):
