@@ -151,7 +151,7 @@ def digits_config(size: int, seed: int, **overrides: Any) -> Any:
     # class loss on G) makes clean but ever less varied digits: TSTR/TRTR peaks near 0.94 and falls with training.
     # Upsample+conv G, no DiffAugment (translation slowed learning), D 4x faster than G (TTUR). Issue 14: twice the
     # learning rates, Adam without momentum (beta_1 0, beta_2 0.9) and the machine's mixed precision (bf16 on this
-    # CPU) reached the target in less than half the training time (benchmarks/time_to_quality.py).
+    # CPU) reached the target in about half the training time (benchmarks/time_to_quality.py).
     base = dict(image_size=size, channels=1, num_classes=10, class_names=DIGIT_NAMES, latent_dim=64, embed_dim=32,
                 g_base_filters=64, d_base_filters=64, g_upsample="upsample", **recipe("projection"),
                 class_loss_weight=1.0, d_class_on_fake=False, diffaugment="", ema_decay=0.99, ema_start_step=0,

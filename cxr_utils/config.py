@@ -155,7 +155,7 @@ class GANConfig:
 # (benchmarks/digits_tstr.py, README "Does the conditional generator make class-faithful images?")
 _PROJECTION = {"norm": "none", "adv_loss": "hinge", "projection": True, "g_class_loss_weight": 0.0}
 # issue 14: D learns 4x faster than G (TTUR) and Adam keeps no momentum (beta_1 0, beta_2 0.9, as SNGAN): on the real
-# sample the x-ray recipe reached the quality bar in fewer than half the steps (benchmarks/time_to_quality.py)
+# sample the x-ray recipe held the quality bar in about half the steps it took before (benchmarks/time_to_quality.py)
 _FAST = {"g_lr": 2e-4, "d_lr": 8e-4, "beta_1": 0.0, "beta_2": 0.9}
 # named sets of GANConfig fields, applied over the defaults (`--recipe` in the CLI, RECIPE in notebook 02);
 # "seed" is the seed's ACGAN: the defaults of every field the other recipes change
