@@ -70,8 +70,7 @@ def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[st
         if c and Path(c).is_file():
             d = read_json(c)
             if isinstance(d, dict) and "curve" in d:
-                shown = Path(c).resolve().relative_to(root) if Path(c).resolve().is_relative_to(root) else Path(c)
-                return {"source": f"read from {shown}", **_digits_summary(d)}
+                return {"source": f"read from {_shown(Path(c))}", **_digits_summary(d)}
     if json_path:
         raise UserError(f"--digits-json {json_path}: not found or has no 'curve'; run benchmarks/digits_tstr.py --out FILE first")
 
@@ -80,6 +79,12 @@ def digits_section(quick: bool, json_path: str | None, budget: float) -> dict[st
                             budget_seconds=budget)
     d = digits_tstr.run(seed=0, plan=plan)
     return {"source": f"ran here: digits_tstr.run(seed=0, {plan})", "short_run": quick, **_digits_summary(d)}
+
+
+def _shown(path: Path) -> Path:
+    """A path as the report names it: relative to the project when inside it."""
+    root = project_root()
+    return path.resolve().relative_to(root) if path.resolve().is_relative_to(root) else path
 
 
 def _digits_summary(d: dict[str, Any]) -> dict[str, Any]:
@@ -100,10 +105,9 @@ def time_to_quality_section(path: Path) -> dict[str, Any]:
     generators, about 35 minutes: too long for --quick), or 'not measured yet'."""
     if not path.is_file():
         return {"note": f"not measured yet ({path.name} does not exist; run python -m benchmarks.time_to_quality "
-                        f"--out {path.relative_to(project_root()) if path.is_relative_to(project_root()) else path})"}
+                        f"--out {_shown(path)})"}
     d = read_json(path)
-    shown = path.relative_to(project_root()) if path.resolve().is_relative_to(project_root()) else path
-    return {"source": f"read from {shown}", **{k: d.get(k) for k in ("seeds", "before", "command", "quick")},
+    return {"source": f"read from {_shown(path)}", **{k: d.get(k) for k in ("seeds", "before", "command", "quick")},
             **{b: {k: v for k, v in d[b].items() if k != "runs"} for b in ("digits", "xray") if b in d}}
 
 

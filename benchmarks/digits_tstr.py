@@ -235,7 +235,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     run_dir = work / "gan"
     best_dir = work / "gan-selected"  # a copy of the generator of the chunk with the best validation TSTR
     curve: list[dict[str, Any]] = []
-    train_seconds = 0.0
+    train_seconds = fit_seconds = 0.0
     epochs_done = 0
     eval_cost = 0.0
     stopped_by_budget = False
@@ -250,17 +250,17 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
                     stopped_by_budget = True
                     break
             t0 = time.perf_counter()
-            train.train(cfg.replace(epochs=ep), run_dir, xfit, yfit, resume=i > 0, progress=progress)
+            trained = train.train(cfg.replace(epochs=ep), run_dir, xfit, yfit, resume=i > 0, progress=progress)
             train_seconds += time.perf_counter() - t0
+            fit_seconds += trained["train_seconds"]
             prev_epochs, epochs_done = epochs_done, ep
             t_eval = time.perf_counter()
             gen, _ = runs.load_generator(run_dir)
             imgs = sample.gallery(gen, plan.n_per_class, cfg.num_classes, seed=10_000 + seed)
             imgs = imgs.reshape(-1, plan.size, plan.size)
             val_i, tstr_i = probe_accuracies(imgs, y_syn, [(xval, yval), (xte, yte)])
-            # fit_seconds: the epochs' own time from metrics.csv, what one uninterrupted run pays; train_seconds also
-            # holds this benchmark's restart per chunk (model build, checkpoint restore, retracing)
-            fit_seconds = sum(float(r["seconds"]) for r in train.read_metrics(run_dir / "metrics.csv"))
+            # fit_seconds: the epochs' own time (as metrics.csv sums it), what one uninterrupted run pays; train_seconds
+            # also holds this benchmark's restart per chunk (model build, checkpoint restore, retracing)
             point = {"epoch": ep, "step": ep * spe, "train_seconds": round(train_seconds, 2),
                      "fit_seconds": round(fit_seconds, 2),
                      "wall_seconds": round(time.perf_counter() - t_start, 2), "tstr_val": val_i, "tstr": tstr_i,

@@ -158,16 +158,14 @@ def time_to_quality_rows(t: dict[str, Any] | None) -> list[tuple[str, str, str, 
     from cxr_utils.quality import LEARNED_DIVERSITY, LEARNED_TRAIN_COVERAGE
 
     seeds = ", ".join(str(s) for s in t.get("seeds", []))
-    what = {"digits": f"digits: the validation-kept generator reaches TSTR/TRTR >= {TARGET_RATIO}",
-            "xray": f"x-ray: the default recipe first reaches the learned bar on the sample (diversity >= "
-                    f"{LEARNED_DIVERSITY}, >= {LEARNED_TRAIN_COVERAGE:.0%} of training images covered)"}
-    held = (t.get("xray") or {}).get("held")
-    if held:
-        what["xray_held"] = (f"x-ray: the learned bar holds at {held['evaluations']} evaluations in a row (one evaluation "
-                             "over a bar scored on 10 images can be luck)")
+    held = (t.get("xray") or {}).get("held") or {}
+    measures = [(f"digits: the validation-kept generator reaches TSTR/TRTR >= {TARGET_RATIO}", t.get("digits")),
+                (f"x-ray: the default recipe first reaches the learned bar on the sample (diversity >= "
+                 f"{LEARNED_DIVERSITY}, >= {LEARNED_TRAIN_COVERAGE:.0%} of training images covered)", t.get("xray")),
+                (f"x-ray: the learned bar holds at {held.get('evaluations')} evaluations in a row (one evaluation over a "
+                 "bar scored on 10 images can be luck)", held)]
     rows = []
-    for bench, label in what.items():
-        b = held if bench == "xray_held" else t.get(bench)
+    for label, b in measures:
         if not b:
             continue
         r = b["ratio"]

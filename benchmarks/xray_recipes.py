@@ -247,9 +247,7 @@ def carry_over(names: list[str], old_json: Path, steps: int, seed: int, grid: Pa
             raise UserError(f"--carry-over {name}: {old_json} has no {name} entry")
         # the configuration the recipe resolves to, not the list of fields it names (a recipe may name more fields
         # later, e.g. `seed` names every field another recipe changes, at their unchanged defaults)
-        then = GANConfig.from_dict({**GANConfig().to_dict(), **(r.get("fields") or {})}).to_dict()
-        now = GANConfig().with_recipe(name).to_dict()
-        if then != now or r.get("steps") != steps or old.get("seed") != seed:
+        if GANConfig().with_fields(r.get("fields") or {}) != GANConfig().with_recipe(name) or r.get("steps") != steps or old.get("seed") != seed:
             raise UserError(f"--carry-over {name}: its fields, steps or seed changed since {old_json} was measured; run it")
         shown = kept_grid.resolve().relative_to(ROOT) if kept_grid and kept_grid.resolve().is_relative_to(ROOT) else kept_grid
         # carried twice, it still names the run that measured it (and the picture of that run)

@@ -142,7 +142,11 @@ class GANConfig:
 
     def with_recipe(self, name: str) -> GANConfig:
         """A copy with the fields of the named recipe (RECIPES) set, None values included."""
-        return GANConfig.from_dict({**self.to_dict(), **recipe(name)})
+        return self.with_fields(recipe(name))
+
+    def with_fields(self, fields: dict[str, Any]) -> GANConfig:
+        """A copy with these fields set, None values included (unlike `replace`); unknown keys are a UserError."""
+        return GANConfig.from_dict({**self.to_dict(), **fields})
 
     def replace(self, **overrides: Any) -> GANConfig:
         """A copy with the non-None overrides applied."""

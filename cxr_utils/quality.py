@@ -40,18 +40,19 @@ ALARM_TRAIN_COVERAGE = 0.3
 # "learned" (the make-run check of issue 10): varied images that reproduce most of the training images' variety
 LEARNED_DIVERSITY = 0.4
 LEARNED_TRAIN_COVERAGE = 0.7
-# a generator whose images a classifier of the real ones cannot tell apart by class is not "best", whatever its KID
-# says: fidelity must be at least halfway from chance (1/K) to perfect, 0.75 for NORMAL vs PNEUMONIA. (At 0.5, chance
-# for two classes, the rule kept a step-500 generator of blurred blobs on the sample, fidelity 0.57, because 4 val
-# images make KID noisy: benchmarks/xray_recipes.py, issue 14.)
 
 
 def min_fidelity(num_classes: int) -> float:
-    """The fidelity gate of select_best for K classes: halfway from chance to perfect, (1 + 1/K) / 2."""
+    """The fidelity gate of select_best for K classes: halfway from chance to perfect, (1 + 1/K) / 2.
+
+    A generator whose images a classifier of the real ones cannot tell apart by class is not "best", whatever its KID
+    says. (At 0.5, chance for two classes, the rule kept a step-500 generator of blurred blobs on the sample, fidelity
+    0.57, because 4 val images make KID noisy: benchmarks/xray_recipes.py, issue 14.)
+    """
     return (1.0 + 1.0 / max(1, int(num_classes))) / 2.0
 
 
-MIN_FIDELITY = min_fidelity(len(CLASS_NAMES))
+MIN_FIDELITY = min_fidelity(len(CLASS_NAMES))  # 0.75 for NORMAL vs PNEUMONIA
 # the quality classifier: at least this many steps, early stopping only on a reference split this large
 MIN_CLASSIFIER_STEPS = 30 if SMOKE else 300  # smoke (CI): fewer steps, same code path
 MIN_EARLY_STOPPING = 50
@@ -346,6 +347,7 @@ class QualityTracker:
                  log: Any = print):
         self.run_dir, self.probe, self.interval, self.last_epoch = Path(run_dir), probe, interval, last_epoch
         self.writer, self.log = writer, log
+        self.num_classes = len(probe.class_names)
         self.path = self.run_dir / QUALITY_FILE
         self.rows: list[dict[str, Any]] = []
 
@@ -360,7 +362,7 @@ class QualityTracker:
         if start_epoch > 0 and self.due(start_epoch) and not any(int(r["epoch"]) == start_epoch for r in self.rows):
             self.evaluate(start_epoch, step, generator)
             return
-        best = select_best(self.rows, len(self.probe.class_names))
+        best = select_best(self.rows, self.num_classes)
         want = None if best is None else int(best["epoch"])
         saved_epoch = (load_best(self.run_dir) or {}).get("epoch")
         if saved_epoch == want:
@@ -394,7 +396,7 @@ class QualityTracker:
             self.log(alarm)
         elif was and not alarm:
             self.log(f"quality alarm cleared at epoch {epoch}")
-        best = select_best(self.rows, len(self.probe.class_names))
+        best = select_best(self.rows, self.num_classes)
         if best is not None and int(best["epoch"]) == int(epoch):
             self._save_best(row, generator)
         return row
@@ -407,7 +409,7 @@ class QualityTracker:
             "epoch": int(row["epoch"]), "step": int(row["step"]), "file": BEST_FILE, "scores": scores,
             "reference": row.get("reference"), "features": row.get("features"),
             "rule": "lowest KID against the held-out reference among evaluations without a collapse alarm and with "
-                    f"fidelity >= {min_fidelity(len(self.probe.class_names)):.3g} (cxr_utils.quality.select_best)"})
+                    f"fidelity >= {min_fidelity(self.num_classes):.3g} (cxr_utils.quality.select_best)"})
 
     def _tensorboard(self, row: dict[str, Any]) -> None:
         if self.writer is None:

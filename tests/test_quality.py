@@ -270,6 +270,20 @@ def test_tracker_alarm_lines_best_saves_and_reconcile(tmp_path) -> None:
     assert any("belonged to epochs this resume re-runs" in ln for ln in lines)
 
 
+def test_tracker_gates_fidelity_by_its_probes_class_count(tmp_path) -> None:
+    """Fidelity 0.6 is near chance for two classes (gate 0.75) but far above it for ten (gate 0.55)."""
+    low, high = {**_scores(0.5, 0.05), "fidelity": 0.6}, {**_scores(0.5, 0.2), "fidelity": 0.95}
+    for names, kept in ((NAMES, 2), (tuple(str(d) for d in range(10)), 1)):
+        run = tmp_path / str(len(names))
+        probe = _ScriptedProbe([low, high])
+        probe.class_names = names
+        t = Q.QualityTracker(run, probe, interval=1, last_epoch=2, log=lambda _: None)
+        for e in (1, 2):
+            t.evaluate(e, e, _FakeGenerator())
+        assert Q.load_best(run)["epoch"] == kept
+        assert f"fidelity >= {Q.min_fidelity(len(names)):.3g}" in Q.load_best(run)["rule"]
+
+
 def test_quality_curves_and_description_without_evaluations(tmp_path) -> None:
     from cxr_utils import plots
 
