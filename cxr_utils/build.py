@@ -37,7 +37,11 @@ def cpu_supports_bf16(cpuinfo: str | None = None) -> bool:
 
 
 def resolve_precision(requested: str, deterministic: bool = False) -> str:
-    """auto -> fp16 on GPUs with compute capability >= 7, bf16 on TPUs and bf16-capable CPUs, else fp32."""
+    """auto -> fp16 on GPUs with compute capability >= 7, bf16 on bf16-capable CPUs, else fp32.
+
+    No TPU branch: the trainer never connects a TPU (no TPUStrategy), so on a TPU machine it runs on the CPU and the
+    CPU decides (see `colab.tpu_note` for what Colab's TPU runtimes offer TensorFlow).
+    """
     if requested != "auto":
         return requested
     if deterministic:
@@ -46,8 +50,6 @@ def resolve_precision(requested: str, deterministic: bool = False) -> str:
     if gpus:
         cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
         return "fp16" if tuple(cc) >= (7, 0) else "fp32"
-    if tf.config.list_physical_devices("TPU"):
-        return "bf16"
     return "bf16" if cpu_supports_bf16() else "fp32"
 
 

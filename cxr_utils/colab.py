@@ -1,4 +1,5 @@
-"""Colab: keep the work folder on Google Drive, and add to the runtime only what it lacks.
+"""Colab: keep the work folder on Google Drive (raw downloads on local disk), add to the runtime only what it lacks,
+and say plainly what a TPU runtime gives.
 
 The notebooks' Setup cell imports this module straight from a fresh clone, before the package is installed, so it
 uses the standard library only (and `packaging` if present, for version notes). Off Colab nothing here changes
@@ -23,7 +24,19 @@ from .errors import UserError
 
 DRIVE_MOUNT = "/content/drive"
 DRIVE_DIR = "MyDrive/cxr-cgan"  # relative to the mount point (or an absolute path)
+# Raw downloads (the 2.3 GB Kaggle archive, its 5,856 extracted JPEGs, kagglehub's cache) stay on the runtime's local
+# disk: on Drive they would be slow to write and re-scan and would fill a free Drive; a reset deletes them, and the
+# caches on Drive, built from them, are then reused without a new download.
+LOCAL_RAW = "/content/cxr-raw"
 PACKAGE = "cxr-utils"
+
+# Google's PCI vendor id and the device ids of TPU chips, as JAX's own detection lists them
+# (jax-ml/jax, jax/_src/hardware_utils.py): a TPU is seen without importing any framework.
+GOOGLE_PCI_VENDOR = "0x1ae0"
+TPU_PCI_DEVICES = {"0x0027": "v2/v3", "0x0056": "plc", "0x005e": "v4", "0x0062": "v5p", "0x0063": "v5e",
+                   "0x006f": "v6e", "0x0076": "7x"}
+PCI_DEVICES = "/sys/bus/pci/devices"
+
 # A requirement is met by any one of these distributions: they install the same module (cv2, tensorflow).
 # Colab ships opencv-python; adding our opencv-python-headless beside it would make two packages write one cv2,
 # which OpenCV's install notes say never to do.
@@ -129,14 +142,20 @@ def _pip(args: Sequence[str]) -> None:
 
 
 def install_missing(repo: str | os.PathLike, installed: Mapping[str, str] | None = None,
-                    pip: Callable[[Sequence[str]], None] = _pip, log: Callable[[str], None] = print) -> InstallPlan:
+                    pip: Callable[[Sequence[str]], None] = _pip, log: Callable[[str], None] = print,
+                    pci_root: str | os.PathLike = PCI_DEVICES) -> InstallPlan:
     """Colab Setup: install what REPO's package needs and the runtime lacks; never replace what it has.
+
+    On a TPU runtime it first says, in one line, that the TPU goes unused and what to pick instead (`tpu_note`).
 
     Missing requirements are installed with every installed distribution pinned (a pip constraints file), so pip
     can add packages but not upgrade, downgrade or duplicate TensorFlow, Keras, NumPy or OpenCV. The package itself
     goes in with `--no-deps -e` so its own ranges (`tensorflow<2.22`, ...) never make pip touch the runtime.
     """
     repo = Path(repo)
+    note = tpu_note(pci_root)
+    if note:
+        log(f"Colab setup: {note}")
     plan = plan_install(runtime_requirements(repo), installed_distributions() if installed is None else installed)
     if plan.kept:
         log("Colab setup: the runtime already has " + ", ".join(
@@ -164,11 +183,12 @@ def install_missing(repo: str | os.PathLike, installed: Mapping[str, str] | None
 
 def setup_workdir(work_dir: str | os.PathLike | None, smoke: bool = False, use_drive: bool = True,
                   drive_dir: str = DRIVE_DIR, root: str | os.PathLike | None = None, mount_point: str = DRIVE_MOUNT,
-                  log: Callable[[str], None] = print) -> Path:
+                  local_raw: str | os.PathLike = LOCAL_RAW, log: Callable[[str], None] = print) -> Path:
     """The notebooks' WORK folder (run folders, synthetic images, results, figures).
 
     WORK_DIR if given (papermill, `make run`); on Colab with use_drive, a folder on Google Drive (mounted here), with
-    the data cache beside it (CXR_DATA_DIR is set), so a runtime reset loses nothing written; otherwise
+    the data cache beside it (CXR_DATA_DIR) and the raw downloads on the runtime's local disk (CXR_RAW_DIR, and
+    KAGGLEHUB_CACHE unless already set), so a runtime reset loses nothing that cannot be had again; otherwise
     <repo>/runs/notebooks (or notebooks-smoke), exactly as off Colab.
     """
     leaf = "notebooks-smoke" if smoke else "notebooks"
@@ -185,12 +205,42 @@ def setup_workdir(work_dir: str | os.PathLike | None, smoke: bool = False, use_d
                             f"runtime reset deletes it)") from None
         base = Path(drive_dir) if Path(drive_dir).is_absolute() else Path(mount_point) / drive_dir
         work = base / leaf
+        raw = Path(local_raw)
         os.environ["CXR_DATA_DIR"] = str(base / "data")
+        os.environ["CXR_RAW_DIR"] = str(raw)
+        os.environ.setdefault("KAGGLEHUB_CACHE", str(raw / "kagglehub"))
         log(f"work folder : {work} (Google Drive: survives a runtime reset; rerun the notebook to resume)")
-        log(f"data cache  : {base / 'data'} (CXR_DATA_DIR)")
+        log(f"data cache  : {base / 'data'} (CXR_DATA_DIR, on Drive)")
+        log(f"raw data    : {raw} (CXR_RAW_DIR, the runtime's local disk: downloads and extracted archives; a reset "
+            f"deletes them and the cache on Drive is reused)")
     else:
         work = Path(root or project_root()) / "runs" / leaf
         if in_colab():
             log(f"work folder : {work} (USE_DRIVE = False: a runtime reset deletes it)")
     work.mkdir(parents=True, exist_ok=True)
     return work
+
+
+def tpu_chips(pci_root: str | os.PathLike = PCI_DEVICES) -> tuple[int, str | None]:
+    """(number of TPU chips on this machine's PCI bus, their generation) from sysfs; (0, None) anywhere else."""
+    n, kind = 0, None
+    for dev in sorted(Path(pci_root).glob("*")):
+        try:
+            vendor = (dev / "vendor").read_text().strip()
+            device = (dev / "device").read_text().strip()
+        except OSError:
+            continue
+        if vendor == GOOGLE_PCI_VENDOR and device in TPU_PCI_DEVICES:
+            n, kind = n + 1, TPU_PCI_DEVICES[device]
+    return n, kind
+
+
+def tpu_note(pci_root: str | os.PathLike = PCI_DEVICES) -> str | None:
+    """One line for a TPU runtime: what it gives this TensorFlow code (its host CPU) and what to pick instead."""
+    n, kind = tpu_chips(pci_root)
+    if not n:
+        return None
+    return (f"TPU runtime ({n} TPU {kind} chip{'s' if n > 1 else ''}): this project's TensorFlow code connects no TPU "
+            f"(Colab's TPU runtimes ship no TensorFlow since March 2025, googlecolab/colabtools#5164, and tensorflow-tpu "
+            f"installed there has been reported not to find the TPU, tensorflow/tensorflow#96203), so training would run "
+            f"on this machine's CPU; pick Runtime > Change runtime type > T4 GPU instead")

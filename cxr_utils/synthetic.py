@@ -7,12 +7,21 @@ An export folder looks like::
     OUT/manifest.csv                         file, class, label, seed, run, generator_sha256, synthetic, generator
 
 It is built in a hidden sibling folder and renamed into place at the end, so a crash (or a full disk)
-never leaves a half-written export or a manifest that lists missing files.
+never leaves a half-written export or a manifest that lists missing files. Before the rename every file is made
+durable with one syncfs(2) of the folder's file system instead of one fsync per PNG (`_StageFlush`), and the staging
+folders an interrupted export left behind (a Colab reset mid-export leaves thousands of PNGs on Drive) are removed
+by the next export into the same folder.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
+import glob
 import os
+import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -26,7 +35,7 @@ from . import __version__, runs
 from .config import CLASS_NAMES, SYNTHETIC_TAG
 from .data import to_gray
 from .errors import UserError
-from .io import atomic_write_csv, file_digest, fsync_file, in_notebook, read_csv
+from .io import FSYNC_UNSUPPORTED, atomic_write_csv, file_digest, fsync_file, in_notebook, read_csv
 from .sample import generate, latent_dim_of, noise_for, png_bytes
 
 MANIFEST_NAME = "manifest.csv"
@@ -146,9 +155,12 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
     show = (sys.stderr.isatty() or in_notebook()) if progress == "auto" else bool(progress)
     tqdm = _tqdm()
     stage: Path | None = None
+    flush: _StageFlush | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_stages(out)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
+        flush = _StageFlush(stage)  # before the first PNG: it owns the stage and sees every write-back error
         for name in class_names:
             (stage / name).mkdir()
         with tqdm(total=n_total, desc=f"export {out.name}", unit="img", disable=not show) as bar:
@@ -165,7 +177,7 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
                                  "run": run_name, "generator_sha256": sha, "synthetic": "true", "generator": described})
                 bar.update(len(imgs))
         atomic_write_csv(stage / MANIFEST_NAME, rows, MANIFEST_FIELDS)
-        _fsync_tree(stage)
+        flush()
         _swap_into_place(stage, out, run_name)
     except OSError as e:
         if stage is not None:
@@ -176,6 +188,9 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
         raise
+    finally:
+        if flush is not None:
+            flush.close()
     return out
 
 
@@ -193,14 +208,77 @@ def _tqdm() -> Any:
     return tqdm
 
 
-def _fsync_tree(folder: Path) -> None:
-    """Flush every file of a staged export before it becomes visible (one pass, not one fsync per write).
+def _syncfs() -> Any:
+    """libc's syncfs(2) where it reports write-back errors (Linux 5.8 or newer), else None."""
+    m = re.match(r"(\d+)\.(\d+)", platform.release())
+    if not sys.platform.startswith("linux") or m is None or (int(m[1]), int(m[2])) < (5, 8):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return fn
 
-    A failed flush raises (the export is then discarded, never renamed into place as if whole).
+
+class _StageFlush:
+    """Owns a staged export (a shared flock on its folder) and makes its files durable before it becomes visible.
+
+    One syncfs(2) of the folder's file system replaces one fsync per file: each fsync is a journal commit of its own
+    (4.0 ms per PNG against 0.04 ms for one syncfs on the build machine's disk, assets/results/export_flush.json; on a
+    FUSE mount such as Colab's Drive each fsync is also a round trip to the Drive client), while one syncfs commits
+    them all at once (and any other dirty file of that file system: at worst a wait for those). It reports the
+    write-back errors seen since the folder was opened, so it is opened before the first write; where syncfs is
+    missing or too old to report errors, every file is fsynced as before. A failed flush raises (nothing is renamed).
     """
-    for p in folder.rglob("*"):
-        if p.is_file():
-            fsync_file(p)
+
+    def __init__(self, stage: Path) -> None:
+        self.stage = stage
+        self.fd: int | None = os.open(stage, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH)  # a live export: `_remove_abandoned_stages` leaves this folder alone
+        except OSError:  # no locks on this file system: the clean-up cannot lock either, so it removes nothing
+            pass
+
+    def __call__(self) -> None:
+        fn = _syncfs()
+        if fn is not None and self.fd is not None:
+            if fn(self.fd) == 0:
+                return
+            err = ctypes.get_errno()
+            if err not in FSYNC_UNSUPPORTED and err != errno.ENOSYS:
+                raise OSError(err, os.strerror(err), str(self.stage))
+        for p in sorted(self.stage.rglob("*")):
+            if p.is_file():
+                fsync_file(p)
+
+    def close(self) -> None:
+        """Release the folder (closing the descriptor drops the lock)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _remove_abandoned_stages(out: Path) -> list[Path]:
+    """Delete the staging folders of OUT that no live export holds (left by a kill or a Colab reset mid-export)."""
+    removed = []
+    for p in sorted(out.parent.glob(f".{glob.escape(out.name)}.part-*")):
+        if not p.is_dir() or p.is_symlink():
+            continue
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while an export holds it
+        except OSError:
+            continue
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _swap_into_place(stage: Path, out: Path, run_name: str) -> None:

@@ -136,12 +136,30 @@ def section_troubleshooting() -> str:
     return re.sub(r"\A#[^\n]*\n+", "", text).rstrip() + "\n"
 
 
+def section_export_flush() -> str:
+    """One line: what flushing a staged synthetic export costs per PNG, per-file fsync vs one syncfs."""
+    from cxr_utils.io import read_json
+
+    p = RESULTS / "export_flush.json"
+    if not p.is_file():
+        return "Not measured yet: `python -m benchmarks.export_flush --out assets/results/export_flush.json`.\n"
+    d = read_json(p)
+    each, one = d["modes"]["fsync-each"], d["modes"]["syncfs"]
+    return (f"Measured on the build machine ({d['cpu']}, {d['cores']} cores, shared with other work; its local disk, "
+            f"`{d['folder']}`; {d['n']:,} export-like PNGs of about {d['bytes_per_png']:,} bytes, median of {d['repeats']} "
+            f"alternating rounds): one fsync per PNG costs {each['flush_ms_per_png']:.2f} ms per PNG, one syncfs "
+            f"{one['flush_ms_per_png']:.3f} ms per PNG ({d['flush_ratio_fsync_each_over_syncfs']:.0f}x less), beside "
+            f"{one['write_ms_per_png']:.2f} ms to write a PNG and {d['encode_ms_per_png']:.2f} ms to encode it "
+            f"(`{d['command']}`, `{_rel(p)}`).\n")
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "results": section_results,
     "digits": section_digits,
     "xray": section_xray,
     "performance": section_performance,
     "troubleshooting": section_troubleshooting,
+    "export_flush": section_export_flush,
 }
 
 

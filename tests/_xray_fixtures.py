@@ -1,8 +1,11 @@
-"""Generated chest-X-ray-like fixtures for the data tests: images, Kaggle-named folders and a Kaggle-layout zip."""
+"""Generated chest-X-ray-like fixtures for the data tests: images, Kaggle-named folders, a Kaggle-layout zip, and a
+stand-in kagglehub that serves that zip."""
 
 from __future__ import annotations
 
 import io
+import os
+import types
 import zipfile
 from pathlib import Path
 
@@ -75,3 +78,50 @@ def make_kaggle_zip(path: Path, extra: dict[str, bytes] | None = None) -> Path:
         for name, b in (extra or {}).items():
             zf.writestr(name, b)
     return path
+
+
+class FakeKagglehub(types.ModuleType):
+    """A stand-in `kagglehub` module (Kaggle is unreachable here): dataset_download extracts a fixture zip the way
+    kagglehub does (everything, into <KAGGLEHUB_CACHE>/datasets/<owner>/<name>/versions/2) or raises `error`."""
+
+    __version__ = "0.3.13-test"
+
+    def __init__(self, archive: Path, default_cache: Path, error: BaseException | None = None) -> None:
+        super().__init__("kagglehub")
+        self.archive, self.default_cache, self.error = archive, default_cache, error
+        self.calls: list[dict[str, object]] = []
+
+    def dataset_download(self, handle: str, path: str | None = None) -> str:
+        cache = Path(os.environ.get("KAGGLEHUB_CACHE") or self.default_cache)
+        creds = bool(os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"))
+        self.calls.append({"handle": handle, "cache": cache, "credentials": creds})
+        if self.error is not None:
+            raise self.error
+        out = cache / "datasets" / handle / "versions" / "2"
+        if not out.is_dir():
+            with zipfile.ZipFile(self.archive) as zf:
+                zf.extractall(out)
+        return str(out)
+
+
+def fake_kaggle_api(monkeypatch, fixture_zip: Path) -> tuple[list[str], list[Path]]:
+    """Replace the kaggle package's KaggleApi by one that 'downloads' FIXTURE_ZIP (Kaggle is unreachable here, and
+    importing the real package without credentials prints help and exits); returns (its calls, the zips it wrote)."""
+    import sys
+
+    calls: list[str] = []
+    zips: list[Path] = []
+
+    class FakeApi:
+        def authenticate(self) -> None:
+            calls.append("auth")
+
+        def dataset_download_files(self, dataset: str, path: str, unzip: bool, quiet: bool) -> None:
+            calls.append(dataset)
+            zips.append(Path(path) / "chest-xray-pneumonia.zip")
+            zips[-1].write_bytes(fixture_zip.read_bytes())
+
+    for name in ("kaggle", "kaggle.api", "kaggle.api.kaggle_api_extended"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    sys.modules["kaggle.api.kaggle_api_extended"].KaggleApi = FakeApi
+    return calls, zips

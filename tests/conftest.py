@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,16 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test writes caches under its own tmp dir, never into the repo, and TF stays quiet."""
+    """Every test writes caches under its own tmp dir, never into the repo, and TF stays quiet.
+
+    Raw downloads go under the data dir (a CXR_RAW_DIR set by a Colab test is undone after it), and a kagglehub that
+    happens to be installed is hidden: no test reaches Kaggle (a test injects its own stand-in).
+    """
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("CXR_RAW_DIR", raising=False)
+    monkeypatch.delenv("KAGGLEHUB_CACHE", raising=False)
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # `import kagglehub` raises ImportError
 
 
 @pytest.fixture(scope="session")

