@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPU count)")
     s.add_argument("--seed", type=int, default=0, help="seed of the grouped split")
     s.add_argument("--force", action="store_true", help="rebuild even if the cache is current")
+    s.add_argument("--test-patients", default=None, choices=["series", "keep", "exclude"],
+                   help="train/val images an official test image excludes: series (same patient number and diagnosis, "
+                        "as Kaggle numbers each diagnosis apart; see README 'Data'), exclude (any shared patient number) "
+                        "or keep (none); default: the rule the existing cache was built with, else series")
 
     t = sub.add_parser("train", help="train the conditional GAN into a run folder")
     t.add_argument("--data", required=True, help="cached dataset .npz from `prepare`")
@@ -130,7 +134,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     from . import data
 
     res = data.prepare_verbose(source=args.source, path=args.path, size=args.size, out=args.out, workers=args.workers,
-                               seed=args.seed, force=args.force, progress=sys.stderr.isatty())
+                               seed=args.seed, force=args.force, progress=sys.stderr.isatty(),
+                               test_patients=args.test_patients)
     ds = data.load(res.path)
     m = ds.manifest
     # the source used and why was already printed by prepare_verbose
@@ -140,8 +145,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     print(f"skipped: {len(skipped)} file(s)")
     for s in skipped:
         print(f"  {s['path']}: {s['reason']}")
-    if m.get("excluded"):
-        print(f"excluded from train/val (patient in official test): {len(m['excluded'])}")
+    print(data.patient_rule_line(m))
     rep = data.leakage_report(ds)
     print(f"audit: {rep['summary']}")
     for note in m.get("notes", []):

@@ -114,16 +114,38 @@ def load_run(run_dir: str | os.PathLike, hint: str = "run notebooks/02_train_cga
     return load_generator(run_dir, which, hint=hint)
 
 
+def cache_drift(run_dir: str | os.PathLike, npz: str | os.PathLike, digest: str | None = None) -> str | None:
+    """One line if `npz` is not the cache the run was trained on (its sha256 differs from the one config.json
+    recorded: rebuilt by a newer format, other files or another split rule since); None if it is, or if the run
+    recorded none. `digest`: the npz's sha256 when the caller has it already."""
+    cfg_path = Path(run_dir) / "config.json"
+    recorded = ((cio.read_json(cfg_path) if cfg_path.is_file() else {}).get("data") or {}).get("npz_sha256")
+    if not recorded:
+        return None
+    now = digest or cio.file_digest(npz)
+    if now == recorded:
+        return None
+    return (f"{npz} is not the cache run {Path(run_dir).name} was trained on (sha256 {recorded[:12]}, now {now[:12]}): "
+            "it was rebuilt since, so its train/val/test split may differ from the one the GAN saw")
+
+
 def training_cache(run_dir: str | os.PathLike, source: str = "auto", size: int | None = None) -> Path:
     """The cache .npz a GAN run was trained on (named in its config.json), so real and synthetic images share size and
     split; if the run names none (or it moved), the one `data.prepare(source, size)` provides (size: the run's
-    image_size, else 64)."""
+    image_size, else 64). A cache that changed since the run (`cache_drift`) is returned with a one-line note on
+    stderr: evaluating on it may test on images the GAN trained on."""
     cfg_path = Path(run_dir) / "config.json"
     saved = cio.read_json(cfg_path) if cfg_path.is_file() else {}
     npz = (saved.get("data") or {}).get("npz")
     if npz and Path(npz).is_file():
-        return Path(npz)
-    return data.prepare(source=source, size=int(size or saved.get("image_size", 64)), progress=False)
+        found = Path(npz)
+    else:
+        found = data.prepare(source=source, size=int(size or saved.get("image_size", 64)), progress=False)
+    drift = cache_drift(run_dir, found) if saved else None
+    if drift:
+        print(f"note: {drift}; an evaluation on it may test on images the GAN trained on (retrain the GAN on it for a "
+              "clean one)", file=sys.stderr)
+    return found
 
 
 def real_images(run_dir: str | os.PathLike, split: str = "train", source: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import data, quality
+from . import data, quality, runs
 from . import io as cio
 from .build import build_gan, make_strategy, resolve_precision, steps_per_execution
 from .checkpoints import Checkpoints, RunLock, restore
@@ -472,5 +472,9 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
     manifest = data.manifest_path(npz)
     info = {"npz": str(npz.resolve()), "npz_sha256": cio.file_digest(npz), "manifest": str(manifest) if manifest.is_file() else None,
             "manifest_sha256": cio.file_digest(manifest) if manifest.is_file() else None, "split": "train"}
+    drift = runs.cache_drift(run_dir, npz, info["npz_sha256"]) if resume else None
+    if drift:  # one GAN trained on two different splits would be neither
+        raise UserError(f"--data {drift}; resuming would mix the two: start a new run folder (notebook 02: FRESH = True) "
+                        "or resume with the cache it was trained on")
     kwargs.setdefault("reference", (x_val, y_val, "val split") if len(y_val) else None)
     return train(cfg, run_dir, images, labels, resume=resume, data_info=info, **kwargs)

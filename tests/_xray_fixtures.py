@@ -38,12 +38,21 @@ def png_bytes(im: Image.Image) -> bytes:
 
 
 def kaggle_names(split: str, k: int) -> list[tuple[str, str, int]]:
-    """(class folder, file name, seed) in Kaggle's naming: IM-NNNN normals, personNNN pneumonias (2 per patient)."""
+    """(class folder, file name, seed) in Kaggle's naming: IM-NNNN normals, personNNN pneumonias (2 per patient).
+
+    As in the Kaggle set, the test split holds its own numbered series: NORMAL2-IM-0001.. and personN_virus (there
+    test/PNEUMONIA/person1_virus_6.jpeg sits beside train/PNEUMONIA/person1_bacteria_1.jpeg, and test's
+    NORMAL2-IM-0285 beside train's IM-0285). So test's person1 and IM-0001.. share their numbers with train's
+    person1_bacteria_2/3 and IM-0001.. (k >= 2 in train), in another series."""
     base = {"train": 0, "val": 500, "test": 900}[split]
     out = []
     for i in range(k):
-        out.append(("NORMAL", f"IM-{base + i:04d}-0001.jpeg", base + i))
-        out.append(("PNEUMONIA", f"person{base + i // 2}_bacteria_{base + i}.jpeg", 10_000 + base + i))
+        if split == "test":
+            out.append(("NORMAL", f"NORMAL2-IM-{1 + i:04d}-0001.jpeg", base + i))
+            out.append(("PNEUMONIA", f"person{1 + i // 2}_virus_{base + i}.jpeg", 10_000 + base + i))
+        else:
+            out.append(("NORMAL", f"IM-{base + i:04d}-0001.jpeg", base + i))
+            out.append(("PNEUMONIA", f"person{base + i // 2}_bacteria_{base + i}.jpeg", 10_000 + base + i))
     return out
 
 

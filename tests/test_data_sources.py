@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def test_cli_prepare_sample_prints_table(sample_data_dir, monkeypatch, capsys):
     dt = time.perf_counter() - t0
     out = capsys.readouterr().out
     assert "source: sample (--source sample; cache is current)" in out
-    assert [ln.split() for ln in out.splitlines() if ln.startswith(("train", "val ", "test", "total"))] == [
+    assert [ln.split() for ln in out.splitlines() if re.match(r"(train|val|test|total)\s+\d", ln)] == [
         ["train", "5", "5", "10"], ["val", "2", "2", "4"], ["test", "1", "1", "2"], ["total", "8", "8", "16"]]
     assert "skipped: 0 file(s)" in out and "patients in more than one split: 0" in out
     assert str(sample_data_dir / "sample-64.npz") in out

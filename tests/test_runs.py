@@ -41,3 +41,35 @@ def test_training_cache_is_the_one_the_run_names_else_prepared(sample_npz: Path,
     assert runs.training_cache(run, source="sample", size=32) == tmp_path / "prepared.npz"
     assert runs.training_cache(tmp_path / "no-run") == tmp_path / "prepared.npz"  # no config.json at all
     assert asked == [{"source": "sample", "size": 32, "progress": False}, {"source": "auto", "size": 64, "progress": False}]
+
+
+def test_a_cache_rebuilt_since_the_run_is_named_in_one_line_and_refused_on_resume(tmp_path: Path, capsys) -> None:
+    """A GAN trained on one split and evaluated (or resumed) on another would leak: the run's recorded sha256 of its
+    cache is compared with the file it is about to use."""
+    from _xray_fixtures import make_folder
+
+    from cxr_utils import data, train
+    from cxr_utils.config import GANConfig
+
+    root = make_folder(tmp_path / "flat", flat_k=6)
+    npz = data.prepare("folder", path=root, out=tmp_path / "c.npz", progress=False)
+    run = tmp_path / "gan"
+    io.atomic_write_json(run / "config.json", {"image_size": 64, "data": {"npz": str(npz), "npz_sha256": io.file_digest(npz)}})
+    capsys.readouterr()
+    assert runs.cache_drift(run, npz) is None
+    assert runs.training_cache(run) == npz and capsys.readouterr().err == ""  # the same cache: nothing to say
+    recorded = io.file_digest(npz)
+    data.prepare("folder", path=root, out=npz, seed=1, progress=False)  # rebuilt since: another seed, another split
+    now = io.file_digest(npz)
+    line = runs.cache_drift(run, npz)
+    assert line == (f"{npz} is not the cache run gan was trained on (sha256 {recorded[:12]}, now {now[:12]}): it was "
+                    "rebuilt since, so its train/val/test split may differ from the one the GAN saw")
+    capsys.readouterr()
+    assert runs.training_cache(run) == npz  # still the run's cache path, but said in one line
+    assert capsys.readouterr().err == (f"note: {line}; an evaluation on it may test on images the GAN trained on "
+                                       "(retrain the GAN on it for a clean one)\n")
+    with pytest.raises(UserError, match=r"^--data .* is not the cache run gan was trained on .*; resuming would mix the "
+                                        r"two: start a new run folder \(notebook 02: FRESH = True\)"):
+        train.train_from_npz(npz, run, GANConfig(), resume=True)
+    io.atomic_write_json(run / "config.json", {"data": {"npz": str(npz)}})  # a run that recorded no sha256: no claim
+    assert runs.cache_drift(run, npz) is None

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..config import CLASS_NAMES
 from .cache import CXRDataset
-from .splits import split_counts
+from .splits import describe_test_overlap, split_counts
 
 
 def _pixel_hash(img: np.ndarray) -> str:
@@ -81,3 +81,10 @@ def counts_table(c: dict[str, dict[str, int]]) -> str:
     w = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     fmt: Callable[[list[str]], str] = lambda r: "  ".join(x.rjust(w[i]) if i else x.ljust(w[i]) for i, x in enumerate(r))  # noqa: E731
     return "\n".join([fmt(head), *map(fmt, rows)])
+
+
+def patient_rule_line(manifest: dict[str, Any]) -> str:
+    """What the cache's test-patient rule did, in one line (`prepare` and notebook 01 print it)."""
+    return describe_test_overlap(manifest.get("test_overlap")) or (
+        f"test patients ({manifest.get('test_patients', 'not recorded')}): no official test split in this source, so "
+        "nothing to act on")

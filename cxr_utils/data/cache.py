@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,9 @@ from ..io import atomic_save_npz, atomic_write_json, load_npz, read_json
 from .messages import one_line
 from .splits import SPLITS, TEST_FRACTION, VAL_FRACTION, split_counts
 
-FORMAT_VERSION = 1  # bump when the cache layout or preprocessing changes: old caches are then rebuilt
+# bump when the cache layout, the preprocessing or the split rule changes: older caches are then rebuilt, with a note.
+# 2: grouped_split seeds every split with one patient per class; the official-test patient rule is a recorded choice
+FORMAT_VERSION = 2
 
 
 def manifest_path(npz: str | os.PathLike) -> Path:
@@ -34,26 +37,52 @@ def manifest_path(npz: str | os.PathLike) -> Path:
     return npz.with_name(npz.name[:-4] + ".manifest.json" if npz.name.endswith(".npz") else npz.name + ".manifest.json")
 
 
-def cache_key(source: str, size: int, seed: int, fingerprint: str) -> str:
-    """sha256 of everything a cache depends on: format, source, size, seed, raw-file fingerprint, split fractions."""
+def cache_key(source: str, size: int, seed: int, fingerprint: str, test_patients: str) -> str:
+    """sha256 of everything a cache depends on: format, source, size, seed, raw-file fingerprint, split fractions and
+    the official-test patient rule."""
     spec = {"format": FORMAT_VERSION, "source": source, "size": size, "seed": seed, "fingerprint": fingerprint,
-            "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION}
+            "val_fraction": VAL_FRACTION, "test_fraction": TEST_FRACTION, "test_patients": test_patients}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def cache_is_current(npz: Path, key: str | None, source: str, size: int, seed: int) -> bool:
-    """True if npz + manifest exist, belong together, and match `key` (or, with key None, the same parameters)."""
-    mp = manifest_path(npz)
-    if not (npz.is_file() and mp.is_file()):
-        return False
+def _manifest_of(npz: Path) -> dict[str, Any] | None:
     try:
-        m = read_json(mp)
+        return read_json(manifest_path(npz))
     except (OSError, ValueError):
+        return None
+
+
+def cache_format(npz: str | os.PathLike) -> int | None:
+    """The format version a cache's manifest records (None: no readable manifest, or none recorded)."""
+    m = _manifest_of(Path(npz))
+    v = m.get("format") if m else None
+    return v if isinstance(v, int) else None
+
+
+def format_note(npz: str | os.PathLike) -> str | None:
+    """"an older format (1 < 2)" (or "a newer ...") when the cache was built by another format version, else None."""
+    v = cache_format(npz)
+    if v is None or v == FORMAT_VERSION:
+        return None
+    older = v < FORMAT_VERSION
+    return f"{'an older' if older else 'a newer'} format ({v} {'<' if older else '>'} {FORMAT_VERSION})"
+
+
+def recorded_test_patients(npz: str | os.PathLike) -> str | None:
+    """The test-patient rule a current-format cache was built with (None: no such cache)."""
+    m = _manifest_of(Path(npz))
+    return m.get("test_patients") if m and m.get("format") == FORMAT_VERSION else None
+
+
+def cache_is_current(npz: Path, key: str | None, source: str, size: int, seed: int, test_patients: str) -> bool:
+    """True if npz + manifest exist, belong together, and match `key` (or, with key None, the same parameters)."""
+    if not (npz.is_file() and manifest_path(npz).is_file()):
         return False
-    if m.get("format") != FORMAT_VERSION or m.get("npz_size") != npz.stat().st_size:
+    m = _manifest_of(npz)
+    if m is None or m.get("format") != FORMAT_VERSION or m.get("npz_size") != npz.stat().st_size:
         return False  # e.g. a crash between writing the .npz and its manifest
     if key is None:  # raw files gone: a pinned download source is trusted if the parameters match
-        return m.get("source") == source and m.get("size") == size and m.get("seed") == seed
+        return (m.get("source"), m.get("size"), m.get("seed"), m.get("test_patients")) == (source, size, seed, test_patients)
     return m.get("cache_key") == key
 
 
@@ -81,6 +110,7 @@ def _write_cache_files(out: Path, arrays: dict[str, np.ndarray], meta: dict[str,
     atomic_save_npz(out, **arrays)
     manifest = {
         "format": FORMAT_VERSION, "source": source, "source_reason": reason, "size": size, "seed": seed,
+        "test_patients": meta["test_patients"], "test_overlap": meta.get("test_overlap"),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "cache_key": key,
         "npz": out.name, "npz_size": out.stat().st_size, "n_images": int(len(arrays["labels"])),
         "class_names": list(CLASS_NAMES), "counts": split_counts(arrays["labels"], arrays["split"]),
@@ -124,7 +154,8 @@ class CXRDataset:
 
 
 def load(npz: str | os.PathLike) -> CXRDataset:
-    """Load a cache written by `prepare` (no pickle); the manifest is attached when present."""
+    """Load a cache written by `prepare` (no pickle); the manifest is attached when present. A cache of another
+    format version still loads (a run trained on it stays evaluable on it) but says so in one line on stderr."""
     npz = Path(npz)
     if not npz.is_file():
         raise UserError(f"--data {npz}: file not found; run `python -m cxr_utils prepare` first")
@@ -142,5 +173,9 @@ def load(npz: str | os.PathLike) -> CXRDataset:
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     patient = z["patient"] if "patient" in z else np.array([f"image-{i}" for i in range(len(images))])
+    note = format_note(npz) if manifest else None
+    if note:
+        print(f"note: {npz} was built by {note}: its split follows that format's rule; `python -m cxr_utils prepare` "
+              "(the same --source/--out) rebuilds it", file=sys.stderr)
     return CXRDataset(images=images.astype(np.uint8, copy=False), labels=z["labels"].astype(np.int64),
                       split=z["split"].astype(str), patient=patient.astype(str), manifest=manifest, path=npz)
