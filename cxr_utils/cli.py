@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("sample", help="export synthetic PNGs + manifest from a run's EMA generator")
     m.add_argument("--run-dir", required=True)
-    m.add_argument("--n-per-class", type=int, required=True)
+    m.add_argument("--n-per-class", type=_counts, required=True,
+                   help="PNGs per class: one count for every class, or one per class in class order (e.g. 2160,6200)")
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--batch-size", type=int, default=256)
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True)
     e.add_argument("--synthetic", default=None, help="folder written by `sample` (needed by tstr/augment/pretrain)")
     e.add_argument("--protocol", default="tstr", choices=["trtr", "tstr", "augment", "pretrain"])
+    e.add_argument("--synthetic-ratio", type=float, default=1.0,
+                   help="synthetic images per class = this x that class's real training images (default 1; the first "
+                        "ones of the folder in file order); paired differences from trtr: use `study`")
     e.add_argument("--weights", default="imagenet", choices=["imagenet", "none", "auto"])
     e.add_argument("--seeds", type=int, default=1)
     e.add_argument("--epochs", type=int, default=None)
@@ -97,8 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     y = sub.add_parser("study", help="what notebook 04 runs: every protocol, results.json, metrics.json, figures")
     y.add_argument("--data", required=True, help="cached dataset .npz the GAN was trained on")
-    y.add_argument("--synthetic", required=True, help="folder written by `sample`")
+    y.add_argument("--synthetic", required=True, nargs="+",
+                   help="folder(s) written by `sample`: several (space- or comma-separated) are GAN runs with different "
+                        "seeds, and the study reports the spread across them")
     y.add_argument("--protocols", default="trtr,tstr,augment,pretrain", help="comma-separated (default: all four)")
+    y.add_argument("--synthetic-ratio", nargs="+", default=["1"],
+                   help="synthetic images per class = R x that class's real training images; a list (e.g. 0,0.5,1,2) "
+                        "runs the sweep and draws accuracy and AUC against R (default 1; ratio 0 of augment/pretrain "
+                        "is trtr, not retrained)")
     y.add_argument("--weights", default=None, choices=["imagenet", "none", "auto"],
                    help="VGG16 start (default: auto; none with --smoke, as notebook 04)")
     y.add_argument("--seeds", type=int, default=None,
@@ -113,6 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _counts(text: str) -> int | list[int]:
+    """'16' -> 16, '2160,6200' -> [2160, 6200] (argparse type of --n-per-class)."""
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if not vals:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, or one per class separated by commas")
+    return vals[0] if len(vals) == 1 else vals
+
+
 def command_line(args: argparse.Namespace, sub: str) -> str:
     """The `python -m cxr_utils SUB ...` command equivalent to parsed args (recorded in the JSON it writes)."""
     parts = ["python", "-m", "cxr_utils", sub]
@@ -120,7 +141,12 @@ def command_line(args: argparse.Namespace, sub: str) -> str:
         if k == "command" or v is None or v is False:
             continue
         flag = "--" + k.replace("_", "-")
-        parts += [flag] if v is True else [flag, str(v)]
+        if v is True:
+            parts.append(flag)
+        elif isinstance(v, list):
+            parts += [flag, ",".join(map(str, v))]
+        else:
+            parts += [flag, str(v)]
     return shlex.join(parts)
 
 
@@ -216,7 +242,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     smoke = bool(args.smoke or SMOKE)
     cfg = evaluation.eval_config(smoke, args.epochs, args.input_size, args.bootstrap)
     res = evaluation.evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
-                              out=args.out, verbose=_verbosity(),
+                              out=args.out, verbose=_verbosity(), ratio=args.synthetic_ratio,
                               extra={"command": command_line(args, "evaluate"), "smoke": smoke})
     for note in res["notes"]:
         print(note)
@@ -261,7 +287,8 @@ def run_study(args: argparse.Namespace) -> int:
                           weights=args.weights or ("none" if smoke else "auto"),
                           seeds=args.seeds, epochs=args.epochs,
                           input_size=args.input_size, bootstrap=args.bootstrap, extractor=args.extractor, smoke=smoke,
-                          figures_dir=args.figures, verbose=_verbosity(), command=command_line(args, "study"))
+                          figures_dir=args.figures, verbose=_verbosity(), command=command_line(args, "study"),
+                          ratios=args.synthetic_ratio)
     print("\n".join(summary_line(r) for r in res.results))
     print(f"wrote {res.results_json}, {res.metrics_json} and {len(res.figures)} figures in "
           f"{next(iter(res.figures.values())).parent}")

@@ -2,6 +2,9 @@
 
 - trtr: train on real train.            - tstr: train on synthetic only (the seed's headline protocol).
 - augment: real train + synthetic.      - pretrain: synthetic first, then real train.
+Every synthetic phase holds, per class, `ratio` x that class's real training images (default 1): augment gives every
+class the same synthetic fraction (no "looks synthetic => class" shortcut), tstr at ratio 1 trains on as many images
+per class as trtr. The first images of each class in file order are taken (a reproducible subset of the export).
 Model selection (early stopping) uses the real val split, never test. Positive class = PNEUMONIA (label 1).
 Whenever VGG16 ran without ImageNet weights, every output says "random init".
 """
@@ -260,9 +263,31 @@ def _fit_two_stage(model: Any, base: Any, x: np.ndarray, y: np.ndarray, val: tup
     return stages
 
 
+def check_ratio(protocol: str, ratio: float) -> float:
+    """The synthetic ratio as a float; UserError if negative, or 0 for tstr (it would train on nothing)."""
+    r = float(ratio)
+    if not np.isfinite(r) or r < 0:
+        raise UserError(f"--synthetic-ratio {ratio}: must be a number >= 0 (synthetic images per real training image)")
+    if protocol == "tstr" and r == 0:
+        raise UserError("--synthetic-ratio 0: tstr would train on no images; use a ratio > 0")
+    return r
+
+
+def select_synthetic(synthetic: tuple[np.ndarray, np.ndarray], real_labels: np.ndarray, ratio: float,
+                     folder: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, the first round(ratio x that class's real training images) synthetic images in file order."""
+    from .synthetic import first_per_class, per_class_for_ratio
+
+    counts = per_class_for_ratio(list(_class_counts(real_labels).values()), ratio)
+    return first_per_class(*synthetic, counts, folder, why=f"synthetic ratio {ratio:g} x the real training images")
+
+
 def train_set(protocol: str, real_train: tuple[np.ndarray, np.ndarray],
-              synthetic: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """The ordered training phases (name, images, labels) of a protocol."""
+              synthetic: tuple[np.ndarray, np.ndarray] | None, ratio: float = 1.0,
+              folder: str | os.PathLike | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The ordered training phases (name, images, labels) of a protocol. Every synthetic phase holds, per class,
+    `ratio` x that class's real training images (select_synthetic): augment gives every class the same synthetic
+    fraction, and tstr at ratio 1 trains per class on as many images as trtr."""
     if protocol not in PROTOCOLS:
         raise UserError(f"--protocol {protocol}: use one of {', '.join(PROTOCOLS)}")
     if protocol != "trtr" and synthetic is None:
@@ -270,12 +295,22 @@ def train_set(protocol: str, real_train: tuple[np.ndarray, np.ndarray],
     xr, yr = real_train
     if protocol == "trtr":
         return [("real", xr, yr)]
-    xs, ys = synthetic  # type: ignore[misc]
+    xs, ys = select_synthetic(synthetic, yr, check_ratio(protocol, ratio), folder)  # type: ignore[arg-type]
     if protocol == "tstr":
         return [("synthetic", xs, ys)]
     if protocol == "augment":
         return [("real+synthetic", np.concatenate([xr, xs]), np.concatenate([yr, ys]))]
-    return [("synthetic", xs, ys), ("real", xr, yr)]
+    return ([("synthetic", xs, ys)] if len(ys) else []) + [("real", xr, yr)]  # ratio 0: nothing to pretrain on
+
+
+def phase_counts(phases: Sequence[tuple[str, np.ndarray, np.ndarray]], real_labels: np.ndarray) -> dict[str, Any]:
+    """Per phase, the exact per-class counts of real and of synthetic training images."""
+    real = _class_counts(real_labels)
+    out = {}
+    for name, _, yy in phases:
+        r = real if "real" in name.split("+") else dict.fromkeys(real, 0)
+        out[name] = {"real": r, "synthetic": {c: n - r[c] for c, n in _class_counts(yy).items()}}
+    return out
 
 
 def _class_counts(y: np.ndarray, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, int]:
@@ -286,7 +321,8 @@ def _class_counts(y: np.ndarray, class_names: Sequence[str] = CLASS_NAMES) -> di
 def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
                  synthetic: tuple[np.ndarray, np.ndarray] | None = None, weights: str = "auto", seeds: int = 1,
                  cfg: EvalConfig | None = None, verbose: int = 0, provenance: dict[str, Any] | None = None,
-                 log: Any = print, resolved: tuple[Path | None, str, str | None] | None = None) -> dict[str, Any]:
+                 log: Any = print, resolved: tuple[Path | None, str, str | None] | None = None, ratio: float = 1.0,
+                 folder: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train/test one protocol over `seeds` seeds; `real` maps 'train'|'val'|'test' to (uint8 images, labels).
 
     resolved: resolve_weights(weights) done once by the caller for several protocols (offline, each failed download
@@ -303,7 +339,9 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
     if synthetic is not None and (synthetic[0].ndim < 3 or synthetic[0].shape[1] != s):
         raise UserError(f"--synthetic: images are {synthetic[0].shape[1]}x{synthetic[0].shape[1]} but the real data is "
                         f"{s}x{s}; export from a generator trained at size {s}")
-    phases = train_set(protocol, real["train"], synthetic)
+    phases = train_set(protocol, real["train"], synthetic, ratio, folder)
+    ratio_used = None if protocol == "trtr" else float(ratio)
+    label = protocol if ratio_used is None else f"{protocol} x{ratio_used:g}"
     for name, _, yy in phases:
         missing = [n for n, k in _class_counts(yy).items() if k == 0]
         if missing:
@@ -344,7 +382,7 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
             tm = entry["tuned"]
             tuned_txt = (f" | val-tuned threshold {tm['threshold']:.3f}: acc {tm['accuracy']:.4f} f1 {tm['f1']:.4f} "
                          f"tn/fp/fn/tp {tm['tn']}/{tm['fp']}/{tm['fn']}/{tm['tp']}")
-        log(f"[{protocol} | {tag} | seed {seed}] threshold {cfg.threshold}: acc {m['accuracy']:.4f} prec {m['precision']:.4f} "
+        log(f"[{label} | {tag} | seed {seed}] threshold {cfg.threshold}: acc {m['accuracy']:.4f} prec {m['precision']:.4f} "
             f"rec {m['recall']:.4f} f1 {m['f1']:.4f} auc {auc_txt} tn/fp/fn/tp {m['tn']}/{m['fp']}/{m['fn']}/{m['tp']}"
             + tuned_txt)
         keras.backend.clear_session()  # free the graph between seeds
@@ -358,7 +396,8 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         "threshold_tuning": ("per seed on the real val split: the threshold with the highest balanced accuracy "
                              "(Youden's J), ties to the one nearest 0.5; test never chooses it") if tuned else None,
         "mean_tuned": mean_tuned,
-        "n_train": {name: _class_counts(yy) for name, _, yy in inputs},
+        "synthetic_ratio": ratio_used, "n_train": {name: _class_counts(yy) for name, _, yy in inputs},
+        "counts": phase_counts(phases, real["train"][1]),
         "n_val": _class_counts(y_va), "n_test": _class_counts(y_te), "image_size": s,
         "seeds": [e["seed"] for e in per_seed], "mean": mean, "std": std,
         "ci95": bootstrap_ci(y_te, probs_all, cfg.bootstrap, seed=cfg.seed, threshold=cfg.threshold),
@@ -407,8 +446,9 @@ def load_synthetic_folder(folder: str | os.PathLike, image_size: int) -> tuple[t
 
 def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike | None = None, weights: str = "imagenet",
              seeds: int = 1, cfg: EvalConfig | None = None, out: str | os.PathLike | None = None, verbose: int = 0,
-             log: Any = print, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Load data (and synthetic images), run one protocol, and write the results JSON atomically if `out`."""
+             log: Any = print, extra: dict[str, Any] | None = None, ratio: float = 1.0) -> dict[str, Any]:
+    """Load data (and synthetic images), run one protocol at one synthetic ratio (synthetic images per class = ratio x
+    real training images), and write the results JSON atomically if `out`."""
     real, prov = load_real(npz)
     prov.update(extra or {})
     syn = None
@@ -419,7 +459,8 @@ def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike
         prov.update(sprov)
         if protocol == "trtr":
             syn = None  # loaded only to validate and record it; trtr never trains on it
-    res = run_protocol(protocol, real, syn, weights=weights, seeds=seeds, cfg=cfg, verbose=verbose, provenance=prov, log=log)
+    res = run_protocol(protocol, real, syn, weights=weights, seeds=seeds, cfg=cfg, verbose=verbose, provenance=prov, log=log,
+                       ratio=ratio, folder=synthetic)
     if out is not None:
         atomic_write_json(out, res)
     return res

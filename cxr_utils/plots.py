@@ -177,7 +177,7 @@ PROTOCOL_ORDER = ("trtr", "tstr", "augment", "pretrain")  # fixed colours per pr
 
 
 def _eval_title(res: dict, what: str) -> str:
-    return f"{res['protocol']} [{res['model']}]: {what}"
+    return f"{entry_label(res)} [{res['model']}]: {what}"
 
 
 def confusion_heatmap(res: dict, seed_index: int = 0, class_names: Sequence[str] = ("NORMAL", "PNEUMONIA")) -> plt.Figure:
@@ -206,9 +206,8 @@ def roc_curves(results: Sequence[dict], title: str | None = None) -> plt.Figure:
             continue
         for k, e in enumerate(res["per_seed"]):
             fpr, tpr, _ = roc_curve(y, e["test_probs"])
-            label = f"{res['protocol']} (AUC {roc_auc_score(y, e['test_probs']):.3f})" if k == 0 else None
-            ax.plot(fpr, tpr, color=f"C{PROTOCOL_ORDER.index(res['protocol']) if res['protocol'] in PROTOCOL_ORDER else 0}",
-                    alpha=0.9 if k == 0 else 0.4, label=label)
+            label = f"{entry_label(res)} (AUC {roc_auc_score(y, e['test_probs']):.3f})" if k == 0 else None
+            ax.plot(fpr, tpr, color=_color(res["protocol"]), alpha=0.9 if k == 0 else 0.4, label=label)
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate (PNEUMONIA)")
@@ -245,16 +244,33 @@ def classifier_history(res: dict, seed_index: int = 0) -> plt.Figure:
     return fig
 
 
+def entry_label(res: dict, folders: Sequence[str | None] = ()) -> str:
+    """'trtr', 'augment x1' or, when several synthetic folders (GAN runs) were compared, 'augment x1 [run 2]'."""
+    if res.get("synthetic_ratio") is None:
+        return res["protocol"]
+    run = f" [run {list(folders).index(res.get('synthetic')) + 1}]" if len(folders) > 1 else ""
+    return f"{res['protocol']} x{res['synthetic_ratio']:g}{run}"
+
+
+def _folders(results: Sequence[dict]) -> list[str]:
+    return list(dict.fromkeys(r.get("synthetic") for r in results if r.get("synthetic_ratio") is not None))
+
+
+def _color(protocol: str) -> str:
+    return f"C{PROTOCOL_ORDER.index(protocol) if protocol in PROTOCOL_ORDER else 0}"
+
+
 def protocol_comparison(results: Sequence[dict], metrics: Sequence[str] = ("accuracy", "precision", "recall", "f1", "roc_auc")) -> plt.Figure:
     """Grouped bars (percent) of each protocol's seed-mean metrics with std error bars."""
     fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / max(1, len(results))
     xs = np.arange(len(metrics))
+    folders = _folders(results)
     for i, res in enumerate(results):
         means = [100 * (res["mean"].get(m) or 0.0) for m in metrics]
         stds = [100 * (res["std"].get(m) or 0.0) for m in metrics]
         bars = ax.bar(xs + (i - (len(results) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
-                      label=f"{res['protocol']} ({len(res['seeds'])} seed{'s' if len(res['seeds']) > 1 else ''})")
+                      label=f"{entry_label(res, folders)} ({len(res['seeds'])} seed{'s' if len(res['seeds']) > 1 else ''})")
         ax.bar_label(bars, fmt="%.0f", fontsize=6)
     ax.set_xticks(xs, metrics)
     ax.set_ylim(0, 105)
@@ -262,6 +278,103 @@ def protocol_comparison(results: Sequence[dict], metrics: Sequence[str] = ("accu
     models = sorted({r["model"] for r in results})
     ax.set_title(f"Protocol comparison [{', '.join(models)}]", fontsize=10)
     ax.legend(fontsize=7, ncol=len(results), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+PAIRED = (("accuracy", "accuracy"), ("roc_auc", "ROC AUC"), ("f1", "F1"))
+
+
+def paired_differences(results: Sequence[dict], across: Sequence[dict] = ()) -> plt.Figure:
+    """Forest plot: each entry's difference from trtr (percentage points) on the same test images with its paired
+    bootstrap 95% interval, per metric; pooled rows for a protocol and ratio run on several synthetic folders."""
+    folders = _folders(results)
+
+    def row(r: dict) -> tuple[str, str, dict, bool]:
+        return entry_label(r, folders), r["protocol"], r["vs_trtr"], False
+
+    rows = [] if across else [row(r) for r in results if r.get("vs_trtr")]
+    for a in across:  # each (protocol, ratio): its runs, then their pooled difference
+        rows += [row(r) for r in results if r.get("vs_trtr") and r["protocol"] == a["protocol"]
+                 and r.get("synthetic_ratio") == a["synthetic_ratio"]]
+        if len(a["synthetic"]) > 1 and a.get("vs_trtr_pooled"):
+            rows.append((f"{a['protocol']} x{a['synthetic_ratio']:g}, {len(a['synthetic'])} runs pooled", a["protocol"],
+                         a["vs_trtr_pooled"], True))
+    fig, axes = plt.subplots(1, len(PAIRED), figsize=(11, 0.9 + 0.32 * max(1, len(rows))), sharey=True, squeeze=False)
+    ys = np.arange(len(rows))[::-1]
+    for ax, (key, name) in zip(axes[0], PAIRED, strict=True):
+        for y, (_label, protocol, vs, pooled) in zip(ys, rows, strict=True):
+            d, ci = vs["difference"].get(key), vs["ci95"].get(key)
+            if d is None:
+                continue
+            err = None if not ci else [[100 * (d - ci[0])], [100 * (ci[1] - d)]]
+            ax.errorbar(100 * d, y, xerr=err, fmt="D" if pooled else "o", color=_color(protocol), ms=5 if pooled else 4,
+                        capsize=2, lw=1.6 if pooled else 1)
+        ax.axvline(0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel(f"{name}: protocol - trtr (points)", fontsize=8)
+    axes[0][0].set_yticks(ys, [r[0] for r in rows], fontsize=7)
+    models = sorted({r["model"] for r in results})
+    fig.suptitle("Difference from trtr on the same real test images (paired bootstrap 95% interval) "
+                 f"[{', '.join(models)}]", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ratio_sweep(results: Sequence[dict], across: Sequence[dict]) -> plt.Figure:
+    """Accuracy and ROC AUC against the synthetic ratio (top: levels with each run's 95% interval, trtr as a band;
+    bottom: difference from trtr with the paired 95% interval, pooled over synthetic folders). Ratio 0 of augment and
+    pretrain is the trtr entry itself."""
+    trtr = next((r for r in results if r["protocol"] == "trtr"), None)
+    folders = _folders(results)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), sharex=True)
+    for col, (key, name) in enumerate((("accuracy", "accuracy"), ("roc_auc", "ROC AUC"))):
+        top, bottom = axes[0][col], axes[1][col]
+        if trtr is not None and trtr["mean"].get(key) is not None:
+            top.axhline(100 * trtr["mean"][key], color=_color("trtr"), lw=1, label="trtr (real only)")
+            ci = trtr["ci95"].get(key)
+            if ci:
+                top.axhspan(100 * ci[0], 100 * ci[1], color=_color("trtr"), alpha=0.12)
+        for protocol in [p for p in PROTOCOL_ORDER if p != "trtr"]:
+            groups = sorted((a for a in across if a["protocol"] == protocol), key=lambda a: a["synthetic_ratio"])
+            if not groups:
+                continue
+            c = _color(protocol)
+            for r in (r for r in results if r["protocol"] == protocol and r["mean"].get(key) is not None):
+                off = 0.02 * (folders.index(r.get("synthetic")) - (len(folders) - 1) / 2) if r.get("synthetic") in folders else 0
+                ci = r["ci95"].get(key)
+                err = None if not ci else [[100 * (r["mean"][key] - ci[0])], [100 * (ci[1] - r["mean"][key])]]
+                top.errorbar(r["synthetic_ratio"] + off, 100 * r["mean"][key], yerr=err, fmt="o", ms=3, color=c,
+                             capsize=2, alpha=0.7)
+            xs = [a["synthetic_ratio"] for a in groups]
+            ms = [a["metrics"][key]["mean"] for a in groups]
+            ds = [(a.get("vs_trtr_pooled") or {}) for a in groups]
+            zero = protocol != "tstr" and trtr is not None and trtr["mean"].get(key) is not None
+            if zero:  # ratio 0 of augment / pretrain is trtr: its own point, difference 0 by construction
+                xs, ms, ds = [0.0, *xs], [trtr["mean"][key], *ms], [{"difference": {key: 0.0}, "ci95": {}}, *ds]
+            keep = [i for i, m in enumerate(ms) if m is not None]
+            top.plot([xs[i] for i in keep], [100 * ms[i] for i in keep], "-", color=c, label=protocol)
+            for x, d in zip(xs, ds, strict=True):
+                v, ci = (d.get("difference") or {}).get(key), (d.get("ci95") or {}).get(key)
+                if v is not None:
+                    err = None if not ci else [[100 * (v - ci[0])], [100 * (ci[1] - v)]]
+                    bottom.errorbar(x, 100 * v, yerr=err, fmt="o", color=c, capsize=3, ms=4)
+            pts = [(x, (d.get("difference") or {}).get(key)) for x, d in zip(xs, ds, strict=True)]
+            pts = [(x, v) for x, v in pts if v is not None]
+            bottom.plot([x for x, _ in pts], [100 * v for _, v in pts], "-", color=c, lw=0.8)
+        bottom.axhline(0, color="grey", lw=0.8, ls="--")
+        ratios = sorted({0.0, *(a["synthetic_ratio"] for a in across)})
+        bottom.set_xticks(ratios, [f"{r:g}" for r in ratios])
+        runs = max((len(a["synthetic"]) for a in across), default=1)
+        bottom.set_title(f"difference from trtr, paired 95% interval{f' (pooled over {runs} GAN runs)' if runs > 1 else ''}",
+                         fontsize=9)
+        top.set_title(f"{name} on the real test split", fontsize=9)
+        top.set_ylabel("percent")
+        bottom.set_ylabel(f"{name}: protocol - trtr (points)", fontsize=8)
+        bottom.set_xlabel("synthetic images per real training image (per class)")
+        top.legend(fontsize=7)
+    models = sorted({r["model"] for r in results})
+    fig.suptitle(f"Does more synthetic data help? [{', '.join(models)}] (top: each classifier's mean over seeds with its "
+                 f"95% interval, lines through the mean over GAN runs; band: trtr's interval)", fontsize=9)
     fig.tight_layout()
     return fig
 

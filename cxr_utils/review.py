@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics, plots, runs, sample
+from . import metrics, plots, runs, sample, synthetic
 
 MIN_EXPORT = 16  # images per class an export writes at least, however small the real training split
+EXPORT_RATIO = 2.0  # notebook 03 exports 2 x real per class: enough for notebook 04's sweep 0 / 0.5 / 1 / 2
 
 
 def real_vs_synthetic_rows(real_x: np.ndarray, real_y: np.ndarray, synthetic: np.ndarray, class_names: Sequence[str],
@@ -68,7 +69,12 @@ def memorization_table(memo: dict[str, Any]) -> Any:
     }, index=["median nearest distance (RMS, pixels in [0, 1])", "images"])
 
 
-def export_size(n_per_class: int | None, real_labels: np.ndarray, num_classes: int) -> int:
-    """Images per class to export: n_per_class if given, else as many as the largest real training class (at least
-    MIN_EXPORT), so the tstr classifier of notebook 04 sees as many images as the trtr one."""
-    return n_per_class or max(MIN_EXPORT, int(np.bincount(real_labels, minlength=num_classes).max()))
+def export_size(n_per_class: int | None, real_labels: np.ndarray, num_classes: int,
+                ratio: float = EXPORT_RATIO) -> list[int]:
+    """Images per class to export, in class order: n_per_class for every class if given, else `ratio` x that class's
+    real training images (at least MIN_EXPORT), so notebook 04 can take, per class, any synthetic ratio up to `ratio`
+    of the real images (synthetic.per_class_for_ratio, the rule notebook 04 applies)."""
+    if n_per_class:
+        return [int(n_per_class)] * num_classes
+    real = np.bincount(np.asarray(real_labels, np.int64), minlength=num_classes)[:num_classes]
+    return [max(MIN_EXPORT, n) for n in synthetic.per_class_for_ratio(real.tolist(), ratio)]

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import evaluation, plots, report
+import numpy as np
+
+from . import evaluation, plots, report, stats
 from .config import SMOKE
 from .errors import UserError
 from .io import atomic_write_bytes, atomic_write_json
@@ -21,19 +23,29 @@ from .io import atomic_write_bytes, atomic_write_json
 RESULTS_JSON = "results.json"
 METRICS_JSON = "metrics.json"
 # the figures a study-grade run copies into assets/ for the README
-CURATED = ("04_protocol_comparison.png", "04_roc.png", "04_confusion_tstr.png", "04_history_tstr.png")
+CURATED = ("04_protocol_comparison.png", "04_roc.png", "04_confusion_tstr.png", "04_history_tstr.png",
+           "04_paired_differences.png", "04_ratio_sweep.png")
+PAIRED_FIGURE = "04_paired_differences.png"
+RATIO_FIGURE = "04_ratio_sweep.png"
+DEFAULT_RATIOS = (1.0,)  # one classifier per protocol; the sweep 0,0.5,1,2 costs about 3x (see README "Evaluation")
+RATIO_ZERO = ("at synthetic ratio 0, augment and pretrain train on the real images only: that is trtr, whose entry is "
+              "their ratio-0 point (not retrained); tstr has no ratio-0 point (nothing to train on)")
 
 
 @dataclass
 class Study:
     """What `run_study` computed and where it wrote it."""
 
-    results: list[dict[str, Any]]  # one evaluation.run_protocol result per protocol
+    results: list[dict[str, Any]]  # one evaluation.run_protocol result per (protocol, synthetic folder, ratio); trtr once
     seed_check: dict[str, Any]  # the seed repository's headline checked against every confusion matrix
-    metrics: dict[str, Any]  # generative.run_metrics: FID/KID/PRDC/memorization/label fidelity
+    metrics: dict[str, Any]  # generative.run_metrics of the first synthetic folder: FID/KID/PRDC/memorization/fidelity
     results_json: Path
     metrics_json: Path
     figures: dict[str, Path] = field(default_factory=dict)  # file name -> PNG written
+    headline: list[dict[str, Any]] = field(default_factory=list)  # trtr + each protocol at folder 1, headline ratio
+    across_folders: list[dict[str, Any]] = field(default_factory=list)  # per (protocol, ratio): spreads, pooled vs trtr
+    ratios: list[float] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)
 
 
 def parse_protocols(protocols: str | Sequence[str]) -> list[str]:
@@ -46,42 +58,143 @@ def parse_protocols(protocols: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | os.PathLike,
+def _items(value: str | float | os.PathLike | Sequence[Any]) -> list[str]:
+    """'a,b', ['a', 'b,c'] or one value -> ['a', 'b', ...] (stripped, empty items dropped)."""
+    seq = [value] if isinstance(value, (str, float, int, os.PathLike)) else list(value)
+    return [p.strip() for v in seq for p in str(os.fspath(v) if isinstance(v, os.PathLike) else v).split(",") if p.strip()]
+
+
+def parse_ratios(ratios: str | float | Sequence[Any]) -> list[float]:
+    """'0,0.5,1,2', a number or a sequence -> sorted distinct synthetic ratios (>= 0); UserError otherwise."""
+    items = _items(ratios)
+    try:
+        vals = sorted({float(v) for v in items})
+    except ValueError:
+        vals = []
+    if not vals or any(not np.isfinite(v) or v < 0 for v in vals):
+        raise UserError(f"--synthetic-ratio {','.join(items) or '(empty)'}: use numbers >= 0, e.g. 0,0.5,1,2 "
+                        f"(synthetic images per class = ratio x that class's real training images)")
+    return vals
+
+
+def parse_folders(synthetic: str | os.PathLike | Sequence[Any]) -> list[str]:
+    """One synthetic folder, 'A,B' or a sequence -> the distinct folders in the given order (GAN runs to compare)."""
+    folders = list(dict.fromkeys(_items(synthetic)))
+    if not folders:
+        raise UserError("--synthetic: name at least one synthetic folder (written by `python -m cxr_utils sample`)")
+    return folders
+
+
+def headline_ratio(ratios: Sequence[float]) -> float | None:
+    """The ratio the per-protocol figures show: 1 if swept, else the non-zero ratio nearest 1 (None if only 0)."""
+    nonzero = [r for r in ratios if r > 0]
+    return min(nonzero, key=lambda r: (abs(r - 1.0), r)) if nonzero else None
+
+
+def plan_entries(protocols: Sequence[str], folders: Sequence[str],
+                 ratios: Sequence[float]) -> list[tuple[str, str | None, float | None]]:
+    """(protocol, synthetic folder, ratio) of every classifier to train: trtr once (it reads no synthetic folder);
+    every other protocol per folder and per ratio > 0. At ratio 0, augment and pretrain train on the real images
+    only, which IS trtr: its entry is their ratio-0 point, not retrained; tstr at ratio 0 has nothing to train on."""
+    plan: list[tuple[str, str | None, float | None]] = [("trtr", None, None)] if "trtr" in protocols else []
+    for p in protocols:
+        if p != "trtr":
+            plan += [(p, f, r) for f in folders for r in ratios if r > 0]
+    return plan
+
+
+def _probs(entries: Sequence[dict[str, Any]]) -> list[np.ndarray]:
+    return [np.asarray(e["test_probs"], np.float64) for r in entries for e in r["per_seed"]]
+
+
+def compare_to_trtr(results: Sequence[dict[str, Any]], n_boot: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Set every entry's "vs_trtr" (paired difference from trtr on the same test images, stats.paired_difference) and
+    return, per (protocol, ratio), the spread across synthetic folders beside the spread across classifier seeds and
+    the difference from trtr pooled over the folders."""
+    trtr = next((r for r in results if r["protocol"] == "trtr"), None)
+    method = stats.PAIRED_METHOD.format(n=n_boot)
+
+    def vs(entries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        if trtr is None:
+            return None
+        return {**stats.paired_difference(trtr["test_labels"], _probs(entries), _probs([trtr]), entries[0]["threshold"],
+                                          n_boot, seed), "method": method}
+
+    groups: dict[tuple[str, float | None], list[dict[str, Any]]] = {}
+    for r in results:
+        r["vs_trtr"] = None if r is trtr else vs([r])
+        if r is not trtr:
+            groups.setdefault((r["protocol"], r.get("synthetic_ratio")), []).append(r)
+    across = []
+    for (protocol, ratio), entries in groups.items():
+        across.append({
+            "protocol": protocol, "synthetic_ratio": ratio, "synthetic": [r.get("synthetic") for r in entries],
+            "seeds": [len(r["seeds"]) for r in entries],
+            "metrics": {k: stats.spread_across_folders([[e.get(k) for e in r["per_seed"]] for r in entries])
+                        for k in evaluation.METRICS},
+            "vs_trtr_pooled": vs(entries) if len(entries) > 1 else (entries[0]["vs_trtr"]),
+        })
+    return across
+
+
+def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[Any], out: str | os.PathLike,
               protocols: str | Sequence[str] = evaluation.PROTOCOLS, weights: str = "auto", seeds: int | None = 1,
               epochs: int | None = None, input_size: int | None = None, bootstrap: int | None = None,
               extractor: str = "auto", smoke: bool = SMOKE, figures_dir: str | os.PathLike | None = None,
-              verbose: int = 0, command: str | None = None, log: Callable[[str], None] = print) -> Study:
-    """Run every protocol and the generative metrics; write OUT/results.json, OUT/metrics.json and the figures
-    (into figures_dir, default OUT/figures). epochs/input_size/bootstrap of None keep the (smoke) defaults; seeds None
-    means 3 on the full data set and 1 on a small source or in smoke mode."""
+              verbose: int = 0, command: str | None = None, log: Callable[[str], None] = print,
+              ratios: str | float | Sequence[Any] = DEFAULT_RATIOS) -> Study:
+    """Run every protocol at every synthetic ratio on every synthetic folder (GAN runs), the paired differences from
+    trtr and the generative metrics; write OUT/results.json, OUT/metrics.json and the figures (into figures_dir,
+    default OUT/figures). epochs/input_size/bootstrap of None keep the (smoke) defaults; seeds None means 3 on the full
+    data set and 1 on a small source or in smoke mode."""
     from . import generative
 
     names = parse_protocols(protocols)
+    folders = parse_folders(synthetic)
+    ratio_list = parse_ratios(ratios)
     out = Path(out)
     figures_dir = Path(figures_dir) if figures_dir is not None else out / "figures"
     cfg = evaluation.eval_config(smoke, epochs=epochs, input_size=input_size, bootstrap=bootstrap)
     real, prov = evaluation.load_real(npz)
-    syn, syn_prov = evaluation.load_synthetic_folder(synthetic, int(real["test"][0].shape[1]))
-    prov.update(syn_prov, command=command, smoke=bool(smoke))
+    prov.update(command=command, smoke=bool(smoke))
+    size = int(real["test"][0].shape[1])
+    syn = {f: evaluation.load_synthetic_folder(f, size) for f in folders}
     if seeds is None:  # 3 seeds where the numbers mean something; a small source is a pipeline check
         seeds = 3 if prov["full_dataset"] and not smoke else 1
+    plan = plan_entries(names, folders, ratio_list)
+    if any(p != "trtr" for p in names) and max(ratio_list) > 0:
+        for f in folders:  # every folder holds enough for the largest ratio, checked before any training
+            evaluation.select_synthetic(syn[f][0], real["train"][1], max(ratio_list), f)
     log(f"real data  : {npz} (source {prov['source']}, {prov['n_images']} images; full data set: {prov['full_dataset']})")
     log(f"real splits: { {s: evaluation._class_counts(y) for s, (_, y) in real.items()} }")
-    log(f"synthetic  : {synthetic} {prov['n_synthetic']}")
+    for f in folders:
+        log(f"synthetic  : {f} {syn[f][1]['n_synthetic']}")
     log(f"classifier : {cfg}")
+    log(f"plan       : {len(plan)} classifier(s) x {seeds} seed(s): " + ", ".join(_entry_name(*e, folders) for e in plan)
+        + ("; ratio 0 of augment/pretrain is trtr (not retrained)" if 0.0 in ratio_list else ""))
 
     results = []
     resolved = evaluation.resolve_weights(weights)  # once for every protocol: offline, each attempt waits ~15 s
-    for protocol in names:
-        res = evaluation.run_protocol(protocol, real, syn, weights=weights, seeds=seeds, cfg=cfg, provenance=prov,
-                                      verbose=verbose, log=log, resolved=resolved)
+    for protocol, folder, ratio in plan:
+        log(f"== {_entry_name(protocol, folder, ratio, folders)} ==")
+        entry_prov = {**prov, **(syn[folder][1] if folder else {"synthetic": None, "n_synthetic": None, "generator": None})}
+        res = evaluation.run_protocol(protocol, real, syn[folder][0] if folder else None, weights=weights, seeds=seeds,
+                                      cfg=cfg, provenance=entry_prov, verbose=verbose, log=log, resolved=resolved,
+                                      ratio=1.0 if ratio is None else ratio, folder=folder)
         for note in res["notes"]:
             log(f"  note: {note}")
         results.append(res)
     if not all(evaluation.counts_consistent(e) for r in results for e in r["per_seed"]):
         raise RuntimeError("a protocol's metrics disagree with its confusion counts")  # a bug, never user input
+    across = compare_to_trtr(results, cfg.bootstrap, cfg.seed)
+    hr = headline_ratio(ratio_list)
+    headline = [r for r in results if r["protocol"] == "trtr"
+                or (r.get("synthetic") == folders[0] and r.get("synthetic_ratio") == hr)]
     seed_check = report.search_confusion_matrices(**report.SEED_CLAIM, **report.KAGGLE_TEST)
-    results_json = atomic_write_json(out / RESULTS_JSON, {"protocols": results, "seed_claim_check": seed_check})
+    results_json = atomic_write_json(out / RESULTS_JSON, {
+        "protocols": results, "across_folders": across, "synthetic_folders": folders, "synthetic_ratios": ratio_list,
+        "headline_ratio": hr, "ratio_zero": RATIO_ZERO, "paired_method": stats.PAIRED_METHOD.format(n=cfg.bootstrap),
+        "seed_claim_check": seed_check})
 
     figures: dict[str, Path] = {}
 
@@ -89,25 +202,41 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike, out: str | o
         figures[name] = plots.save_figure(fig, figures_dir / name)
         plots.plt.close(fig)
 
-    save(plots.protocol_comparison(results), "04_protocol_comparison.png")
-    for r in results:
+    save(plots.protocol_comparison(headline), "04_protocol_comparison.png")
+    for r in headline:
         save(plots.classifier_history(r), f"04_history_{r['protocol']}.png")
         save(plots.confusion_heatmap(r), f"04_confusion_{r['protocol']}.png")
-    save(plots.roc_curves(results), "04_roc.png")
+    save(plots.roc_curves(headline), "04_roc.png")
+    if any(r.get("vs_trtr") for r in results):
+        save(plots.paired_differences(results, across), PAIRED_FIGURE)
+    if len(ratio_list) > 1:
+        save(plots.ratio_sweep(results, across), RATIO_FIGURE)
 
-    # the arrays the protocols used: the closest pairs below index exactly these
-    gen = generative.metrics_of(real, syn, prov, synthetic, extractor=extractor, seed=0, smoke=smoke,
-                                out=out / METRICS_JSON, command=command)
+    # the generative metrics of the first folder, on the arrays the protocols read: the closest pairs index them
+    first = syn[folders[0]][0]
+    if len(folders) > 1:
+        log(f"note: generative metrics of the first synthetic folder only ({folders[0]})")
+    gen = generative.metrics_of(real, first, {**prov, **syn[folders[0]][1]}, folders[0], extractor=extractor, seed=0,
+                                smoke=smoke, out=out / METRICS_JSON, command=command)
     for note in gen["notes"]:
         log(f"note: {note}")
     ex_name, ex_entry = next(iter(gen["extractors"].items()))
     pairs = ex_entry["overall"]["memorization"]["closest_pairs"][: (4 if smoke else 8)]
     x_train = real["train"][0]
-    save(plots.image_grid([[syn[0][p["synthetic"]] for p in pairs], [x_train[p["train"]] for p in pairs]],
+    save(plots.image_grid([[first[0][p["synthetic"]] for p in pairs], [x_train[p["train"]] for p in pairs]],
                           row_titles=["SYNTHETIC", "real train"],
                           title=f"closest pairs in {ex_name} features (distance "
                                 + ", ".join(f"{p['distance']:.2f}" for p in pairs) + ")"), "04_closest_pairs.png")
-    return Study(results, seed_check, gen, results_json, out / METRICS_JSON, figures)
+    return Study(results, seed_check, gen, results_json, out / METRICS_JSON, figures, headline, across, ratio_list,
+                 folders)
+
+
+def _entry_name(protocol: str, folder: str | None, ratio: float | None, folders: Sequence[str]) -> str:
+    """'trtr', 'augment x1' or, with several folders, 'augment x1 [GAN run 2]'."""
+    if folder is None:
+        return protocol
+    run = f" [GAN run {folders.index(folder) + 1}]" if len(folders) > 1 else ""
+    return f"{protocol} x{ratio:g}{run}"
 
 
 def publish_figures(results: Sequence[dict[str, Any]], figures_dir: str | os.PathLike, assets_dir: str | os.PathLike,

@@ -19,6 +19,7 @@ import ctypes
 import errno
 import fcntl
 import glob
+import math
 import os
 import platform
 import re
@@ -98,6 +99,31 @@ def read_manifest(folder: str | os.PathLike) -> list[dict[str, str]]:
     return read_csv(Path(folder) / MANIFEST_NAME)
 
 
+def per_class_for_ratio(real_counts: Sequence[int], ratio: float) -> list[int]:
+    """Synthetic images per class for a ratio: ratio x that class's real training images, rounded half up (so every
+    class gets the same synthetic fraction ratio / (1 + ratio), to within half an image)."""
+    return [int(math.floor(round(float(ratio) * int(n), 9) + 0.5)) for n in real_counts]
+
+
+def first_per_class(images: np.ndarray, labels: np.ndarray, counts: Sequence[int], folder: str | os.PathLike | None,
+                    class_names: Sequence[str] = CLASS_NAMES, why: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """The first counts[k] images of each class k in file order (load_synthetic's order: the export's noise rows are
+    fixed by its seed, so this is a reproducible subset); one UserError naming every class that has too few."""
+    y = np.asarray(labels).astype(np.int64)
+    have = [int((y == k).sum()) for k in range(len(class_names))]
+    short = [k for k, (n, h) in enumerate(zip(counts, have, strict=True)) if n > h]
+    if short:
+        run = sorted({r.get("run", "") for r in read_manifest(folder)} - {""}) if folder is not None else []
+        need = ", ".join(f"{class_names[k]} needs {counts[k]}, it holds {have[k]}" for k in short)
+        enough = ",".join(str(max(c, h)) for c, h in zip(counts, have, strict=True))
+        raise UserError(f"--synthetic{' ' + str(folder) if folder is not None else ''}: too few synthetic images "
+                        f"({need}{'; ' + why if why else ''}); export enough: `python -m cxr_utils sample --run-dir RUN "
+                        f"--n-per-class {enough} --out {folder if folder is not None else 'FOLDER'}` (RUN: the GAN run "
+                        f"folder{' ' + repr(run[0]) if len(run) == 1 else ''}) or notebook 03 with a larger EXPORT_RATIO")
+    keep = np.concatenate([np.flatnonzero(y == k)[:n] for k, n in enumerate(counts)]).astype(np.int64)
+    return np.asarray(images)[keep], y[keep]
+
+
 # ----------------------------------------------------------------------------- export
 
 
@@ -121,14 +147,16 @@ def _check_out(out: Path, run_name: str) -> None:
                         f"choose an empty or new folder (or delete this one)")
 
 
-def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike, seed: int = 0,
+def export(run_dir: str | os.PathLike, n_per_class: int | Sequence[int], out: str | os.PathLike, seed: int = 0,
            batch_size: int = 256, progress: bool | str = "auto", which: str | int = "best") -> Path:
-    """Write n_per_class PNGs per class from the run's EMA generator (`which`: best | last | epoch) into
-    OUT/<class>/ plus OUT/manifest.csv (its `generator` column says which one)."""
+    """Write n_per_class PNGs per class (one count for every class, or one per class in class order) from the run's
+    EMA generator (`which`: best | last | epoch) into OUT/<class>/ plus OUT/manifest.csv (its `generator` column says
+    which one)."""
     run_dir = Path(run_dir)
     out = Path(out)
-    if n_per_class < 1:
-        raise UserError(f"--n-per-class: must be >= 1, got {n_per_class}")
+    counts = [int(n_per_class)] if isinstance(n_per_class, (int, np.integer)) else [int(n) for n in n_per_class]
+    if not counts or min(counts) < 1:
+        raise UserError(f"--n-per-class: must be >= 1 for every class, got {','.join(map(str, counts)) or 'nothing'}")
     if batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
     if not run_dir.is_dir():
@@ -144,12 +172,17 @@ def export(run_dir: str | os.PathLike, n_per_class: int, out: str | os.PathLike,
     if file_digest(src) != sha:  # a trainer replaced it meanwhile (atomically): the hash must describe these weights
         raise UserError(f"{src}: replaced while it was being loaded (a trainer is still writing the run); export again")
     class_names = tuple(getattr(cfg, "class_names", CLASS_NAMES))
+    if len(counts) == 1:
+        counts *= len(class_names)
+    if len(counts) != len(class_names):
+        raise UserError(f"--n-per-class {','.join(map(str, counts))}: give one count, or one per class "
+                        f"({', '.join(class_names)})")
     latent = latent_dim_of(generator)
-    n_total = n_per_class * len(class_names)
+    n_total = sum(counts)
     # one seed -> all the noise; image i of class k always gets the same noise row, whatever the batch size
     noise = noise_for(seed, n_total, latent)
-    labels = np.repeat(np.arange(len(class_names)), n_per_class)
-    index_in_class = np.tile(np.arange(1, n_per_class + 1), len(class_names))
+    labels = np.repeat(np.arange(len(class_names)), counts)
+    index_in_class = np.concatenate([np.arange(1, n + 1) for n in counts])
 
     rows: list[dict[str, str]] = []
     show = (sys.stderr.isatty() or in_notebook()) if progress == "auto" else bool(progress)

@@ -32,3 +32,36 @@ def tiny_generator(seed: int = 0, size: int = 32, channels: int = 3, latent: int
     h = keras.layers.Concatenate()([z, e])
     h = keras.layers.Dense(size * size * channels, activation="tanh")(h)
     return keras.Model([z, y], keras.layers.Reshape((size, size, channels))(h))
+
+
+def protocol_result(protocol: str, y, probs_per_seed, folder: str | None = None, ratio: float | None = None,
+                    model: str = "VGG16 random init", **extra) -> dict:
+    """A result shaped like evaluation.run_protocol's, from test labels and one probability vector per seed."""
+    from cxr_utils import evaluation as E
+
+    y = np.asarray(y)
+    per = [{"seed": s, **E.classification_metrics(y, np.asarray(p)), "stages": [], "test_probs": list(map(float, p))}
+           for s, p in enumerate(probs_per_seed)]
+    mean, std = E._seed_stats(per, (*E.METRICS, *E.COUNTS))
+    return {"protocol": protocol, "protocol_text": E.PROTOCOL_TEXT[protocol], "model": model,
+            "weights": "random init" if "random" in model else "imagenet", "synthetic": folder,
+            "synthetic_ratio": ratio, "seeds": list(range(len(per))), "mean": mean, "std": std, "threshold": 0.5,
+            "ci95": E.bootstrap_ci(y, [np.asarray(p) for p in probs_per_seed], 100), "per_seed": per,
+            "test_labels": y.tolist(), **extra}
+
+
+def study_results(n_neg: int = 30, n_pos: int = 50, folders=("runs/a/synthetic", "runs/b/synthetic"),
+                  ratios=(0.5, 1.0), seeds: int = 2, **extra) -> list[dict]:
+    """trtr once, then tstr and augment per folder and ratio, with planted, distinct predictions (seeded)."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(n_neg, int), np.ones(n_pos, int)]
+
+    def probs(skill: float) -> list:
+        return [np.clip(y * skill + rng.normal(0.5 - skill / 2, 0.2, len(y)), 0, 1) for _ in range(seeds)]
+
+    out = [protocol_result("trtr", y, probs(0.4), **extra)]
+    for f in folders:
+        for r in ratios:
+            out.append(protocol_result("tstr", y, probs(0.1 + 0.1 * r), f, r, **extra))
+            out.append(protocol_result("augment", y, probs(0.45 + 0.05 * r), f, r, **extra))
+    return out

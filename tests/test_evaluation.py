@@ -96,22 +96,84 @@ def _distinct(n: int, start: int, size: int = 8) -> np.ndarray:
 
 def test_protocol_phases_are_exactly_their_inputs():
     xr, yr = _distinct(4, 10), np.array([0, 1, 0, 1])
-    xs, ys = _distinct(3, 100), np.array([1, 0, 1])
+    xs, ys = _distinct(6, 100), np.array([0, 0, 0, 1, 1, 1])  # a synthetic folder: class by class, in file order
     real, syn = (xr, yr), (xs, ys)
 
-    def phases(protocol, synthetic=syn):
-        return [(name, x.tolist(), y.tolist()) for name, x, y in E.train_set(protocol, real, synthetic)]
+    def phases(protocol, synthetic=syn, ratio=1.0):
+        return [(name, x.tolist(), y.tolist()) for name, x, y in E.train_set(protocol, real, synthetic, ratio)]
 
-    r, s = (xr.tolist(), yr.tolist()), (xs.tolist(), ys.tolist())
+    # ratio 1: per class as many synthetic images as real ones (2 + 2), the first of each class in file order
+    r, s = (xr.tolist(), yr.tolist()), (xs[[0, 1, 3, 4]].tolist(), [0, 0, 1, 1])
     assert phases("trtr", None) == [("real", *r)]
     assert phases("trtr") == [("real", *r)]  # a synthetic folder given to trtr is never trained on
     assert phases("tstr") == [("synthetic", *s)]
-    assert phases("augment") == [("real+synthetic", xr.tolist() + xs.tolist(), yr.tolist() + ys.tolist())]
+    assert phases("augment") == [("real+synthetic", xr.tolist() + s[0], yr.tolist() + s[1])]
     assert phases("pretrain") == [("synthetic", *s), ("real", *r)]  # synthetic first, then fine-tuned on real
+    assert phases("pretrain", ratio=0) == phases("trtr")  # nothing to pretrain on: trtr
+    assert phases("augment", ratio=0) == [("real+synthetic", *r)]  # no synthetic image added: trtr's images
     with pytest.raises(UserError, match="--synthetic: protocol tstr needs"):
         E.train_set("tstr", real, None)
     with pytest.raises(UserError, match="--protocol bogus: use one of trtr, tstr, augment, pretrain"):
         E.train_set("bogus", real, syn)
+    with pytest.raises(UserError, match="--synthetic-ratio 0: tstr would train on no images"):
+        E.train_set("tstr", real, syn, 0)
+    with pytest.raises(UserError, match="--synthetic-ratio -1: must be a number >= 0"):
+        E.train_set("augment", real, syn, -1)
+
+
+IMBALANCED = (np.array([0] * 6 + [1] * 18), 12)  # real train NORMAL : PNEUMONIA = 1 : 3 (as Kaggle), n per class
+
+
+@pytest.mark.parametrize("ratio, n_syn", [(0.5, (3, 9)), (1, (6, 18)), (2, (12, 36)), (1 / 3, (2, 6)), (0.25, (2, 5))])
+def test_augment_gives_every_class_the_same_synthetic_fraction(ratio, n_syn):
+    yr = np.random.default_rng(0).permutation(IMBALANCED[0])
+    xr = _distinct(len(yr), 0)
+    xs, ys = _distinct(80, 100), np.repeat([0, 1], 40)
+    [(name, x, y)] = E.train_set("augment", (xr, yr), (xs, ys), ratio)
+    real = np.bincount(yr, minlength=2)
+    syn = np.bincount(y, minlength=2) - real
+    assert name == "real+synthetic" and tuple(syn) == n_syn  # round(ratio x real), per class
+    # every class is (up to half an image, here 0.25 x 6 = 1.5 -> 2) the same fraction synthetic: ratio / (1 + ratio)
+    assert np.abs(syn - ratio * real).max() <= 0.5
+    if (ratio * real == np.round(ratio * real)).all():
+        assert (syn / (syn + real)).tolist() == pytest.approx([ratio / (1 + ratio)] * 2)
+    # the real images, then the first synthetic images of each class in file order
+    assert np.array_equal(x[: len(yr)], xr) and np.array_equal(x[len(yr):], np.concatenate([xs[:n_syn[0]], xs[40:40 + n_syn[1]]]))
+
+
+@pytest.mark.parametrize("ratio", [1, 2, 0.5])
+def test_tstr_and_pretrain_use_ratio_times_trtrs_images_per_class(ratio):
+    yr = IMBALANCED[0]
+    real, syn = (_distinct(len(yr), 0), yr), (_distinct(80, 100), np.repeat([0, 1], 40))
+    [(_, _, y_trtr)] = E.train_set("trtr", real, syn, ratio)
+    [(_, _, y_tstr)] = E.train_set("tstr", real, syn, ratio)
+    assert (np.bincount(y_tstr) == ratio * np.bincount(y_trtr)).all()  # ratio 1: exactly trtr's counts per class
+    (n1, _, y_pre), (n2, _, y_real) = E.train_set("pretrain", real, syn, ratio)
+    assert (n1, n2) == ("synthetic", "real") and (np.bincount(y_pre) == np.bincount(y_tstr)).all()
+    assert np.array_equal(y_real, yr)
+    counts = E.phase_counts(E.train_set("augment", real, syn, ratio), yr)
+    assert counts == {"real+synthetic": {"real": {"NORMAL": 6, "PNEUMONIA": 18},
+                                         "synthetic": {"NORMAL": int(6 * ratio), "PNEUMONIA": int(18 * ratio)}}}
+    assert E.phase_counts(E.train_set("pretrain", real, syn, ratio), yr)["real"]["synthetic"] == {"NORMAL": 0,
+                                                                                                  "PNEUMONIA": 0}
+
+
+def test_too_few_synthetic_images_is_one_error_naming_folder_class_counts_and_the_export(tmp_path):
+    from cxr_utils.io import atomic_write_csv
+    from cxr_utils.synthetic import MANIFEST_FIELDS, MANIFEST_NAME
+
+    folder = write_noise_pngs(tmp_path / "syn", n_per_class=10, size=8)
+    atomic_write_csv(folder / MANIFEST_NAME, [dict.fromkeys(MANIFEST_FIELDS, "") | {"run": "gan-seed-3"}], MANIFEST_FIELDS)
+    syn = E.load_synthetic_folder(folder, 8)[0]
+    yr = IMBALANCED[0]  # 6 NORMAL, 18 PNEUMONIA
+    with pytest.raises(UserError) as e:
+        E.train_set("augment", (_distinct(len(yr), 0), yr), syn, 2, folder)
+    msg = str(e.value)
+    assert msg.startswith(f"--synthetic {folder}: too few synthetic images (NORMAL needs 12, it holds 10, "
+                          f"PNEUMONIA needs 36, it holds 10; synthetic ratio 2 x the real training images)")
+    assert f"`python -m cxr_utils sample --run-dir RUN --n-per-class 12,36 --out {folder}`" in msg
+    assert "'gan-seed-3'" in msg and "EXPORT_RATIO" in msg and "\n" not in msg
+    assert len(E.train_set("augment", (_distinct(len(yr), 0), yr), syn, 0.5, folder)[0][2]) == 24 + 3 + 9  # enough
 
 
 class _FitSpy:
@@ -150,16 +212,20 @@ class _FitSpy:
             assert not any(np.array_equal(test[i], row) for i in range(len(test)) for row in np.concatenate([c["x"], vx]))
 
 
-@pytest.mark.parametrize("protocol", E.PROTOCOLS)
-def test_every_protocol_trains_each_stage_on_its_own_inputs_and_selects_on_real_val(protocol, monkeypatch, offline_keras):
+@pytest.mark.parametrize("protocol, ratio", [(p, 1) for p in E.PROTOCOLS] + [("augment", 2), ("tstr", 0.5)])
+def test_every_protocol_trains_each_stage_on_its_own_inputs_and_selects_on_real_val(protocol, ratio, monkeypatch,
+                                                                                    offline_keras):
     x = {"train": _distinct(6, 10, 32), "val": _distinct(4, 40, 32), "test": _distinct(4, 80, 32)}
     y = {"train": np.array([0, 1, 1, 1, 0, 1]), "val": np.array([0, 1, 1, 0]), "test": np.array([1, 0, 0, 1])}  # 1:2
     real = {k: (x[k], y[k]) for k in x}
-    syn = (_distinct(4, 200, 32), np.array([1, 1, 0, 0]))
+    syn = (_distinct(12, 200, 32), np.array([0] * 4 + [1] * 8))  # as a folder loads: class by class, file order
     spy = _FitSpy(monkeypatch, train=False)
-    res = E.run_protocol(protocol, real, syn, weights="none", cfg=E.EvalConfig.smoke(), log=lambda _: None)
-    expected = {"trtr": [real["train"]], "tstr": [syn], "pretrain": [syn, real["train"]],
-                "augment": [(np.concatenate([x["train"], syn[0]]), np.concatenate([y["train"], syn[1]]))]}[protocol]
+    res = E.run_protocol(protocol, real, syn, weights="none", cfg=E.EvalConfig.smoke(), log=lambda _: None, ratio=ratio)
+    # per class ratio x the real training images (2 NORMAL, 4 PNEUMONIA): the first ones of each class
+    keep = np.r_[np.arange(int(2 * ratio)), 4 + np.arange(int(4 * ratio))]
+    sel = (syn[0][keep], syn[1][keep])
+    expected = {"trtr": [real["train"]], "tstr": [sel], "pretrain": [sel, real["train"]],
+                "augment": [(np.concatenate([x["train"], sel[0]]), np.concatenate([y["train"], sel[1]]))]}[protocol]
     stages = [(xx, yy, stage) for xx, yy in expected for stage in ("head", "finetune")]  # two stages per phase
     assert len(spy.calls) == len(stages)
     for call, (xx, yy, _stage) in zip(spy.calls, stages, strict=True):
@@ -171,6 +237,15 @@ def test_every_protocol_trains_each_stage_on_its_own_inputs_and_selects_on_real_
     assert [st["stage"] for st in res["per_seed"][0]["stages"]] == [f"{n}:{s}" for n in names[protocol] for s in ("head", "finetune")]
     assert res["n_train"] == {n: E._class_counts(yy) for n, (_, yy) in zip(names[protocol], expected, strict=True)}
     assert res["test_labels"] == y["test"].tolist() and res["n_val"] == {"NORMAL": 2, "PNEUMONIA": 2}
+    # the exact real / synthetic counts of every phase, and the ratio, are recorded
+    n_syn = {"NORMAL": int(2 * ratio), "PNEUMONIA": int(4 * ratio)}
+    n_real, none = {"NORMAL": 2, "PNEUMONIA": 4}, {"NORMAL": 0, "PNEUMONIA": 0}
+    assert res["counts"] == {"trtr": {"real": {"real": n_real, "synthetic": none}},
+                             "tstr": {"synthetic": {"real": none, "synthetic": n_syn}},
+                             "augment": {"real+synthetic": {"real": n_real, "synthetic": n_syn}},
+                             "pretrain": {"synthetic": {"real": none, "synthetic": n_syn},
+                                          "real": {"real": n_real, "synthetic": none}}}[protocol]
+    assert res["synthetic_ratio"] == (None if protocol == "trtr" else ratio)
 
 
 def test_without_a_val_split_nothing_is_early_stopped_on_anything(monkeypatch, offline_keras):
@@ -230,6 +305,7 @@ def _run_cli(argv, capsys) -> tuple[int, str, str]:
     ("empty", "no .png images"),
     ("no_folder", "--synthetic: protocol tstr needs"),
     ("input_size", "--input-size 16"),
+    ("too_few", "too few synthetic images (NORMAL needs 5, it holds 3, PNEUMONIA needs 5, it holds 3"),
 ])
 def test_cli_bad_input_exits_2(case, message, sample_npz, tmp_path, capsys):
     syn = tmp_path / "syn"
@@ -241,7 +317,7 @@ def test_cli_bad_input_exits_2(case, message, sample_npz, tmp_path, capsys):
         (syn / "NORMAL").mkdir(parents=True)
         (syn / "PNEUMONIA").mkdir()
     else:
-        write_noise_pngs(syn)
+        write_noise_pngs(syn, n_per_class=3 if case == "too_few" else 5)  # the sample's real train: 5 per class
     argv = ["evaluate", "--data", str(sample_npz), "--protocol", "tstr", "--weights", "none", "--smoke",
             "--out", str(tmp_path / "r.json")]
     if case != "no_folder":
@@ -261,14 +337,15 @@ def test_cli_weights_imagenet_offline_exits_2(sample_npz, tmp_path, capsys, offl
 
 
 def test_cli_tstr_writes_counts_consistent_json_labelled_random_init(sample_npz, tmp_path, capsys, offline_keras):
-    syn = write_noise_pngs(tmp_path / "syn", n_per_class=3)
+    syn = write_noise_pngs(tmp_path / "syn", n_per_class=7)  # more than needed: the first 5 per class are taken
     out = tmp_path / "eval" / "tstr.json"
     code, stdout, err = _run_cli(["evaluate", "--data", str(sample_npz), "--synthetic", str(syn), "--protocol", "tstr",
                                   "--weights", "auto", "--seeds", "2", "--smoke", "--out", str(out)], capsys)
     assert code == 0, err
     res = json.loads(out.read_text())
     assert res["weights"] == "random init" and res["weights_requested"] == "auto"
-    assert res["n_train"] == {"synthetic": {"NORMAL": 3, "PNEUMONIA": 3}}
+    # per class as many synthetic images as trtr has real ones (the sample's train split: 5 + 5)
+    assert res["n_train"] == {"synthetic": {"NORMAL": 5, "PNEUMONIA": 5}} and res["synthetic_ratio"] == 1.0
     assert res["n_test"] == {"NORMAL": 1, "PNEUMONIA": 1} and res["source"] == "sample" and not res["full_dataset"]
     assert res["seeds"] == [0, 1] and len(res["per_seed"]) == 2
     assert res["command"].startswith("python -m cxr_utils evaluate --data ") and "--protocol tstr" in res["command"]

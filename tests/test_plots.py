@@ -79,3 +79,60 @@ def test_nearest_figure_pairs_each_synthetic_with_its_neighbour() -> None:
     assert titles[:2] == ["syn PNEUMONIA\nd=0.000", "syn NORMAL\nd=0.200"]
     assert titles[2:] == ["real #1\nPNEUMONIA", "real #0\nNORMAL"]
     assert "real-to-real nearest distance median 1.000" in fig._suptitle.get_text()
+
+
+def _study(model: str = RANDOM, ratios=(0.5, 1.0)):
+    from _helpers import study_results
+
+    from cxr_utils import study
+
+    results = study_results(model=model, ratios=ratios)
+    return results, study.compare_to_trtr(results, n_boot=100)
+
+
+def test_paired_differences_draws_each_entry_and_the_pooled_runs_with_their_intervals():
+    results, across = _study()
+    fig = plots.paired_differences(results, across)
+    ax = fig.axes[0]  # accuracy
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["tstr x0.5 [run 1]", "tstr x0.5 [run 2]", "tstr x0.5, 2 runs pooled",
+                      "augment x0.5 [run 1]", "augment x0.5 [run 2]", "augment x0.5, 2 runs pooled",
+                      "tstr x1 [run 1]", "tstr x1 [run 2]", "tstr x1, 2 runs pooled",
+                      "augment x1 [run 1]", "augment x1 [run 2]", "augment x1, 2 runs pooled"]
+    expected = [r["vs_trtr"] for r in results[1:]]
+    folders = list(dict.fromkeys(r["synthetic"] for r in results[1:]))
+    by_label = {plots.entry_label(r, folders): r["vs_trtr"] for r in results[1:]}
+    by_label.update({f"{a['protocol']} x{a['synthetic_ratio']:g}, 2 runs pooled": a["vs_trtr_pooled"] for a in across})
+    drawn = {}
+    ticks = {round(t, 6): lab for t, lab in zip(ax.get_yticks(), labels, strict=True)}
+    for c in ax.containers:  # one errorbar per row: the point at the difference, the bar from lo to hi (points)
+        (x,), (y,) = c.lines[0].get_xdata(), c.lines[0].get_ydata()
+        (lo, _), (hi, _) = c.lines[2][0].get_segments()[0]
+        drawn[ticks[round(y, 6)]] = (x, lo, hi)
+    assert len(drawn) == len(labels) == len(expected) + len(across)
+    for label, vs in by_label.items():
+        d, (lo, hi) = vs["difference"]["accuracy"], vs["ci95"]["accuracy"]
+        assert drawn[label] == pytest.approx((100 * d, 100 * lo, 100 * hi)), label
+    assert "random init" in _title(fig) and "paired bootstrap 95% interval" in _title(fig)
+    plots.plt.close(fig)
+    img = plots.paired_differences(*_study(IMAGENET))
+    assert "ImageNet" in _title(img) and "random init" not in _title(img)
+    plots.plt.close(img)
+
+
+def test_ratio_sweep_puts_trtr_at_ratio_zero_of_augment_and_no_tstr_point_there():
+    results, across = _study(ratios=(0.5, 1.0, 2.0))
+    fig = plots.ratio_sweep(results, across)
+    top, bottom = fig.axes[0], fig.axes[2]  # accuracy: levels, then difference from trtr
+    lines = {ln.get_label(): ln for ln in top.get_lines() if not ln.get_label().startswith("_")}
+    trtr = results[0]["mean"]["accuracy"]
+    assert lines["trtr (real only)"].get_ydata()[0] == pytest.approx(100 * trtr)
+    aug, tstr = lines["augment"], lines["tstr"]
+    assert list(aug.get_xdata()) == [0.0, 0.5, 1.0, 2.0] and list(tstr.get_xdata()) == [0.5, 1.0, 2.0]
+    assert aug.get_ydata()[0] == pytest.approx(100 * trtr)  # ratio 0 of augment is the trtr entry itself
+    pooled = {a["synthetic_ratio"]: a["metrics"]["accuracy"]["mean"] for a in across if a["protocol"] == "augment"}
+    assert list(aug.get_ydata()[1:]) == pytest.approx([100 * pooled[r] for r in (0.5, 1.0, 2.0)])
+    diffs = [ln for ln in bottom.get_lines() if len(ln.get_xdata()) > 1 and ln.get_color() == aug.get_color()]
+    assert diffs[-1].get_ydata()[0] == 0.0  # its difference from trtr there: 0 by construction
+    assert "random init" in _title(fig)
+    plots.plt.close(fig)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from cxr_utils import evaluation as E
@@ -85,3 +86,54 @@ def test_per_class_report_is_sklearns_report_of_the_first_seed_at_its_threshold(
     rows = {ln.split()[0]: ln.split()[1:] for ln in text.splitlines() if ln.strip().startswith(("NORMAL", "PNEUMONIA"))}
     # first seed at 0.5: predictions 0, 1, 1, 1 -> NORMAL precision 1, recall 0.5; PNEUMONIA precision 2/3, recall 1
     assert rows == {"NORMAL": ["1.000", "0.500", "0.667", "2"], "PNEUMONIA": ["0.667", "1.000", "0.800", "2"]}
+
+
+def test_comparison_and_spread_tables_show_paired_differences_and_both_spreads():
+    from _helpers import study_results
+
+    from cxr_utils import stats, study
+
+    results = study_results()
+    across = study.compare_to_trtr(results, n_boot=200)
+    t = R.comparison_table(results)
+    assert t["protocol"].tolist() == ["trtr"] + ["tstr", "augment"] * 4
+    assert t["synthetic"].tolist() == [""] + ["run 1"] * 4 + ["run 2"] * 4  # both folders are named "synthetic"
+    named = R.comparison_table(study_results(folders=("runs/a/syn-a", "runs/b/syn-b")))["synthetic"].tolist()
+    assert named == [""] + ["syn-a"] * 4 + ["syn-b"] * 4  # distinct folder names are shown as they are
+    assert t["ratio"].tolist()[1:] == [0.5, 0.5, 1.0, 1.0] * 2
+    row, r = t.iloc[3], results[3]  # augment x0.5, folder a
+    expect = stats.paired_difference(r["test_labels"], [e["test_probs"] for e in r["per_seed"]],
+                                     [e["test_probs"] for e in results[0]["per_seed"]], n_boot=200)
+    assert row["accuracy_vs_trtr"] == round(100 * expect["difference"]["accuracy"], 2)
+    lo, hi = expect["ci95"]["roc_auc"]
+    assert row["roc_auc_vs_trtr_ci95"] == f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    assert t.iloc[0]["accuracy_vs_trtr"] is None or np.isnan(t.iloc[0]["accuracy_vs_trtr"])  # trtr against itself: none
+    s = R.spread_table(across)
+    assert s[["protocol", "ratio", "gan_runs", "seeds_per_run"]].values.tolist() == [
+        ["tstr", 0.5, 2, 2], ["augment", 0.5, 2, 2], ["tstr", 1.0, 2, 2], ["augment", 1.0, 2, 2]]
+    per_run = [[e["accuracy"] for e in x["per_seed"]] for x in (results[1], results[5])]  # tstr x0.5, both folders
+    assert s.iloc[0]["accuracy_std_gan_runs"] == round(100 * np.std([np.mean(v) for v in per_run], ddof=1), 2)
+    assert s.iloc[0]["accuracy_std_classifier_seeds"] == round(100 * np.mean([np.std(v, ddof=1) for v in per_run]), 2)
+
+
+def test_results_markdown_adds_paired_differences_and_the_gan_run_spread(tmp_path):
+    from _helpers import study_results
+
+    from cxr_utils import study
+
+    grade = {"weights": "imagenet", "full_dataset": True, "smoke": False, "source": "kaggle"}
+    results = study_results(model="VGG16 ImageNet", **grade)
+    across = study.compare_to_trtr(results, n_boot=200)
+    (tmp_path / "r.json").write_text(json.dumps({"protocols": results, "across_folders": across}))
+    md = R.results_markdown(tmp_path / "r.json", seed_check=False)
+    vs = results[3]["vs_trtr"]
+    d, (lo, hi) = vs["difference"]["accuracy"], vs["ci95"]["accuracy"]
+    assert "| augment x0.5, run 1 (train on real + synthetic, test on real) | kaggle | 2 |" in md
+    assert f"accuracy {100 * d:+.2f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" in md
+    assert "paired, class-stratified bootstrap 95% interval (BCa)" in md and "Across GAN runs" in md
+    a = across[0]["metrics"]["accuracy"]
+    assert f"| tstr x0.5 | 2 | {100 * a['mean']:.2f} | {100 * a['std_across_folders']:.2f} | " \
+           f"{100 * a['std_across_seeds']:.2f} |" in md
+    (tmp_path / "smoke.json").write_text(json.dumps({"protocols": study_results(), "across_folders": across}))
+    other = R.results_markdown(tmp_path / "smoke.json", seed_check=False)
+    assert "Across GAN runs" not in other and "(trtr, tstr x0.5, augment x0.5, tstr x1, augment x1)" in other

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_utils import metrics, review
+from cxr_utils import metrics, review, synthetic
 
 
 def test_gallery_rows_put_each_synthetic_row_under_real_images_of_its_class() -> None:
@@ -39,9 +39,16 @@ def test_memorization_table_shows_medians_and_counts_of_a_pixel_memorization() -
     assert t.iloc[1].tolist() == [5, 3]
 
 
-def test_export_size_is_the_given_count_or_the_largest_real_class_at_least_16() -> None:
-    many = np.array([0] * 20 + [1] * 30)
-    assert review.export_size(None, many, 2) == 30  # like-for-like with the largest real training class
-    assert review.export_size(None, np.array([0, 1, 1]), 2) == review.MIN_EXPORT == 16  # a tiny source: at least 16
-    assert review.export_size(5, many, 2) == 5  # an explicit count wins
-    assert review.export_size(None, np.array([0, 0, 0]), 3) == 16  # an absent class counts as zero
+def test_export_size_is_per_class_the_ratio_times_its_real_images_at_least_16() -> None:
+    kaggle = np.array([0] * 1080 + [1] * 3100)  # about the Kaggle train split after the grouped re-split (1 : 3)
+    # the default covers notebook 04's sweep up to 2 x real, in each class's own proportion
+    assert review.export_size(None, kaggle, 2) == [2160, 6200] and review.EXPORT_RATIO == 2
+    assert review.export_size(None, kaggle, 2, ratio=1) == [1080, 3100]  # = what tstr / augment at ratio 1 take
+    assert review.export_size(None, kaggle, 2, ratio=0.5) == [540, 1550]
+    # enough for every ratio up to the export's: synthetic.per_class_for_ratio is the rule notebook 04 applies
+    for r in (0.25, 0.5, 1, 1.5, 2):
+        assert all(n >= k for n, k in zip(review.export_size(None, kaggle, 2), synthetic.per_class_for_ratio([1080, 3100], r),
+                                          strict=True))
+    assert review.export_size(None, np.array([0, 1, 1]), 2) == [16, 16] and review.MIN_EXPORT == 16  # a tiny source
+    assert review.export_size(5, kaggle, 2) == [5, 5]  # an explicit count wins, for every class
+    assert review.export_size(None, np.array([0, 0, 0]), 3) == [16, 16, 16]  # an absent class counts as zero

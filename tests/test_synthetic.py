@@ -115,6 +115,28 @@ def test_export_is_a_pure_function_of_the_seed(run_dir: Path, tmp_path: Path) ->
     assert (a / "NORMAL" / "syn-s7-000001.png").read_bytes() == (b / "NORMAL" / "syn-s7-000001.png").read_bytes()
 
 
+def test_export_writes_a_count_per_class_and_a_subset_rule_takes_the_first_in_file_order(run_dir: Path,
+                                                                                          tmp_path: Path) -> None:
+    out = synthetic.export(run_dir, [2, 5], tmp_path / "per-class", seed=3, progress=False)
+    assert [sorted(p.name for p in (out / c).iterdir()) for c in CLASS_NAMES] == [
+        [f"syn-s3-{i:06d}.png" for i in range(1, 3)], [f"syn-s3-{i:06d}.png" for i in range(1, 6)]]
+    rows = _read_csv(out / "manifest.csv")
+    assert [r["label"] for r in rows] == ["0"] * 2 + ["1"] * 5
+    images, labels = synthetic.load_synthetic(out, expected_size=S)
+    gen = keras.models.load_model(run_dir / "generator.keras", safe_mode=True, compile=False)
+    expect = sample.to_uint8(keras.ops.convert_to_numpy(
+        gen([sample.noise_for(3, 7, LATENT), np.array([0, 0, 1, 1, 1, 1, 1], np.int32)], training=False)))
+    assert np.abs(images.astype(int) - expect.astype(int)).max() <= 1  # noise row i -> image i, in file order
+    sub, sub_y = synthetic.first_per_class(images, labels, [1, 3], out)
+    assert np.array_equal(sub, images[[0, 2, 3, 4]]) and sub_y.tolist() == [0, 1, 1, 1]
+    with pytest.raises(UserError, match=r"too few synthetic images \(NORMAL needs 3, it holds 2\); .*--n-per-class 3,5 "):
+        synthetic.first_per_class(images, labels, [3, 5], out)
+    with pytest.raises(UserError, match="--n-per-class 1,2,3: give one count, or one per class"):
+        synthetic.export(run_dir, [1, 2, 3], tmp_path / "bad", progress=False)
+    assert synthetic.per_class_for_ratio([1080, 3100, 5], 0.5) == [540, 1550, 3]  # half an image rounds up
+    assert synthetic.per_class_for_ratio([7, 3], 0.1) == [1, 0] and synthetic.per_class_for_ratio([3], 0) == [0]
+
+
 def test_export_refuses_foreign_folder_and_replaces_own_previous_export(run_dir: Path, tmp_path: Path) -> None:
     foreign = tmp_path / "mine"
     foreign.mkdir()
@@ -236,6 +258,12 @@ def test_cli_sample(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli.main(["sample", "--run-dir", str(run_dir), "--n-per-class", "3", "--out", str(out), "--seed", "4"]) == 0
     assert "wrote 6 synthetic PNGs" in capsys.readouterr().out
     assert len(synthetic.read_manifest(out)) == 6
+    assert cli.main(["sample", "--run-dir", str(run_dir), "--n-per-class", "1,2", "--out", str(out), "--seed", "4"]) == 0
+    assert "wrote 3 synthetic PNGs" in capsys.readouterr().out
+    assert [r["class"] for r in synthetic.read_manifest(out)] == ["NORMAL", "PNEUMONIA", "PNEUMONIA"]
+    with pytest.raises(SystemExit) as bad:  # argparse's one line, exit 2
+        cli.main(["sample", "--run-dir", str(run_dir), "--n-per-class", "x", "--out", str(out)])
+    assert bad.value.code == 2 and "give a whole number, or one per class" in capsys.readouterr().err
     assert cli.main(["sample", "--run-dir", str(tmp_path / "missing"), "--n-per-class", "3", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing: folder not found" in err
