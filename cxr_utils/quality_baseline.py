@@ -7,26 +7,30 @@ synthetic images (`QualityProbe.measure`); each stand-in set is disjoint from wh
 
 - scores against the training images (diversity, train coverage, fidelity): the stand-ins are held-out (val)
   images, m_c = min(n_per_class, val images of class c) per class;
-- scores against the held-out reference (KID, PRDC): the stand-ins are training images, m_c = min(n_per_class,
-  training images of class c) per class. (The probe's feature classifier was fit to the training images, so their
-  features may sit a little farther from the reference than unseen images would: that baseline errs high.)
+- scores against the held-out reference (KID, PRDC): the val split is cut in two per class (a seeded choice):
+  m_c = min(n_per_class, half of class c) stand-ins against the rest as the reference. Training images would be
+  disjoint from the reference too, but the features are those of a classifier fit to the training images, and they
+  are not like unseen images there: on the sample, the training NORMAL images' features sat 2x farther from the val
+  images than the synthetic ones did (KID 3.98 against 0.29), a baseline no generator could fail to beat. The
+  synthetic images' scores compared with this baseline are measured against the same half (KID, which is unbiased
+  whatever the set sizes, against the whole val split).
 
 Diversity, train coverage and PRDC depend on how many images are scored (more images cover more), so a synthetic
 score is compared with its baseline at the same count: the mean over disjoint chunks of m_c of the probe's
-n_per_class synthetic images per class. When m_c = n_per_class (full scale: 128 of ~270 val NORMAL images) that is
-simply the usual score. KID is unbiased, so it is compared at full count. Each ratio (`<score>_vs_real`, 1.0 = what
-held-out real images reach) goes into every quality.csv row beside the absolute score; the baseline itself is stored
-once per run in quality-baseline.json (read back on resume).
+n_per_class synthetic images per class. When m_c = n_per_class (full scale: 128 of ~260 val NORMAL images) that is
+one chunk: the usual score (against the reference half, for PRDC). KID is compared at full count. Each ratio
+(`<score>_vs_real`, 1.0 = what held-out real images reach) goes into every quality.csv row beside the absolute score;
+the baseline itself is stored once per run in quality-baseline.json (read back on resume).
 
-Fallback: without a held-out split, or with fewer than MIN_STAND_INS held-out images of a class, there are no
-stand-ins; with fewer than MIN_FOR_BARS the ratios are recorded but are too coarse to judge by. Either way the file
+Fallback: without a held-out split, or with fewer than MIN_STAND_INS held-out images of a class (2 MIN_STAND_INS for
+the reference side, which needs a reference besides), there are no stand-ins; with fewer than MIN_FOR_BARS the ratios
+are recorded but are too coarse to judge by. Either way the file
 and every row (`bars`) say why, and the collapse alarm and the learned bar use the fixed bars (cxr_utils.quality).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +54,25 @@ SIDES = {"train": "against the training images", "reference": "against the held-
 REAL_BARS = "real baseline"  # a row's `bars` when the alarm and the learned bar are fractions of the baseline
 
 
-def stand_in_indices(labels: np.ndarray, n_per_class: int, num_classes: int, seed: int) -> tuple[np.ndarray, list[int]]:
-    """A seeded choice of min(n_per_class, available) images per class -> (indices grouped by class, count per class)."""
+def stand_in_indices(labels: np.ndarray, n_per_class: int, num_classes: int, seed: int,
+                     halve: bool = False) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """A seeded choice of min(n_per_class, available) images per class (halve: of half the class) -> (stand-in indices
+    grouped by class, count per class, the class's other indices: the reference of a halved split)."""
     y = np.asarray(labels).astype(np.int64)
     rng = np.random.default_rng([seed, 8191])
-    idx, counts = [], []
+    idx, counts, rest = [], [], []
     for c in range(num_classes):
-        pool = np.flatnonzero(y == c)
-        pick = rng.permutation(pool)[:min(n_per_class, len(pool))]
-        idx.append(np.sort(pick))
-        counts.append(int(len(pick)))
-    return np.concatenate(idx).astype(np.int64) if idx else np.zeros(0, np.int64), counts
+        pool = rng.permutation(np.flatnonzero(y == c))
+        m = min(n_per_class, len(pool) // 2 if halve else len(pool))
+        idx.append(np.sort(pool[:m]))
+        rest.append(np.sort(pool[m:]))
+        counts.append(int(m))
+    return np.concatenate(idx).astype(np.int64), counts, np.concatenate(rest).astype(np.int64)
 
 
-def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None, x_train: np.ndarray,
-            y_train: np.ndarray) -> dict[str, Any]:
-    """The baseline of one probe: each side's stand-ins scored by probe.measure (see the module docstring)."""
+def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None) -> dict[str, Any]:
+    """The baseline of one probe: each side's held-out stand-ins scored by probe.measure (see the module docstring).
+    x_held / y_held: the held-out split whose features are probe.ref_feats (None: there is none)."""
     names = list(probe.class_names)
     k, n = len(names), probe.n_per_class
     out: dict[str, Any] = {
@@ -77,34 +84,43 @@ def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None, x_
         out["fallback"] = ("no held-out split: the quality reference is the training images, so no real image is left to "
                            "stand in for a synthetic one")
         return out
-    plan = {"train": (x_held, y_held, 0, "held-out val images", f"{len(probe.y_train)} training images"),
-            "reference": (x_train, y_train, 1, "training images (disjoint from the reference)", probe.reference)}
-    for side, (x, y, offset, what, against) in plan.items():
-        idx, counts = stand_in_indices(y, n, k, probe.seed + offset)
-        info: dict[str, Any] = {"stand_ins": what, "against": against, "per_class": dict(zip(names, counts, strict=True)),
-                                "indices": idx.tolist()}
-        short = [f"{m} {name} image{'s' if m != 1 else ''}" for name, m in zip(names, counts, strict=True) if m < MIN_STAND_INS]
-        if short:
-            info["missing"] = f"{' and '.join(short)} to stand in (fewer than {MIN_STAND_INS})"
+    y_held = np.asarray(y_held).astype(np.int64)
+    for side, offset, halve in (("train", 0, False), ("reference", 1, True)):
+        idx, counts, rest = stand_in_indices(y_held, n, k, probe.seed + offset, halve)
+        per_class = dict(zip(names, counts, strict=True))
+        info: dict[str, Any] = {"stand_ins": "held-out val images", "per_class": per_class, "indices": idx.tolist()}
+        if side == "train":
+            info["against"] = f"{len(probe.y_train)} training images"
         else:
-            xs, ys = np.asarray(x)[idx], np.asarray(y).astype(np.int64)[idx]
+            info["against"] = "the other val images of each class"
+            info["reference_indices"] = rest.tolist()
+            info["reference_per_class"] = {nm: int((y_held[rest] == c).sum()) for c, nm in enumerate(names)}
+        short = [f"{nm} ({(y_held == c).sum()} image{'s' if (y_held == c).sum() != 1 else ''})" for c, nm in
+                 enumerate(names) if counts[c] < MIN_STAND_INS]
+        if short:
+            need = 2 * MIN_STAND_INS if halve else MIN_STAND_INS
+            info["missing"] = (f"too few held-out images of {' and '.join(short)}: fewer than {need} per class"
+                               + (" to split into stand-ins and a reference" if halve else " to stand in"))
+        else:
+            xs, ys = np.asarray(x_held)[idx], y_held[idx]
             probs, feats = probe.predict(xs)
-            out["scores"].update(probe.measure(xs, ys, probs, feats, sides=(side,)))
+            ref = (probe.ref_feats[rest], probe.y_ref[rest]) if halve else None
+            out["scores"].update(probe.measure(xs, ys, probs, feats, sides=(side,), ref=ref))
         out["sides"][side] = info
     train = out["sides"]["train"]
     few = [f"{m} {name}" for name, m in train["per_class"].items() if m < MIN_FOR_BARS]
     if "missing" in train:
-        out["fallback"] = f"the held-out split has {train['missing']}"
+        out["fallback"] = train["missing"]
     elif few:
-        out["fallback"] = (f"only {' and '.join(few)} held-out images stand in, fewer than {MIN_FOR_BARS} per class: "
-                           "too few for a calibrated bar (the ratios are recorded, the fixed bars judge)")
+        out["fallback"] = (f"only {' and '.join(few)} held-out images, fewer than {MIN_FOR_BARS} per class: too few "
+                           "to judge by (the ratios are recorded)")
     if "kid" in out["scores"]:
         out["scores"]["kid_balanced"] = probe.balanced_kid(out["scores"])
     return out
 
 
-def load_or_compute(path: Path | None, reuse: bool, probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None,
-                    x_train: np.ndarray, y_train: np.ndarray) -> dict[str, Any]:
+def load_or_compute(path: Path | None, reuse: bool, probe: Any, x_held: np.ndarray | None,
+                    y_held: np.ndarray | None) -> dict[str, Any]:
     """The run's baseline: read back from `path` when reuse (a resume with the same classifier) and it fits this
     probe, else computed and written there atomically (if a path is given)."""
     if reuse and path is not None and path.is_file():
@@ -115,24 +131,30 @@ def load_or_compute(path: Path | None, reuse: bool, probe: Any, x_held: np.ndarr
         if (isinstance(saved, dict) and saved.get("version") == FORMAT_VERSION and saved.get("n_per_class") ==
                 probe.n_per_class and saved.get("class_names") == list(probe.class_names)):
             return saved
-    base = compute(probe, x_held, y_held, x_train, y_train)
+    base = compute(probe, x_held, y_held)
     if path is not None:
         cio.atomic_write_json(path, base)
     return base
 
 
-def at_count(probe: Any, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats: np.ndarray, counts: Sequence[int],
-             side: str, full: dict[str, Any]) -> dict[str, Any]:
-    """Scores of one side for synthetic images at `counts` images per class: the mean over disjoint chunks (the
-    first m_c, the next m_c, ... of each class); `full` (the usual row) when every class has exactly m_c images."""
+def at_count(probe: Any, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats: np.ndarray, side: str,
+             info: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
+    """Scores of one side for synthetic images at the baseline's count per class (info: the side's entry of the
+    baseline): the mean over disjoint chunks (the first m_c, the next m_c, ... of each class), against the same
+    reference as the stand-ins; `full` (the usual row) when that is one chunk against the usual reference."""
+    counts = list(info["per_class"].values())
+    ref = None
+    if "reference_indices" in info:
+        rest = np.asarray(info["reference_indices"], np.int64)
+        ref = (probe.ref_feats[rest], probe.y_ref[rest])
     per_class = [np.flatnonzero(np.asarray(ys) == c) for c in range(len(counts))]
-    if all(len(i) == m for i, m in zip(per_class, counts, strict=True)):
+    if ref is None and all(len(i) == m for i, m in zip(per_class, counts, strict=True)):
         return full
     chunks = min(len(i) // m for i, m in zip(per_class, counts, strict=True))
     rows = []
     for j in range(chunks):
         sel = np.concatenate([i[j * m:(j + 1) * m] for i, m in zip(per_class, counts, strict=True)])
-        rows.append(probe.measure(x[sel], ys[sel], probs[sel], feats[sel], sides=(side,)))
+        rows.append(probe.measure(x[sel], ys[sel], probs[sel], feats[sel], sides=(side,), ref=ref, kid=False))
     keys = {key for r in rows for key in r}
     return {key: _mean([r.get(key) for r in rows]) for key in keys}
 
@@ -148,7 +170,7 @@ def vs_real(probe: Any, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats:
         info = (base.get("sides") or {}).get(side)
         if not info or "missing" in info:
             continue
-        at = at_count(probe, x, ys, probs, feats, list(info["per_class"].values()), side, row)
+        at = at_count(probe, x, ys, probs, feats, side, info, row)
         for key in keys:
             v, b = finite(at.get(key)), finite(scores.get(key))
             cols[f"{key}_vs_real"] = v / b if v is not None and b is not None and b > 0 else None
@@ -186,7 +208,9 @@ def describe(base: dict[str, Any] | None) -> str:
         else:
             got = (f"KID {_fmt(s.get('kid'), 4)} (class-balanced {_fmt(s.get('kid_balanced'), 4)}), coverage "
                    f"{_fmt(s.get('coverage'))}")
-        parts.append(f"{info['stand_ins']} ({counts}) {SIDES[side]}: {got}")
+        against = "" if side == "train" else (" (" + " + ".join(f"{m} {n}" for n, m in info["reference_per_class"].items())
+                                              + " other val images)")
+        parts.append(f"{info['stand_ins']} ({counts}) {SIDES[side]}{against}: {got}")
     head = "real-vs-real baseline (quality-baseline.json): " + "; ".join(parts) if parts else "real-vs-real baseline: none"
     return head + (f". Fallback to the fixed bars: {base['fallback']}" if base.get("fallback") else "")
 

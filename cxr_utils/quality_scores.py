@@ -101,11 +101,12 @@ class QualityProbe:
         return predict_proba(self.classifier, x), self.extractor(x)
 
     def measure(self, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats: np.ndarray,
-                sides: Sequence[str] = ("train", "reference")) -> dict[str, Any]:
+                sides: Sequence[str] = ("train", "reference"), ref: tuple[np.ndarray, np.ndarray] | None = None,
+                kid: bool = True) -> dict[str, Any]:
         """The scores of images x labelled ys (synthetic, or real stand-ins for the baseline): "train" = diversity,
         train coverage and fidelity (against the training images), "reference" = KID and PRDC (against the held-out
-        reference); overall and per class."""
-        from .metrics import kid_and_prdc, label_fidelity
+        reference, or `ref` = (features, labels) of a part of it; kid False: PRDC only); overall and per class."""
+        from .metrics import kid_and_prdc, label_fidelity, prdc
 
         k, ys = len(self.class_names), np.asarray(ys)
         row: dict[str, Any] = {}
@@ -122,11 +123,16 @@ class QualityProbe:
                 row[f"train_coverage_{n}"] = cov[c] / tot[c] if tot[c] else None
                 row[f"fidelity_{n}"] = fid["per_class"][n]
         if "reference" in sides:
-            scopes = [("", np.ones(len(ys), bool), np.ones(len(self.y_ref), bool))]
-            scopes += [(f"_{n}", ys == c, self.y_ref == c) for c, n in enumerate(self.class_names)]
+            rf, ry = ref if ref is not None else (self.ref_feats, self.y_ref)
+            scopes = [("", np.ones(len(ys), bool), np.ones(len(ry), bool))]
+            scopes += [(f"_{n}", ys == c, ry == c) for c, n in enumerate(self.class_names)]
             for suffix, ms, mr in scopes:
-                m = kid_and_prdc(self.ref_feats[mr], feats[ms], k=5, kid_subsets=50, seed=self.seed)
-                row[f"kid{suffix}"] = m["kid_mean"]
+                if kid:
+                    m = kid_and_prdc(rf[mr], feats[ms], k=5, kid_subsets=50, seed=self.seed)
+                    row[f"kid{suffix}"] = m["kid_mean"]
+                else:  # as kid_and_prdc lowers k to what the smaller set allows
+                    kk = min(5, int(mr.sum()) - 1, int(ms.sum()) - 1)
+                    m = {"prdc": prdc(rf[mr], feats[ms], kk) if kk >= 1 else None}
                 for name in ("precision", "recall", "density", "coverage"):
                     row[f"{name}{suffix}"] = (m["prdc"] or {}).get(name)
         return row
@@ -195,7 +201,7 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
                          np.repeat(np.arange(len(class_names), dtype=np.int32), n_per_class), seed)
     # a baseline belongs to the classifier it was measured with: read back only alongside it
     probe.baseline = quality_baseline.load_or_compute(baseline_path, loaded, probe, x_ref if held_out else None,
-                                                      y_ref if held_out else None, x_all, y_all)
+                                                      y_ref if held_out else None)
     return probe
 
 

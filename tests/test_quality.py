@@ -180,25 +180,9 @@ def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_
                                                                                                       "PNEUMONIA": 2}
     assert (tmp_path / "recomputed.json").read_bytes() == (run / Q.BASELINE_FILE).read_bytes()
     assert {r["bars"] for r in rows} == {"fixed: " + probe.baseline["fallback"]}
-    assert probe.baseline["sides"]["reference"]["per_class"] == {"NORMAL": 5, "PNEUMONIA": 5}  # all 10 training images
-    assert [float(r["kid_real"]) for r in rows] == pytest.approx([probe.baseline["scores"]["kid"]] * 2, rel=1e-5)
+    # 2 val images per class cannot be split into stand-ins and a reference: no KID / PRDC baseline on the sample
+    assert "missing" in probe.baseline["sides"]["reference"] and {r["kid_real"] for r in rows} == {""}
     assert best["scores"]["train_images"] == 10  # coverage compares with min(eval_n_per_class, class size) per class
-
-    # a run kept by an earlier rule (best.json says so), resumed: the rule's pick comes from its checkpoint
-    from cxr_utils import io as cio
-    from cxr_utils import runs
-
-    assert (run / "checkpoints" / "ckpt-0002.npz").is_file()
-    rows[0]["kid_balanced"] = "-1"  # make epoch 2 the rule's pick
-    Q.write_rows(run / Q.QUALITY_FILE, rows, NAMES)
-    cio.atomic_write_json(run / Q.BEST_JSON, {**best, "epoch": 4, "rule": "an earlier rule"})
-    log: list[str] = []
-    Q.QualityTracker(run, probe, interval=2, last_epoch=4, log=log.append).reconcile(4, 8, None)
-    assert Q.load_best(run)["epoch"] == 2 and Q.load_best(run)["rule"] == Q.rule_text(2)
-    assert any("is now epoch 2, the choice of today's rule" in ln and "an earlier rule" in ln for ln in log)
-    kept = keras.models.load_model(run / Q.BEST_FILE, safe_mode=True, compile=False)
-    ckpt2 = runs.load_generator(run, which=2)[0]
-    assert all(np.array_equal(a, b) for a, b in zip(kept.get_weights(), ckpt2.get_weights(), strict=True))
 
 
 def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_npz, tmp_path, monkeypatch) -> None:
@@ -382,13 +366,14 @@ def test_a_run_from_before_the_change_is_read_ranked_drawn_and_resumed(tmp_path)
     assert fig.axes[2].get_lines()[0].get_ydata().tolist() == pytest.approx([0.01, 0.03])  # class-balanced, recomputed
     plots.plt.close(fig)
 
-    # resumed at epoch 2: the rows are kept (rewritten with the new columns), the rule now prefers epoch 1, whose
-    # checkpoint is not on disk here: the old file stays, and the log says why
+    # resumed at epoch 2: the rows are kept (rewritten with the new columns); the rule now prefers epoch 1, whose
+    # generator is gone: the old file stays (best.json still names the rule that kept it), and the log says why
     log: list[str] = []
     t = Q.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=4, log=log.append)
     t.reconcile(2, 20, _FakeGenerator())
     assert (tmp_path / Q.BEST_FILE).read_bytes() == b"the old rule's generator" and Q.load_best(tmp_path)["epoch"] == 2
-    assert any("today's rule prefers epoch 1, whose checkpoint is no longer on disk" in ln for ln in log)
+    assert any("prefers epoch 1; generator-best.keras stays epoch 2, kept by the earlier rule (lowest KID against" in ln
+               for ln in log)
     again = Q.read_rows(tmp_path / Q.QUALITY_FILE)
     assert [r["kid_NORMAL"] for r in again] == ["0.01", "0.05"] and again[0]["kid_balanced"] == ""
     assert list(again[0]) == Q.columns(NAMES)

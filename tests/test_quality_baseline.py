@@ -120,36 +120,43 @@ def _probe(x_tr, y_tr, x_val, y_val, n_per_class: int, seed: int = 0) -> Q.Quali
     labels = np.repeat(np.arange(2, dtype=np.int32), n_per_class)
     p = Q.QualityProbe(NAMES, x_tr, y_tr, y_val, BRIGHTNESS(x_val), "val (test)", _BrightnessClassifier(), BRIGHTNESS,
                        np.zeros((len(labels), 4), np.float32), labels, seed=seed)
-    p.baseline = QB.compute(p, x_val, y_val, x_tr, y_tr)
+    p.baseline = QB.compute(p, x_val, y_val)
     return p
 
 
 def test_real_images_scored_as_synthetic_reach_exactly_the_baseline() -> None:
     """The baseline is the synthetic-image code run on real stand-ins: the stand-ins themselves, scored as synthetic,
-    give ratios of exactly 1 (val stand-ins: the scores against the training images; training stand-ins: KID and
-    PRDC against the val reference)."""
+    give ratios of exactly 1 (against the training images: val stand-ins; against the reference: half of the val
+    images, against the other half)."""
+    from cxr_utils.metrics import kid
+
     rng = np.random.default_rng(1)
     x_tr, y_tr = _images(rng, (10, 12))
-    x_val, y_val = _images(rng, (10, 11))
+    x_val, y_val = _images(rng, (20, 23))
     p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=10)
     b = p.baseline
     assert b["fallback"] is None and QB.bars_label(b) == "real baseline"
-    assert b["sides"]["train"]["per_class"] == {"NORMAL": 10, "PNEUMONIA": 10}  # min(10 synthetic, 10 / 11 held out)
-    assert b["sides"]["reference"]["per_class"] == {"NORMAL": 10, "PNEUMONIA": 10}  # min(10, 10 / 12 training)
-    ti = b["sides"]["train"]["indices"]
-    assert len(ti) == 20 and list(y_val[ti]) == [0] * 10 + [1] * 10 and b["scores"]["train_images"] == 22
-    val_row = p.score_images(x_val[b["sides"]["train"]["indices"]])
+    train, ref = b["sides"]["train"], b["sides"]["reference"]
+    assert train["per_class"] == {"NORMAL": 10, "PNEUMONIA": 10}  # min(10 synthetic, 20 / 23 held out)
+    assert ref["per_class"] == {"NORMAL": 10, "PNEUMONIA": 10}  # min(10, half of 20 / 23)
+    assert ref["reference_per_class"] == {"NORMAL": 10, "PNEUMONIA": 13}
+    assert not set(ref["indices"]) & set(ref["reference_indices"]) and len(ref["reference_indices"]) == 23
+    assert list(y_val[train["indices"]]) == [0] * 10 + [1] * 10 and b["scores"]["train_images"] == 22
+    val_row = p.score_images(x_val[train["indices"]])
     for k in QB.TRAIN_SIDE:
         assert val_row[f"{k}_vs_real"] == 1.0, k
     assert val_row["bars"] == "real baseline"
-    train_row = p.score_images(x_tr[b["sides"]["reference"]["indices"]])
+    half_row = p.score_images(x_val[ref["indices"]])
     for k in QB.REFERENCE_SIDE:
-        assert train_row[f"{k}_vs_real"] == 1.0, k
-    assert train_row["kid"] == train_row["kid_real"] == b["scores"]["kid"]
-    assert train_row["kid_balanced"] == train_row["kid_balanced_real"] == b["scores"]["kid_balanced"]
-    # the reference side's stand-ins are training images, never the val images they are compared with
+        assert half_row[f"{k}_vs_real"] == 1.0, k
+    # the KID baseline: one half of the val images against the other, with the probe's KID settings
+    f = BRIGHTNESS(x_val)
+    assert b["scores"]["kid"] == kid(f[ref["reference_indices"]], f[ref["indices"]], 50, 1000, 0)[0]
+    assert half_row["kid_real"] == b["scores"]["kid"] and half_row["kid_balanced_real"] == b["scores"]["kid_balanced"]
     assert QB.describe(b).startswith("real-vs-real baseline (quality-baseline.json): held-out val images (10 NORMAL + "
                                      "10 PNEUMONIA) against the training images: diversity")
+    assert "held-out val images (10 NORMAL + 10 PNEUMONIA) against the held-out reference (10 NORMAL + 13 PNEUMONIA " \
+           "other val images): KID" in QB.describe(b)
 
 
 def test_synthetic_scores_are_compared_at_the_baselines_image_count() -> None:
@@ -163,7 +170,9 @@ def test_synthetic_scores_are_compared_at_the_baselines_image_count() -> None:
     p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=4)
     b = p.baseline
     assert b["sides"]["train"]["per_class"] == {"NORMAL": 2, "PNEUMONIA": 2}
-    assert b["sides"]["reference"]["per_class"] == {"NORMAL": 4, "PNEUMONIA": 4}  # min(4 synthetic, 5 training)
+    # 1 + 1 are too few to split into stand-ins and a reference: no KID / PRDC baseline
+    assert b["sides"]["reference"]["missing"] == ("too few held-out images of NORMAL (2 images) and PNEUMONIA (2 "
+                                                  "images): fewer than 4 per class to split into stand-ins and a reference")
     val = x_val[b["sides"]["train"]["indices"]]
     syn = np.concatenate([val[:2], x_tr[[0, 0]], val[2:], x_tr[[5, 5]]])  # per class: stand-ins, then a copy twice
     row = p.score_images(syn)
@@ -172,11 +181,11 @@ def test_synthetic_scores_are_compared_at_the_baselines_image_count() -> None:
     assert row["train_coverage_vs_real"] == pytest.approx((covered + 2) / (2 * covered))
     # the usual score (all 4 per class at once) is another number: more images cover more training images
     assert row["train_covered"] != (covered + 2) / 2
-    assert row["bars"].startswith("fixed: only 2 NORMAL and 2 PNEUMONIA held-out images stand in, fewer than 10")
+    assert row["bars"].startswith("fixed: only 2 NORMAL and 2 PNEUMONIA held-out images, fewer than 10")
     # at full scale (as many held-out images as synthetic ones) the comparison is the usual score itself
     probs, feats = p.predict(syn)
     full = p.measure(syn, p.labels, probs, feats)
-    assert QB.at_count(p, syn, p.labels, probs, feats, [4, 4], "train", full) is full
+    assert QB.at_count(p, syn, p.labels, probs, feats, "train", {"per_class": {"N": 4, "P": 4}}, full) is full
 
 
 def test_alarm_and_learned_bar_are_fractions_of_the_baseline() -> None:
@@ -209,27 +218,30 @@ def test_alarm_and_learned_bar_are_fractions_of_the_baseline() -> None:
 def test_a_tiny_or_missing_held_out_split_falls_back_to_the_fixed_bars_and_says_so() -> None:
     rng = np.random.default_rng(3)
     x_tr, y_tr = _images(rng, (5, 5))
-    x_val, y_val = _images(rng, (1, 3))
+    x_val, y_val = _images(rng, (1, 8))
     p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=4)
     b = p.baseline
-    assert b["fallback"] == "the held-out split has 1 NORMAL image to stand in (fewer than 2)"
-    assert "diversity" not in b["scores"] and "kid" in b["scores"]  # the reference side needs only training images
+    why = "too few held-out images of NORMAL (1 image): fewer than 2 per class to stand in"
+    assert b["fallback"] == why and b["scores"] == {}
+    assert b["sides"]["reference"]["missing"].startswith("too few held-out images of NORMAL (1 image): fewer than 4")
     row = p.score_images(np.concatenate([x_tr[:4], x_tr[5:9]]))
-    assert row["bars"] == "fixed: the held-out split has 1 NORMAL image to stand in (fewer than 2)"
-    assert row["diversity_vs_real"] is None and row["train_coverage_vs_real"] is None
-    assert row["kid_real"] == b["scores"]["kid"]
-    assert Q.learned_check(row)[1].endswith("fixed bars: no real-vs-real baseline")
+    assert row["bars"] == "fixed: " + why
+    assert all(row[c] is None for c in (*QB.VS_REAL_COLUMNS, *QB.REAL_COLUMNS))
+    assert Q.learned_check(row)[1].endswith("fixed bars: " + why)
     alarm = Q.collapse_alarm({"epoch": 1, "diversity": 0.1, "train_coverage": 0.5})
     assert "(alarm below 0.2, a fixed bar)" in alarm
-    assert "Fallback to the fixed bars: the held-out split has 1 NORMAL image" in QB.describe(b)
+    assert QB.describe(b).endswith("Fallback to the fixed bars: " + why)
 
-    x_val, y_val = _images(rng, (3, 12))  # enough for a baseline, too few to judge by
-    few = _probe(x_tr, y_tr, x_val, y_val, n_per_class=4).baseline
-    assert few["fallback"] == ("only 3 NORMAL and 4 PNEUMONIA held-out images stand in, fewer than 10 per class: too few for a "
-                               "calibrated bar (the ratios are recorded, the fixed bars judge)")
-    assert "diversity" in few["scores"] and few["sides"]["train"]["per_class"] == {"NORMAL": 3, "PNEUMONIA": 4}
+    x_val, y_val = _images(rng, (6, 12))  # enough for a baseline, too few to judge by
+    few = _probe(x_tr, y_tr, x_val, y_val, n_per_class=4)
+    assert few.baseline["fallback"] == ("only 4 NORMAL and 4 PNEUMONIA held-out images, fewer than 10 per class: too "
+                                        "few to judge by (the ratios are recorded)")
+    assert few.baseline["sides"]["reference"]["per_class"] == {"NORMAL": 3, "PNEUMONIA": 4}  # half of 6, min(4, 6)
+    row = few.score_images(np.concatenate([x_tr[:4], x_tr[5:9]]))
+    assert row["diversity_vs_real"] > 0 and row["kid_real"] == few.baseline["scores"]["kid"]
+    assert row["bars"].startswith("fixed: only 4 NORMAL") and not Q.relative_scores(row)
 
-    none = QB.compute(p, None, None, x_tr, y_tr)
+    none = QB.compute(p, None, None)
     assert none["fallback"].startswith("no held-out split") and none["scores"] == {} and none["sides"] == {}
     assert QB.bars_label(none).startswith("fixed: no held-out split")
 
@@ -258,7 +270,7 @@ def test_on_real_digits_a_perfect_generator_scores_about_1x_and_a_mode_dropping_
     def probe(tr: np.ndarray, va: np.ndarray, seed: int) -> Q.QualityProbe:
         p = Q.QualityProbe(("0", "1", "2"), x[tr], y[tr], y[va], ex(x[va]), "val", Uniform(), ex,
                            np.zeros((150, 1), np.float32), np.repeat(np.arange(3, dtype=np.int32), 50), seed=seed)
-        p.baseline = QB.compute(p, x[va], y[va], x[tr], y[tr])
+        p.baseline = QB.compute(p, x[va], y[va])
         return p
 
     got: dict[str, list] = {}
