@@ -271,9 +271,12 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
     held-out real images reach (quality-baseline.json: a grey line per score), with the learned bar and the collapse
     alarm; the kept generator's epoch dashed. Without a baseline (no held-out split, an older run) the variety panel
     shows the absolute scores against the fixed bars. None when the run has no quality evaluation (eval_every -1)."""
+    import textwrap
+
     import pandas as pd
 
     from . import quality as Q
+    from .quality_baseline import REAL_BARS
 
     path = Path(run_dir) / Q.QUALITY_FILE
     df = pd.read_csv(path) if path.is_file() and path.stat().st_size else None
@@ -290,7 +293,9 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
         return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series(np.nan, index=df.index)
 
     ax = axes[0]
-    ratios = col("diversity_vs_real").notna().any() and col("train_coverage_vs_real").notna().any()
+    # the panel shows the bars that judge the run: fractions of the baseline, or the fixed bars (and why)
+    bars = str(last.get("bars")) if "bars" in df and isinstance(last.get("bars"), str) else ""
+    ratios = bars == REAL_BARS and col("diversity_vs_real").notna().any() and col("train_coverage_vs_real").notna().any()
     n, of = Q.finite(last.get("train_covered")), Q.finite(last.get("train_images"))
     covered = f"{n:.0f} of {of:.0f}" if n is not None and of is not None else "n/a"
     if ratios:
@@ -306,9 +311,11 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
     else:
         ax.plot(x, col("diversity"), "o-", ms=3, label="within-class diversity / real")
         ax.plot(x, col("train_coverage"), "s-", ms=3, label=f"training images covered (share; last {covered})")
-        ax.axhline(Q.ALARM_DIVERSITY, color="C0", ls=":", lw=0.8, label=f"alarm: diversity < {Q.ALARM_DIVERSITY}")
-        ax.axhline(Q.ALARM_TRAIN_COVERAGE, color="C1", ls=":", lw=0.8, label=f"alarm: coverage < {Q.ALARM_TRAIN_COVERAGE}")
-        ax.set_title("variety vs the training images (fixed bars: no real baseline)", fontsize=9)
+        for v, c, what in ((Q.LEARNED_DIVERSITY, "C0", "learned"), (Q.LEARNED_TRAIN_COVERAGE, "C1", "learned"),
+                           (Q.ALARM_DIVERSITY, "C0", "alarm"), (Q.ALARM_TRAIN_COVERAGE, "C1", "alarm")):
+            ax.axhline(v, color=c, ls="--" if what == "learned" else ":", lw=0.8, label=f"{what} bar {v}")
+        why = bars[len("fixed: "):] if bars.startswith("fixed: ") else "no real-vs-real baseline"
+        ax.set_title(f"variety vs the training images (fixed bars:\n{textwrap.shorten(why, 70)})", fontsize=8)
         top = np.nanmax(col("diversity").tolist() + col("train_coverage").tolist() + [1.0])
     ax.set_ylim(0, float(top) + 0.08)
     axes[1].plot(x, col("fidelity"), "o-", ms=3, color="C2", label="synthetic")

@@ -10,8 +10,9 @@ synthetic images (`QualityProbe.measure`); each stand-in set is disjoint from wh
 - scores against the held-out reference (KID, PRDC): the val split is cut in two per class (a seeded choice):
   m_c = min(n_per_class, half of class c) stand-ins against the rest as the reference. Training images would be
   disjoint from the reference too, but the features are those of a classifier fit to the training images, and they
-  are not like unseen images there: on the sample, the training NORMAL images' features sat 2x farther from the val
-  images than the synthetic ones did (KID 3.98 against 0.29), a baseline no generator could fail to beat. The
+  are not like unseen images there: on the sample (a run of the default recipe), the training NORMAL images' features
+  sat farther from the val images than the synthetic ones did (KID about 4 against 0.3), a baseline no generator
+  could fail to beat. The
   synthetic images' scores compared with this baseline are measured against the same half (KID, which is unbiased
   whatever the set sizes, against the whole val split).
 
@@ -30,6 +31,7 @@ and every row (`bars`) say why, and the collapse alarm and the learned bar use t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -41,10 +43,11 @@ from . import io as cio
 BASELINE_FILE = "quality-baseline.json"
 FORMAT_VERSION = 1
 MIN_STAND_INS = 2  # per class, for a baseline at all: one image has no spread and covers one training image
-# per class, for the bars to be fractions of the baseline. Measured on real digits (tests/test_quality_baseline.py):
-# with 2 held-out images per class, a generator that repeats 2 images per class reaches ~1.1x the real coverage at
-# that count (2 real images cover no more than any 2 others), so the bar could not tell it from a perfect one; with
-# 10, it scores ~0.2x and trips the alarm; with 50+ a generator that drops half of each class's modes scores ~0.5x
+# per class, for the bars to be fractions of the baseline. Measured on real digits (benchmarks/quality_bars.py,
+# tests/test_quality_baseline.py): with 2 held-out images per class, a generator that repeats 2 images per class
+# reaches about 1.0x the real coverage at that count (2 real images cover no more than any 2 others), so no bar could
+# tell it from a perfect one; with 10, it scores about 0.2x and trips the alarm (a generator that keeps only half of
+# each class's variety still passes); with 55, that one scores about 0.55x and fails the learned bar
 MIN_FOR_BARS = 10
 TRAIN_SIDE = ("diversity", "train_coverage", "fidelity")  # measured against the training images
 REFERENCE_SIDE = ("precision", "recall", "density", "coverage")  # measured against the held-out reference
@@ -105,7 +108,8 @@ def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None) ->
             xs, ys = np.asarray(x_held)[idx], y_held[idx]
             probs, feats = probe.predict(xs)
             ref = (probe.ref_feats[rest], probe.y_ref[rest]) if halve else None
-            out["scores"].update(probe.measure(xs, ys, probs, feats, sides=(side,), ref=ref))
+            with one_blas_thread():  # as score_images scores synthetic images
+                out["scores"].update(probe.measure(xs, ys, probs, feats, sides=(side,), ref=ref))
         out["sides"][side] = info
     train = out["sides"]["train"]
     few = [f"{m} {name}" for name, m in train["per_class"].items() if m < MIN_FOR_BARS]
@@ -208,11 +212,23 @@ def describe(base: dict[str, Any] | None) -> str:
         else:
             got = (f"KID {_fmt(s.get('kid'), 4)} (class-balanced {_fmt(s.get('kid_balanced'), 4)}), coverage "
                    f"{_fmt(s.get('coverage'))}")
-        against = "" if side == "train" else (" (" + " + ".join(f"{m} {n}" for n, m in info["reference_per_class"].items())
-                                              + " other val images)")
+        ref = info.get("reference_per_class")
+        against = f" ({' + '.join(f'{m} {n}' for n, m in ref.items())} other val images)" if ref else ""
         parts.append(f"{info['stand_ins']} ({counts}) {SIDES[side]}{against}: {got}")
     head = "real-vs-real baseline (quality-baseline.json): " + "; ".join(parts) if parts else "real-vs-real baseline: none"
     return head + (f". Fallback to the fixed bars: {base['fallback']}" if base.get("fallback") else "")
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """A context in which numpy's BLAS uses one thread. The scores multiply many small matrices (KID kernels of at
+    most 1000 x 1000): there, BLAS threads only contend, with the trainer's own threads and with other work on the
+    machine (the probe's KID and PRDC at full scale took 8.7-10.1 s with OpenBLAS's threads and 1.1-1.6 s with one,
+    measured alternately on a shared 2-core AMD EPYC). threadpoolctl comes with scikit-learn; without it, no limit."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn, a dependency, brings it
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
 
 
 def finite(v: Any) -> float | None:

@@ -18,7 +18,7 @@ import numpy as np
 from . import io as cio
 from .config import SMOKE
 from .data import gray_images
-from .quality_baseline import REAL_COLUMNS, finite
+from .quality_baseline import REAL_COLUMNS, finite, one_blas_thread
 from .sample import generate, noise_for
 
 # the quality classifier: at least this many steps, early stopping only on a reference split this large
@@ -147,9 +147,10 @@ class QualityProbe:
         from .quality_baseline import vs_real
 
         probs, feats = self.predict(x_syn)
-        row = self.measure(x_syn, self.labels, probs, feats)
-        row["kid_balanced"] = self.balanced_kid(row)
-        row.update(vs_real(self, x_syn, self.labels, probs, feats, row))
+        with one_blas_thread():
+            row = self.measure(x_syn, self.labels, probs, feats)
+            row["kid_balanced"] = self.balanced_kid(row)
+            row.update(vs_real(self, x_syn, self.labels, probs, feats, row))
         return row
 
     def score(self, generator: Any) -> dict[str, Any]:

@@ -139,7 +139,8 @@ def section_quality() -> str:
     for r in cal["rows"]:
         counts = f"{r['train_per_class']} / {r['held_out_per_class']} / {r['synthetic_per_class']}"
         if not r["judged_by_real_bars"]:
-            counts += f" (fewer than {b['min_held_out_per_class']} held out: the fixed bars judge)"
+            counts += (f" (fewer than {b['min_held_out_per_class']} held out: the trainer uses the fixed bars; the "
+                       "verdicts shown are those the ratios would give)")
         lines.append(f"| {counts} | {r['generator']} | {spread(r['diversity_vs_real'])} | "
                      f"{spread(r['train_coverage_vs_real'])} | {r['learned']} / {r['of']} | {r['alarm']} / {r['of']} |")
     lines += ["", "Generators: " + "; ".join(f"*{k}*: {v}" for k, v in cal["generators"].items()) + "."]
@@ -151,17 +152,18 @@ def section_quality() -> str:
               f"generator, {c['precision']}, against {c['steps_between_evals']} train steps at batch {c['batch_size']} "
               f"measured in the same process; {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, shared with other "
               "work):", "",
-              "| Synthetic images per class (`eval_n_per_class`) | Training images per class in diversity / coverage | "
-              "Stand-ins per class (held-out / training) | One evaluation | Share of training | Probe build, once per "
-              "run (classifier + baseline) |", "|---|---|---|---|---|---|"]
+              "| Synthetic images per class (`eval_n_per_class`) | Training images in diversity and coverage | "
+              "Held-out stand-ins: against the training images / for KID and PRDC | One evaluation | Share of "
+              "training | Probe build, once per run |", "|---|---|---|---|---|---|"]
     for e in c["by_n_per_class"]:
         st = e["stand_ins_per_class"]
-        lines.append(f"| {e['eval_n_per_class']} | {' / '.join(str(v) for v in e['coverage_train_per_class'])} | "
+        build = "classifier trained, " if e.get("classifier_trained") else "classifier read back, "
+        lines.append(f"| {e['eval_n_per_class']} | {' + '.join(str(v) for v in e['coverage_train_per_class'])} | "
                      f"{' + '.join(str(v) for v in st.get('train', []))} / "
                      f"{' + '.join(str(v) for v in st.get('reference', []))} | {e['eval_seconds']:.1f} s | "
                      f"{100 * e['share_of_training']:.1f}% of {c['steps_between_evals'] * c['step_seconds']:.0f} s "
-                     f"(target <= {100 * c['target_share']:.0f}%) | {e['probe_build_seconds']:.0f} s (baseline "
-                     f"{e['baseline_seconds']:.1f} s) |")
+                     f"(target <= {100 * c['target_share']:.0f}%) | {e['probe_build_seconds']:.0f} s ({build}"
+                     f"baseline {e['baseline_seconds']:.1f} s) |")
     lines += ["", f"JSON: `{_rel(p)}`."]
     return "\n".join(lines) + "\n"
 

@@ -19,15 +19,6 @@ NAMES = ("NORMAL", "PNEUMONIA")
 S = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """KID here multiplies many small matrices: on a shared 2-core machine BLAS threads only contend (a 256 x 256 KID
-    kernel took 23.7 ms with OpenBLAS's threads under load, 2.6 ms with one)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
-
 # ------------------------------------------------------------------------------------------ the kept generator
 
 D = 64  # feature dimensions: the probe's extractor is the identity on 8 x 8 "images"
