@@ -93,11 +93,11 @@ def _digits_summary(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def xray_section(quick: bool) -> dict[str, Any]:
-    """The cost of one quality evaluation at full-scale sizes against the training between two (issue 10's <= 10 %);
-    the recipe table itself comes from benchmarks/xray_recipes.py (assets/results/xray_recipes.json)."""
-    from . import xray_recipes
+    """The cost of one quality evaluation at full-scale sizes against the training between two (issue 10's <= 10 %;
+    benchmarks/quality_bars.py); the recipe table itself comes from benchmarks/xray_recipes.py."""
+    from . import quality_bars
 
-    return {"quality_cost": xray_recipes.quality_cost(repeats=2 if quick else 3)}
+    return {"quality_cost": quality_bars.quality_cost(repeats=2 if quick else 3)}
 
 
 def time_to_quality_section(path: Path) -> dict[str, Any]:

@@ -116,6 +116,58 @@ def section_xray() -> str:
     return "\n".join(lines) + "\n"
 
 
+def section_quality() -> str:
+    """The quality bars: calibration on real digits and the cost at full scale (benchmarks/quality_bars.py JSON)."""
+    from cxr_utils.io import read_json
+
+    p = RESULTS / "quality_bars.json"
+    if not p.is_file():
+        return "Not measured yet: `python -m benchmarks.quality_bars --out assets/results/quality_bars.json`.\n"
+    d = read_json(p)
+    cal, b = d["calibration"], d["calibration"]["bars"]
+
+    def spread(v: dict[str, float]) -> str:
+        return f"{v['mean']:.2f}x ({v['min']:.2f}-{v['max']:.2f})"
+
+    lines = [f"Calibration on real data ({cal['data']}; {cal['reps']} random splits; `{d.get('command', '')}`"
+             + (", quick: a pipeline check" if d.get("quick") else "") + "): each generator of known quality scored "
+             f"by the trainer's own code against the real-vs-real baseline (mean, min-max over the splits), and how often "
+             f"the learned bar (>= {b['learned_diversity']}x diversity and >= {b['learned_coverage']}x coverage) and the "
+             f"collapse alarm (< {b['alarm_diversity']}x or < {b['alarm_coverage']}x) would fire.", "",
+             "| Per class: training / held-out / synthetic images | Generator | Diversity vs real | Coverage vs real | "
+             "Learned | Alarm |", "|---|---|---|---|---|---|"]
+    for r in cal["rows"]:
+        counts = f"{r['train_per_class']} / {r['held_out_per_class']} / {r['synthetic_per_class']}"
+        if not r["judged_by_real_bars"]:
+            counts += (f" (fewer than {b['min_held_out_per_class']} held out: the trainer uses the fixed bars; the "
+                       "verdicts shown are those the ratios would give)")
+        lines.append(f"| {counts} | {r['generator']} | {spread(r['diversity_vs_real'])} | "
+                     f"{spread(r['train_coverage_vs_real'])} | {r['learned']} / {r['of']} | {r['alarm']} / {r['of']} |")
+    lines += ["", "Generators: " + "; ".join(f"*{k}*: {v}" for k, v in cal["generators"].items()) + "."]
+    c = d["cost"]
+    m = d.get("machine") or {}
+    lines += ["", f"Cost of one evaluation at full scale ({c['n_train']:,} training images "
+              f"({' + '.join(str(v) for v in c['per_class']['train'])}), {c['n_val']:,} val images "
+              f"({' + '.join(str(v) for v in c['per_class']['val'])}), {c['image_size']} px, {c['note']}; `{c['recipe']}` "
+              f"generator, {c['precision']}, against {c['steps_between_evals']} train steps at batch {c['batch_size']} "
+              f"measured in the same process; {m.get('cpu_model', '?')}, {m.get('cores', '?')} cores, shared with other "
+              "work):", "",
+              "| Synthetic images per class (`eval_n_per_class`) | Training images in diversity and coverage | "
+              "Held-out stand-ins: against the training images / for KID and PRDC | One evaluation | Share of "
+              "training | Probe build, once per run |", "|---|---|---|---|---|---|"]
+    for e in c["by_n_per_class"]:
+        st = e["stand_ins_per_class"]
+        build = "classifier trained, " if e.get("classifier_trained") else "classifier read back, "
+        lines.append(f"| {e['eval_n_per_class']} | {' + '.join(str(v) for v in e['coverage_train_per_class'])} | "
+                     f"{' + '.join(str(v) for v in st.get('train', []))} / "
+                     f"{' + '.join(str(v) for v in st.get('reference', []))} | {e['eval_seconds']:.1f} s | "
+                     f"{100 * e['share_of_training']:.1f}% of {c['steps_between_evals'] * c['step_seconds']:.0f} s "
+                     f"(target <= {100 * c['target_share']:.0f}%) | {e['probe_build_seconds']:.0f} s ({build}"
+                     f"baseline {e['baseline_seconds']:.1f} s) |")
+    lines += ["", f"JSON: `{_rel(p)}`."]
+    return "\n".join(lines) + "\n"
+
+
 def section_performance() -> str:
     """Performance table (benchmarks.report.performance_markdown)."""
     from benchmarks.report import performance_markdown
@@ -157,6 +209,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "results": section_results,
     "digits": section_digits,
     "xray": section_xray,
+    "quality": section_quality,
     "performance": section_performance,
     "troubleshooting": section_troubleshooting,
     "export_flush": section_export_flush,

@@ -166,14 +166,23 @@ def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_
     xv, yv = __import__("cxr_utils").data.load(sample_npz).subset("val")
     probe = Q.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 8, 3,
                           classifier_path=run / Q.CLASSIFIER_FILE,
-                          coverage_keep=train.cap_per_class(y, 2, 3))
+                          coverage_keep=train.cap_per_class(y, 8, 3), baseline_path=tmp_path / "recomputed.json")
     g = keras.models.load_model(run / Q.BEST_FILE, safe_mode=True, compile=False)
     again = probe.score(g)
     row = next(r for r in rows if int(r["epoch"]) == best["epoch"])
-    for k in ("diversity", "train_coverage", "fidelity", "kid"):
+    for k in ("diversity", "train_coverage", "fidelity", "kid", "kid_balanced", "diversity_vs_real", "fidelity_vs_real"):
         assert float(row[k]) == pytest.approx(again[k], rel=1e-4, abs=1e-9), k
     # TensorBoard got the quality scalars
     assert any(p.name.startswith("events") for p in (run / "tb").rglob("*"))
+    # the real-vs-real baseline: in the run folder once, the same when recomputed with the run's classifier; the
+    # sample's 2 + 2 val images stand in (ratios recorded) but are too few to judge by, and every row says so
+    assert Q.load_baseline(run) == probe.baseline and probe.baseline["sides"]["train"]["per_class"] == {"NORMAL": 2,
+                                                                                                      "PNEUMONIA": 2}
+    assert (tmp_path / "recomputed.json").read_bytes() == (run / Q.BASELINE_FILE).read_bytes()
+    assert {r["bars"] for r in rows} == {"fixed: " + probe.baseline["fallback"]}
+    # 2 val images per class cannot be split into stand-ins and a reference: no KID / PRDC baseline on the sample
+    assert "missing" in probe.baseline["sides"]["reference"] and {r["kid_real"] for r in rows} == {""}
+    assert best["scores"]["train_images"] == 10  # coverage compares with min(eval_n_per_class, class size) per class
 
 
 def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_npz, tmp_path, monkeypatch) -> None:
@@ -195,11 +204,15 @@ def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_n
     assert [int(r["epoch"]) for r in Q.read_rows(run / Q.QUALITY_FILE)] == [2]
     assert (run / "checkpoints" / "ckpt-0004.npz").is_file()  # the evaluated epoch was checkpointed first
     monkeypatch.setattr(Q.QualityProbe, "score", real_score)
+    baseline = (run / Q.BASELINE_FILE).read_bytes()
     out = train.train_from_npz(sample_npz, run, _cfg(epochs=6), resume=True, progress=0, show_samples=False)
     assert out["resumed_from_epoch"] == 4
     rows = Q.read_rows(run / Q.QUALITY_FILE)
     assert [int(r["epoch"]) for r in rows] == [2, 4, 6]  # epoch 4 caught up on resume, nothing twice
     assert Q.load_best(run)["epoch"] == int(Q.select_best(rows)["epoch"])
+    # the resume read the run's baseline back: the file is untouched and every row is set beside the same numbers
+    assert (run / Q.BASELINE_FILE).read_bytes() == baseline
+    assert len({(r["kid_real"], r["kid_balanced_real"], r["bars"]) for r in rows}) == 1
 
 
 def test_learned_check_bar() -> None:
@@ -255,7 +268,8 @@ def test_tracker_alarm_lines_best_saves_and_reconcile(tmp_path) -> None:
     # epoch 2 has the lowest KID but is alarmed: the kept generator is epoch 1, then epoch 4 (lower KID, no alarm)
     assert len(g.saved) == 2 and Q.load_best(tmp_path)["epoch"] == 4
     assert [int(r["epoch"]) for r in Q.read_rows(tmp_path / Q.QUALITY_FILE)] == [1, 2, 3, 4]
-    assert "quality alarm" not in Q.describe_run(tmp_path)[-2] and Q.describe_run(tmp_path)[-1].startswith("learned")
+    lines = Q.describe_run(tmp_path)  # the last evaluation has no alarm: none is shown
+    assert not any(ln.startswith("quality alarm") for ln in lines) and lines[-1].startswith("learned")
 
     # a kill between epoch 4's row and its best-save, resumed from epoch 4's checkpoint: the best is saved then
     (tmp_path / Q.BEST_JSON).unlink()
@@ -316,3 +330,62 @@ def test_which_epoch_loads_a_checkpoints_ema_generator_even_before_the_run_ends(
         runs.load_generator(run, which="last")
     with pytest.raises(UserError, match=r"--which 7: .* has no checkpoint of epoch 7 \(checkpoints on disk: 1, 2\)"):
         runs.load_generator(run, which=7)
+
+
+OLD_COLUMNS = ["epoch", "step", *Q.SUMMARY_KEYS, "train_covered", "train_images",
+               *[f"{m}_{n}" for n in NAMES for m in Q.SUMMARY_KEYS], "n_per_class", "reference", "features", "seconds",
+               "alarm"]  # quality.csv as runs wrote it before the class-balanced rule and the baseline
+OLD_RULE = ("lowest KID against the held-out reference among evaluations without a collapse alarm and with fidelity >= "
+            "0.75 (cxr_utils.quality.select_best)")
+
+
+def test_a_run_from_before_the_change_is_read_ranked_drawn_and_resumed(tmp_path) -> None:
+    from cxr_utils import io as cio
+    from cxr_utils import plots
+
+    def old_row(epoch, kid, kid_n, kid_p):
+        return {"epoch": epoch, "step": epoch * 10, "diversity": 0.5, "train_coverage": 0.8, "train_covered": 8,
+                "train_images": 10, "fidelity": 0.9, "kid": kid, "kid_NORMAL": kid_n, "kid_PNEUMONIA": kid_p,
+                "n_per_class": 4, "reference": "val split (4 images)", "features": "f", "seconds": 1.0, "alarm": ""}
+
+    # epoch 2 has the lower overall KID (the old rule kept it), epoch 1 the lower mean of the per-class KIDs
+    cio.atomic_write_csv(tmp_path / Q.QUALITY_FILE, [old_row(1, 0.02, 0.01, 0.01), old_row(2, 0.01, 0.05, 0.01)],
+                         OLD_COLUMNS)
+    (tmp_path / Q.BEST_FILE).write_bytes(b"the old rule's generator")
+    cio.atomic_write_json(tmp_path / Q.BEST_JSON, {"epoch": 2, "step": 20, "file": Q.BEST_FILE, "rule": OLD_RULE,
+                                                   "scores": {k: v for k, v in old_row(2, 0.01, 0.05, 0.01).items()
+                                                              if k in (*Q.SUMMARY_KEYS, "train_covered", "train_images")}})
+    rows = Q.read_rows(tmp_path / Q.QUALITY_FILE)
+    assert "kid_balanced" not in rows[0] and Q.select_best(rows)["epoch"] == "1"
+    lines = Q.describe_run(tmp_path)
+    assert lines[0].startswith("kept generator: epoch 2 (step 20) of 2 evaluations; rule: lowest KID against")
+    assert "no real-vs-real baseline in this run (it predates them)" in lines[-2]
+    assert lines[-1].endswith("fixed bars: no real-vs-real baseline") and lines[-1].startswith("learned")
+    fig = plots.quality_curves(tmp_path)
+    assert "fixed bars" in fig.axes[0].get_title()
+    assert fig.axes[2].get_lines()[0].get_ydata().tolist() == pytest.approx([0.01, 0.03])  # class-balanced, recomputed
+    plots.plt.close(fig)
+
+    # resumed at epoch 2: the rows are kept (rewritten with the new columns); the rule now prefers epoch 1, whose
+    # generator is gone: the old file stays (best.json still names the rule that kept it), and the log says why
+    log: list[str] = []
+    t = Q.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=4, log=log.append)
+    t.reconcile(2, 20, _FakeGenerator())
+    assert (tmp_path / Q.BEST_FILE).read_bytes() == b"the old rule's generator" and Q.load_best(tmp_path)["epoch"] == 2
+    assert any("prefers epoch 1; generator-best.keras stays epoch 2, kept by the earlier rule (lowest KID against" in ln
+               for ln in log)
+    again = Q.read_rows(tmp_path / Q.QUALITY_FILE)
+    assert [r["kid_NORMAL"] for r in again] == ["0.01", "0.05"] and again[0]["kid_balanced"] == ""
+    assert list(again[0]) == Q.columns(NAMES)
+    # the next evaluations (new format) are ranked with the old rows on the same scale: 0.015 loses to epoch 1's
+    # 0.01 though its overall KID is the lowest of all; 0.005 wins
+    g = _FakeGenerator()
+    t.probe = _ScriptedProbe([{**old_row(3, 0.001, 0.01, 0.02), "kid_balanced": 0.015, "bars": "fixed: test"},
+                         {**old_row(4, 0.03, 0.004, 0.006), "kid_balanced": 0.005, "bars": "fixed: test"}])
+    t.evaluate(3, 30, g)
+    assert not g.saved and Q.load_best(tmp_path)["epoch"] == 2
+    t.evaluate(4, 40, g)
+    best = Q.load_best(tmp_path)
+    assert best["epoch"] == 4 and len(g.saved) == 1 and best["rule"] == Q.rule_text(2)
+    assert best["scores"]["kid_balanced"] == 0.005 and best["scores"]["bars"] == "fixed: test"
+    assert "class-balanced KID (the mean of the per-class KIDs" in best["rule"]

@@ -1,0 +1,249 @@
+"""The real-vs-real baseline of the quality scores: held-out real images scored as if they were synthetic.
+
+A score means little without the value real images reach: real images cover only part of the other real images
+(nearest-neighbour hits are not one-to-one), and a classifier of the real images is not always right. When the probe
+is built, real images that the GAN never saw stand in for synthetic ones and go through exactly the code that scores
+synthetic images (`QualityProbe.measure`); each stand-in set is disjoint from what it is compared with:
+
+- scores against the training images (diversity, train coverage, fidelity): the stand-ins are held-out (val)
+  images, m_c = min(n_per_class, val images of class c) per class;
+- scores against the held-out reference (KID, PRDC): the val split is cut in two per class (a seeded choice):
+  m_c = min(n_per_class, half of class c) stand-ins against the rest as the reference. Training images would be
+  disjoint from the reference too, but the features are those of a classifier fit to the training images, and they
+  are not like unseen images there: on the sample (a run of the default recipe), the training NORMAL images' features
+  sat farther from the val images than the synthetic ones did (KID about 4 against 0.3), a baseline no generator
+  could fail to beat. The
+  synthetic images' scores compared with this baseline are measured against the same half (KID, which is unbiased
+  whatever the set sizes, against the whole val split).
+
+Diversity, train coverage and PRDC depend on how many images are scored (more images cover more), so a synthetic
+score is compared with its baseline at the same count: the mean over disjoint chunks of m_c of the probe's
+n_per_class synthetic images per class. When m_c = n_per_class (full scale: 128 of ~260 val NORMAL images) that is
+one chunk: the usual score (against the reference half, for PRDC). KID is compared at full count. Each ratio
+(`<score>_vs_real`, 1.0 = what held-out real images reach) goes into every quality.csv row beside the absolute score;
+the baseline itself is stored once per run in quality-baseline.json (read back on resume).
+
+Fallback: without a held-out split, or with fewer than MIN_STAND_INS held-out images of a class (2 MIN_STAND_INS for
+the reference side, which needs a reference besides), there are no stand-ins; with fewer than MIN_FOR_BARS the ratios
+are recorded but are too coarse to judge by. Either way the file
+and every row (`bars`) say why, and the collapse alarm and the learned bar use the fixed bars (cxr_utils.quality).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io as cio
+
+BASELINE_FILE = "quality-baseline.json"
+FORMAT_VERSION = 1
+MIN_STAND_INS = 2  # per class, for a baseline at all: one image has no spread and covers one training image
+# per class, for the bars to be fractions of the baseline. Measured on real digits (benchmarks/quality_bars.py,
+# tests/test_quality_baseline.py): with 2 held-out images per class, a generator that repeats 2 images per class
+# reaches about 1.0x the real coverage at that count (2 real images cover no more than any 2 others), so no bar could
+# tell it from a perfect one; with 10, it scores about 0.2x and trips the alarm (a generator that keeps only half of
+# each class's variety still passes); with 55, that one scores about 0.55x and fails the learned bar
+MIN_FOR_BARS = 10
+TRAIN_SIDE = ("diversity", "train_coverage", "fidelity")  # measured against the training images
+REFERENCE_SIDE = ("precision", "recall", "density", "coverage")  # measured against the held-out reference
+VS_REAL_COLUMNS = tuple(f"{k}_vs_real" for k in (*TRAIN_SIDE, *REFERENCE_SIDE))
+REAL_COLUMNS = ("kid_real", "kid_balanced_real")  # KID is a difference (~0 for real images): shown beside, not divided
+SIDES = {"train": "against the training images", "reference": "against the held-out reference"}
+REAL_BARS = "real baseline"  # a row's `bars` when the alarm and the learned bar are fractions of the baseline
+
+
+def stand_in_indices(labels: np.ndarray, n_per_class: int, num_classes: int, seed: int,
+                     halve: bool = False) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """A seeded choice of min(n_per_class, available) images per class (halve: of half the class) -> (stand-in indices
+    grouped by class, count per class, the class's other indices: the reference of a halved split)."""
+    y = np.asarray(labels).astype(np.int64)
+    rng = np.random.default_rng([seed, 8191])
+    idx, counts, rest = [], [], []
+    for c in range(num_classes):
+        pool = rng.permutation(np.flatnonzero(y == c))
+        m = min(n_per_class, len(pool) // 2 if halve else len(pool))
+        idx.append(np.sort(pool[:m]))
+        rest.append(np.sort(pool[m:]))
+        counts.append(int(m))
+    return np.concatenate(idx).astype(np.int64), counts, np.concatenate(rest).astype(np.int64)
+
+
+def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None) -> dict[str, Any]:
+    """The baseline of one probe: each side's held-out stand-ins scored by probe.measure (see the module docstring).
+    x_held / y_held: the held-out split whose features are probe.ref_feats (None: there is none)."""
+    names = list(probe.class_names)
+    k, n = len(names), probe.n_per_class
+    out: dict[str, Any] = {
+        "version": FORMAT_VERSION, "what": "real-vs-real baseline: held-out real images scored as if they were "
+        "synthetic, with the code that scores synthetic images (cxr_utils.quality_baseline)",
+        "class_names": names, "n_per_class": n, "seed": int(probe.seed), "reference": probe.reference,
+        "sides": {}, "scores": {}, "fallback": None}
+    if x_held is None or not len(x_held):
+        out["fallback"] = ("no held-out split: the quality reference is the training images, so no real image is left to "
+                           "stand in for a synthetic one")
+        return out
+    y_held = np.asarray(y_held).astype(np.int64)
+    for side, offset, halve in (("train", 0, False), ("reference", 1, True)):
+        idx, counts, rest = stand_in_indices(y_held, n, k, probe.seed + offset, halve)
+        per_class = dict(zip(names, counts, strict=True))
+        info: dict[str, Any] = {"stand_ins": "held-out val images", "per_class": per_class, "indices": idx.tolist()}
+        if side == "train":
+            info["against"] = f"{len(probe.y_train)} training images"
+        else:
+            info["against"] = "the other val images of each class"
+            info["reference_indices"] = rest.tolist()
+            info["reference_per_class"] = {nm: int((y_held[rest] == c).sum()) for c, nm in enumerate(names)}
+        short = [f"{nm} ({(y_held == c).sum()} image{'s' if (y_held == c).sum() != 1 else ''})" for c, nm in
+                 enumerate(names) if counts[c] < MIN_STAND_INS]
+        if short:
+            need = 2 * MIN_STAND_INS if halve else MIN_STAND_INS
+            info["missing"] = (f"too few held-out images of {' and '.join(short)}: fewer than {need} per class"
+                               + (" to split into stand-ins and a reference" if halve else " to stand in"))
+        else:
+            xs, ys = np.asarray(x_held)[idx], y_held[idx]
+            probs, feats = probe.predict(xs)
+            ref = (probe.ref_feats[rest], probe.y_ref[rest]) if halve else None
+            with one_blas_thread():  # as score_images scores synthetic images
+                out["scores"].update(probe.measure(xs, ys, probs, feats, sides=(side,), ref=ref))
+        out["sides"][side] = info
+    train = out["sides"]["train"]
+    few = [f"{m} {name}" for name, m in train["per_class"].items() if m < MIN_FOR_BARS]
+    if "missing" in train:
+        out["fallback"] = train["missing"]
+    elif few:
+        out["fallback"] = (f"only {' and '.join(few)} held-out images, fewer than {MIN_FOR_BARS} per class: too few "
+                           "to judge by (the ratios are recorded)")
+    if "kid" in out["scores"]:
+        out["scores"]["kid_balanced"] = probe.balanced_kid(out["scores"])
+    return out
+
+
+def load_or_compute(path: Path | None, reuse: bool, probe: Any, x_held: np.ndarray | None,
+                    y_held: np.ndarray | None) -> dict[str, Any]:
+    """The run's baseline: read back from `path` when reuse (a resume with the same classifier) and it fits this
+    probe, else computed and written there atomically (if a path is given)."""
+    if reuse and path is not None and path.is_file():
+        try:
+            saved = cio.read_json(path)
+        except (ValueError, OSError):  # a damaged file: recompute, it is a pure function of the data and the classifier
+            saved = None
+        if (isinstance(saved, dict) and saved.get("version") == FORMAT_VERSION and saved.get("n_per_class") ==
+                probe.n_per_class and saved.get("class_names") == list(probe.class_names)):
+            return saved
+    base = compute(probe, x_held, y_held)
+    if path is not None:
+        cio.atomic_write_json(path, base)
+    return base
+
+
+def at_count(probe: Any, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats: np.ndarray, side: str,
+             info: dict[str, Any], full: dict[str, Any]) -> dict[str, Any]:
+    """Scores of one side for synthetic images at the baseline's count per class (info: the side's entry of the
+    baseline): the mean over disjoint chunks (the first m_c, the next m_c, ... of each class), against the same
+    reference as the stand-ins; `full` (the usual row) when that is one chunk against the usual reference."""
+    counts = list(info["per_class"].values())
+    ref = None
+    if "reference_indices" in info:
+        rest = np.asarray(info["reference_indices"], np.int64)
+        ref = (probe.ref_feats[rest], probe.y_ref[rest])
+    per_class = [np.flatnonzero(np.asarray(ys) == c) for c in range(len(counts))]
+    if ref is None and all(len(i) == m for i, m in zip(per_class, counts, strict=True)):
+        return full
+    chunks = min(len(i) // m for i, m in zip(per_class, counts, strict=True))
+    rows = []
+    for j in range(chunks):
+        sel = np.concatenate([i[j * m:(j + 1) * m] for i, m in zip(per_class, counts, strict=True)])
+        rows.append(probe.measure(x[sel], ys[sel], probs[sel], feats[sel], sides=(side,), ref=ref, kid=False))
+    keys = {key for r in rows for key in r}
+    return {key: _mean([r.get(key) for r in rows]) for key in keys}
+
+
+def vs_real(probe: Any, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats: np.ndarray,
+            row: dict[str, Any]) -> dict[str, Any]:
+    """The quality.csv columns that set a synthetic row beside the baseline: `<score>_vs_real` (the score at the
+    baseline's count / the baseline), kid_real, kid_balanced_real and `bars` (which bars judge the row, and why)."""
+    base = probe.baseline or {}
+    cols: dict[str, Any] = dict.fromkeys((*VS_REAL_COLUMNS, *REAL_COLUMNS))
+    scores = base.get("scores") or {}
+    for side, keys in (("train", TRAIN_SIDE), ("reference", REFERENCE_SIDE)):
+        info = (base.get("sides") or {}).get(side)
+        if not info or "missing" in info:
+            continue
+        at = at_count(probe, x, ys, probs, feats, side, info, row)
+        for key in keys:
+            v, b = finite(at.get(key)), finite(scores.get(key))
+            cols[f"{key}_vs_real"] = v / b if v is not None and b is not None and b > 0 else None
+    cols["kid_real"], cols["kid_balanced_real"] = finite(scores.get("kid")), finite(scores.get("kid_balanced"))
+    cols["bars"] = bars_label(base)
+    return cols
+
+
+def bars_label(base: dict[str, Any] | None) -> str:
+    """'real baseline' when the bars are fractions of it, else 'fixed: <why>'."""
+    if not base:
+        return "fixed: no real-vs-real baseline was measured"
+    if base.get("fallback"):
+        return f"fixed: {base['fallback']}"
+    return REAL_BARS
+
+
+def describe(base: dict[str, Any] | None) -> str:
+    """One line for a person: what the baseline is made of and what real images reach, or why there is none."""
+    if not base:
+        return "no real-vs-real baseline in this run (it predates them); the quality bars are the fixed ones"
+    s = base.get("scores") or {}
+    parts = []
+    for side in ("train", "reference"):
+        info = (base.get("sides") or {}).get(side)
+        if not info:
+            continue
+        counts = " + ".join(f"{m} {n}" for n, m in info["per_class"].items())
+        if "missing" in info:
+            parts.append(f"{SIDES[side]}: none ({info['missing']})")
+            continue
+        if side == "train":
+            got = (f"diversity {_fmt(s.get('diversity'))}, {s.get('train_covered')} of {s.get('train_images')} training "
+                   f"images covered, fidelity {_fmt(s.get('fidelity'))}")
+        else:
+            got = (f"KID {_fmt(s.get('kid'), 4)} (class-balanced {_fmt(s.get('kid_balanced'), 4)}), coverage "
+                   f"{_fmt(s.get('coverage'))}")
+        ref = info.get("reference_per_class")
+        against = f" ({' + '.join(f'{m} {n}' for n, m in ref.items())} other val images)" if ref else ""
+        parts.append(f"{info['stand_ins']} ({counts}) {SIDES[side]}{against}: {got}")
+    head = "real-vs-real baseline (quality-baseline.json): " + "; ".join(parts) if parts else "real-vs-real baseline: none"
+    return head + (f". Fallback to the fixed bars: {base['fallback']}" if base.get("fallback") else "")
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """A context in which numpy's BLAS uses one thread. The scores multiply many small matrices (KID kernels of at
+    most 1000 x 1000): there, BLAS threads only contend, with the trainer's own threads and with other work on the
+    machine (the probe's KID and PRDC at full scale took 8.7-10.1 s with OpenBLAS's threads and 1.1-1.6 s with one,
+    measured alternately on a shared 2-core AMD EPYC). threadpoolctl comes with scikit-learn; without it, no limit."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn, a dependency, brings it
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
+def finite(v: Any) -> float | None:
+    """A number read from a row (float, numpy scalar or CSV string) as a finite float; None if empty, nan or inf."""
+    if v is None or v == "":
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def _mean(vals: list[Any]) -> float | None:
+    got = [f for f in (finite(v) if not isinstance(v, str) else None for v in vals) if f is not None]
+    return float(np.mean(got)) if got else None
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    f = finite(v)
+    return "n/a" if f is None else f"{f:.{digits}f}"

@@ -1,0 +1,218 @@
+"""The quality scores of images against real ones, and the probe that measures a generator with them.
+
+Pixel scores against the training images (diversity, train coverage), the classifier's label fidelity, KID and PRDC
+against the held-out reference; `QualityProbe.measure` scores any labelled images, synthetic ones during training and
+real stand-ins for the real-vs-real baseline (cxr_utils.quality_baseline), with the same code. The rule, the alarm,
+quality.csv and the tracker are in cxr_utils.quality, which re-exports the names here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import io as cio
+from .config import SMOKE
+from .data import gray_images
+from .quality_baseline import REAL_COLUMNS, finite, one_blas_thread
+from .sample import generate, noise_for
+
+# the quality classifier: at least this many steps, early stopping only on a reference split this large
+MIN_CLASSIFIER_STEPS = 30 if SMOKE else 300  # smoke (CI): fewer steps, same code path
+MIN_EARLY_STOPPING = 50
+
+
+# ------------------------------------------------------------------------------------------ pixel scores
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, np.float64).reshape(len(x), -1)
+
+
+def diversity(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_real: np.ndarray,
+              num_classes: int) -> list[float | None]:
+    """Per class: mean per-pixel std of the synthetic images / that of the real images (None if either lacks 2)."""
+    xs, xr = _flat(x_syn), _flat(x_real)
+    ys, yr = np.asarray(y_syn), np.asarray(y_real)
+    out: list[float | None] = []
+    for c in range(num_classes):
+        s, r = xs[ys == c], xr[yr == c]
+        if len(s) < 2 or len(r) < 2:
+            out.append(None)
+            continue
+        real_spread = r.std(axis=0).mean()
+        out.append(float(s.std(axis=0).mean() / real_spread) if real_spread > 0 else None)
+    return out
+
+
+def train_coverage(x_syn: np.ndarray, y_syn: np.ndarray, x_train: np.ndarray, y_train: np.ndarray,
+                   num_classes: int) -> tuple[list[int], list[int]]:
+    """Per class: (training images that are some same-class synthetic image's nearest neighbour, training images)."""
+    from .metrics import nearest_real
+
+    ys, yt = np.asarray(y_syn), np.asarray(y_train)
+    covered, total = [], []
+    for c in range(num_classes):
+        ti = np.flatnonzero(yt == c)
+        total.append(int(len(ti)))
+        s = np.asarray(x_syn)[ys == c]
+        if not len(ti) or not len(s):
+            covered.append(0)
+            continue
+        idx, _ = nearest_real(s, np.asarray(x_train)[ti])
+        covered.append(int(len(np.unique(idx))))
+    return covered, total
+
+
+# ------------------------------------------------------------------------------------------ the probe
+
+
+@dataclass
+class QualityProbe:
+    """Everything an evaluation needs, built once per run: real images, the classifier, reference features, noise,
+    and the real-vs-real baseline (cxr_utils.quality_baseline; None: the fixed bars judge)."""
+
+    class_names: tuple[str, ...]
+    x_train: np.ndarray  # uint8 (N, S, S): the training images diversity and coverage compare with
+    y_train: np.ndarray
+    y_ref: np.ndarray  # labels of the held-out real images (val) the reference features come from
+    ref_feats: np.ndarray
+    reference: str  # e.g. "val split (4 images)"
+    classifier: Any
+    extractor: Any  # metrics.Extractor: the classifier's penultimate features
+    noise: np.ndarray  # (K * n_per_class, latent): the same noise at every evaluation
+    labels: np.ndarray
+    seed: int = 0
+    baseline: dict[str, Any] | None = None
+
+    @property
+    def n_per_class(self) -> int:
+        """Synthetic images per class in every evaluation."""
+        return len(self.labels) // len(self.class_names)
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(classifier probabilities, features) of uint8 images: what fidelity and KID / PRDC read."""
+        from .features import predict_proba
+
+        return predict_proba(self.classifier, x), self.extractor(x)
+
+    def measure(self, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats: np.ndarray,
+                sides: Sequence[str] = ("train", "reference"), ref: tuple[np.ndarray, np.ndarray] | None = None,
+                kid: bool = True) -> dict[str, Any]:
+        """The scores of images x labelled ys (synthetic, or real stand-ins for the baseline): "train" = diversity,
+        train coverage and fidelity (against the training images), "reference" = KID and PRDC (against the held-out
+        reference, or `ref` = (features, labels) of a part of it; kid False: PRDC only); overall and per class."""
+        from .metrics import kid_and_prdc, label_fidelity, prdc
+
+        k, ys = len(self.class_names), np.asarray(ys)
+        row: dict[str, Any] = {}
+        if "train" in sides:
+            div = diversity(x, ys, self.x_train, self.y_train, k)
+            cov, tot = train_coverage(x, ys, self.x_train, self.y_train, k)
+            fid = label_fidelity(probs, ys, self.class_names)
+            valid_div = [d for d in div if d is not None]
+            row.update(diversity=float(np.mean(valid_div)) if valid_div else None,
+                       train_coverage=sum(cov) / sum(tot) if sum(tot) else None, train_covered=int(sum(cov)),
+                       train_images=int(sum(tot)), fidelity=fid["overall"])
+            for c, n in enumerate(self.class_names):
+                row[f"diversity_{n}"] = div[c]
+                row[f"train_coverage_{n}"] = cov[c] / tot[c] if tot[c] else None
+                row[f"fidelity_{n}"] = fid["per_class"][n]
+        if "reference" in sides:
+            rf, ry = ref if ref is not None else (self.ref_feats, self.y_ref)
+            scopes = [("", np.ones(len(ys), bool), np.ones(len(ry), bool))]
+            scopes += [(f"_{n}", ys == c, ry == c) for c, n in enumerate(self.class_names)]
+            for suffix, ms, mr in scopes:
+                if kid:
+                    m = kid_and_prdc(rf[mr], feats[ms], k=5, kid_subsets=50, seed=self.seed)
+                    row[f"kid{suffix}"] = m["kid_mean"]
+                else:  # as kid_and_prdc lowers k to what the smaller set allows
+                    kk = min(5, int(mr.sum()) - 1, int(ms.sum()) - 1)
+                    m = {"prdc": prdc(rf[mr], feats[ms], kk) if kk >= 1 else None}
+                for name in ("precision", "recall", "density", "coverage"):
+                    row[f"{name}{suffix}"] = (m["prdc"] or {}).get(name)
+        return row
+
+    def balanced_kid(self, row: dict[str, Any]) -> float | None:
+        """The class-balanced KID of a row: the mean of its per-class KIDs (see select_best)."""
+        return balanced_kid(row, self.class_names)
+
+    def score_images(self, x_syn: np.ndarray) -> dict[str, Any]:
+        """Every score of synthetic uint8 images (K * n_per_class, S, S) rendered from self.noise/self.labels, and
+        the columns that set them beside the real-vs-real baseline."""
+        from .quality_baseline import vs_real
+
+        probs, feats = self.predict(x_syn)
+        with one_blas_thread():
+            row = self.measure(x_syn, self.labels, probs, feats)
+            row["kid_balanced"] = self.balanced_kid(row)
+            row.update(vs_real(self, x_syn, self.labels, probs, feats, row))
+        return row
+
+    def score(self, generator: Any) -> dict[str, Any]:
+        """Render the probe's noise with `generator` and score the images."""
+        return self.score_images(generate(generator, self.noise, self.labels))
+
+
+def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.ndarray, x_ref: np.ndarray | None,
+                y_ref: np.ndarray | None, reference: str, latent_dim: int, n_per_class: int, seed: int,
+                classifier_path: Path | None = None, coverage_keep: np.ndarray | None = None,
+                baseline_path: Path | None = None) -> QualityProbe:
+    """A probe for one run; the classifier is trained on the real train split (or loaded from classifier_path).
+
+    The classifier uses the whole train split; diversity and train coverage use the training images at
+    `coverage_keep` (all if None). The trainer keeps n_per_class per class there (all of a smaller class): as many
+    training images as synthetic ones, so a coverage score is neither saturated (many more synthetic images than
+    training images) nor capped (a 3,100-image class cannot be covered by 128). Without a held-out reference (x_ref
+    None or empty) the training images serve. The real-vs-real baseline (quality_baseline) is read back from
+    baseline_path when the classifier was too (a resume), else measured now and written there.
+    """
+    import keras
+
+    from . import quality_baseline
+    from .features import domain_extractor, train_domain_classifier
+
+    x_all, y_all = gray_images(x_train), np.asarray(y_train).astype(np.int64)
+    held_out = x_ref is not None and len(x_ref) > 0
+    x_ref, y_ref = (gray_images(x_ref), np.asarray(y_ref).astype(np.int64)) if held_out else (x_all, y_all)
+    clf = None
+    if classifier_path is not None and classifier_path.is_file():
+        try:
+            clf = keras.models.load_model(classifier_path, safe_mode=True, compile=False)
+        except Exception:  # an unreadable file (e.g. an older format): retrain, it is a pure function of the data
+            clf = None
+    loaded = clf is not None
+    if clf is None:
+        # the reference split doubles as the classifier's early-stopping set only when it is really held out and
+        # large enough to choose an epoch (4 val images would stop a 10-image classifier at a constant guess)
+        stop_on = held_out and len(y_ref) >= MIN_EARLY_STOPPING
+        clf = train_domain_classifier(x_all, y_all, x_ref if stop_on else None, y_ref if stop_on else None, epochs=15,
+                                      seed=seed, num_classes=len(class_names), min_steps=MIN_CLASSIFIER_STEPS)
+        if classifier_path is not None:
+            with cio.atomic_path(classifier_path) as tmp:
+                clf.save(tmp)
+    extractor = domain_extractor(clf)
+    keep = np.arange(len(y_all)) if coverage_keep is None else np.asarray(coverage_keep)
+    probe = QualityProbe(tuple(class_names), x_all[keep], y_all[keep], y_ref, extractor(x_ref), reference, clf,
+                         extractor, noise_for(seed + 7919, len(class_names) * n_per_class, latent_dim),  # never the training noise
+                         np.repeat(np.arange(len(class_names), dtype=np.int32), n_per_class), seed)
+    # a baseline belongs to the classifier it was measured with: read back only alongside it
+    probe.baseline = quality_baseline.load_or_compute(baseline_path, loaded, probe, x_ref if held_out else None,
+                                                      y_ref if held_out else None)
+    return probe
+
+
+def balanced_kid(row: dict[str, Any], class_names: Sequence[str] | None = None) -> float | None:
+    """The mean of a row's per-class KIDs (`kid_<class>`), None if a class has none.
+
+    class_names None: the classes are read off the row's `kid_<class>` keys (a quality.csv row of any run)."""
+    names = list(class_names) if class_names is not None else [
+        k[4:] for k in row if k.startswith("kid_") and k not in ("kid_balanced", *REAL_COLUMNS)]
+    vals = [finite(row.get(f"kid_{n}")) for n in names]
+    if not vals or any(v is None for v in vals):
+        return None
+    return float(np.mean(vals))
