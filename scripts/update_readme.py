@@ -110,6 +110,16 @@ def section_label_prior() -> str:
         lines.append(f"| {label}, mean | | {_pair(gb['fidelity'], ga['fidelity'])} | {_pair(gb['spread'], ga['spread'], 2)} | "
                      f"{_pair(gb['tstr_matched_recall'], ga['tstr_matched_recall'])} | "
                      f"{_pair(gb['tstr_recall'], ga['tstr_recall'])} | {gb['trtr_recall']:.3f} |")
+    by_seed = {(r["seed"], r["label_prior"]): r for r in runs}
+    pairs = [(seed, by_seed[seed, "balanced"], by_seed[seed, "data"]) for seed in d["seeds"]
+             if (seed, "balanced") in by_seed and (seed, "data") in by_seed]
+    diffs = [f"seed {seed}: {a['tstr'] - b['tstr']:+.4f} / {a['tstr_matched'] - b['tstr_matched']:+.4f}"
+             for seed, b, a in pairs]
+    spread = {g: dat["groups"][g]["spread"] - bal["groups"][g]["spread"] for g in ("odd", "even")}
+    n_test = runs[0]["n_test_real"]
+    lines += ["", f"Data minus balanced, TSTR on the balanced / the count-matched synthetic set: {'; '.join(diffs)} "
+              f"(one test digit is {1 / n_test:.4f}). Spread, data minus balanced: odd digits {spread['odd']:+.2f}, "
+              f"even digits {spread['even']:+.2f}."]
     m = d["machine"]
     lines += ["", f"{d['per_class_note']}. JSON: `{_rel(p)}` (`{d.get('command', '')}`; {m['cpu_model']}, "
               f"{m['cores']} cores, shared with other jobs)."]
@@ -127,8 +137,9 @@ def section_label_prior() -> str:
                   f"(seed {xd['seed']}), kept generator at step {best.get('step', 'n/a')}, diversity "
                   f"{sc.get('diversity', float('nan')):.2f}, {_int(sc.get('train_covered'))} / {_int(sc.get('train_images'))} "
                   f"training images covered, fidelity {sc.get('fidelity', float('nan')):.2f}: bar "
-                  f"{'met' if meets_bar(sc) else 'missed'}. A check that it trains, not a comparison (one seed, another "
-                  f"machine than the table above). JSON: `{_rel(x)}` (`{xd.get('command', '')}`)."]
+                  f"{'met' if meets_bar(sc) else 'missed'}. A check that it trains, not a comparison: one seed, and the "
+                  f"recipe's row under \"Does it learn real chest X-rays?\" (balanced labels) was measured on another "
+                  f"machine. JSON: `{_rel(x)}` (`{xd.get('command', '')}`)."]
     return "\n".join(lines) + "\n"
 
 

@@ -458,6 +458,20 @@ def test_cli_recipe_projection_trains_and_is_saved_and_resume_refuses_a_new_reci
         recipe("sngan")
 
 
+def test_label_prior_is_validated_and_no_recipe_sets_it() -> None:
+    from cxr_utils.config import LEGACY_VALUES, RECIPES, saved_fields
+
+    with pytest.raises(UserError, match="label_prior must be data|balanced, got 'uniform'"):
+        GANConfig(label_prior="uniform").validate()
+    # the data's prior is a correction, not a recipe trait: every recipe (seed included) trains with the default
+    assert all("label_prior" not in fields for fields in RECIPES.values())
+    assert {GANConfig().with_recipe(r).label_prior for r in RECIPES} == {"data"}
+    # config.json without the field: the value its run trained with; with it: its own value; "data" is provenance
+    assert LEGACY_VALUES == {"label_prior": "balanced"}
+    assert saved_fields({"seed": 3, "data": {"n_train": 4}}) == {"label_prior": "balanced", "seed": 3}
+    assert saved_fields({"label_prior": "data"}) == {"label_prior": "data"}
+
+
 # ---------------------------------------------------------------- resume across precisions and key formats
 
 PRECISIONS = ("fp32", "bf16", "fp16")
