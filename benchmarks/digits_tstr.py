@@ -12,6 +12,8 @@ behind the defaults is in docs/tuning-history.md.
 
     python benchmarks/digits_tstr.py --seed 0 --out assets/results/digits_tstr-seed0.json
     python benchmarks/digits_tstr.py --quick            # a couple of minutes
+    python benchmarks/digits_tstr.py --imbalance        # odd digits cut to a third (1 : 3), see IMBALANCE_NOTE;
+                                                        # benchmarks/digits_imbalanced.py compares label priors on it
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ VAL_FRACTION = 0.15  # of the 70 % train split: real digits held out from the GA
 TARGET_RATIO = 0.97  # the issue's target: TSTR / TRTR >= 0.97 ...
 TARGET_SECONDS = 600.0  # ... within 10 minutes on 2 CPU cores, for any seed
 TARGET = f"TSTR/TRTR >= {TARGET_RATIO} within {TARGET_SECONDS:.0f} s"
+# --imbalance: every odd digit keeps a third of its train-split images (a seeded choice), so the GAN trains on a
+# 1 : 3 class ratio (odd : even), as the Kaggle X-rays (NORMAL : PNEUMONIA); the test split is untouched
+IMBALANCE_KEEP = 1.0 / 3.0
+IMBALANCE_SEED = 0
+IMBALANCE_NOTE = ("--imbalance: the odd digits (1, 3, 5, 7, 9) keep round(n / 3) of their images of the 70 % train split, "
+                  f"chosen by numpy default_rng({IMBALANCE_SEED}) (fixed for every GAN seed), before its fit/validation "
+                  "split; the even digits and the 30 % test split are untouched")
 
 
 def target_met(ratio: float, seconds: float) -> bool:
@@ -70,6 +79,21 @@ def digits_split(size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     xtr, xte, ytr, yte = train_test_split(d.images, d.target, test_size=TEST_FRACTION, stratify=d.target,
                                           random_state=SPLIT_SEED)
     return upsample(xtr, size), ytr.astype(np.int64), upsample(xte, size), yte.astype(np.int64)
+
+
+def imbalance(x: np.ndarray, y: np.ndarray, keep: float = IMBALANCE_KEEP,
+              seed: int = IMBALANCE_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """The odd digits cut to round(n * keep) images each (a seeded choice), the even ones untouched, original order."""
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    kept = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        if c % 2:
+            idx = rng.choice(idx, int(round(len(idx) * keep)), replace=False)
+        kept.append(idx)
+    order = np.sort(np.concatenate(kept))
+    return x[order], y[order]
 
 
 def fit_val_split(x_train: np.ndarray, y_train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -127,6 +151,44 @@ def spread_ratio(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_rea
     return float(np.mean([d for d in per if d is not None]))
 
 
+PER_CLASS_NOTE = ("per digit, on the exported synthetic set: fidelity = the real-trained probe's accuracy on that "
+                  "digit's synthetic images; spread = their within-class diversity / the real GAN-training digits'; "
+                  "recall on the real test digits of the probe trained on the balanced synthetic set (tstr_recall), on "
+                  "the synthetic set with the real per-digit counts (tstr_matched_recall: the first n_real exported "
+                  "images of each digit, so the same class prior and size as TRTR's training set), and of TRTR")
+
+
+def recalls(clf: Any, x: np.ndarray, y: np.ndarray, num_classes: int = 10) -> list[float]:
+    """Per class: the share of its images (uint8) that a fitted probe labels correctly."""
+    pred = clf.predict(_pixels(x))
+    return [float(np.mean(pred[y == c] == c)) for c in range(num_classes)]
+
+
+def matched_subset(y_syn: np.ndarray, counts: list[int]) -> np.ndarray:
+    """Indices of the first counts[c] synthetic images of each class c (all of them if fewer), in order."""
+    return np.sort(np.concatenate([np.flatnonzero(y_syn == c)[:n] for c, n in enumerate(counts)]))
+
+
+def per_class_report(real_probe: Any, syn_x: np.ndarray, syn_y: np.ndarray, x_real: np.ndarray, y_real: np.ndarray,
+                     x_test: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+    """Fidelity, spread and test recalls per digit (PER_CLASS_NOTE), and the TSTR of the whole (balanced) and of the
+    count-matched synthetic set."""
+    from cxr_utils.quality import diversity
+
+    counts = np.bincount(y_real, minlength=10).tolist()
+    sub = matched_subset(syn_y, counts)
+    balanced, matched = fit_probe(syn_x, syn_y), fit_probe(syn_x[sub], syn_y[sub])
+    spread = diversity(syn_x, syn_y, x_real, y_real, 10)
+    rows = zip(recalls(balanced, x_test, y_test), recalls(matched, x_test, y_test), recalls(real_probe, x_test, y_test),
+               strict=True)
+    per_class = [{"digit": c, "n_real": counts[c], "n_synthetic_matched": int(np.sum(syn_y[sub] == c)),
+                  "fidelity": probe_score(real_probe, syn_x[syn_y == c], syn_y[syn_y == c]), "spread": spread[c],
+                  "tstr_recall": b, "tstr_matched_recall": m, "trtr_recall": r}
+                 for c, (b, m, r) in enumerate(rows)]
+    return {"tstr": probe_score(balanced, x_test, y_test), "tstr_matched": probe_score(matched, x_test, y_test),
+            "per_class": per_class}
+
+
 # ----------------------------------------------------------------------------- the GAN
 
 
@@ -139,6 +201,7 @@ class Plan:
     chunks: int = 6  # TSTR is measured after each chunk: the `curve` (and the candidates for the selection)
     n_per_class: int = 300  # synthetic images per class for the TSTR probe
     budget_seconds: float | None = 600.0  # total wall time: a chunk that would not finish in it is not started
+    imbalance: bool = False  # odd digits cut to a third of their training images (IMBALANCE_NOTE)
 
 
 def digits_config(size: int, seed: int, **overrides: Any) -> Any:
@@ -223,6 +286,8 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     t_start = time.perf_counter()
     cfg = digits_config(plan.size, seed, **config_overrides)  # first: a bad override fails before any work
     xtr, ytr, xte, yte = digits_split(plan.size)
+    if plan.imbalance:
+        xtr, ytr = imbalance(xtr, ytr)
     xfit, yfit, xval, yval = fit_val_split(xtr, ytr)
     real_probe = fit_probe(xfit, yfit)  # TRTR, and the fidelity of every curve point
     trtr, trtr_val = probe_score(real_probe, xte, yte), probe_score(real_probe, xval, yval)
@@ -286,7 +351,8 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
         # the reported number goes through the real export path: PNGs on disk, read back by load_synthetic
         out = synthetic.export(best_dir, plan.n_per_class, work / "synthetic", seed=seed, progress=False)
         syn_x, syn_y = synthetic.load_synthetic(out, expected_size=plan.size, class_names=DIGIT_NAMES)
-        tstr = probe_accuracy(syn_x, syn_y, xte, yte)
+        classes = per_class_report(real_probe, syn_x, syn_y, xfit, yfit, xte, yte)
+        tstr = classes["tstr"]
         if grid is not None:
             save_grid(grid, xte, yte, syn_x, syn_y)
     finally:
@@ -305,6 +371,12 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
         "trtr_note": "TRTR trains on the same real images the GAN trained on (n_train_real); trtr_full_train uses the "
                      "whole 70 % split (validation part included)",
         "trtr_full_train": trtr_full,
+        "tstr_matched": classes["tstr_matched"],
+        "ratio_matched": classes["tstr_matched"] / trtr,
+        "per_class": classes["per_class"],
+        "per_class_note": PER_CLASS_NOTE,
+        "imbalance": IMBALANCE_NOTE if plan.imbalance else None,
+        "n_train_real_per_class": np.bincount(yfit, minlength=10).tolist(),
         "ratio_vs_trtr_full_train": tstr / trtr_full,
         "trtr_val": trtr_val,
         "selection": "real validation split",
@@ -362,12 +434,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-per-class", type=int, default=None)
     ap.add_argument("--budget-seconds", type=float, default=None, help=f"total wall-time budget (default {Plan.budget_seconds:.0f}): a chunk predicted to overrun it is skipped")
     ap.add_argument("--quick", action="store_true", help="a couple of minutes: fewer steps, 2 curve points")
+    ap.add_argument("--imbalance", action="store_true", help="odd digits cut to a third of their training images "
+                    "(1 : 3, seeded; the test split untouched)")
     ap.add_argument("--grid", default=None, help="also write a real-vs-synthetic PNG grid here")
     ap.add_argument("--work-dir", default=None, help="keep the run folder and exported PNGs here (default: temp, deleted)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a GANConfig field of the digits config (repeatable), e.g. --set g_lr=1e-4")
     args = ap.parse_args(argv)
-    plan = Plan(size=args.size)
+    plan = Plan(size=args.size, imbalance=args.imbalance)
     if args.quick:
         plan.steps, plan.chunks = 500, 2
     for k in ("steps", "chunks", "n_per_class", "budget_seconds"):

@@ -75,7 +75,7 @@ def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed:
     curve = [{k: _val(r.get(k)) for k in keep} for r in rows]
     res = {"recipe": name, "fields": dict(sorted(recipe(name).items())), "steps": int(out["step"]),
            "seconds": round(seconds, 1), "train_seconds": round(out["train_seconds"], 1), "precision": out["precision"],
-           "batch_size": cfg.batch_size, "eval_every": cfg.eval_every, "curve": curve,
+           "batch_size": cfg.batch_size, "eval_every": cfg.eval_every, "label_prior": cfg.label_prior, "curve": curve,
            "best": best, "last": curve[-1] if curve else None, "run_dir": str(run_dir)}
     return add_time_to_bar(res, run_dir)
 

@@ -88,13 +88,16 @@ def steps_per_execution(steps_per_epoch: int, replicas: int = 1) -> int:
     return max(k for k in range(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch) + 1) if steps_per_epoch % k == 0)
 
 
-def build_gan(cfg: GANConfig, precision: str = "fp32", steps_per_execution: int = 1) -> ConditionalGAN:
-    """A compiled ConditionalGAN with both optimizers built (call inside the strategy scope); XLA per cfg.jit."""
+def build_gan(cfg: GANConfig, precision: str = "fp32", steps_per_execution: int = 1,
+              class_counts: tuple[int, ...] | None = None) -> ConditionalGAN:
+    """A compiled ConditionalGAN with both optimizers built (call inside the strategy scope); XLA per cfg.jit.
+
+    class_counts: the training labels' per-class counts, the prior of the generated labels (ConditionalGAN)."""
     policy = POLICIES[precision]
     g = build_generator(cfg, dtype=policy, name="generator")
     d = build_discriminator(cfg, dtype=policy, name="discriminator")
     ema = build_generator(cfg, dtype="float32", name="ema_generator") if cfg.ema_decay > 0 else None
-    gan = ConditionalGAN(cfg, g, d, ema)
+    gan = ConditionalGAN(cfg, g, d, ema, class_counts=class_counts)
     d_opt = keras.optimizers.Adam(cfg.d_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="d_adam")
     g_opt = keras.optimizers.Adam(cfg.g_lr, beta_1=cfg.beta_1, beta_2=cfg.beta_2, name="g_adam")
     if precision == "fp16":  # fp16 gradients underflow without loss scaling; each optimizer keeps its own scale

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="but at most one checkpoint per this many minutes (default 5; 0: no limit)")
     t.add_argument("--sample-every", type=int, default=None, help="epochs between sample grids (default 10)")
     t.add_argument("--max-per-class", type=int, default=None, help="cap real training images per class")
+    t.add_argument("--label-prior", default=None, choices=["data", "balanced"],
+                   help="class prior of the generated labels in training (default data: the training labels' "
+                        "frequencies; balanced: 1/K each, as runs before it; a resumed run keeps its own)")
     t.add_argument("--smoke", action="store_true", help="tiny sizes for a quick check (same code path)")
 
     m = sub.add_parser("sample", help="export synthetic PNGs + manifest from a run's EMA generator")
@@ -192,7 +195,7 @@ def run_train(args: argparse.Namespace) -> int:
     resumed = args.resume and saved.is_file()  # the run's own config.json defines it
     if args.config:
         cfg = GANConfig.from_file(args.config)
-    elif resumed:
+    elif resumed:  # config_of: a config.json older than a field resumes with the value its run used
         cfg = config_of(cio.read_json(saved))
     else:
         cfg = GANConfig()
@@ -207,7 +210,8 @@ def run_train(args: argparse.Namespace) -> int:
     # a new run without --config, --epochs or --batch-size is fitted to its data (the 16-image sample has 10 train images)
     plan = not (args.config or resumed or args.epochs or args.batch_size or args.smoke)
     cfg = cfg.replace(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
-                      max_per_class=args.max_per_class, deterministic=True if args.deterministic else None,
+                      max_per_class=args.max_per_class, label_prior=args.label_prior,
+                      deterministic=True if args.deterministic else None,
                       jit=args.jit, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
                       sample_every=args.sample_every)
     out = train.train_from_npz(args.data, run_dir, cfg, resume=args.resume, plan=plan)

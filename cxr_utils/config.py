@@ -66,6 +66,10 @@ class GANConfig:
     beta_1: float = 0.5
     beta_2: float = 0.999
     max_per_class: int | None = None  # the seed's "train on fewer images per class"
+    # the class prior of the generated labels in the training steps: "data" = the training labels' frequencies (as
+    # StyleGAN2-ADA draws them), so the label alone cannot tell D real from synthetic on an imbalanced set (Kaggle is
+    # about 1 : 3); "balanced" = 1/K each (every run before this field; a config.json without it resumes so)
+    label_prior: str = "data"
     # run
     seed: int = 1234
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -94,6 +98,7 @@ class GANConfig:
             (self.adv_loss in ("lsgan", "bce", "hinge"), f"adv_loss must be lsgan|bce|hinge, got {self.adv_loss}"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision must be auto|fp32|bf16|fp16, got {self.precision}"),
             (self.jit in ("auto", "on", "off"), f"jit must be auto|on|off, got {self.jit}"),
+            (self.label_prior in ("data", "balanced"), f"label_prior must be data|balanced, got {self.label_prior!r}"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1 (epochs), got {self.checkpoint_every}"),
             (self.checkpoint_minutes >= 0, f"checkpoint_minutes must be >= 0 (0: no time limit), got {self.checkpoint_minutes}"),
             (self.sample_every >= 1, f"sample_every must be >= 1 (epochs), got {self.sample_every}"),
@@ -152,6 +157,16 @@ class GANConfig:
         """A copy with the non-None overrides applied."""
         kept = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **kept).validate()
+
+
+# fields added after runs were saved without them, with the value those runs trained with: a config.json that lacks one
+# describes (and resumes) its run as it was trained, whatever today's default
+LEGACY_VALUES: dict[str, Any] = {"label_prior": "balanced"}
+
+
+def saved_fields(saved: dict[str, Any]) -> dict[str, Any]:
+    """The GANConfig fields of a run's config.json (top level, beside the "data" provenance), LEGACY_VALUES filled in."""
+    return {**LEGACY_VALUES, **{k: v for k, v in saved.items() if k != "data"}}
 
 
 # SNGAN's projection discriminator with ACGAN's pull on G switched off: on the digits benchmark it kept the

@@ -79,11 +79,37 @@ def real_threshold(kind: str) -> float:
 # ---------------------------------------------------------------- stateless draws
 
 def balanced_labels(n: int, num_classes: int, key: tf.Tensor) -> tf.Tensor:
-    """n labels, each class n // K or n // K + 1 times, in an order keyed by `key` -> int32 (n,)."""
+    """n labels, each class n // K or n // K + 1 times, in an order keyed by `key` -> int32 (n,) (label_prior "balanced")."""
     base = tf.range(n, dtype=tf.int32) % num_classes
     # the remainder classes rotate with the key, so no class is favoured over many steps
     shift = tf.random.stateless_uniform([], key, 0, num_classes, dtype=tf.int32)
     base = (base + shift) % num_classes
+    order = tf.argsort(tf.random.stateless_uniform([n], key + tf.constant([0, 1], tf.int64)))
+    return tf.gather(base, order)
+
+
+def systematic_labels(n: int, counts: tuple[int, ...], v: tf.Tensor) -> tf.Tensor:
+    """The sorted labels of one systematic draw: positions (v / N + i) / n, i < n, through the cumulative prior.
+
+    counts: the prior as integers (class k has probability counts[k] / N, N their sum); v in [0, N) is the draw's
+    offset. Integer arithmetic: position i is in class k iff C[k-1] * n <= v + i * N < C[k] * n (C the cumulative
+    counts), so class k gets floor or ceil of n * p_k labels, and averaged over the N offsets exactly n * p_k.
+    """
+    total = sum(counts)
+    x = tf.cast(v, tf.int64) + tf.range(n, dtype=tf.int64) * total
+    bounds = tf.constant(np.cumsum(counts[:-1], dtype=np.int64) * n)
+    return tf.reduce_sum(tf.cast(x[:, None] >= bounds[None, :], tf.int32), axis=1)
+
+
+def prior_labels(n: int, counts: tuple[int, ...], key: tf.Tensor) -> tf.Tensor:
+    """n labels following the prior counts[k] / sum(counts), in an order keyed by `key` -> int32 (n,).
+
+    Systematic sampling (one uniform offset per draw): each class appears floor or ceil of n * p_k times, and exactly
+    n * p_k times on average over draws (the offset is a uniform integer in [0, N); TF's bounded integer draw is
+    biased by at most N / 2**64). A pure function of (n, counts, key), as balanced_labels.
+    """
+    v = tf.random.stateless_uniform([], key, 0, sum(counts), dtype=tf.int64)
+    base = systematic_labels(n, counts, v)
     order = tf.argsort(tf.random.stateless_uniform([n], key + tf.constant([0, 1], tf.int64)))
     return tf.gather(base, order)
 
@@ -154,12 +180,22 @@ class ConditionalGAN(keras.Model):
 
     Call `compile(d_optimizer=..., g_optimizer=...)`, then `fit` on batches `(images float32 [-1, 1], labels int32)`
     of exactly `cfg.batch_size` images (global batch). The EMA generator is what sampling uses.
+
+    class_counts: the training labels' per-class counts (any positive multiple); with cfg.label_prior "data" the
+    generated labels of both training steps follow counts[k] / sum(counts) (prior_labels). None: a uniform prior.
+    With "balanced" the labels are balanced_labels' (1/K each; the draw of runs that predate label_prior).
     """
 
     def __init__(self, cfg: GANConfig, generator: keras.Model, discriminator: keras.Model,
-                 ema_generator: keras.Model | None = None, **kwargs):
+                 ema_generator: keras.Model | None = None, class_counts: tuple[int, ...] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.cfg = cfg
+        counts = (1,) * cfg.num_classes if class_counts is None else tuple(int(c) for c in class_counts)
+        if len(counts) != cfg.num_classes or min(counts) < 0 or sum(counts) <= 0:
+            raise ValueError(f"class_counts must be {cfg.num_classes} non-negative counts with a positive sum, got {counts}")
+        g = int(np.gcd.reduce(counts))
+        # the smallest integers of the prior: the draws depend on the prior, not on how it was counted
+        self.class_counts = tuple(c // g for c in counts)
         self.generator = generator
         self.discriminator = discriminator
         self.ema_generator = ema_generator if ema_generator is not None else generator
@@ -214,7 +250,13 @@ class ConditionalGAN(keras.Model):
             return z[offset:offset + local]
 
         def gen_labels(stream: int) -> tf.Tensor:
-            return balanced_labels(gb, k, rng_key(seed, step, stream))[offset:offset + local]
+            # the global batch's labels are drawn and each replica takes its slice, as a single device would
+            key = rng_key(seed, step, stream)
+            if cfg.label_prior == "balanced":
+                drawn = balanced_labels(gb, k, key)
+            else:
+                drawn = prior_labels(gb, self.class_counts, key)
+            return drawn[offset:offset + local]
 
         def aug(x: tf.Tensor, stream: int) -> tf.Tensor:
             return diff_augment(x, cfg.diffaugment, rng_key(seed, step, stream), offset, gb)

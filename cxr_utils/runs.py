@@ -16,7 +16,7 @@ import numpy as np
 from . import data, quality
 from . import io as cio
 from .checkpoints import Checkpoints, restore
-from .config import GANConfig
+from .config import GANConfig, saved_fields
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 
 def config_of(saved: dict[str, Any]) -> GANConfig:
-    """The GANConfig of a run's config.json (its fields sit at the top level, beside the "data" provenance)."""
-    return GANConfig.from_dict({k: v for k, v in saved.items() if k != "data"})
+    """The GANConfig of a run's config.json (its fields sit at the top level, beside the "data" provenance); a field
+    the file predates takes the value its run trained with (config.LEGACY_VALUES: label_prior "balanced")."""
+    return GANConfig.from_dict(saved_fields(saved))
 
 
 def generator_source(run_dir: str | os.PathLike, which: str | int | Path = "last") -> tuple[Path, str]:

@@ -22,7 +22,7 @@ from . import data, quality, runs
 from . import io as cio
 from .build import build_gan, make_strategy, resolve_precision, steps_per_execution
 from .checkpoints import Checkpoints, RunLock, restore
-from .config import GANConfig
+from .config import GANConfig, saved_fields
 from .errors import TrainingDiverged, UserError
 from .gan import METRIC_NAMES, ConditionalGAN
 from .sample import png_bytes
@@ -284,7 +284,7 @@ def _steady_speed(epoch_ends: list[float], images_per_epoch: int) -> float | Non
 
 def _check_resumable(saved: dict[str, Any], cfg: GANConfig, run_dir: Path) -> None:
     now = cfg.to_dict()
-    for k, v in saved.items():
+    for k, v in saved_fields(saved).items():  # a field config.json predates counts with the value its run used
         if k in RESUMABLE_CHANGES or k not in now:  # "data" (provenance) is not a config field
             continue
         if now[k] != v:
@@ -364,16 +364,21 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     if cfg.batch_size % replicas:
         raise UserError(f"--batch-size {cfg.batch_size}: must be a multiple of the {replicas} devices")
 
-    counts = {cfg.class_names[c]: int((y == c).sum()) for c in range(cfg.num_classes)}
+    class_counts = tuple(int(c) for c in np.bincount(y, minlength=cfg.num_classes))
+    counts = dict(zip(cfg.class_names, class_counts, strict=True))
     info = dict(data_info or {})
     info.update(n_train=int(len(y)), per_class=counts)
+    # the prior of the labels the GAN trains on (after max_per_class), and the one its generated labels follow
+    prior = {c: n / len(y) for c, n in counts.items()}
+    info.update(class_prior=prior, generated_label_prior=prior if cfg.label_prior == "data"
+                else {c: 1.0 / cfg.num_classes for c in cfg.class_names})
     # GANConfig fields at the top level (GANConfig.from_dict reads them back); provenance under "data"
     info.update(precision_resolved=precision, replicas=replicas)
     if found is not None and saved is not None and "data" in saved:
         info = {**saved["data"], **info}
     meta = {"precision": precision, "replicas": replicas}
     with strategy.scope():
-        gan = build_gan(cfg, precision, steps_per_execution(steps, replicas))
+        gan = build_gan(cfg, precision, steps_per_execution(steps, replicas), class_counts=class_counts)
         note = None
         if found is not None:
             start_epoch, state, ckpt_path = found.epoch, found.state, found.path

@@ -68,6 +68,81 @@ def section_digits() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pair(a: float | None, b: float | None, nd: int = 3) -> str:
+    """"a / b" for a balanced / data pair of numbers."""
+    f = lambda v: "n/a" if v is None else f"{v:.{nd}f}"  # noqa: E731
+    return f"{f(a)} / {f(b)}"
+
+
+def section_label_prior() -> str:
+    """Generated-label prior balanced vs data on 1 : 3 digits (benchmarks/digits_imbalanced.py) and the x-ray check."""
+    from cxr_utils.io import read_json
+
+    p = RESULTS / "digits_imbalanced.json"
+    if not p.is_file():
+        return ("Not measured yet: `python -m benchmarks.digits_imbalanced --out assets/results/digits_imbalanced.json`.\n")
+    d = read_json(p)
+    s = d["summary"]
+    if not {"balanced", "data"} <= set(s):
+        return f"Incomplete: `{_rel(p)}` holds only the {', '.join(s)} arm; rerun `{d.get('command', '')}`.\n"
+    bal, dat = s["balanced"], s["data"]
+    runs = d["runs"]
+    steps = sorted({r["steps"] for r in runs})
+    lines = [f"{d['imbalance']}. Both arms trained {', '.join(f'{x:,}' for x in steps)} steps per run on the same "
+             f"{runs[0]['n_train_real']} real digits (seeds {', '.join(map(str, d['seeds']))}, alternating which arm "
+             f"goes first; the digits benchmark's own selection on its real validation part). Each cell is "
+             f"**balanced / data**, the mean over the seeds.", "",
+             f"| | TSTR, synthetic set balanced ({d['plan']['n_per_class']} per digit) | TSTR, synthetic set with the real "
+             "per-digit counts | "
+             "TRTR | matched TSTR / TRTR |",
+             "|---|---|---|---|---|",
+             f"| all digits | {_pair(bal['tstr'], dat['tstr'], 4)} | {_pair(bal['tstr_matched'], dat['tstr_matched'], 4)} | "
+             f"{bal['trtr']:.4f} | {_pair(bal['ratio_matched'], dat['ratio_matched'], 4)} |", "",
+             "| Digit | Real GAN-training images | Fidelity | Spread | Test recall, TSTR (real counts) | "
+             "Test recall, TSTR (balanced set) | Test recall, TRTR |",
+             "|---|---|---|---|---|---|---|"]
+    for b, a in zip(bal["per_class"], dat["per_class"], strict=True):
+        lines.append(f"| {b['digit']} | {b['n_real']} | {_pair(b['fidelity'], a['fidelity'])} | "
+                     f"{_pair(b['spread'], a['spread'], 2)} | {_pair(b['tstr_matched_recall'], a['tstr_matched_recall'])} | "
+                     f"{_pair(b['tstr_recall'], a['tstr_recall'])} | {b['trtr_recall']:.3f} |")
+    for name, label in (("odd", "odd (cut) digits"), ("even", "even digits")):
+        gb, ga = bal["groups"][name], dat["groups"][name]
+        lines.append(f"| {label}, mean | | {_pair(gb['fidelity'], ga['fidelity'])} | {_pair(gb['spread'], ga['spread'], 2)} | "
+                     f"{_pair(gb['tstr_matched_recall'], ga['tstr_matched_recall'])} | "
+                     f"{_pair(gb['tstr_recall'], ga['tstr_recall'])} | {gb['trtr_recall']:.3f} |")
+    by_seed = {(r["seed"], r["label_prior"]): r for r in runs}
+    pairs = [(seed, by_seed[seed, "balanced"], by_seed[seed, "data"]) for seed in d["seeds"]
+             if (seed, "balanced") in by_seed and (seed, "data") in by_seed]
+    diffs = [f"seed {seed}: {a['tstr'] - b['tstr']:+.4f} / {a['tstr_matched'] - b['tstr_matched']:+.4f}"
+             for seed, b, a in pairs]
+    spread = {g: dat["groups"][g]["spread"] - bal["groups"][g]["spread"] for g in ("odd", "even")}
+    n_test = runs[0]["n_test_real"]
+    lines += ["", f"Data minus balanced, TSTR on the balanced / the count-matched synthetic set: {'; '.join(diffs)} "
+              f"(one test digit is {1 / n_test:.4f}). Spread, data minus balanced: odd digits {spread['odd']:+.2f}, "
+              f"even digits {spread['even']:+.2f}."]
+    m = d["machine"]
+    lines += ["", f"{d['per_class_note']}. JSON: `{_rel(p)}` (`{d.get('command', '')}`; {m['cpu_model']}, "
+              f"{m['cores']} cores, shared with other jobs)."]
+    x = RESULTS / "xray_label_prior_check.json"
+    if x.is_file():
+        from benchmarks.xray_recipes import meets_bar
+
+        xd = read_json(x)
+        r = next(r for r in xd["recipes"] if r["recipe"] == "xray")
+        best = r.get("best") or {}
+        sc = best.get("scores") or {}
+        lines += ["", f"The default `xray` recipe on the real sample (5 NORMAL / 5 PNEUMONIA: the prior is 1/2 each, so "
+                  f"\"data\" changes only the order of the labels in each batch) still trains with "
+                  f"`label_prior: {r['label_prior']}`: {xd['steps']:,} steps "
+                  f"(seed {xd['seed']}), kept generator at step {best.get('step', 'n/a')}, diversity "
+                  f"{sc.get('diversity', float('nan')):.2f}, {_int(sc.get('train_covered'))} / {_int(sc.get('train_images'))} "
+                  f"training images covered, fidelity {sc.get('fidelity', float('nan')):.2f}: bar "
+                  f"{'met' if meets_bar(sc) else 'missed'}. A check that it trains, not a comparison: one seed, and the "
+                  f"recipe's row under \"Does it learn real chest X-rays?\" (balanced labels) was measured on another "
+                  f"machine. JSON: `{_rel(x)}` (`{xd.get('command', '')}`)."]
+    return "\n".join(lines) + "\n"
+
+
 def _int(v: float | None) -> str:
     return "n/a" if v is None else f"{int(v)}"
 
@@ -208,6 +283,7 @@ def section_export_flush() -> str:
 SECTIONS: dict[str, Callable[[], str]] = {
     "results": section_results,
     "digits": section_digits,
+    "label_prior": section_label_prior,
     "xray": section_xray,
     "quality": section_quality,
     "performance": section_performance,

@@ -205,3 +205,133 @@ def test_bad_override_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> No
     assert "unknown keys ['g_lrr']" in capsys.readouterr().err
     assert b.main(["--set", "nokey"]) == 2
     assert "--set nokey: expected KEY=VALUE" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the imbalanced option (issue 18)
+
+def test_imbalance_cuts_every_odd_digit_to_a_third_by_a_fixed_choice() -> None:
+    b = _bench()
+    xtr, ytr, _, _ = b.digits_split(16)
+    x, y = b.imbalance(xtr, ytr)
+    before, after = np.bincount(ytr), np.bincount(y)
+    assert before.tolist() == [124, 127, 124, 128, 127, 127, 127, 125, 122, 126]
+    assert after.tolist() == [124, 42, 124, 43, 127, 42, 127, 42, 122, 42]  # odd: round(n / 3); even untouched
+    assert after[1::2].sum() / after[0::2].sum() == pytest.approx(1 / 3, abs=0.01)
+    # kept images are original ones (rows of the train split), in their original order, chosen the same every time
+    rows = {xtr[i].tobytes(): i for i in range(len(xtr))}
+    idx = [rows[im.tobytes()] for im in x]
+    assert idx == sorted(idx) and np.array_equal(ytr[idx], y)
+    x2, y2 = b.imbalance(xtr, ytr)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    assert not np.array_equal(b.imbalance(xtr, ytr, seed=1)[0], x)  # the seed is what fixes the choice
+    assert "odd digits (1, 3, 5, 7, 9) keep round(n / 3)" in b.IMBALANCE_NOTE
+
+
+def test_matched_subset_and_recalls_closed_form() -> None:
+    b = _bench()
+    y_syn = np.array([0, 1, 0, 1, 0, 1, 2])
+    assert b.matched_subset(y_syn, [2, 1, 5]).tolist() == [0, 1, 2, 6]  # the first n of each class (all if fewer)
+
+    class Fixed:  # predicts 0 for dark images, 1 otherwise
+        def predict(self, px):
+            return (px.mean(axis=1) > 0.5).astype(int)
+
+    x = np.array([0, 0, 255, 255, 255, 0], np.uint8).reshape(6, 1, 1)
+    y = np.array([0, 0, 0, 1, 1, 1])
+    assert b.recalls(Fixed(), x, y, 2) == pytest.approx([2 / 3, 2 / 3])
+
+
+def test_imbalanced_run_reports_per_digit_and_the_count_matched_tstr(tmp_path: Path, monkeypatch) -> None:
+    """A tiny --imbalance run (every 5th digit of the split, 2 steps): the GAN's real digits are 1 : 3, the test split
+    is untouched, and tstr_matched is recomputed from the exported PNGs: the first n_real of each digit."""
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+
+    b = _bench()
+    full_split = b.digits_split
+    monkeypatch.setattr(b, "digits_split", lambda size: tuple(a[::5] for a in full_split(size)))
+    work = tmp_path / "work"
+    plan = b.Plan(size=16, steps=2, chunks=1, n_per_class=24, budget_seconds=None, imbalance=True)
+    res = b.run(seed=2, plan=plan, work=work, g_base_filters=8, d_base_filters=8, label_prior="data")
+    counts = res["n_train_real_per_class"]
+    xtr, ytr, xte, yte = (a[::5] for a in full_split(16))
+    _, y_cut = b.imbalance(xtr, ytr)
+    xf, yf, _, _ = b.fit_val_split(*b.imbalance(xtr, ytr))
+    assert counts == np.bincount(yf, minlength=10).tolist() and sum(counts) == res["n_train_real"] < len(y_cut)
+    assert sum(counts[1::2]) / sum(counts[0::2]) == pytest.approx(1 / 3, abs=0.06)
+    assert res["n_test_real"] == len(yte) and res["imbalance"] == b.IMBALANCE_NOTE and res["plan"]["imbalance"]
+    assert res["config"]["label_prior"] == "data"
+    rows = res["per_class"]
+    assert [r["digit"] for r in rows] == list(range(10)) and [r["n_real"] for r in rows] == counts
+    assert [r["n_synthetic_matched"] for r in rows] == [min(c, 24) for c in counts]
+    for r in rows:
+        assert all(0.0 <= r[k] <= 1.0 for k in ("fidelity", "tstr_recall", "tstr_matched_recall", "trtr_recall"))
+    # TRTR's per-digit recall averages (weighted by the test digits) to TRTR
+    n_test = np.bincount(yte, minlength=10)
+    assert sum(r["trtr_recall"] * n for r, n in zip(rows, n_test, strict=True)) / n_test.sum() == pytest.approx(res["trtr"])
+    assert sum(r["tstr_recall"] * n for r, n in zip(rows, n_test, strict=True)) / n_test.sum() == pytest.approx(res["tstr"])
+    x, y = [], []
+    for digit in range(10):
+        for p in sorted((work / "synthetic" / str(digit)).glob("*.png"))[: counts[digit]]:
+            with Image.open(p) as im:
+                x.append(np.asarray(im, np.float64).ravel() / 255.0)
+            y.append(digit)
+    pix = xte.reshape(len(xte), -1) / 255.0
+    assert res["tstr_matched"] == pytest.approx(LogisticRegression(max_iter=2000).fit(np.stack(x), y).score(pix, yte),
+                                                abs=1e-12)
+    assert res["ratio_matched"] == pytest.approx(res["tstr_matched"] / res["trtr"])
+
+
+def _runner():
+    from benchmarks import digits_imbalanced
+
+    return digits_imbalanced
+
+
+def test_the_imbalanced_runner_alternates_arms_and_averages_per_digit(tmp_path: Path, monkeypatch) -> None:
+    """Both arms per seed, balanced first on even seeds, data first on odd ones, each with label_prior and the
+    imbalanced plan; the JSON is written after every run; the summary averages each digit over seeds."""
+    from benchmarks import digits_tstr
+
+    r = _runner()
+    calls = []
+
+    def fake_run(seed, plan, label_prior, **over):
+        calls.append((seed, label_prior, plan.imbalance, plan.budget_seconds, over))
+        v = 0.1 * seed + (0.5 if label_prior == "data" else 0.0)
+        per_class = [{"digit": c, "n_real": 10 if c % 2 else 30, "n_synthetic_matched": 10, "fidelity": v + c / 100,
+                      "spread": v, "tstr_recall": v, "tstr_matched_recall": v, "trtr_recall": 0.9} for c in range(10)]
+        return {"seed": seed, "tstr": v, "tstr_matched": v, "trtr": 0.9, "ratio": v / 0.9, "ratio_matched": v / 0.9,
+                "selected_step": 5, "steps": 6, "seconds": 1.0, "train_seconds": 0.5, "n_train_real": 200,
+                "n_val_real": 30, "n_test_real": 540, "n_train_real_per_class": [30, 10] * 5, "per_class": per_class,
+                "curve": [{"step": 6, "fit_seconds": 0.4, "tstr_val": v, "tstr": v, "fidelity": v, "spread": v, "x": 0}],
+                "config": {"seed": seed, "label_prior": label_prior, "epochs": 3, "g_lr": 2e-4}}
+
+    monkeypatch.setattr(digits_tstr, "run", fake_run)
+    out = tmp_path / "res.json"
+    writes = []
+    real_write = __import__("cxr_utils.io", fromlist=["atomic_write_json"]).atomic_write_json
+    monkeypatch.setattr("cxr_utils.io.atomic_write_json", lambda p, d: (writes.append(len(d["runs"])), real_write(p, d)))
+    res = r.run((0, 1), steps=6, chunks=1, n_per_class=10, out_path=out, progress=False, g_base_filters=8)
+    assert [(c[0], c[1]) for c in calls] == [(0, "balanced"), (0, "data"), (1, "data"), (1, "balanced")]
+    assert all(c[2] is True and c[3] is None and c[4] == {"g_base_filters": 8} for c in calls)
+    assert writes == [1, 2, 3, 4] and json.loads(out.read_text())["seeds"] == [0, 1]
+    assert res["config"] == {"g_lr": 2e-4} and [x["label_prior"] for x in res["runs"]] == ["balanced", "data", "data",
+                                                                                         "balanced"]
+    assert "x" not in res["runs"][0]["curve"][0]
+    s = res["summary"]
+    assert s["balanced"]["seeds"] == [0, 1] and s["data"]["seeds"] == [0, 1]
+    assert s["balanced"]["tstr"] == pytest.approx(0.05) and s["data"]["tstr"] == pytest.approx(0.55)
+    row = s["data"]["per_class"][3]
+    assert row["digit"] == 3 and row["n_real"] == 10
+    assert row["fidelity"] == pytest.approx(0.58) and row["fidelity_range"] == pytest.approx([0.53, 0.63])
+    assert s["data"]["groups"]["odd"]["fidelity"] == pytest.approx(0.55 + 0.05)  # digits 1,3,5,7,9: mean 5 / 100
+    assert s["data"]["groups"]["even"]["fidelity"] == pytest.approx(0.55 + 0.04)
+
+
+def test_the_imbalanced_runner_refuses_to_override_the_arms(capsys: pytest.CaptureFixture[str]) -> None:
+    r = _runner()
+    assert r.main(["--set", "label_prior=data"]) == 2
+    assert "--set label_prior: the two arms set it" in capsys.readouterr().err
+    assert r.main(["--seeds", "a,b"]) == 2
+    assert "--seeds a,b: expected comma-separated integers" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""ConditionalGAN pieces: closed-form losses, balanced labels, DiffAugment, EMA math, stateless (seed, step) RNG."""
+"""ConditionalGAN pieces: closed-form losses, generated labels (balanced, data prior), DiffAugment, EMA math, stateless (seed, step) RNG."""
 
 from __future__ import annotations
 
@@ -66,6 +66,102 @@ def test_balanced_labels(n: int, k: int) -> None:
     counts = np.bincount(labels, minlength=k)
     assert counts.sum() == n and counts.max() - counts.min() <= 1
     assert np.array_equal(labels, _np(G.balanced_labels(n, k, key)))  # pure function of the key
+
+
+# balanced_labels' output before label_prior existed (recorded from commit 4ef659e): "balanced" runs and every run
+# older than the field draw exactly these, so they resume bit-identically
+BALANCED_BEFORE = {
+    (8, 2, 7, 0, G.S_LABELS_D): [0, 0, 1, 0, 0, 1, 1, 1],
+    (10, 3, 1234, 5, G.S_LABELS_G): [1, 0, 0, 1, 1, 0, 2, 1, 2, 2],
+    (64, 2, 0, 123456, G.S_LABELS_D): [1, 0, 1, 0, 1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 0,
+                                       1, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1,
+                                       0, 1, 1, 1, 1, 0, 0, 1],
+}
+
+
+@pytest.mark.parametrize("args", sorted(BALANCED_BEFORE))
+def test_balanced_labels_are_bit_identical_to_before(args: tuple[int, ...]) -> None:
+    n, k, seed, step, stream = args
+    assert _np(G.balanced_labels(n, k, G.rng_key(seed, step, stream))).tolist() == BALANCED_BEFORE[args]
+
+
+@pytest.mark.parametrize(("n", "counts"), [(10, (1, 3)), (7, (2, 3, 5)), (64, (1080, 3100)), (5, (0, 1, 1))])
+def test_systematic_draw_gives_floor_or_ceil_and_exactly_the_prior_on_average(n: int, counts: tuple[int, ...]) -> None:
+    """Over all N offsets (the offset is uniform on them) the mean count of class k is exactly n * p_k, and each single
+    draw gives floor or ceil of it; integer arithmetic, so exact, not approximately."""
+    total = sum(counts)
+    sums = np.zeros(len(counts), np.int64)
+    for v in range(total):
+        labels = _np(G.systematic_labels(n, counts, tf.constant(v, tf.int64)))
+        c = np.bincount(labels, minlength=len(counts))
+        assert c.sum() == n and np.array_equal(labels, np.sort(labels))
+        expect = n * np.array(counts) / total
+        assert np.all((c == np.floor(expect)) | (c == np.ceil(expect))), (v, c, expect)
+        sums += c
+    assert sums.tolist() == [n * ck for ck in counts]  # sum over offsets / N = n * counts / N exactly
+    assert sums[np.array(counts) == 0].sum() == 0  # a class without training images is never drawn
+
+
+def test_prior_labels_per_batch_and_long_run_frequencies() -> None:
+    """1 : 3 prior, batch 10 (2.5 / 7.5 expected): every batch has 2 or 3 of class 0 and the frequency over 1,000
+    keyed draws is 0.25 within 4 standard deviations of the count's Bernoulli(0.5) rounding (0.0013)."""
+    n, steps = 10, 1000
+    zeros = []
+    for step in range(steps):
+        labels = _np(G.prior_labels(n, (1, 3), G.rng_key(3, step, G.S_LABELS_D)))
+        assert labels.dtype == np.int32 and labels.shape == (n,)
+        zeros.append(int((labels == 0).sum()))
+    assert set(zeros) == {2, 3}
+    sd = math.sqrt(steps * 0.25) / (n * steps)
+    assert abs(sum(zeros) / (n * steps) - 0.25) < 4 * sd
+    key = G.rng_key(3, 7, G.S_LABELS_G)
+    assert np.array_equal(_np(G.prior_labels(n, (1, 3), key)), _np(G.prior_labels(n, (1, 3), key)))  # pure in the key
+    # the order is shuffled by the key: not all draws put the minority class first
+    orders = {tuple(_np(G.prior_labels(n, (1, 3), G.rng_key(3, s, 1)))) for s in range(20)}
+    assert len(orders) > 10
+
+
+def test_class_counts_are_checked_and_reduced() -> None:
+    gan = build_gan(_cfg(), class_counts=(1080, 3100))
+    assert gan.class_counts == (54, 155)  # the same prior, smallest integers: draws depend on the prior only
+    assert build_gan(_cfg()).class_counts == (1, 1)  # no counts: uniform
+    for bad in ((1, 2, 3), (0, 0), (-1, 3)):
+        with pytest.raises(ValueError, match="class_counts must be 2 non-negative counts"):
+            build_gan(_cfg(), class_counts=bad)
+
+
+@pytest.mark.parametrize("label_prior", ["data", "balanced"])
+def test_the_train_step_draws_its_labels_from_the_prior(label_prior: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The labels the generator actually receives in fit's D and G steps (a spy on its calls, fit run eagerly) on a
+    1 : 3 data set: "data" gives 2 or 3 of 10 minority labels per step, exactly prior_labels' draw of the step's key;
+    "balanced" gives balanced_labels' draw, as before the field existed."""
+    import keras
+
+    from cxr_utils.train import make_dataset
+
+    cfg = _cfg(batch_size=10, label_prior=label_prior, diffaugment="")
+    y = np.array([0] * 10 + [1] * 30)
+    gan = build_gan(cfg, class_counts=tuple(np.bincount(y)))
+    gan.run_eagerly = True  # so the spy sees each step's concrete labels
+    seen: list[np.ndarray] = []
+    real_call = keras.Model.__call__
+
+    def spy(self, inputs, *args, **kwargs):
+        if self is gan.generator:
+            seen.append(np.asarray(inputs[1]))
+        return real_call(self, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "__call__", spy)
+    images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 1), dtype=np.uint8)
+    steps = 8
+    gan.fit(make_dataset(images, y, 10, cfg.seed, 0, 2, channels=1), epochs=2, steps_per_epoch=4, verbose=0)
+    assert len(seen) == 2 * steps and int(gan.step.numpy()) == steps  # one D-step and one G-step draw per step
+    for step in range(steps):
+        for stream, labels in ((G.S_LABELS_D, seen[2 * step]), (G.S_LABELS_G, seen[2 * step + 1])):
+            key = G.rng_key(cfg.seed, step, stream)
+            want = G.prior_labels(10, (1, 3), key) if label_prior == "data" else G.balanced_labels(10, 2, key)
+            assert labels.tolist() == _np(want).tolist(), (step, stream)
+            assert (labels == 0).sum() in ((2, 3) if label_prior == "data" else (5,))
 
 
 def test_rng_keys_differ_by_step_and_stream() -> None:

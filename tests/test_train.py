@@ -81,6 +81,9 @@ def test_run_folder_contents(ref_run: tuple[Path, dict]) -> None:
     assert GANConfig.from_dict({k: v for k, v in cfgd.items() if k != "data"}) == tiny_cfg()
     assert cfgd["data"]["npz"] == "in-memory" and cfgd["data"]["n_train"] == 40
     assert cfgd["data"]["per_class"] == {"NORMAL": 20, "PNEUMONIA": 20}
+    # new runs draw generated labels from the training labels' prior, recorded beside the counts
+    assert cfgd["label_prior"] == "data"
+    assert cfgd["data"]["class_prior"] == cfgd["data"]["generated_label_prior"] == {"NORMAL": 0.5, "PNEUMONIA": 0.5}
     rows = _rows(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert list(rows[0]) == T.METRIC_COLUMNS
@@ -147,6 +150,71 @@ def test_resume_in_process_is_bit_identical_and_truncates_metrics(ref_run: tuple
     assert [r["d_loss"] for r in a] == [r["d_loss"] for r in b] and [r["g_loss"] for r in a] == [r["g_loss"] for r in b]
     out = T.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)  # already complete: nothing to train
     assert out["step"] == 10 and out["resumed_from_epoch"] == 2 and out["train_seconds"] == 0.0
+
+
+def _imbalanced_data() -> tuple[np.ndarray, np.ndarray]:
+    """12 NORMAL and 36 PNEUMONIA blobs (1 : 3, as the Kaggle set)."""
+    x, y = tiny_data(80)
+    keep = np.concatenate([np.flatnonzero(y == 0)[:12], np.flatnonzero(y == 1)[:36]])
+    return x[keep], y[keep]
+
+
+@pytest.mark.parametrize("label_prior", ["data", "balanced"])
+def test_the_prior_is_the_capped_training_labels_and_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                label_prior: str) -> None:
+    """max_per_class=24 leaves 12 / 24 of the 12 / 36 images: the GAN gets those counts (prior 1/3, 2/3) and
+    config.json records them under "data"; its generated labels follow them with "data", 1/2 each with "balanced"."""
+    x, y = _imbalanced_data()
+    got: list[tuple] = []
+    real_build = T.build_gan
+
+    def build(*args, **kwargs):
+        gan = real_build(*args, **kwargs)
+        got.append((kwargs.get("class_counts"), gan.class_counts))
+        return gan
+
+    monkeypatch.setattr(T, "build_gan", build)
+    run = tmp_path / "run"
+    T.train(tiny_cfg(epochs=1, max_per_class=24, label_prior=label_prior, sample_every=5), run, x, y, progress=False)
+    assert got == [((12, 24), (1, 2))]  # passed as counted, kept as the smallest integers of that prior
+    info = cio.read_json(run / "config.json")["data"]
+    assert info["per_class"] == {"NORMAL": 12, "PNEUMONIA": 24}
+    assert info["class_prior"] == {"NORMAL": 12 / 36, "PNEUMONIA": 24 / 36}
+    assert info["generated_label_prior"] == (info["class_prior"] if label_prior == "data"
+                                             else {"NORMAL": 0.5, "PNEUMONIA": 0.5})
+
+
+def test_a_config_json_without_label_prior_resumes_as_balanced_bit_identically(
+        sample_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run whose config.json predates label_prior trained with balanced labels: the CLI resumes it so, bit for bit
+    against an uninterrupted "balanced" run, and refuses a --config that says otherwise."""
+    def cfg_file(name: str, **kw) -> str:
+        d = tiny_cfg(image_size=64, batch_size=4, eval_every=-1, sample_every=5, **kw).to_dict()
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(d), encoding="utf-8")
+        return str(path)
+
+    def train(run: Path, *args: str) -> int:
+        return cli_main(["train", "--data", str(sample_npz), "--run-dir", str(run), *args])
+
+    legacy = tmp_path / "legacy"
+    assert train(legacy, "--config", cfg_file("bal1", epochs=1, label_prior="balanced")) == 0
+    saved = cio.read_json(legacy / "config.json")
+    del saved["label_prior"]  # as every run before the field wrote it
+    cio.atomic_write_json(legacy / "config.json", saved)
+    assert runs.config_of(saved).label_prior == "balanced"
+    capsys.readouterr()
+    assert train(legacy, "--resume", "--config", cfg_file("data2", epochs=2)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trained with label_prior='balanced', now label_prior='data'" in err
+    assert train(legacy, "--resume", "--epochs", "2") == 0  # the saved config.json defines the run
+    assert cio.read_json(legacy / "config.json")["label_prior"] == "balanced"  # now written out
+    ref = tmp_path / "ref"
+    assert train(ref, "--config", cfg_file("bal2", epochs=2, label_prior="balanced")) == 0
+    # bit-identical to the uninterrupted balanced run; a "data" run draws other labels (tests/test_gan.py
+    # test_the_train_step_draws_its_labels_from_the_prior), so resuming with "data" would not be
+    last = Path("checkpoints") / "ckpt-0002.npz"
+    assert _same_state(ref / last, legacy / last) == []
 
 
 def test_checkpoints_fall_back_past_damaged_files(tmp_path: Path) -> None:
@@ -399,6 +467,20 @@ def test_cli_recipe_projection_trains_and_is_saved_and_resume_refuses_a_new_reci
     assert GANConfig(projection=True, g_class_loss_weight=0.0).with_recipe("seed") == GANConfig()
     with pytest.raises(UserError, match=r"recipe 'sngan': unknown; choose one of \['projection', 'seed', 'xray', 'xray-ln'\]"):
         recipe("sngan")
+
+
+def test_label_prior_is_validated_and_no_recipe_sets_it() -> None:
+    from cxr_utils.config import LEGACY_VALUES, RECIPES, saved_fields
+
+    with pytest.raises(UserError, match="label_prior must be data|balanced, got 'uniform'"):
+        GANConfig(label_prior="uniform").validate()
+    # the data's prior is a correction, not a recipe trait: every recipe (seed included) trains with the default
+    assert all("label_prior" not in fields for fields in RECIPES.values())
+    assert {GANConfig().with_recipe(r).label_prior for r in RECIPES} == {"data"}
+    # config.json without the field: the value its run trained with; with it: its own value; "data" is provenance
+    assert LEGACY_VALUES == {"label_prior": "balanced"}
+    assert saved_fields({"seed": 3, "data": {"n_train": 4}}) == {"label_prior": "balanced", "seed": 3}
+    assert saved_fields({"label_prior": "data"}) == {"label_prior": "data"}
 
 
 # ---------------------------------------------------------------- resume across precisions and key formats
