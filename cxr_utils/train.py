@@ -325,8 +325,9 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
 
 
 def quality_probe(cfg: GANConfig, x: np.ndarray, y: np.ndarray, reference: tuple[np.ndarray, np.ndarray, str] | None,
-                  run_dir: Path | None = None) -> quality.QualityProbe:
-    """The run's quality probe; its classifier is kept in run_dir (if given) so that a resume scores alike."""
+                  run_dir: Path | None = None, features: str = "domain") -> quality.QualityProbe:
+    """The run's quality probe; its classifier is kept in run_dir (if given) so that a resume scores alike.
+    features: KID/PRDC's feature space (quality.build_probe)."""
     if reference is not None and len(reference[0]):
         x_ref, y_ref, name = reference
         ref_name = f"{name} ({len(y_ref)} images)"
@@ -335,7 +336,7 @@ def quality_probe(cfg: GANConfig, x: np.ndarray, y: np.ndarray, reference: tuple
     keep = cap_per_class(y, max(1, cfg.eval_n_per_class // 4), cfg.seed)
     return quality.build_probe(cfg.class_names, x, y, x_ref, y_ref, ref_name, cfg.latent_dim, cfg.eval_n_per_class,
                                cfg.seed, classifier_path=run_dir / quality.CLASSIFIER_FILE if run_dir else None,
-                               coverage_keep=keep)
+                               coverage_keep=keep, features=features)
 
 
 def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, resume: bool, progress: Any,

@@ -316,3 +316,18 @@ def test_which_epoch_loads_a_checkpoints_ema_generator_even_before_the_run_ends(
         runs.load_generator(run, which="last")
     with pytest.raises(UserError, match=r"--which 7: .* has no checkpoint of epoch 7 \(checkpoints on disk: 1, 2\)"):
         runs.load_generator(run, which=7)
+
+
+def test_the_probe_can_measure_kid_and_prdc_in_imagenet_vgg16_features(sample_npz, monkeypatch, fake_vgg16_weights) -> None:
+    """build_probe(features="vgg16"): KID/PRDC in VGG16's 512-d space, the rest (classifier, fidelity) unchanged."""
+    from cxr_utils import data, imagenet
+
+    monkeypatch.setattr(imagenet, "vgg16_weights", lambda log=print: (fake_vgg16_weights, imagenet.OFFLINE_SOURCE, "note"))
+    ds = data.load(sample_npz)
+    (x, y), (xv, yv) = ds.subset("train"), ds.subset("val")
+    probe = Q.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="vgg16")
+    assert probe.extractor.name.startswith("VGG16 ImageNet block5 avg-pooled (512-d") and probe.ref_feats.shape == (4, 512)
+    row = probe.score_images(np.concatenate([x[y == 0][:4], x[y == 1][:4]]))
+    assert row["kid"] is not None and 0 <= row["coverage"] <= 1
+    with pytest.raises(ValueError, match="features must be domain or vgg16, got 'inception'"):
+        Q.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="inception")
