@@ -3,7 +3,8 @@
 - trtr: train on real train.            - tstr: train on synthetic only (the seed's headline protocol).
 - augment: real train + synthetic.      - pretrain: synthetic first, then real train.
 Model selection (early stopping) uses the real val split, never test. Positive class = PNEUMONIA (label 1).
-Whenever VGG16 ran without ImageNet weights, every output says "random init".
+Whenever VGG16 ran without ImageNet weights, every output says "random init"; with them, every output names the copy
+(Keras's own file or the verified offline copy of cxr_utils.imagenet: `model`, `weights_source`).
 """
 
 from __future__ import annotations
