@@ -320,6 +320,7 @@ def _photo_patches(n: int = 100, size: int = 64) -> tuple[np.ndarray, np.ndarray
 
 
 @pytest.mark.network
+@pytest.mark.slow  # 20-33 s on 2 busy cores: 1,200 VGG16 passes at 64 px; the one functional proof of the conversion
 def test_imagenet_features_recognise_photographs_where_random_init_does_not(offline_copy: Path) -> None:
     """A functional check of the converted weights: a linear probe on VGG16's pooled features, trained on patches of
     the top half of three photographs, names the photograph of bottom-half patches far above chance (1/3) with the
