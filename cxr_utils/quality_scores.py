@@ -161,8 +161,11 @@ class QualityProbe:
 def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.ndarray, x_ref: np.ndarray | None,
                 y_ref: np.ndarray | None, reference: str, latent_dim: int, n_per_class: int, seed: int,
                 classifier_path: Path | None = None, coverage_keep: np.ndarray | None = None,
-                baseline_path: Path | None = None) -> QualityProbe:
+                baseline_path: Path | None = None, features: str = "domain") -> QualityProbe:
     """A probe for one run; the classifier is trained on the real train split (or loaded from classifier_path).
+
+    features: the space of KID and PRDC, "domain" (the classifier's penultimate layer) or "vgg16" (ImageNet VGG16,
+    features.vgg16_extractor; ExtractorUnavailable when its weights cannot be had).
 
     The classifier uses the whole train split; diversity and train coverage use the training images at
     `coverage_keep` (all if None). The trainer keeps n_per_class per class there (all of a smaller class): as many
@@ -174,8 +177,10 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
     import keras
 
     from . import quality_baseline
-    from .features import domain_extractor, train_domain_classifier
+    from .features import domain_extractor, train_domain_classifier, vgg16_extractor
 
+    if features not in ("domain", "vgg16"):
+        raise ValueError(f"build_probe: features must be domain or vgg16, got {features!r}")
     x_all, y_all = gray_images(x_train), np.asarray(y_train).astype(np.int64)
     held_out = x_ref is not None and len(x_ref) > 0
     x_ref, y_ref = (gray_images(x_ref), np.asarray(y_ref).astype(np.int64)) if held_out else (x_all, y_all)
@@ -195,7 +200,7 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
         if classifier_path is not None:
             with cio.atomic_path(classifier_path) as tmp:
                 clf.save(tmp)
-    extractor = domain_extractor(clf)
+    extractor = vgg16_extractor() if features == "vgg16" else domain_extractor(clf)
     keep = np.arange(len(y_all)) if coverage_keep is None else np.asarray(coverage_keep)
     probe = QualityProbe(tuple(class_names), x_all[keep], y_all[keep], y_ref, extractor(x_ref), reference, clf,
                          extractor, noise_for(seed + 7919, len(class_names) * n_per_class, latent_dim),  # never the training noise

@@ -325,9 +325,10 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
 
 
 def quality_probe(cfg: GANConfig, x: np.ndarray, y: np.ndarray, reference: tuple[np.ndarray, np.ndarray, str] | None,
-                  run_dir: Path | None = None) -> quality.QualityProbe:
+                  run_dir: Path | None = None, features: str = "domain") -> quality.QualityProbe:
     """The run's quality probe; its classifier and real-vs-real baseline are kept in run_dir (if given) so that a
-    resume scores alike. Diversity and train coverage compare with eval_n_per_class training images per class (all
+    resume scores alike (features: KID/PRDC's feature space, quality.build_probe). Diversity and train coverage
+    compare with eval_n_per_class training images per class (all
     of a smaller class): as many as the synthetic images, so coverage is neither capped nor saturated."""
     if reference is not None and len(reference[0]):
         x_ref, y_ref, name = reference
@@ -337,7 +338,8 @@ def quality_probe(cfg: GANConfig, x: np.ndarray, y: np.ndarray, reference: tuple
     keep = cap_per_class(y, max(1, cfg.eval_n_per_class), cfg.seed)
     return quality.build_probe(cfg.class_names, x, y, x_ref, y_ref, ref_name, cfg.latent_dim, cfg.eval_n_per_class,
                                cfg.seed, classifier_path=run_dir / quality.CLASSIFIER_FILE if run_dir else None,
-                               coverage_keep=keep, baseline_path=run_dir / quality.BASELINE_FILE if run_dir else None)
+                               coverage_keep=keep, baseline_path=run_dir / quality.BASELINE_FILE if run_dir else None,
+                               features=features)
 
 
 def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, resume: bool, progress: Any,

@@ -143,6 +143,31 @@ def section_label_prior() -> str:
     return "\n".join(lines) + "\n"
 
 
+def section_digits_vgg16() -> str:
+    """The seed's protocol on real digits: VGG16 (ImageNet and random init) TSTR/TRTR beside the logistic regression."""
+    from cxr_utils.io import read_json
+
+    p = RESULTS / "digits_vgg16.json"
+    if not p.is_file():
+        return "Not measured yet: `python benchmarks/digits_vgg16.py --seed 0 --out assets/results/digits_vgg16.json`.\n"
+    d = read_json(p)
+    lines = ["| Classifier | Weights | TSTR (trained on synthetic) | TRTR (trained on real) | TSTR/TRTR |",
+             "|---|---|---|---|---|"]
+    for e in d["vgg16"].values():
+        lines.append(f"| VGG16, {d['input_size']} px input, 10-way head (`evaluation.fit_classifier`) | {e['weights_source']} | "
+                     f"{e['tstr']['accuracy']:.4f} | {e['trtr']['accuracy']:.4f} | {e['ratio']:.4f} |")
+    lr = d["logistic_regression"]
+    lines.append(f"| logistic regression on pixels (`digits_tstr.py`) | - | {lr['tstr']:.4f} | {lr['trtr']:.4f} | {lr['ratio']:.4f} |")
+    g = d["gan"]
+    lines += ["", f"Real test digits: {d['n_test_real']}; TRTR trains on the {d['n_train_real']} real digits the GAN trained "
+              f"on, TSTR on {d['n_synthetic']} synthetic ones from the generator kept at step {g['selected_step']} by "
+              f"validation TSTR ({d['n_val_real']} real validation digits, which also early-stop every VGG16 fit); "
+              f"{d['size']} px digits, GAN seed {d['seed']}, one classifier seed"
+              + (", **quick mode: a pipeline check**" if d.get("quick") else "") + f"; {d['seconds']:.0f} s in all on "
+              f"{d['machine']['cores']} CPU cores. JSON: `{_rel(p)}` (`{d['command']}`)."]
+    return "\n".join(lines) + "\n"
+
+
 def _int(v: float | None) -> str:
     return "n/a" if v is None else f"{int(v)}"
 
@@ -284,6 +309,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "results": section_results,
     "digits": section_digits,
     "label_prior": section_label_prior,
+    "digits_vgg16": section_digits_vgg16,
     "xray": section_xray,
     "quality": section_quality,
     "performance": section_performance,

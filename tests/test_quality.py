@@ -389,3 +389,16 @@ def test_a_run_from_before_the_change_is_read_ranked_drawn_and_resumed(tmp_path)
     assert best["epoch"] == 4 and len(g.saved) == 1 and best["rule"] == Q.rule_text(2)
     assert best["scores"]["kid_balanced"] == 0.005 and best["scores"]["bars"] == "fixed: test"
     assert "class-balanced KID (the mean of the per-class KIDs" in best["rule"]
+def test_the_probe_can_measure_kid_and_prdc_in_imagenet_vgg16_features(sample_npz, monkeypatch, fake_vgg16_weights) -> None:
+    """build_probe(features="vgg16"): KID/PRDC in VGG16's 512-d space, the rest (classifier, fidelity) unchanged."""
+    from cxr_utils import data, imagenet
+
+    monkeypatch.setattr(imagenet, "vgg16_weights", lambda log=print: (fake_vgg16_weights, imagenet.OFFLINE_SOURCE, "note"))
+    ds = data.load(sample_npz)
+    (x, y), (xv, yv) = ds.subset("train"), ds.subset("val")
+    probe = Q.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="vgg16")
+    assert probe.extractor.name.startswith("VGG16 ImageNet block5 avg-pooled (512-d") and probe.ref_feats.shape == (4, 512)
+    row = probe.score_images(np.concatenate([x[y == 0][:4], x[y == 1][:4]]))
+    assert row["kid"] is not None and 0 <= row["coverage"] <= 1
+    with pytest.raises(ValueError, match="features must be domain or vgg16, got 'inception'"):
+        Q.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="inception")
