@@ -227,6 +227,7 @@ def no_kaggle_creds(tmp_path, monkeypatch):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # and no kagglehub, whether or not this machine has it
     return tmp_path / "home"
 
 

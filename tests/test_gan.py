@@ -220,7 +220,7 @@ def test_fit_keeps_the_ema_generator_the_decayed_average_of_g() -> None:
     from cxr_utils.train import make_dataset
 
     decay, start = 0.3, 1  # warm-up d: t=0 -> 0.1, 1 -> 0.18, 2 -> 0.25, then capped at 0.3 (t=3: 4/13 > 0.3)
-    cfg = _cfg(ema_decay=decay, ema_start_step=start)
+    cfg = _cfg(ema_decay=decay, ema_start_step=start, g_lr=5e-3)  # steps large enough that the lag (~decay x step) shows
     gan = build_gan(cfg)
 
     def by_name(model) -> dict[str, keras.Variable]:  # paired by layer/variable path, not by position

@@ -146,7 +146,7 @@ class CliProcess:
 
 @pytest.fixture
 def kaggle_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No real Kaggle credentials visible: HOME and KAGGLE_CONFIG_DIR point into tmp_path."""
+    """No real Kaggle credentials and no kagglehub visible: HOME and KAGGLE_CONFIG_DIR point into tmp_path."""
     for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "XDG_CONFIG_HOME"):
         monkeypatch.delenv(k, raising=False)
     home = tmp_path / "home"
@@ -154,4 +154,5 @@ def kaggle_isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # and no kagglehub, whether or not this machine has it
     return home

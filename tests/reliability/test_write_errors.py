@@ -156,13 +156,13 @@ def test_auto_falls_back_when_medmnist_answers_but_the_download_fails(offline_sa
     assert cli_main(["prepare", "--source", "auto", "--size", "32"]) == 0
     out = capsys.readouterr().out
     assert calls == [("HEAD", data.PROBE_TIMEOUT_S), ("GET", data.DOWNLOAD_TIMEOUT_S)]  # the real probe; a bounded download
-    assert "auto: trying medmnist: no Kaggle credentials; zenodo.org answered HTTP 200" in out, out
+    assert "auto: trying medmnist: no kagglehub and no Kaggle credentials; zenodo.org answered HTTP 200" in out, out
     why = "download from zenodo.org failed (The read operation timed out)" if failure == "timeout" else \
         "downloaded file has MD5 "
     assert f"auto: medmnist failed: medmnist: {why}" in out, out
     if failure == "md5":
         assert f"expected {data.MEDMNIST_MD5}; retry the download" in out, out
-    assert "auto: trying sample: no Kaggle credentials; PneumoniaMNIST download failed; using the 16 offline sample images" in out
-    assert "source: sample (auto: no Kaggle credentials; PneumoniaMNIST download failed" in out, out
+    assert "auto: trying sample: no kagglehub and no Kaggle credentials; PneumoniaMNIST download failed; using the 16 offline sample images" in out
+    assert "source: sample (auto: no kagglehub and no Kaggle credentials; PneumoniaMNIST download failed" in out, out
     assert list((offline_sample / "raw" / "medmnist").iterdir()) == []  # nothing of the failed download kept
     assert len(data.load(offline_sample / "sample-32.npz")) == 16
