@@ -1,6 +1,7 @@
 # Two commands for a fresh Linux machine with Python 3.11+:  make run   |   make test
 # Both create .venv if it is absent and install what is missing; both are safe to repeat.
 # uv (installed into the venv by pip) does the install: warm-cache installs take seconds instead of minutes.
+# CI (.ci/run) adds `make test-colab-stack`: the same tests against Colab's TensorFlow, Keras and NumPy, in .venv-colab.
 
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then echo $$p; break; fi; done)
@@ -11,10 +12,15 @@ TIMES  := runs/make-test/timings.json
 TIMED  := $(BIN)/python scripts/timed.py $(TIMES)
 # unit tests run in this many processes (pytest-xdist); many tests wait on subprocesses, so 2 pay off even on 2 cores
 TEST_WORKERS ?= 2
+# Colab's runtime versions (constraints-colab.txt says from where and when), in a venv of their own
+COLAB_VENV  := .venv-colab
+COLAB_BIN   := $(COLAB_VENV)/bin
+COLAB_STAMP := $(COLAB_VENV)/.cxr-installed
+COLAB_PINS  := constraints-colab.txt
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test install unit notebooks lint clean-venv publish-url
+.PHONY: run test install unit notebooks lint clean-venv publish-url test-colab-stack colab-install
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ not found; install it and retry (or: make PYTHON=/path/to/python3.11)"; exit 2; }
@@ -43,14 +49,30 @@ test: install lint unit notebooks
 lint:
 	$(BIN)/ruff check cxr_utils tests benchmarks scripts notebooks
 
-# tests marked `alone` (a Ctrl-C landing inside a paused write, random kill times) lose their timing when another test
-# loads the 2 cores: they run after the parallel part, by themselves
 unit: install
-	CXR_SMOKE=1 $(TIMED) unit_tests -- sh -c '$(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) -m "not alone" && \
-	  $(BIN)/python -m pytest tests -q -p no:cacheprovider -m alone'
+	CXR_SMOKE=1 $(TIMED) unit_tests -- $(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 notebooks: install
 	CXR_SMOKE=1 $(TIMED) notebooks -- $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider notebooks --durations=0
+
+## make test-colab-stack: the unit tests and the notebooks again, in .venv-colab with Colab's TensorFlow, Keras, NumPy
+## (and the other libraries Colab preinstalls, at its versions: constraints-colab.txt); the rest current. CI runs it
+## after `make test`. test_stack.py checks that the venv holds exactly the pinned versions.
+$(COLAB_STAMP): $(STAMP) $(COLAB_PINS)
+	@start=$$(date +%s); \
+	{ test -x $(COLAB_BIN)/python || $(PYTHON) -m venv $(COLAB_VENV); } && \
+	$(BIN)/uv pip install -q --python $(COLAB_BIN)/python -r requirements.txt -r requirements-dev.txt -c $(COLAB_PINS) -e . && \
+	$(BIN)/python scripts/timed.py $(TIMES) --record colab_install $$(( $$(date +%s) - start ))
+	@touch $(COLAB_STAMP)
+
+colab-install: $(COLAB_STAMP)
+
+test-colab-stack: install colab-install
+	CXR_SMOKE=1 CXR_STACK=$(COLAB_PINS) $(TIMED) colab_unit_tests -- $(COLAB_BIN)/python -m pytest tests -q -p no:cacheprovider \
+	  -n $(TEST_WORKERS)
+	CXR_SMOKE=1 $(TIMED) colab_notebooks -- $(COLAB_BIN)/python -m pytest --nbval-lax --nbval-current-env -q -p no:cacheprovider \
+	  notebooks --durations=0
+	@$(BIN)/python scripts/timed.py $(TIMES) --show
 
 ## make publish-url [URL=https://github.com/you/cxr-cgan.git]: the repository URL into every notebook's Colab badge and
 ## Setup cell (default: git remote get-url origin)
@@ -58,4 +80,4 @@ publish-url: install
 	$(BIN)/python scripts/set_repo_url.py $(URL)
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(COLAB_VENV)

@@ -2,8 +2,9 @@
 
 For the default X-ray recipe and the seed recipe it prints (and with --out writes as JSON) the devices TensorFlow
 sees, the precision and XLA setting `--precision auto` / `--jit auto` choose here, the device strategy, the steps per
-host sync of a full-size epoch, and the measured bare D+G step in fp32 and in the chosen precision. On a GPU (a Colab
-runtime, say) it measures the GPU; the table is short enough to paste into an issue.
+host sync of a full-size epoch, and the measured bare D+G step in fp32 and in the chosen precision; then how often the
+host syncs at the training-set sizes users run (build.epoch_steps). On a GPU (a Colab runtime, say) it measures the
+GPU; the tables are short enough to paste into an issue.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 KAGGLE_TRAIN_IMAGES = 4200  # about the Kaggle train split after the grouped val split: sets the steps per epoch shown
+# training-set sizes shown in the host-sync table: the recipes' row above, a Kaggle-sized train split, PneumoniaMNIST's
+SYNC_SIZES = ((KAGGLE_TRAIN_IMAGES, "Kaggle train split, about (the rows above)"), (4186, "a Kaggle-sized train split"),
+              (4708, "PneumoniaMNIST train (1,214 + 3,494)"))
 
 
 def plan(recipe: str, batch_size: int = 64, image_size: int = 64, n_train: int = KAGGLE_TRAIN_IMAGES) -> dict[str, Any]:
@@ -28,7 +32,7 @@ def plan(recipe: str, batch_size: int = 64, image_size: int = 64, n_train: int =
 
     cfg = GANConfig().with_recipe(recipe).replace(batch_size=batch_size, image_size=image_size)
     strategy = build.make_strategy()
-    steps = max(1, n_train // batch_size)
+    steps = max(1, build.epoch_steps(n_train, batch_size))
     return {
         "recipe": recipe,
         "batch_size": batch_size,
@@ -42,6 +46,22 @@ def plan(recipe: str, batch_size: int = 64, image_size: int = 64, n_train: int =
         "steps_per_execution": build.steps_per_execution(steps, int(strategy.num_replicas_in_sync)),
         "n_train": n_train,
     }
+
+
+def host_sync(batch_size: int = 64, replicas: int = 1,
+              sizes: tuple[tuple[int, str], ...] = SYNC_SIZES) -> list[dict[str, Any]]:
+    """Per training-set size: the full batches, the steps train() runs per epoch and per host sync, and the images an
+    epoch leaves out (the part batch plus the batches dropped so that a sync of 8..16 steps divides the epoch)."""
+    from cxr_utils import build
+
+    rows = []
+    for n, what in sizes:
+        steps = build.epoch_steps(n, batch_size)
+        per_call = build.steps_per_execution(steps, replicas)
+        rows.append({"n_train": n, "what": what, "batch_size": batch_size, "full_batches": n // batch_size,
+                     "steps_per_epoch": steps, "steps_per_execution": per_call, "syncs_per_epoch": steps // per_call,
+                     "images_left_out": n - steps * batch_size, "replicas": replicas})
+    return rows
 
 
 def measure(p: dict[str, Any], rounds: int = 3, chunk: int = 4, **overrides: Any) -> dict[str, Any]:
@@ -73,7 +93,8 @@ def report(recipes: tuple[str, ...] | None = None, batch_size: int = 64, image_s
         if measure_steps:
             p["measured"] = measure(p, rounds, chunk, **overrides)
         rows.append(p)
-    return {"machine": machine_info(), "recipes": rows}
+    replicas = rows[0]["replicas"] if rows else 1
+    return {"machine": machine_info(), "recipes": rows, "host_sync": host_sync(batch_size, replicas)}
 
 
 def _cell(r: dict[str, Any] | None) -> str:
@@ -96,6 +117,13 @@ def markdown(rep: dict[str, Any]) -> str:
                      f"({p['replicas']}) | {p['precision']} | {'on' if p['xla'] else 'off'} | {p['steps_per_execution']} of "
                      f"{p['steps_per_epoch']} per epoch | {_cell(fp32)} | {_cell(chosen) if p['precision'] != 'fp32' else '-'} "
                      f"| {speed} |")
+    if rep.get("host_sync"):
+        lines += ["", "| Training images | Full batches | Steps per epoch | Steps per host sync | Host syncs per epoch | "
+                      "Images an epoch leaves out |", "|---|---|---|---|---|---|"]
+        for r in rep["host_sync"]:
+            lines.append(f"| {r['n_train']:,} ({r['what']}; batch {r['batch_size']}) | {r['full_batches']} | "
+                         f"{r['steps_per_epoch']} | {r['steps_per_execution']} | {r['syncs_per_epoch']} | "
+                         f"{r['images_left_out']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -246,8 +246,10 @@ def time_to_target(curve: list[dict[str, Any]], ratio: float = TARGET_RATIO) -> 
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Steps per epoch of train.train (full batches only)."""
-    return max(1, n_train // batch_size)
+    """Steps per epoch of train.train (build.epoch_steps)."""
+    from cxr_utils.build import epoch_steps
+
+    return max(1, epoch_steps(n_train, batch_size))
 
 
 def chunk_schedule(steps: int, chunks: int, spe: int) -> list[int]:

@@ -58,11 +58,11 @@ def synthetic_dataset(cfg: Any, steps: int, seed: int = 0) -> Any:
 
 def real_dataset(cfg: Any, npz: Path, steps: int) -> tuple[Any, str]:
     """The training tf.data pipeline exactly as cxr_utils.train builds it from a real cache's train split, `steps` batches."""
-    from cxr_utils import data, train
+    from cxr_utils import build, data, train
 
     images, labels = data.load(npz).subset("train")
     x = data.gray_images(images)  # make_dataset turns uint8 batches into the model view, as train() feeds it
-    per_epoch = len(x) // cfg.batch_size
+    per_epoch = build.epoch_steps(len(x), cfg.batch_size)  # the batches make_dataset gives per epoch
     if per_epoch < 1:
         raise RuntimeError(f"{npz}: {len(x)} train images is fewer than one batch of {cfg.batch_size}")
     epochs = -(-steps // per_epoch)
@@ -240,7 +240,8 @@ def loop(npz: Path, work: Path, rounds: int = 4, epochs_per_round: int = 12, chu
     cfg = (cfg or GANConfig()).replace(image_size=int(images.shape[1]))
     cfg = cfg.replace(batch_size=min(cfg.batch_size, len(images)))  # train.fit_batch_size, which older checkouts lack
     precision = build.resolve_precision(cfg.precision, cfg.deterministic)
-    steps = len(images) // cfg.batch_size
+    # the steps train() runs per epoch (every full batch in checkouts before build.epoch_steps)
+    steps = getattr(build, "epoch_steps", lambda n, b: n // b)(len(images), cfg.batch_size)
     out: dict[str, Any] = {"cache": str(npz), "n_train": int(len(images)), "steps_per_epoch": steps,
                            "config": {k: cfg.to_dict()[k] for k in ("image_size", "batch_size", "g_base_filters",
                                                                     "d_base_filters", "checkpoint_every",

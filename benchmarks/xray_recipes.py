@@ -42,12 +42,13 @@ CAN_SHOW = ("10 training images (5 per class) can show whether a recipe collapse
 
 def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: Any) -> Any:
     """The GANConfig of one recipe for `steps` generator steps on n_train images (batch fitted to the data)."""
+    from cxr_utils.build import epoch_steps
     from cxr_utils.config import GANConfig
     from cxr_utils.train import fit_batch_size
 
     cfg = GANConfig(seed=seed).with_recipe(name)
     bs = fit_batch_size(n_train, cfg.batch_size)
-    spe = max(1, n_train // bs)
+    spe = max(1, epoch_steps(n_train, bs))
     every = max(1, round(steps / spe / 6))
     # six evaluations per run; checkpoints and sample grids at the same cadence (not every one-step epoch)
     cadence = dict(batch_size=bs, epochs=max(1, round(steps / spe)), eval_every=every, checkpoint_every=every,

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from . import data, quality, runs
 from . import io as cio
-from .build import build_gan, make_strategy, resolve_precision, steps_per_execution
+from .build import build_gan, epoch_steps, make_strategy, resolve_precision, steps_per_execution
 from .checkpoints import Checkpoints, RunLock, restore
 from .config import GANConfig, saved_fields
 from .errors import TrainingDiverged, UserError
@@ -64,7 +64,7 @@ def plan_epochs(n_train: int, batch_size: int, epochs: int | None = None, min_st
     """
     if epochs is not None:
         return int(epochs)
-    spe = max(1, int(n_train) // max(1, int(batch_size)))
+    spe = max(1, epoch_steps(n_train, batch_size))
     return max(200, -(-int(min_steps) // spe))
 
 
@@ -74,13 +74,16 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def make_dataset(images_u8: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, first_epoch: int,
-                 epochs: int, channels: int = 1) -> tf.data.Dataset:
+                 epochs: int, channels: int = 1, steps: int | None = None) -> tf.data.Dataset:
     """Batches (float32 [-1, 1] (B,S,S,channels), int32) of grey uint8 images (N,S,S[,1]) for epochs
-    [first_epoch, epochs); order from epoch_order(), pixels from data.to_model_view."""
+    [first_epoch, epochs): `steps` batches per epoch (default build.epoch_steps), taken from the front of each epoch's
+    epoch_order(); pixels from data.to_model_view."""
     images_u8 = np.asarray(images_u8)
     labs = np.asarray(labels, np.int32)
     n, size = len(images_u8), images_u8.shape[1]
-    steps = n // batch_size
+    steps = epoch_steps(n, batch_size) if steps is None else int(steps)
+    if steps * batch_size > n:
+        raise ValueError(f"{steps} steps of {batch_size} need {steps * batch_size} images, got {n}")
     # the whole index stream is computed up front: it is tiny (epochs * N ints) and makes resume trivially exact
     order = np.concatenate([epoch_order(seed, e, n)[: steps * batch_size] for e in range(first_epoch, epochs)]) \
         if epochs > first_epoch else np.zeros((0,), np.int64)
@@ -282,6 +285,14 @@ def _steady_speed(epoch_ends: list[float], images_per_epoch: int) -> float | Non
     return (len(epoch_ends) - 1) * images_per_epoch / max(epoch_ends[-1] - epoch_ends[0], 1e-9)
 
 
+def _run_steps(n: int, batch_size: int, saved_data: dict[str, Any] | None) -> int:
+    """Steps per epoch: build.epoch_steps for a new run; a resumed run keeps the steps it was started with (one started
+    before config.json recorded them took every full batch), so its epochs hold the same batches as before."""
+    if not saved_data or saved_data.get("n_train") != n:
+        return epoch_steps(n, batch_size)  # a new run, or other data (the checkpoint's step check then says so)
+    return int(saved_data.get("steps_per_epoch", n // batch_size))
+
+
 def _check_resumable(saved: dict[str, Any], cfg: GANConfig, run_dir: Path) -> None:
     now = cfg.to_dict()
     for k, v in saved_fields(saved).items():  # a field config.json predates counts with the value its run used
@@ -355,7 +366,7 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     if found is not None and saved is not None:
         _check_resumable(saved, cfg, run_dir)
 
-    steps = len(x) // cfg.batch_size
+    steps = _run_steps(len(x), cfg.batch_size, saved.get("data") if found is not None and saved else None)
     interval = quality.eval_interval(cfg.eval_every, steps)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
@@ -375,12 +386,13 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
     info.update(class_prior=prior, generated_label_prior=prior if cfg.label_prior == "data"
                 else {c: 1.0 / cfg.num_classes for c in cfg.class_names})
     # GANConfig fields at the top level (GANConfig.from_dict reads them back); provenance under "data"
-    info.update(precision_resolved=precision, replicas=replicas)
+    per_call = steps_per_execution(steps, replicas)
+    info.update(precision_resolved=precision, replicas=replicas, steps_per_epoch=steps, steps_per_execution=per_call)
     if found is not None and saved is not None and "data" in saved:
         info = {**saved["data"], **info}
     meta = {"precision": precision, "replicas": replicas}
     with strategy.scope():
-        gan = build_gan(cfg, precision, steps_per_execution(steps, replicas), class_counts=class_counts)
+        gan = build_gan(cfg, precision, per_call, class_counts=class_counts)
         note = None
         if found is not None:
             start_epoch, state, ckpt_path = found.epoch, found.state, found.path
@@ -423,7 +435,7 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         t0 = time.perf_counter()
         try:
             if start_epoch < cfg.epochs:
-                ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs, cfg.channels)
+                ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs, cfg.channels, steps)
                 gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, verbose=verbose,
                         shuffle=False, callbacks=[cb])
         except KeyboardInterrupt:  # Ctrl-C, or a notebook's "interrupt kernel": keep the last completed epoch

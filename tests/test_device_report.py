@@ -22,6 +22,17 @@ def test_plan_is_what_train_would_choose_on_this_cpu() -> None:
     assert any(d.endswith("CPU:0") for d in p["devices"])
 
 
+def test_host_sync_table_at_the_sizes_users_run() -> None:
+    rows = {r["n_train"]: r for r in device_report.host_sync()}
+    keys = ("full_batches", "steps_per_epoch", "steps_per_execution", "syncs_per_epoch", "images_left_out")
+    assert [rows[4708][k] for k in keys] == [73, 72, 12, 6, 100]  # PneumoniaMNIST: 1 batch dropped, 12 steps a sync
+    assert [rows[4186][k] for k in keys] == [65, 65, 13, 5, 26]
+    assert [rows[4200][k] for k in keys] == [65, 65, 13, 5, 40]
+    assert all(r["steps_per_execution"] == 1 for r in device_report.host_sync(replicas=2))  # MirroredStrategy
+    table = device_report.markdown({"machine": {}, "recipes": [], "host_sync": device_report.host_sync()})
+    assert "| 4,708 (PneumoniaMNIST train (1,214 + 3,494); batch 64) | 73 | 72 | 12 | 6 | 100 |" in table
+
+
 def test_measured_report_times_fp32_and_the_chosen_precision_and_puts_each_in_its_cell(monkeypatch) -> None:
     from benchmarks import train_step
 
@@ -58,3 +69,5 @@ def test_cli_without_measuring_prints_the_table_and_writes_json(tmp_path, capsys
     assert len(rows) == 2 and all("not measured" in r for r in rows)
     rep = json.loads(out.read_text())
     assert [p["recipe"] for p in rep["recipes"]] == [DEFAULT_RECIPE, "seed"] and "measured" not in rep["recipes"][0]
+    assert [r["n_train"] for r in rep["host_sync"]] == [4200, 4186, 4708]
+    assert "| 4,186 (a Kaggle-sized train split; batch 64) | 65 | 65 | 13 | 5 | 26 |" in text

@@ -705,6 +705,80 @@ def test_pixel_grid_places_each_image_and_titles() -> None:
     assert (titled[:, :40] < 128).any()  # the row titles are drawn
 
 
+def test_every_training_set_size_syncs_at_most_every_8_steps_and_drops_at_most_3_batches() -> None:
+    # PneumoniaMNIST's 4,708 training images at batch 64: 73 full batches, no divisor in 8..16 -> 72 steps, 12 per call
+    assert (B.epoch_steps(4708, 64), B.steps_per_execution(B.epoch_steps(4708, 64))) == (72, 12)
+    # Kaggle-sized train sets of 58, 59, 61, 62, 65, 67 full batches (a divisor alone gave 2, 1, 1, 2, 13, 1 per call)
+    assert [B.epoch_steps(s * 64, 64) for s in (58, 59, 61, 62, 65, 67)] == [56, 56, 60, 60, 65, 66]
+    assert [B.steps_per_execution(B.epoch_steps(s * 64, 64)) for s in (58, 59, 61, 62, 65, 67)] == [14, 14, 15, 15, 13, 11]
+    for n in range(10, 6001):  # every size the notebooks plan for (the batch lowered to the images when fewer)
+        b = T.fit_batch_size(n, 64)
+        full, steps = n // b, B.epoch_steps(n, b)
+        per_call = B.steps_per_execution(steps)
+        assert steps % per_call == 0 and per_call <= 16, n  # every call stays inside one epoch
+        assert per_call >= min(8, steps), n  # the host waits at most every 8 steps unless an epoch is shorter
+        assert 0 <= full - steps <= 3 and (full > 16 or steps == full), n  # at most 3 batches of an epoch dropped
+    drops = [s - B.epoch_steps(s, 1) for s in range(1, 20_000)]
+    assert max(drops) == 7 and drops.index(7) + 1 == 359  # at any size, at most 7 (359 full batches -> 352)
+
+
+def test_fit_sees_the_index_stream_when_the_epoch_drops_its_remainder_and_resumes_bit_exact(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """38 images at batch 2: 19 full batches, 18 kept, 9 per fit call. A spy inside the compiled train step records the
+    images each step trains on: exactly epoch_order()'s first 36 per epoch, in order, whether resumed or not."""
+    import tensorflow as tf
+
+    from cxr_utils.gan import ConditionalGAN
+
+    n, epochs = 38, 3
+    x, y = tiny_data(n)
+    x = np.ascontiguousarray(x[:, ::2, ::2])
+    x[:, 0, 0] = np.arange(n) * 6  # the corner pixel names the image
+    # no quality probe, sample grids or checkpoints but the last (the final epoch's is always written)
+    cfg = tiny16(batch_size=2, epochs=epochs, deterministic=True, eval_every=-1, sample_every=100, checkpoint_every=100)
+    seen = tf.Variable(tf.fill([2 * epochs * 18, 2], -1.0))
+    k = tf.Variable(0)
+    real_step = ConditionalGAN.train_step
+
+    def spy(self, data):
+        seen.scatter_nd_update([[k]], [data[0][:, 0, 0, 0]])
+        k.assign_add(1)
+        return real_step(self, data)
+
+    monkeypatch.setattr(ConditionalGAN, "train_step", spy)
+    out = T.train(cfg, tmp_path / "straight", x, y, progress=False)
+    T.train(cfg.replace(epochs=1), tmp_path / "resumed", x, y, progress=False)
+    res = T.train(cfg, tmp_path / "resumed", x, y, resume=True, progress=False)
+    assert out["step"] == res["step"] == epochs * 18 and res["resumed_from_epoch"] == 1
+    info = cio.read_json(tmp_path / "resumed" / "config.json")["data"]
+    assert (info["steps_per_epoch"], info["steps_per_execution"]) == (18, 9)
+    stream = np.concatenate([T.epoch_order(cfg.seed, e, n)[:36] for e in range(epochs)])
+    got = np.rint((seen.numpy() + 1.0) * 127.5 / 6).astype(int).reshape(2, -1)
+    assert got[0].tolist() == stream.tolist() and got[1].tolist() == stream.tolist()
+    assert [r["epoch"] for r in _rows(tmp_path / "resumed" / "metrics.csv")] == ["1", "2", "3"]
+    assert _same_state(tmp_path / "straight" / "checkpoints" / "ckpt-0003.npz",
+                       tmp_path / "resumed" / "checkpoints" / "ckpt-0003.npz") == []
+
+
+def test_a_run_started_with_every_full_batch_resumes_with_every_full_batch(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # runs started before build.epoch_steps took all 19 full batches of 38 images and did not record steps_per_epoch
+    x, y = tiny_data(38)
+    x = np.ascontiguousarray(x[:, ::2, ::2])
+    cfg = tiny16(batch_size=2, epochs=1, eval_every=-1, sample_every=100, checkpoint_every=100)
+    with monkeypatch.context() as m:
+        m.setattr(T, "epoch_steps", lambda n, b: n // b)
+        T.train(cfg, tmp_path / "run", x, y, progress=False)
+    saved = cio.read_json(tmp_path / "run" / "config.json")
+    for key in ("steps_per_epoch", "steps_per_execution"):
+        del saved["data"][key]
+    cio.atomic_write_json(tmp_path / "run" / "config.json", saved)
+    out = T.train(cfg.replace(epochs=2), tmp_path / "run", x, y, resume=True, progress=False)
+    assert out["step"] == 2 * 19 and cio.read_json(tmp_path / "run" / "config.json")["data"]["steps_per_epoch"] == 19
+    out = T.train(cfg.replace(epochs=3), tmp_path / "run", x, y, resume=True, progress=False)  # and keeps them
+    assert out["step"] == 3 * 19
+
+
 def test_loop_does_not_sync_per_step_and_jit_is_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     # no batch-end hook, and fit runs up to 16 steps per call: Keras waits for the device (to turn the logs into floats)
     # once per call; a divisor of the epoch's steps, so every call stays inside one epoch

@@ -212,16 +212,21 @@ def test_object_arrays_are_refused_never_unpickled(tiny_run, tmp_path, capsys):
     assert not marker.exists()
 
 
-def test_generator_with_lambda_layer_is_refused(tiny_run, tmp_path, capsys):
+def test_generator_with_lambda_layer_is_refused(tiny_run, tmp_path, capsys, monkeypatch):
     import keras
 
     from cxr_utils.runs import load_generator
 
     run = clone_run(tiny_run, tmp_path / "run")
     marker = tmp_path / "LAMBDA_RAN"
+    monkeypatch.setenv("CXR_TEST_LAMBDA_MARKER", str(marker))  # the path reaches the lambda without a default argument,
+    # which Keras could not load back even unsafely (its defaults come back from JSON as a list)
     noise = keras.Input((16,), name="noise")
     label = keras.Input((), dtype="int32", name="label")
-    x = keras.layers.Lambda(lambda t, m=str(marker): (__import__("pathlib").Path(m).touch(), t)[1])(noise)
+    x = keras.layers.Lambda(lambda t: (__import__("pathlib").Path(__import__("os").environ["CXR_TEST_LAMBDA_MARKER"]).touch(),
+                                       t)[1])(noise)
+    # both inputs reach the output, as in a real generator: Keras 3.13 (Colab's) refuses a model with an unused input
+    x = keras.layers.Concatenate()([x, keras.layers.Embedding(2, 4)(label)])
     x = keras.layers.Dense(32 * 32 * 3)(x)
     model = keras.Model([noise, label], keras.layers.Reshape((32, 32, 3))(x))
     marker.unlink(missing_ok=True)  # building the model above ran the lambda once, here in the test
@@ -246,6 +251,10 @@ def test_generator_with_lambda_layer_is_refused(tiny_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and str(best) in err, err
     assert not marker.exists() and not (tmp_path / "syn").exists()
+    # the file does carry the code: loaded without safe mode and called, the Lambda runs (what safe mode prevented)
+    unsafe = keras.saving.load_model(best, safe_mode=False)
+    unsafe([np.zeros((1, 16), np.float32), np.zeros((1,), np.int32)])
+    assert marker.exists()
 
 
 def _calls(tree: ast.AST) -> list[ast.Call]:
