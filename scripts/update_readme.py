@@ -1,10 +1,11 @@
-"""Regenerate the README's number-bearing sections from the JSON files the code wrote.
+"""Regenerate the number-bearing sections of the README and of the pages under docs/ from the JSON the code wrote.
 
-    python scripts/update_readme.py          rewrite README.md in place
-    python scripts/update_readme.py --check  exit 1 if README.md is out of date (used by the tests)
+    python scripts/update_readme.py          rewrite README.md and docs/*.md in place
+    python scripts/update_readme.py --check  exit 1 if one of them is out of date (used by the tests)
 
-Sections live between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`. No number in them is typed
-by hand: each comes from a JSON in assets/results/ (see assets/results/README.md for the commands).
+Sections live between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`, each in exactly one of DOCUMENTS
+(the README keeps the headline; long tables live on pages under docs/). No number in them is typed by hand: each
+comes from a JSON in assets/results/ (see assets/results/README.md for the commands).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "assets" / "results"
 README = ROOT / "README.md"
+# every document a generated section may live in (a section lives in exactly one)
+DOCUMENTS = (README, *sorted((ROOT / "docs").glob("*.md")))
 
 
 def _rel(p: Path) -> str:
@@ -318,36 +321,56 @@ SECTIONS: dict[str, Callable[[], str]] = {
 }
 
 
-def render(text: str) -> str:
-    """README text with every generated section replaced by freshly rendered content."""
-    for name, fn in SECTIONS.items():
+def render(text: str, names: list[str] | None = None) -> str:
+    """`text` with every generated section it holds (or, by default, every section: each must be there) re-rendered."""
+    for name in SECTIONS if names is None else names:
         pat = re.compile(rf"(<!-- generated:{name} -->\n)(.*?)(<!-- /generated:{name} -->)", re.S)
         if not pat.search(text):
-            raise SystemExit(f"error: README.md has no <!-- generated:{name} --> section")
-        body = fn()
+            raise SystemExit(f"error: no <!-- generated:{name} --> section")
+        body = SECTIONS[name]()
         text = pat.sub(lambda m, body=body: m.group(1) + body + m.group(3), text)
     return text
+
+
+def render_all() -> dict[Path, tuple[str, str]]:
+    """Each document holding generated sections -> (its text now, its text re-rendered); every section in exactly one."""
+    where: dict[str, list[Path]] = {name: [] for name in SECTIONS}
+    texts = {doc: doc.read_text(encoding="utf-8") for doc in DOCUMENTS}
+    for doc, text in texts.items():
+        for name in re.findall(r"<!-- generated:(\w+) -->", text):
+            if name not in SECTIONS:
+                raise SystemExit(f"error: {_rel(doc)}: unknown generated section {name!r}")
+            where[name].append(doc)
+    bad = {n: [_rel(d) for d in docs] for n, docs in where.items() if len(docs) != 1}
+    if bad:
+        raise SystemExit(f"error: each generated section must be in exactly one document: {bad}")
+    out = {}
+    for doc, text in texts.items():
+        names = [n for n, docs in where.items() if docs[0] == doc]
+        if names:
+            out[doc] = (text, render(text, names))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-    old = README.read_text(encoding="utf-8")
-    new = render(old)
+    stale = {doc: new for doc, (old, new) in render_all().items() if new != old}
     if args.check:
-        if new != old:
-            print("README.md is out of date: run `python scripts/update_readme.py`", file=sys.stderr)
-            return 1
-        print("README.md is up to date")
-        return 0
-    if new != old:
+        for doc in stale:
+            print(f"{_rel(doc)} is out of date: run `python scripts/update_readme.py`", file=sys.stderr)
+        if not stale:
+            print("README.md and docs/ are up to date")
+        return 1 if stale else 0
+    if stale:
         from cxr_utils.io import atomic_write_text
 
-        atomic_write_text(README, new)
-        print("README.md updated")
+        for doc, new in stale.items():
+            atomic_write_text(doc, new)
+            print(f"{_rel(doc)} updated")
     else:
-        print("README.md already up to date")
+        print("README.md and docs/ already up to date")
     return 0
 
 

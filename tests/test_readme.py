@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,8 +21,21 @@ def _load_script(name: str):
 
 def test_readme_generated_sections_match_the_json():
     mod = _load_script("update_readme")
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert mod.render(text) == text, "README.md is stale: run `python scripts/update_readme.py`"
+    docs = mod.render_all()
+    assert mod.README in docs  # the README keeps generated sections of its own
+    for doc, (old, new) in docs.items():
+        assert new == old, f"{doc.name} is stale: run `python scripts/update_readme.py`"
+
+
+def test_every_generated_section_lives_in_exactly_one_document(tmp_path, monkeypatch):
+    mod = _load_script("update_readme")
+    a, b = tmp_path / "README.md", tmp_path / "page.md"
+    a.write_text("<!-- generated:results -->\nold\n<!-- /generated:results -->\n")
+    b.write_text("<!-- generated:results -->\nold\n<!-- /generated:results -->\n")
+    monkeypatch.setattr(mod, "DOCUMENTS", (a, b))
+    monkeypatch.setattr(mod, "_rel", lambda p: p.name)
+    with pytest.raises(SystemExit, match=r"exactly one document: \{.*'results': \['README.md', 'page.md'\]"):
+        mod.render_all()
 
 
 def test_seed_claim_json_is_what_the_search_computes():
