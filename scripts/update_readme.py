@@ -321,13 +321,27 @@ SECTIONS: dict[str, Callable[[], str]] = {
 }
 
 
-def render(text: str, names: list[str] | None = None) -> str:
-    """`text` with every generated section it holds (or, by default, every section: each must be there) re-rendered."""
+def relink(md: str, doc: Path) -> str:
+    """Markdown links written relative to the repository root, made relative to `doc`'s folder (for pages in docs/)."""
+    up = "../" * len(doc.parent.relative_to(ROOT).parts)
+
+    def fix(m: re.Match) -> str:
+        target = m.group(2)
+        if not up or re.match(r"(https?:|#|mailto:|/)", target):
+            return m.group(0)
+        return f"{m.group(1)}({up}{target})"
+
+    return re.sub(r"(\]\s*)\(([^)\s]+)\)", fix, md)
+
+
+def render(text: str, names: list[str] | None = None, doc: Path = README) -> str:
+    """`text` (of `doc`) with every generated section it holds (or, by default, every section: each must be there)
+    re-rendered; the sections' links are made relative to `doc`."""
     for name in SECTIONS if names is None else names:
         pat = re.compile(rf"(<!-- generated:{name} -->\n)(.*?)(<!-- /generated:{name} -->)", re.S)
         if not pat.search(text):
             raise SystemExit(f"error: no <!-- generated:{name} --> section")
-        body = SECTIONS[name]()
+        body = relink(SECTIONS[name](), doc)
         text = pat.sub(lambda m, body=body: m.group(1) + body + m.group(3), text)
     return text
 
@@ -348,7 +362,7 @@ def render_all() -> dict[Path, tuple[str, str]]:
     for doc, text in texts.items():
         names = [n for n, docs in where.items() if docs[0] == doc]
         if names:
-            out[doc] = (text, render(text, names))
+            out[doc] = (text, render(text, names, doc))
     return out
 
 

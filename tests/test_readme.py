@@ -55,3 +55,11 @@ def test_quickstart_has_exactly_two_commands():
     block = re.search(r"```bash\n(.*?)```", quick, re.S).group(1)
     cmds = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.split("#")[0].strip()]
     assert cmds == ["make run", "make test"]
+
+
+def test_links_of_a_section_on_a_docs_page_are_relative_to_the_page():
+    mod = _load_script("update_readme")
+    md = "![grid](assets/x.png) [a](https://e.org/a) [b](#top) see [t](docs/testing.md)"
+    assert mod.relink(md, mod.README) == md
+    assert mod.relink(md, mod.ROOT / "docs" / "results.md") == \
+        "![grid](../assets/x.png) [a](https://e.org/a) [b](#top) see [t](../docs/testing.md)"
