@@ -15,12 +15,12 @@ from cxr_utils import cli, evaluation, imagenet, io, study
 from cxr_utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
-# the only fields that differ between the CLI and the notebook on the same inputs: how each was started
-DIFFERS = ("command",)
 
 
-def _without(d: dict, keys: tuple[str, ...] = DIFFERS) -> dict:
-    return {k: v for k, v in d.items() if k not in keys}
+def _without(d: dict) -> dict:
+    """d without the fields that differ between the CLI and the notebook on the same inputs (how each was started,
+    each classifier's seconds)."""
+    return study.comparable(d)
 
 
 def test_parse_protocols() -> None:

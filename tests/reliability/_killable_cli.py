@@ -1,6 +1,6 @@
 """`python -m cxr_utils` for the kill tests, with one optional pause *inside* a file write so a kill -9 lands there.
 
-CXR_TEST_PAUSE_FILE=<file name> (and optionally CXR_TEST_PAUSE_IF=<text in the written bytes>): the first atomic write
+CXR_TEST_PAUSE_FILE=<file name, or a glob pattern such as tstr-*.json> (and optionally CXR_TEST_PAUSE_IF=<text in the written bytes>): the first atomic write
 of that file writes half its bytes into the temp file, creates CXR_TEST_PAUSE_MARKER and sleeps (for
 CXR_TEST_PAUSE_SECONDS, default an hour: the kill tests kill it there), then finishes the write.
 Nothing else differs from `python -m cxr_utils`.
@@ -8,6 +8,7 @@ Nothing else differs from `python -m cxr_utils`.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 import time
@@ -25,7 +26,7 @@ if PAUSE_FILE:
 
     def _paused_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         """Like cio.atomic_write_bytes, but stops half-way through the matching write."""
-        if Path(path).name != PAUSE_FILE or PAUSE_IF not in data:
+        if not fnmatch.fnmatchcase(Path(path).name, PAUSE_FILE) or PAUSE_IF not in data:
             return _real_write_bytes(path, data)
         with cio.atomic_path(path) as tmp, open(tmp, "wb") as fh:
             fh.write(data[: len(data) // 2])
