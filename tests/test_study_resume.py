@@ -33,6 +33,9 @@ def test_a_rerun_reuses_the_entries_and_a_changed_folder_retrains_only_its_class
     assert any(ln.startswith(f"study: 2 result(s) to train; each is saved to {out / 'entries'} as soon as it is tested")
                for ln in lines)
     reference = io.read_json(out / "results.json")
+    # recorded: the precision used (deterministic resolves auto to fp32) and the request
+    assert [(r["precision"], r["config"]["precision"], r["config"]["deterministic"]) for r in reference["protocols"]] \
+        == [("fp32", "auto", True)] * 2
 
     # the same study again: nothing is trained, results.json is rebuilt from the entries, equal but for VARIES
     lines.clear()
