@@ -333,7 +333,8 @@ def section_classifier() -> str:
     sf = d["short_fit"]
     lines += ["", f"A short two-stage fit ({sf['epochs_per_stage']} + {sf['epochs_per_stage']} epochs, {sf['n_train']} real "
               f"digits, 64 px, {d['weights_source']}), test accuracy: fp32 {sf['fp32']['accuracy']:.4f}, bf16 "
-              f"{sf['bf16']['accuracy']:.4f} ({sf['fp32']['n_test']} test digits; one seed: a check that bf16 trains, "
+              f"{sf['bf16']['accuracy']:.4f}, the whole fit {sf['fp32']['seconds']:.0f} s vs {sf['bf16']['seconds']:.0f} s "
+              f"({sf['fp32']['n_test']} test digits; one seed: a check that bf16 trains, "
               f"not a measured accuracy cost). `auto` resolves to {d['auto_precision_here']} here."
               + (" **Quick mode: a pipeline check.**" if d.get("quick") else "")
               + f" JSON: `{_rel(p)}` (`{d.get('command', '')}`)."]
