@@ -14,7 +14,8 @@ An entry is reused only if every input that decides its classifier is the same (
 - the VGG16 weights (ImageNet or random init, and which copy);
 - the protocol, the ratio and the seed.
 Entries made with other inputs are never mixed in: they are moved to `OUT/entries-stale/<UTC time>/` with one line
-saying what changed. Entries with the same inputs that this run does not ask for (fewer seeds, another ratio) stay.
+saying what changed. Entries with the same inputs that this run does not ask for (fewer seeds, another ratio, a
+synthetic folder this study does not read) stay.
 """
 
 from __future__ import annotations
@@ -87,8 +88,7 @@ def _changes(old: Mapping[str, Any], new: Mapping[str, Any], folder: str | None,
     if old.get("weights") != new["weights"]:
         out.append(f"VGG16 weights: {(old.get('weights') or {}).get('weights_source')} -> {new['weights']['weights_source']}")
     if folder is not None and not out:
-        out.append(f"other images in the synthetic folder {folder}" if folder in folders
-                   else f"the synthetic folder {folder}, which this study does not use")
+        out.append(f"other images in the synthetic folder {folder}")
     return out
 
 
@@ -155,9 +155,11 @@ class EntryStore:
                 continue
             same_shared = all(ident.get(k) == v for k, v in shared.items())
             folder, fsha = rec.get("synthetic"), rec.get("synthetic_folder_sha256")
-            if same_shared and (ident.get("synthetic_sha256") is None or fsha in folders.values()) \
+            # kept: the same inputs, a classifier this run does not ask for (another seed or ratio, or a folder this study
+            # does not read: reusing it later still needs its exact synthetic subset, so keeping it never mixes)
+            if same_shared and (ident.get("synthetic_sha256") is None or fsha in folders.values() or folder not in folders) \
                     and p.name == entry_name(ident):
-                kept += 1  # the same inputs, a classifier this run does not ask for
+                kept += 1
                 continue
             stale.append(p)
             changed = _changes(ident, shared, folder, folders) or [f"entry {p.name} does not match its inputs"]

@@ -108,6 +108,12 @@ def test_other_images_in_the_synthetic_folder_set_aside_only_its_entries(tmp_pat
     _write_all(tmp_path / "k", idents)
     _, res = _study(tmp_path / "k", _shared())
     assert res.kept == 1 and res.stale == [] and res.done == {}
+    # a folder this study does not read (another GAN run, left out this time): kept for when it is read again
+    idents = study_entries.planned_identities(_shared(), [("tstr", "other-run", 1.0)], [0], {("other-run", 1.0): "d" * 64})
+    store = study_entries.EntryStore(tmp_path / "o")
+    store.write(idents[("tstr", "other-run", 1.0, 0)], {"seed": 0}, "other-run", "e" * 64)
+    _, res = _study(tmp_path / "o", _shared())
+    assert res.kept == 1 and res.stale == []
 
 
 def test_an_unreadable_entry_is_set_aside_not_trusted(tmp_path: Path) -> None:
