@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--epochs", type=int, default=None)
     e.add_argument("--input-size", type=int, default=None)
     e.add_argument("--bootstrap", type=int, default=None, help="test-set resamples (default 1000; 50 with --smoke)")
+    _classifier_precision_args(e)
     e.add_argument("--smoke", action="store_true")
     e.add_argument("--out", required=True)
 
@@ -120,10 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--input-size", type=int, default=None, help="VGG16 input size (default 64; 32 with --smoke)")
     y.add_argument("--bootstrap", type=int, default=None, help="test-set resamples (default 1000; 50 with --smoke)")
     y.add_argument("--extractor", default="auto", choices=["auto", "inception", "vgg16", "domain", "random"])
+    _classifier_precision_args(y)
+    y.add_argument("--fresh", action="store_true",
+                   help="delete the finished classifiers in OUT/entries first (default: a rerun with the same inputs "
+                        "resumes, reusing them)")
     y.add_argument("--smoke", action="store_true", help="tiny sizes for a quick check (same code path)")
     y.add_argument("--figures", default=None, help="figure folder (default: OUT/figures)")
     y.add_argument("--out", required=True, help="folder for results.json and metrics.json")
     return p
+
+
+def _classifier_precision_args(p: argparse.ArgumentParser) -> None:
+    """--precision and --deterministic of the VGG16 classifier (evaluate, study), as `train` has them for the GAN."""
+    p.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="classifier precision (default auto: fp16 mixed on GPUs of compute capability >= 7, bf16 mixed "
+                        "on CPUs with AVX512-BF16 or AMX, else fp32; the output layer stays float32)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="bit-identical classifier fits on CPU (op determinism; auto precision becomes fp32; slower)")
 
 
 def _counts(text: str) -> int | list[int]:
@@ -244,7 +258,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .config import SMOKE
 
     smoke = bool(args.smoke or SMOKE)
-    cfg = evaluation.eval_config(smoke, args.epochs, args.input_size, args.bootstrap)
+    cfg = evaluation.eval_config(smoke, args.epochs, args.input_size, args.bootstrap, precision=args.precision,
+                                 deterministic=True if args.deterministic else None)
     res = evaluation.evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
                               out=args.out, verbose=_verbosity(), ratio=args.synthetic_ratio,
                               extra={"command": command_line(args, "evaluate"), "smoke": smoke})
@@ -292,7 +307,8 @@ def run_study(args: argparse.Namespace) -> int:
                           seeds=args.seeds, epochs=args.epochs,
                           input_size=args.input_size, bootstrap=args.bootstrap, extractor=args.extractor, smoke=smoke,
                           figures_dir=args.figures, verbose=_verbosity(), command=command_line(args, "study"),
-                          ratios=args.synthetic_ratio)
+                          ratios=args.synthetic_ratio, precision=args.precision,
+                          deterministic=True if args.deterministic else None, fresh=args.fresh)
     print("\n".join(summary_line(r) for r in res.results))
     print(f"wrote {res.results_json}, {res.metrics_json} and {len(res.figures)} figures in "
           f"{next(iter(res.figures.values())).parent}")

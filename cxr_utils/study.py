@@ -2,7 +2,10 @@
 (metrics.json) and the figures.
 
 `python -m cxr_utils study` and notebooks/04_evaluate_vgg16.ipynb both call `run_study`, so a headless run writes the
-same results.json as the notebook on the same inputs (only the recorded "command" differs).
+same results.json as the notebook on the same inputs (only the recorded "command" differs). Every classifier seed is
+saved to OUT/entries as soon as it is tested (`study_entries`), so a study killed at any moment resumes with what is
+done, and results.json is assembled from those entries: a resumed study writes what an uninterrupted one does, apart
+from the fields in VARIES.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from . import evaluation, plots, report, stats
+from . import evaluation, plots, report, stats, study_entries
 from .config import SMOKE
 from .errors import UserError
 from .io import atomic_write_bytes, atomic_write_json
+from .study_entries import entry_name
 
 RESULTS_JSON = "results.json"
 METRICS_JSON = "metrics.json"
@@ -28,6 +32,9 @@ CURATED = ("04_protocol_comparison.png", "04_roc.png", "04_confusion_tstr.png", 
 PAIRED_FIGURE = "04_paired_differences.png"
 RATIO_FIGURE = "04_ratio_sweep.png"
 DEFAULT_RATIOS = (1.0,)  # one classifier per protocol; the sweep 0,0.5,1,2 costs about 3x (see README "Evaluation")
+# fields of results.json that legitimately differ between two runs on the same inputs: how the run was started, and
+# the wall time of each classifier seed (a reused entry keeps the seconds of the run that trained it)
+VARIES = ("command", "seconds")
 RATIO_ZERO = ("at synthetic ratio 0, augment and pretrain train on the real images only: that is trtr, whose entry is "
               "their ratio-0 point (not retrained); tstr has no ratio-0 point (nothing to train on)")
 
@@ -46,6 +53,7 @@ class Study:
     across_folders: list[dict[str, Any]] = field(default_factory=list)  # per (protocol, ratio): spreads, pooled vs trtr
     ratios: list[float] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
+    resume: study_entries.Resume | None = None  # what OUT/entries held before training (reused, set aside)
 
 
 def parse_protocols(protocols: str | Sequence[str]) -> list[str]:
@@ -142,11 +150,15 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
               epochs: int | None = None, input_size: int | None = None, bootstrap: int | None = None,
               extractor: str = "auto", smoke: bool = SMOKE, figures_dir: str | os.PathLike | None = None,
               verbose: int = 0, command: str | None = None, log: Callable[[str], None] = print,
-              ratios: str | float | Sequence[Any] = DEFAULT_RATIOS) -> Study:
+              ratios: str | float | Sequence[Any] = DEFAULT_RATIOS, precision: str | None = None,
+              deterministic: bool | None = None, fresh: bool = False) -> Study:
     """Run every protocol at every synthetic ratio on every synthetic folder (GAN runs), the paired differences from
     trtr and the generative metrics; write OUT/results.json, OUT/metrics.json and the figures (into figures_dir,
-    default OUT/figures). epochs/input_size/bootstrap of None keep the (smoke) defaults; seeds None means 3 on the full
-    data set and 1 on a small source or in smoke mode."""
+    default OUT/figures). epochs/input_size/bootstrap/precision/deterministic of None keep the (smoke) defaults; seeds
+    None means 3 on the full data set and 1 on a small source or in smoke mode.
+
+    Resumes: every classifier seed is saved to OUT/entries as soon as it is tested, and a rerun with the same inputs
+    reuses those (study_entries; entries made with other inputs are set aside, never mixed); fresh deletes them first."""
     from . import generative
 
     names = parse_protocols(protocols)
@@ -154,7 +166,8 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
     ratio_list = parse_ratios(ratios)
     out = Path(out)
     figures_dir = Path(figures_dir) if figures_dir is not None else out / "figures"
-    cfg = evaluation.eval_config(smoke, epochs=epochs, input_size=input_size, bootstrap=bootstrap)
+    cfg = evaluation.eval_config(smoke, epochs=epochs, input_size=input_size, bootstrap=bootstrap, precision=precision,
+                                 deterministic=deterministic)
     real, prov = evaluation.load_real(npz)
     prov.update(command=command, smoke=bool(smoke))
     size = int(real["test"][0].shape[1])
@@ -175,12 +188,21 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
 
     results = []
     resolved = evaluation.resolve_weights(weights)  # once for every protocol: offline, each attempt waits ~15 s
+    store, resume, folder_sha, idents = _resume(out, real, syn, folders, plan, cfg, seeds, resolved, fresh, log)
     for protocol, folder, ratio in plan:
         log(f"== {_entry_name(protocol, folder, ratio, folders)} ==")
         entry_prov = {**prov, **(syn[folder][1] if folder else {"synthetic": None, "n_synthetic": None, "generator": None})}
+        keys = {cfg.seed + i: idents[(protocol, folder, ratio, cfg.seed + i)] for i in range(seeds)}
+
+        def save(entry: dict[str, Any], keys: dict[int, dict[str, Any]] = keys, folder: str | None = folder) -> None:
+            path = store.write(keys[entry["seed"]], entry, folder, folder_sha.get(folder) if folder else None)
+            log(f"  saved {path}")
+
         res = evaluation.run_protocol(protocol, real, syn[folder][0] if folder else None, weights=weights, seeds=seeds,
                                       cfg=cfg, provenance=entry_prov, verbose=verbose, log=log, resolved=resolved,
-                                      ratio=1.0 if ratio is None else ratio, folder=folder)
+                                      ratio=1.0 if ratio is None else ratio, folder=folder, on_seed=save,
+                                      done={sd: resume.done[entry_name(k)] for sd, k in keys.items()
+                                            if entry_name(k) in resume.done})
         for note in res["notes"]:
             log(f"  note: {note}")
         results.append(res)
@@ -228,7 +250,42 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
                           title=f"closest pairs in {ex_name} features (distance "
                                 + ", ".join(f"{p['distance']:.2f}" for p in pairs) + ")"), "04_closest_pairs.png")
     return Study(results, seed_check, gen, results_json, out / METRICS_JSON, figures, headline, across, ratio_list,
-                 folders)
+                 folders, resume)
+
+
+def comparable(doc: Any, varies: Sequence[str] = VARIES) -> Any:
+    """A results.json (or any part of it) without the fields that differ between runs on the same inputs, at any depth."""
+    if isinstance(doc, dict):
+        return {k: comparable(v, varies) for k, v in doc.items() if k not in varies}
+    if isinstance(doc, list):
+        return [comparable(v, varies) for v in doc]
+    return doc
+
+
+def _resume(out: Path, real: dict[str, tuple[np.ndarray, np.ndarray]], syn: dict[str, Any], folders: Sequence[str],
+            plan: Sequence[tuple[str, str | None, float | None]], cfg: evaluation.EvalConfig,
+            seeds: int, resolved: tuple[Any, str, str | None], fresh: bool, log: Callable[[str], None],
+            ) -> tuple[study_entries.EntryStore, study_entries.Resume, dict[str, str],
+                       dict[tuple[str, str | None, float | None, int], dict[str, Any]]]:
+    """The study's entry store, what it already holds for this plan (stale entries set aside, one line each), the
+    digest of every synthetic folder and the identity of every planned classifier seed."""
+    from . import imagenet
+
+    store = study_entries.EntryStore(out)
+    if fresh and (n := store.clear()):
+        log(f"study: fresh start: deleted {n} finished result(s) in {store.dir}")
+    shared = study_entries.shared_inputs(real, cfg, evaluation.resolve_precision(cfg), resolved[1],
+                                         imagenet.weights_source(resolved[0]))
+    folder_sha = {f: study_entries.array_digest(*syn[f][0]) for f in folders}
+    y_train = real["train"][1]
+    subset_sha = {(f, r): study_entries.array_digest(*evaluation.select_synthetic(syn[f][0], y_train, r, f))
+                  for f, r in dict.fromkeys((f, r) for _, f, r in plan if f is not None)}
+    idents = study_entries.planned_identities(shared, plan, [cfg.seed + i for i in range(seeds)], subset_sha)
+    resume = store.scan({entry_name(k): k for k in idents.values()}, shared, folder_sha)
+    for line in (study_entries.stale_line(resume, store.dir), resume.line(store.dir)):
+        if line:
+            log(line)
+    return store, resume, folder_sha, idents
 
 
 def _entry_name(protocol: str, folder: str | None, ratio: float | None, folders: Sequence[str]) -> str:

@@ -308,6 +308,42 @@ def section_export_flush() -> str:
             f"(`{d['command']}`, `{_rel(p)}`).\n")
 
 
+def section_classifier() -> str:
+    """The VGG16 classifier on this machine: seconds per epoch by input size and precision, and a short fit's accuracy."""
+    from cxr_utils.io import read_json
+
+    p = RESULTS / "classifier_precision.json"
+    if not p.is_file():
+        return "Not measured yet: `python -m benchmarks.classifier --out assets/results/classifier_precision.json`.\n"
+    d = read_json(p)
+    m = d["machine"]
+    by = {(t["input_size"], t["precision"]): t for t in d["timings"]}
+    lines = [f"VGG16 classifier (notebook 04), {d['data']}; seconds of the second epoch of each stage (head: base frozen; "
+             f"finetune: block5 trainable). {m['cpu_model']}, {m['cores']} cores, avx512_bf16 "
+             f"{'yes' if m['flags'].get('avx512_bf16') else 'no'}, amx_bf16 {'yes' if m['flags'].get('amx_bf16') else 'no'}; "
+             f"load average {d['load_average_before'][0]:.1f} before, {d['load_average_after'][0]:.1f} after: "
+             f"**{d['note']}**.", "",
+             "| Input size | VGG16 forward GFLOP per image | fp32 head / finetune s per epoch | bf16 head / finetune s per epoch "
+             "| bf16 speed-up (head / finetune) | fp32 cost vs 64 px (head / finetune) |",
+             "|---|---|---|---|---|---|"]
+    for size in sorted({t["input_size"] for t in d["timings"]}):
+        f, b = by[(size, "fp32")], by[(size, "bf16")]
+        sp, cost = d["bf16_speedup"][str(size)], d["size_cost_vs_64"][str(size)]
+        lines.append(f"| {size} px | {f['vgg16_forward_gflops_per_image']:.2f} | {f['seconds_per_epoch']['head']:.2f} / "
+                     f"{f['seconds_per_epoch']['finetune']:.2f} | {b['seconds_per_epoch']['head']:.2f} / "
+                     f"{b['seconds_per_epoch']['finetune']:.2f} | {sp['head']:.2f}x / {sp['finetune']:.2f}x | "
+                     f"{cost['head']:.2f}x / {cost['finetune']:.2f}x |")
+    sf = d["short_fit"]
+    lines += ["", f"A short two-stage fit ({sf['epochs_per_stage']} + {sf['epochs_per_stage']} epochs, {sf['n_train']} real "
+              f"digits, 64 px, {d['weights_source']}), test accuracy: fp32 {sf['fp32']['accuracy']:.4f}, bf16 "
+              f"{sf['bf16']['accuracy']:.4f}, the whole fit {sf['fp32']['seconds']:.0f} s vs {sf['bf16']['seconds']:.0f} s "
+              f"({sf['fp32']['n_test']} test digits; one seed: a check that bf16 trains, "
+              f"not a measured accuracy cost). `auto` resolves to {d['auto_precision_here']} here."
+              + (" **Quick mode: a pipeline check.**" if d.get("quick") else "")
+              + f" JSON: `{_rel(p)}` (`{d.get('command', '')}`)."]
+    return "\n".join(lines) + "\n"
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "results": section_results,
     "digits": section_digits,
@@ -316,6 +352,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "xray": section_xray,
     "quality": section_quality,
     "performance": section_performance,
+    "classifier": section_classifier,
     "troubleshooting": section_troubleshooting,
     "export_flush": section_export_flush,
 }

@@ -331,3 +331,17 @@ def test_loop_measures_train_against_the_bare_step_and_pairs_before_after(sample
     assert ba["after"]["train_seconds_per_epoch"] == tr["seconds_per_epoch"] and ba["after"]["commit"] == "def"
     assert ba["before"]["loop_vs_bare_step"] == pytest.approx(bare["seconds_per_step"] / 9.0)  # 1 step per epoch
     assert "not measured" in train_step.before_after(tmp_path / "missing.json")["note"]
+
+
+def test_vgg16_gflops_equal_tensorflows_count_and_grow_with_the_square_of_the_input():
+    import keras
+    import tensorflow as tf
+
+    from benchmarks.classifier import vgg16_gflops
+
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    r = profiling.function_flops(lambda x: base(x, training=False), tf.TensorSpec([1, 32, 32, 3]))
+    assert r["by_type"]["Conv2D"] == round(vgg16_gflops(32) * 1e9)  # TF's own FLOP registry, one image
+    assert vgg16_gflops(224) / vgg16_gflops(64) == (224 / 64) ** 2  # every map is 3.5x wider: 12.25x the work
+    assert round(vgg16_gflops(224), 2) == 30.69  # 15.35 G multiply-adds: the conv part of VGG16's usual 15.5 G
+    keras.backend.clear_session()

@@ -55,3 +55,54 @@ def test_rerunning_notebook_02_resumes_the_run(sample_data_dir: Path, tmp_path: 
     run = work / "gan"
     assert [int(r["epoch"]) for r in read_metrics(run / "metrics.csv")] == [1, 2]  # epoch 1 kept, not re-trained
     assert [p.name for p in Checkpoints(run).files()] == ["ckpt-0002.npz", "ckpt-0001.npz"]
+
+
+NOTEBOOK_04 = ROOT / "notebooks" / "04_evaluate_vgg16.ipynb"
+
+
+@pytest.mark.slow  # one kernel, two smoke studies of notebook 04 (two VGG16 fits, two generative-metric passes)
+def test_rerunning_notebook_04_after_an_interrupt_resumes_the_study(sample_npz: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    """A session that ended after the study's first classifier (its entry on disk, the second's not, no results.json),
+    then notebook 04 run again as it is: it trains only the second and writes the uninterrupted run's results.json."""
+    from _helpers import write_noise_pngs
+    from nbclient import NotebookClient
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    from cxr_utils import io, study
+
+    monkeypatch.setenv("CXR_SMOKE", "1")
+    work = tmp_path / "work"
+    write_noise_pngs(work / "synthetic", n_per_class=5)
+    io.atomic_write_json(work / "gan" / "config.json", {"data": {"npz": str(sample_npz)}})  # what notebook 02 records
+    params = dict(WORK_DIR=str(work), FRESH=False, PROTOCOLS=["trtr", "tstr"], SYNTHETIC_RATIOS=[1], WEIGHTS="none",
+                  EXTRACTOR="random")
+    source = load_notebook_node(str(NOTEBOOK_04))
+    passes = [parameterize_notebook(copy.deepcopy(source), params) for _ in range(2)]
+    client = NotebookClient(passes[0], kernel_name="python3", timeout=600,
+                            resources={"metadata": {"path": str(NOTEBOOK_04.parent)}})
+    entries, results = work / "evaluation" / "entries", work / "evaluation" / "results.json"
+    with client.setup_kernel():
+        for k, nb in enumerate(passes):
+            client.nb = nb
+            for i, cell in enumerate(nb.cells):
+                client.execute_cell(cell, i)
+            if k == 0:  # the interrupt: the tstr classifier was never saved, results.json never written
+                reference = io.read_json(results)
+                (tstr,) = entries.glob("tstr-*.json")
+                tstr.unlink()
+                results.unlink()
+    text = [_printed_text(nb) for nb in passes]
+    assert f"study: 2 result(s) to train; each is saved to {entries}" in text[0]
+    assert f"study: 1 of 2 results already done in {entries} (same inputs); training the other 1" in text[1]
+    assert "(finished earlier, not retrained)" in text[1] and "(finished earlier" not in text[0]
+    resumed = io.read_json(results)
+    assert study.comparable(resumed["protocols"][0]) == study.comparable(reference["protocols"][0])  # trtr: reused
+    assert resumed["protocols"][0]["per_seed"] == reference["protocols"][0]["per_seed"]
+    assert resumed["protocols"][1]["per_seed"][0]["seed"] == 0 and len(list(entries.glob("*.json"))) == 2
+
+
+def _printed_text(nb) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")

@@ -15,12 +15,12 @@ from cxr_utils import cli, evaluation, imagenet, io, study
 from cxr_utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
-# the only fields that differ between the CLI and the notebook on the same inputs: how each was started
-DIFFERS = ("command",)
 
 
-def _without(d: dict, keys: tuple[str, ...] = DIFFERS) -> dict:
-    return {k: v for k, v in d.items() if k not in keys}
+def _without(d: dict) -> dict:
+    """d without the fields that differ between the CLI and the notebook on the same inputs (how each was started,
+    each classifier's seconds)."""
+    return study.comparable(d)
 
 
 def test_parse_protocols() -> None:
@@ -237,3 +237,22 @@ def test_cli_study_passes_several_folders_and_ratios(sample_npz: Path, tmp_path:
                      "--out", str(tmp_path / "o")]) == 0
     assert study.parse_folders(got["synthetic"]) == ["A", "B", "C"] and study.parse_ratios(got["ratios"]) == [0, 0.5, 1]
     assert "--synthetic A,B,C" in got["command"] and "--synthetic-ratio 0,0.5,1" in got["command"]  # recorded, rerunnable
+    assert (got["precision"], got["deterministic"], got["fresh"]) == (None, None, False)  # defaults: auto, resume
+    assert cli.main(["study", "--data", str(sample_npz), "--synthetic", "A", "--precision", "bf16", "--deterministic",
+                     "--fresh", "--out", str(tmp_path / "o")]) == 0
+    assert (got["precision"], got["deterministic"], got["fresh"]) == ("bf16", True, True)
+
+
+def test_cli_evaluate_passes_precision_and_deterministic(sample_npz: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    got = {}
+
+    def fake(npz, protocol, synthetic, cfg=None, **kw):
+        got["cfg"] = cfg
+        return {"notes": [], "weights": "random init"}
+
+    monkeypatch.setattr(evaluation, "evaluate", fake)
+    monkeypatch.setattr("cxr_utils.report.summary_line", lambda r: "summary")
+    assert cli.main(["evaluate", "--data", str(sample_npz), "--protocol", "trtr", "--precision", "fp16",
+                     "--deterministic", "--smoke", "--out", str(tmp_path / "r.json")]) == 0
+    assert (got["cfg"].precision, got["cfg"].deterministic, got["cfg"].input_size) == ("fp16", True, 32)

@@ -1,9 +1,9 @@
 """`python -m cxr_utils` for the kill tests, with one optional pause *inside* a file write so a kill -9 lands there.
 
-CXR_TEST_PAUSE_FILE=<file name> (and optionally CXR_TEST_PAUSE_IF=<text in the written bytes>): the first atomic write
-of that file (that holds the text) writes half its bytes into the temp file, creates CXR_TEST_PAUSE_MARKER and sleeps
-(for CXR_TEST_PAUSE_SECONDS, default an hour: the kill tests kill it there), then finishes the write. Later writes of
-the file are not paused.
+CXR_TEST_PAUSE_FILE=<file name, or a glob pattern such as tstr-*.json> (and optionally CXR_TEST_PAUSE_IF=<text in the
+written bytes>): the first atomic write of a matching file (that holds the text) writes half its bytes into the temp
+file, creates CXR_TEST_PAUSE_MARKER and sleeps (for CXR_TEST_PAUSE_SECONDS, default an hour: the kill tests kill it
+there), then finishes the write. Later writes are not paused.
 
 Ctrl-C (SIGINT) raises KeyboardInterrupt here as in a terminal, however the test run was started: a command run in
 the background (`&`) by a non-interactive shell (a CI script, `make test &`, `nohup ... &`) inherits SIGINT *ignored*
@@ -13,6 +13,7 @@ Nothing else differs from `python -m cxr_utils`.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import signal
 import sys
@@ -33,7 +34,7 @@ if PAUSE_FILE:
     def _paused_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         """Like cio.atomic_write_bytes, but stops half-way through the first matching write."""
         global _paused
-        if _paused or Path(path).name != PAUSE_FILE or PAUSE_IF not in data:
+        if _paused or not fnmatch.fnmatchcase(Path(path).name, PAUSE_FILE) or PAUSE_IF not in data:
             return _real_write_bytes(path, data)
         _paused = True
         with cio.atomic_path(path) as tmp, open(tmp, "wb") as fh:
