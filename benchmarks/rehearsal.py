@@ -188,14 +188,16 @@ def run(work: Path, scale: float = 1.0, seed: int = 0, stages: tuple[str, ...] =
 
 
 def _study_counts(study_dir: Path) -> dict[str, Any]:
-    """Protocols run and their training images, from the study's results.json (whatever shape it has)."""
+    """Per protocol, the classifier's training images (real + synthetic over its phases), from the study's results.json."""
     p = study_dir / "results.json"
     if not p.is_file():
         return {"results_json": None}
-    d = read_json(p)
-    rows = d if isinstance(d, list) else d.get("results", d.get("entries", []))
-    out = {"results_json": _shown(str(p)), "protocol_runs": len(rows) if isinstance(rows, list) else None}
-    return out
+    rows = read_json(p).get("protocols") or []
+    train = {r["protocol"]: sum(sum(c.values()) for ph in (r.get("counts") or {}).values() for c in ph.values())
+             for r in rows}
+    test = next((sum(r["n_test"].values()) for r in rows if r.get("n_test")), None)
+    return {"results_json": _shown(str(p)), "training_images_per_protocol": train, "test_images": test,
+            "weights": next((r.get("weights_source") for r in rows), None)}
 
 
 def assemble(stages: dict[str, dict[str, Any]], start: dict[str, Any], end: dict[str, Any], scale: float, seed: int,
@@ -235,7 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="JSON (default assets/results/rehearsal.json at --scale 1, else runs/rehearsal/rehearsal-scale<S>.json)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--reassemble", action="store_true",
+                   help="run nothing: rebuild the report from the work folder's stages.json (the raw measurements of "
+                        "the last run) and its study folder")
     return p
+
+
+def reassemble(work: Path, scale: float, seed: int) -> dict[str, Any]:
+    """The report of the last run in `work`, from its stages.json (measurements unchanged; counts read again)."""
+    raw = read_json(work / "stages.json")
+    st = raw["stages"]
+    if (st.get("study") or {}).get("exit_status") == 0:
+        st["study"].update(_study_counts(work / "study"))
+    return assemble(st, raw["machine_start"], raw["machine_end"], scale, seed, work)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work_dir) if a.work_dir else root / "runs" / "rehearsal" / f"scale-{a.scale:g}"
     out = Path(a.out) if a.out else (root / "assets" / "results" / "rehearsal.json" if a.scale == 1
                                      else root / "runs" / "rehearsal" / f"rehearsal-scale{a.scale:g}.json")
-    d = run(work, a.scale, a.seed, stages)
+    d = reassemble(work, a.scale, a.seed) if a.reassemble else run(work, a.scale, a.seed, stages)
     atomic_write_json(out, d)
     from .rehearsal_estimate import report_markdown
 

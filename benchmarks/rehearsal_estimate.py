@@ -178,7 +178,10 @@ def report_markdown(d: dict[str, Any]) -> str:
               f"{n2['batch']}, `plan_epochs` for {e['n_train']:,} training images) x {d['stages']['flops']['counted']['gan_step'] / 1e9:.1f} "
               f"GFLOP per step; notebook 03: {e['notebook_03']['images']:,} generator images; notebook 04: 3 seeds x 4 "
               f"protocols at ratio 1, {n4['image_epochs_per_stage']:,} training images per epoch summed over the "
-              f"protocols, 10 + 10 epochs (an upper bound: early stopping shortens it). Seconds = FLOPs / (data-sheet "
+              f"protocols, 10 + 10 epochs (an upper bound: early stopping shortens it), at {_gf(d, 'head')} GFLOP per image with "
+              f"the base frozen and {_gf(d, 'finetune')} with block5 trained (the gradient of the trainable weights only; "
+              f"Keras's traced `train_step` also holds the frozen layers' backward ops, {_gf(d, 'head', True)} GFLOP per "
+              f"image, which the estimate does not count). Seconds = FLOPs / (data-sheet "
               f"peak x {fr['reduced']:.2f} for the GAN's fp16, x {fr['fp32']:.2f} for the float32 classifier): the "
               f"fractions of the matmul peak this project measured for the GAN step on a CPU ({fr['cpu']}, "
               f"`{fr['source']}`), used for lack of a GPU measurement. Not modelled: per-step launch and host overhead "
@@ -190,6 +193,13 @@ def report_markdown(d: dict[str, Any]) -> str:
         lines.append(f"| {gpu} | {r['gan_peak']} / {r['classifier_peak']} | {_fmt_s(r['notebook_02_seconds'])} | "
                      f"{_fmt_s(r['notebook_03_seconds'])} | {_fmt_s(r['notebook_04_seconds'])} | {r['source']} |")
     return "\n".join(lines) + "\n"
+
+
+def _gf(d: dict[str, Any], stage: str, graph: bool = False) -> str:
+    """A classifier stage's counted GFLOP per image."""
+    c = d["stages"]["flops"]["counted"]
+    v = (c.get("classifier_train_step_graph_per_image") or {}).get(stage) if graph else c["classifier_train_per_image"][stage]
+    return "n/a" if v is None else f"{v / 1e9:.2f}"
 
 
 def _handled(name: str, r: dict[str, Any]) -> str:
@@ -210,7 +220,8 @@ def _handled(name: str, r: dict[str, Any]) -> str:
     if name == "export":
         return f"{r['pngs']:,} PNGs ({' / '.join(f'{n:,}' for n in r['per_class'])} per class, generator: {r['which']})"
     if name == "study":
-        return f"smoke sizes on {r['synthetic_images']:,} synthetic PNGs"
+        per = ", ".join(f"{k} {v:,}" for k, v in (r.get("training_images_per_protocol") or {}).items())
+        return f"smoke sizes: {r['synthetic_images']:,} synthetic PNGs read; classifier training images {per}"
     if name == "flops":
         return "one traced step of the GAN and of the classifier"
     return ""

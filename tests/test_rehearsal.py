@@ -3,6 +3,7 @@ report with its per-GPU ESTIMATES, without running the rehearsal itself (about 3
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections import Counter
@@ -134,3 +135,16 @@ def test_default_plan_is_notebook_02s():
     assert p["steps_per_epoch"] == epoch_steps(4160, 64) and p["epochs"] == plan_epochs(4160, 64)
     small = rehearsal_estimate.default_plan(10)  # the sample: batch 10, one step an epoch, 3,000 steps
     assert (small["batch"], small["steps_per_epoch"], small["epochs"]) == (10, 1, 3000)
+
+
+def test_benchmarks_section_writes_the_rehearsal_json_and_keeps_its_totals(tmp_path, monkeypatch):
+    from benchmarks import __main__ as bench
+
+    stage = {"seconds": 2.0, "peak_rss_mib": 10.0, "exit_status": 0}
+    fake = {"load_test": "LOAD TEST", "ok": True, "total_seconds": 4.0, "stages": {"tree": stage, "train": stage},
+            "nan": float("nan")}
+    monkeypatch.setattr(rehearsal, "run", lambda work: fake if work == tmp_path / "w" else None)
+    r = bench.rehearsal_section(tmp_path / "w", tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["nan"] is None  # written whole, as JSON
+    assert r["ok"] and r["total_seconds"] == 4.0 and r["stages"]["train"] == {"seconds": 2.0, "peak_rss_mib": 10.0}
+    assert "rehearsal" in bench.SECTIONS
