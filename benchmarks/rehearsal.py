@@ -154,12 +154,7 @@ def run(work: Path, scale: float = 1.0, seed: int = 0, stages: tuple[str, ...] =
     ok = ok and stage("train", _py("-m", "cxr_utils", "train", "--data", str(npz), "--run-dir", str(run_dir),
                                    "--epochs", "1", "--batch-size", "64"))
     if ok and "train" in res:
-        cfg = read_json(run_dir / "config.json")
-        q = (run_dir / "quality.csv").read_text(encoding="utf-8").splitlines() if (run_dir / "quality.csv").is_file() else []
-        res["train"].update(images=cfg["data"]["n_train"], per_class=cfg["data"]["per_class"],
-                            steps=cfg["data"]["steps_per_epoch"], batch_size=cfg["batch_size"],
-                            precision=cfg["data"].get("precision_resolved"), quality_rows=max(0, len(q) - 1),
-                            eval_n_per_class=cfg["eval_n_per_class"], recipe_filters=cfg["g_base_filters"])
+        res["train"].update(_train_counts(run_dir))
     if ok and "export" in stages:
         n_export = export_counts(npz)
         which = "best" if (run_dir / "generator-best.keras").is_file() else "last"
@@ -185,6 +180,26 @@ def run(work: Path, scale: float = 1.0, seed: int = 0, stages: tuple[str, ...] =
     # the raw measurements first: a report that fails to assemble must not lose a 30-minute run
     atomic_write_json(work / "stages.json", {"stages": res, "machine_start": start, "machine_end": end})
     return assemble(res, start, end, scale, seed, work)
+
+
+def _train_counts(run_dir: Path) -> dict[str, Any]:
+    """What the training stage handled, from its run folder: images, steps, precision, the epoch's own seconds (its
+    metrics.csv) and the quality evaluation's (quality.csv)."""
+    import csv
+
+    cfg = read_json(run_dir / "config.json")
+
+    def rows(name: str) -> list[dict[str, str]]:
+        p = run_dir / name
+        return list(csv.DictReader(p.open(encoding="utf-8"))) if p.is_file() else []
+
+    epoch, quality = rows("metrics.csv"), rows("quality.csv")
+    return {"images": cfg["data"]["n_train"], "per_class": cfg["data"]["per_class"],
+            "steps": cfg["data"]["steps_per_epoch"], "batch_size": cfg["batch_size"],
+            "precision": cfg["data"].get("precision_resolved"), "g_base_filters": cfg["g_base_filters"],
+            "epoch_seconds": float(epoch[-1]["seconds"]) if epoch else None,
+            "quality_rows": len(quality), "eval_n_per_class": cfg["eval_n_per_class"],
+            "quality_eval_seconds": float(quality[-1]["seconds"]) if quality else None}
 
 
 def _study_counts(study_dir: Path) -> dict[str, Any]:
@@ -247,6 +262,8 @@ def reassemble(work: Path, scale: float, seed: int) -> dict[str, Any]:
     """The report of the last run in `work`, from its stages.json (measurements unchanged; counts read again)."""
     raw = read_json(work / "stages.json")
     st = raw["stages"]
+    if (st.get("train") or {}).get("exit_status") == 0:
+        st["train"].update(_train_counts(work / "run"))
     if (st.get("study") or {}).get("exit_status") == 0:
         st["study"].update(_study_counts(work / "study"))
     return assemble(st, raw["machine_start"], raw["machine_end"], scale, seed, work)

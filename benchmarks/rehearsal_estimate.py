@@ -162,7 +162,9 @@ def report_markdown(d: dict[str, Any]) -> str:
     lines = [f"**LOAD TEST** (`{d['command']}`, `assets/results/rehearsal.json`): {d['load_test']}. Measured on "
              f"{ms['cpu']} ({ms['cores']} cores, shared with other work: wall times are inflated), load average "
              f"{ms['load_average'][0]:.2f} at the start ({ms['utc']}) and {me['load_average'][0]:.2f} at the end "
-             f"({me['utc']}); every stage ran as its own child process.", "",
+             f"({me['utc']}); every stage ran as its own child process. No accuracy or quality figure of this run means "
+             "anything: its test images are transforms of the same 16 pictures as its training images, so the JSON "
+             "keeps none.", "",
              "| Stage | Command | Handled | Seconds | Peak RSS (largest process / all processes) | Grows with |",
              "|---|---|---|---|---|---|"]
     for name, r in d["stages"].items():
@@ -215,8 +217,10 @@ def _handled(name: str, r: dict[str, Any]) -> str:
         per = ", ".join(f"{s} {sum(c[s].values()):,}" for s in ("train", "val", "test"))
         return f"{r['files']:,} files -> {r['images']:,} images ({per}; {r['excluded']} excluded, {r['skipped']} skipped)"
     if name == "train":
-        return (f"1 epoch: {r['steps']} steps x {r['batch_size']} of {r['images']:,} images ({r['precision']}), "
-                f"{r['quality_rows']} quality evaluation(s)")
+        ep, q = r.get("epoch_seconds"), r.get("quality_eval_seconds")
+        return (f"1 epoch: {r['steps']} steps x {r['batch_size']} of {r['images']:,} images ({r['precision']}"
+                + (f"; the epoch itself {ep:.0f} s" if ep is not None else "") + f"), {r['quality_rows']} quality "
+                f"evaluation(s)" + (f" of {r.get('eval_n_per_class')} images per class ({q:.1f} s)" if q is not None else ""))
     if name == "export":
         return f"{r['pngs']:,} PNGs ({' / '.join(f'{n:,}' for n in r['per_class'])} per class, generator: {r['which']})"
     if name == "study":

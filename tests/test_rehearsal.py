@@ -148,3 +148,27 @@ def test_benchmarks_section_writes_the_rehearsal_json_and_keeps_its_totals(tmp_p
     assert json.loads((tmp_path / "r.json").read_text())["nan"] is None  # written whole, as JSON
     assert r["ok"] and r["total_seconds"] == 4.0 and r["stages"]["train"] == {"seconds": 2.0, "peak_rss_mib": 10.0}
     assert "rehearsal" in bench.SECTIONS
+
+
+def test_stage_counts_are_read_from_the_run_and_study_folders(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"batch_size": 64, "g_base_filters": 32, "eval_n_per_class": 128, "data": {
+        "n_train": 4185, "per_class": {"NORMAL": 1079, "PNEUMONIA": 3106}, "steps_per_epoch": 65,
+        "precision_resolved": "bf16"}}))
+    (run / "metrics.csv").write_text("epoch,d_loss,seconds\n1,1.7,43.5\n")
+    (run / "quality.csv").write_text("epoch,step,seconds\n1,65,2.5\n")
+    t = rehearsal._train_counts(run)
+    assert (t["images"], t["steps"], t["epoch_seconds"], t["quality_rows"], t["quality_eval_seconds"]) == (4185, 65, 43.5, 1, 2.5)
+    study = tmp_path / "study"
+    study.mkdir()
+    real = {"NORMAL": 10, "PNEUMONIA": 30}
+    syn = {"NORMAL": 10, "PNEUMONIA": 30}
+    none = {"NORMAL": 0, "PNEUMONIA": 0}
+    (study / "results.json").write_text(json.dumps({"protocols": [
+        {"protocol": "trtr", "counts": {"real": {"real": real, "synthetic": none}}, "n_test": {"NORMAL": 2, "PNEUMONIA": 3}},
+        {"protocol": "pretrain", "counts": {"synthetic": {"real": none, "synthetic": syn},
+                                            "real": {"real": real, "synthetic": none}}}]}))
+    s = rehearsal._study_counts(study)
+    assert s["training_images_per_protocol"] == {"trtr": 40, "pretrain": 80} and s["test_images"] == 5
+    assert rehearsal._study_counts(tmp_path / "none") == {"results_json": None}
