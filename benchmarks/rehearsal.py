@@ -231,6 +231,12 @@ def assemble(stages: dict[str, dict[str, Any]], start: dict[str, Any], end: dict
         "stages": stages, "total_seconds": sum(r.get("seconds", 0.0) for r in stages.values()),
         "ok": all(r.get("exit_status") == 0 for r in stages.values()),
     }
+    tr = stages.get("train") or {}
+    if flops and tr.get("epoch_seconds"):  # a check of the FLOP count against this run's own clock
+        d["achieved_here"] = {"gan_flops_per_second": tr["steps"] * flops["gan_step"] * tr["batch_size"]
+                              / flops["gan_batch"] / tr["epoch_seconds"],
+                              "how": "training stage: steps x counted FLOPs per step / the epoch's own seconds "
+                                     f"(tracing included; {tr.get('precision')}; a shared CPU)"}
     if flops:
         val = ((stages.get("prepare") or {}).get("counts") or {}).get("val") or {}
         test = ((stages.get("prepare") or {}).get("counts") or {}).get("test") or {}

@@ -187,14 +187,25 @@ def report_markdown(d: dict[str, Any]) -> str:
               f"peak x {fr['reduced']:.2f} for the GAN's fp16, x {fr['fp32']:.2f} for the float32 classifier): the "
               f"fractions of the matmul peak this project measured for the GAN step on a CPU ({fr['cpu']}, "
               f"`{fr['source']}`), used for lack of a GPU measurement. Not modelled: per-step launch and host overhead "
-              f"(at 64 px the faster GPUs are overhead-bound, so their rows are lower bounds), quality evaluations, "
-              "PNG writing, FID/KID, notebook 01's JPEG decoding (CPU work; see the prepare stage above).", "",
+              f"(the arithmetic of one GAN step takes milliseconds on these GPUs, so launches and host work decide: "
+              f"every row is a compute-bound FLOOR, likely several times below the real time; measure with "
+              f"`python -m benchmarks --device-report` on the GPU), quality evaluations, PNG writing, FID/KID, "
+              f"notebook 01's JPEG decoding (CPU work; see the prepare stage above)." + _achieved(d), "",
               "| GPU | Peak used (GAN / classifier) | Notebook 02 | Notebook 03 | Notebook 04 | Data sheet |",
               "|---|---|---|---|---|---|"]
     for gpu, r in e["gpus"].items():
         lines.append(f"| {gpu} | {r['gan_peak']} / {r['classifier_peak']} | {_fmt_s(r['notebook_02_seconds'])} | "
                      f"{_fmt_s(r['notebook_03_seconds'])} | {_fmt_s(r['notebook_04_seconds'])} | {r['source']} |")
     return "\n".join(lines) + "\n"
+
+
+def _achieved(d: dict[str, Any]) -> str:
+    """One sentence: the GAN FLOP/s this run's own training epoch reached (a check of the count), if measured."""
+    a = d.get("achieved_here")
+    if not a:
+        return ""
+    return (f" Check on this run's clock: its training epoch reached {a['gan_flops_per_second'] / 1e9:.0f} GFLOP/s "
+            f"({a['how']}).")
 
 
 def _gf(d: dict[str, Any], stage: str, graph: bool = False) -> str:
