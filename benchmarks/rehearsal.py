@@ -272,7 +272,10 @@ def reassemble(work: Path, scale: float, seed: int) -> dict[str, Any]:
         st["train"].update(_train_counts(work / "run"))
     if (st.get("study") or {}).get("exit_status") == 0:
         st["study"].update(_study_counts(work / "study"))
-    return assemble(st, raw["machine_start"], raw["machine_end"], scale, seed, work)
+    d = assemble(st, raw["machine_start"], raw["machine_end"], scale, seed, work)
+    d["reassembled"] = ("report rebuilt from the run's stages.json by `python -m benchmarks.rehearsal --reassemble` "
+                        "(measurements unchanged; counts read again from the run and study folders)")
+    return d
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,24 +153,28 @@ def estimate(flops: dict[str, Any], n_val: int, n_test: int, n_export: int, meas
 def _fmt_s(s: float | None) -> str:
     if s is None:
         return "n/a"
+    if s < 1:
+        return "< 1 s"
     return f"{s:.0f} s" if s < 120 else (f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h")
 
 
 def report_markdown(d: dict[str, Any]) -> str:
     """The README section: the LOAD TEST's stages measured here, then the per-GPU ESTIMATES with their method."""
     ms, me = d["machine_start"], d["machine_end"]
-    lines = [f"**LOAD TEST** (`{d['command']}`, `assets/results/rehearsal.json`): {d['load_test']}. Measured on "
+    lines = [f"`{d['command']}` (`assets/results/rehearsal.json`), a {d['load_test']}. Measured on "
              f"{ms['cpu']} ({ms['cores']} cores, shared with other work: wall times are inflated), load average "
              f"{ms['load_average'][0]:.2f} at the start ({ms['utc']}) and {me['load_average'][0]:.2f} at the end "
              f"({me['utc']}); every stage ran as its own child process. No accuracy or quality figure of this run means "
              "anything: its test images are transforms of the same 16 pictures as its training images, so the JSON "
              "keeps none.", "",
-             "| Stage | Command | Handled | Seconds | Peak RSS (largest process / all processes) | Grows with |",
+             "| Stage | Command | Handled | Seconds | Peak RSS: largest process (wait4) / all its processes (sampled "
+             "every 0.5 s) | Grows with |",
              "|---|---|---|---|---|---|"]
     for name, r in d["stages"].items():
         lines.append(f"| {name} | `{r['command']}` | {_handled(name, r)} | {r['seconds']:.0f} | "
                      f"{r['peak_rss_mib']:,.0f} / {r['peak_rss_all_processes_mib']:,.0f} MiB | {r['grows_with']} |")
-    lines.append(f"\nTotal {d['total_seconds']:.0f} s; all stages {'succeeded' if d['ok'] else 'did NOT all succeed'}.")
+    lines.append(f"\nTotal {d['total_seconds']:.0f} s ({d['total_seconds'] / 60:.1f} min); all stages "
+                 f"{'succeeded' if d['ok'] else 'did NOT all succeed'}.")
     e = d.get("estimates")
     if not e:
         return "\n".join(lines) + "\n"

@@ -121,7 +121,7 @@ def test_report_assembles_stages_machine_and_estimates(tmp_path):
     assert d["estimates"]["n_train"] == 4160 and d["estimates"]["n_val"] == 1000 and d["estimates"]["n_test"] == 624
     assert all("grows_with" in r for r in d["stages"].values())
     md = rehearsal_estimate.report_markdown(d)
-    assert "**LOAD TEST**" in md and "ESTIMATES, not measurements" in md and "FAILED (exit 1)" in md
+    assert "a LOAD TEST" in md and "ESTIMATES, not measurements" in md and "FAILED (exit 1)" in md
     assert "5,856 files -> 5,856 images (train 4,160, val 1,000, test 624" in md
     assert md.count("\n| T4 |") == 1 and "65 TFLOPS" in md and "did NOT all succeed" in md
 
