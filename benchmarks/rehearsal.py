@@ -87,7 +87,7 @@ def run_child(cmd: list[str], log: Path, env: dict[str, str] | None = None, poll
            "exit_status": p.returncode, "peak_rss_mib": usage.ru_maxrss / 1024,
            "peak_rss_all_processes_mib": tree_peak / 2**20, "log": _shown(str(log))}
     if env:
-        out["env"] = env
+        out["env"] = {k: _shown(v) for k, v in env.items()}
     if p.returncode != 0:
         out["error_tail"] = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-8:]
     return out
@@ -268,6 +268,8 @@ def reassemble(work: Path, scale: float, seed: int) -> dict[str, Any]:
     """The report of the last run in `work`, from its stages.json (measurements unchanged; counts read again)."""
     raw = read_json(work / "stages.json")
     st = raw["stages"]
+    for r in st.values():  # paths as the report shows them (runs before this rule recorded absolute ones)
+        r["env"] = {k: _shown(v) for k, v in (r.get("env") or {}).items()}
     if (st.get("train") or {}).get("exit_status") == 0:
         st["train"].update(_train_counts(work / "run"))
     if (st.get("study") or {}).get("exit_status") == 0:
