@@ -2,7 +2,9 @@
 
 Sections: a. data preparation vs Keras, b. the GAN train step (fp32 vs bf16, FLOPs, fraction of the matmul peak,
 input-pipeline overhead), c. PNG export, d. digits TSTR against wall-clock time, e. `make test` stage times,
-f. the cost of quality tracking, g. time to quality before / after issue 14 (read from benchmarks/time_to_quality.py's JSON).
+f. the cost of quality tracking, g. time to quality before / after issue 14 (read from benchmarks/time_to_quality.py's JSON),
+h. without --quick: the full-scale rehearsal (benchmarks/rehearsal.py, a LOAD TEST; it writes its own
+assets/results/rehearsal.json, and this JSON keeps its totals).
 Each ratio is stored next to its target with a met flag; a section that fails records its error and the rest go on.
 """
 
@@ -25,7 +27,7 @@ from cxr_utils.config import project_root  # noqa: E402
 from cxr_utils.errors import UserError  # noqa: E402
 from cxr_utils.io import atomic_write_json, read_json  # noqa: E402
 
-SECTIONS = ("prep", "train", "export", "digits", "xray", "time_to_quality", "make_test")
+SECTIONS = ("prep", "train", "export", "digits", "xray", "time_to_quality", "make_test", "rehearsal")
 TARGET_MAKE_TEST_SECONDS = 600.0
 TARGET_QUICK_SECONDS = 300.0
 
@@ -122,6 +124,16 @@ def make_test_section(path: Path) -> dict[str, Any]:
                                              "met": total < TARGET_MAKE_TEST_SECONDS, "lower_is_better": True}}}
 
 
+def rehearsal_section(work: Path, out: Path) -> dict[str, Any]:
+    """The full-scale LOAD TEST (benchmarks/rehearsal.py): its JSON written to `out`, its per-stage totals kept here."""
+    from . import rehearsal
+
+    d = rehearsal.run(work)
+    atomic_write_json(out, _jsonable(d))
+    return {"json": str(_shown(out)), "load_test": d["load_test"], "ok": d["ok"], "total_seconds": d["total_seconds"],
+            "stages": {k: {"seconds": v["seconds"], "peak_rss_mib": v["peak_rss_mib"]} for k, v in d["stages"].items()}}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
                      lambda: time_to_quality_section(root / "assets" / "results" / "time_to_quality.json"))
         if "make_test" in sections:
             _section(result, "make_test", lambda: make_test_section(root / "runs" / "make-test" / "timings.json"))
+        if "rehearsal" in sections and not args.quick:  # about 30 minutes: never in --quick
+            _section(result, "rehearsal", lambda: rehearsal_section(work / "rehearsal",
+                                                                     root / "assets" / "results" / "rehearsal.json"))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -344,6 +344,18 @@ def section_classifier() -> str:
     return "\n".join(lines) + "\n"
 
 
+def section_rehearsal() -> str:
+    """The full-scale LOAD TEST's stages and the per-GPU ESTIMATES (benchmarks/rehearsal.py)."""
+    from cxr_utils.io import read_json
+
+    p = RESULTS / "rehearsal.json"
+    if not p.is_file():
+        return "Not measured yet: `python -m benchmarks.rehearsal` (writes `assets/results/rehearsal.json`).\n"
+    from benchmarks.rehearsal_estimate import report_markdown
+
+    return report_markdown(read_json(p))
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "results": section_results,
     "digits": section_digits,
@@ -355,6 +367,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "classifier": section_classifier,
     "troubleshooting": section_troubleshooting,
     "export_flush": section_export_flush,
+    "rehearsal": section_rehearsal,
 }
 
 
