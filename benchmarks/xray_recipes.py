@@ -8,6 +8,10 @@ quality rule kept (generator-best.keras); `--grid` writes one real-vs-SYNTHETIC 
 
     python benchmarks/xray_recipes.py --out assets/results/xray_recipes.json --grid assets/xray-recipes-grid.png
     python benchmarks/xray_recipes.py --quick          # 300 steps per recipe: a pipeline check, labelled as such
+    python benchmarks/xray_recipes.py --recipes xray,xray:g_norm=none   # a recipe, and a variant with fields changed
+
+A variant is RECIPE:FIELD=VALUE[+FIELD=VALUE...] (VALUE read as JSON, else as a string): the recipe's fields with
+those changed, named by that string in the JSON, the table and the grid.
 
 What 10 training images can show: whether a recipe collapses (one image per class), whether it reproduces the
 variety of the images it saw (diversity, train coverage) and draws the intended class (fidelity). What they cannot
@@ -40,12 +44,33 @@ CAN_SHOW = ("10 training images (5 per class) can show whether a recipe collapse
             "help a classifier. KID and PRDC use the 4 held-out val images and are noisy.")
 
 
+def variant_fields(name: str) -> dict[str, Any]:
+    """The GANConfig fields of a recipe name or a variant "RECIPE:FIELD=VALUE+..." (VALUE JSON, else a string)."""
+    import json
+
+    from cxr_utils.config import recipe
+    from cxr_utils.errors import UserError
+
+    base, _, changes = name.partition(":")
+    fields = recipe(base.strip())
+    for item in (c for c in changes.split("+") if c.strip()):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--recipes {name}: expected RECIPE:FIELD=VALUE[+FIELD=VALUE...], e.g. xray:g_norm=none")
+        try:
+            fields[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
 def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: Any) -> Any:
-    """The GANConfig of one recipe for `steps` generator steps on n_train images (batch fitted to the data)."""
+    """The GANConfig of one recipe (or variant) for `steps` generator steps on n_train images (batch fitted to the
+    data)."""
     from cxr_utils.config import GANConfig
     from cxr_utils.train import fit_batch_size
 
-    cfg = GANConfig(seed=seed).with_recipe(name)
+    cfg = GANConfig(seed=seed).with_fields(variant_fields(name))
     bs = fit_batch_size(n_train, cfg.batch_size)
     spe = max(1, n_train // bs)
     every = max(1, round(steps / spe / 6))
@@ -58,10 +83,9 @@ def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: A
 def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed: int, **overrides: Any) -> dict[str, Any]:
     """Train one recipe into work/<name>; its steps, seconds, quality curve and kept generator's scores."""
     from cxr_utils import quality, train
-    from cxr_utils.config import recipe
 
     cfg = recipe_config(name, steps, n_train, seed, **overrides)
-    run_dir = work / name
+    run_dir = work / name.replace(":", "--").replace("=", "-").replace("+", "--")
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
@@ -71,9 +95,9 @@ def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed:
     best = quality.load_best(run_dir)
     # the ratios to the real-vs-real baseline and the row's bars: meets_bar judges a curve point as learned_check does
     keep = ("epoch", "step", *quality.SUMMARY_KEYS, "kid_balanced", "train_covered", "train_images",
-            "diversity_vs_real", "train_coverage_vs_real", "bars", "alarm")
+            "diversity_vs_real", "train_coverage_vs_real", "hf_share_vs_real", "bars", "alarm")
     curve = [{k: _val(r.get(k)) for k in keep} for r in rows]
-    res = {"recipe": name, "fields": dict(sorted(recipe(name).items())), "steps": int(out["step"]),
+    res = {"recipe": name, "fields": dict(sorted(variant_fields(name).items())), "steps": int(out["step"]),
            "seconds": round(seconds, 1), "train_seconds": round(out["train_seconds"], 1), "precision": out["precision"],
            "batch_size": cfg.batch_size, "eval_every": cfg.eval_every, "label_prior": cfg.label_prior, "curve": curve,
            "best": best, "last": curve[-1] if curve else None, "run_dir": str(run_dir)}
@@ -123,9 +147,10 @@ def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, 
         g, _ = runs.load_run(r["run_dir"], which="best")
         imgs = sample.gallery(g, n, len(CLASS_NAMES), seed=seed)
         ep = (r.get("best") or {}).get("epoch", "last")
+        label = r["recipe"].replace(":", "\n").replace("+", "\n")  # a variant's changes, one per line
         for c, cname in enumerate(CLASS_NAMES):
             rows.append(imgs[c])
-            titles.append(f"{r['recipe']}\nSYNTHETIC {cname}\n(epoch {ep})")
+            titles.append(f"{label}\nSYNTHETIC {cname}\n(epoch {ep})")
     fig = plots.image_grid(rows, titles, title="Real sample X-rays vs SYNTHETIC ones from each recipe's kept generator "
                                                f"({results[0]['steps']} steps each)", cell_inches=0.8)
     plots.save_figure(fig, path, dpi=80)
@@ -192,7 +217,7 @@ def carry_over(names: list[str], old_json: Path, steps: int, seed: int, grid: Pa
     """Entries of an earlier measurement, reused for recipes whose fields, steps and seed did not change (the seed
     recipe takes 25 minutes); each says so. The earlier grid, the only picture of their generators, is kept beside
     the new one (<grid>-earlier.png) before the new grid replaces it."""
-    from cxr_utils.config import GANConfig, recipe
+    from cxr_utils.config import GANConfig
     from cxr_utils.errors import UserError
     from cxr_utils.io import read_json
 
@@ -210,13 +235,14 @@ def carry_over(names: list[str], old_json: Path, steps: int, seed: int, grid: Pa
             raise UserError(f"--carry-over {name}: {old_json} has no {name} entry")
         # the configuration the recipe resolves to, not the list of fields it names (a recipe may name more fields
         # later, e.g. `seed` names every field another recipe changes, at their unchanged defaults)
-        if GANConfig().with_fields(r.get("fields") or {}) != GANConfig().with_recipe(name) or r.get("steps") != steps or old.get("seed") != seed:
+        if GANConfig().with_fields(r.get("fields") or {}) != GANConfig().with_fields(variant_fields(name)) or \
+                r.get("steps") != steps or old.get("seed") != seed:
             raise UserError(f"--carry-over {name}: its fields, steps or seed changed since {old_json} was measured; run it")
         shown = kept_grid.resolve().relative_to(ROOT) if kept_grid and kept_grid.resolve().is_relative_to(ROOT) else kept_grid
         # carried twice, it still names the run that measured it (and the picture of that run)
         note = r.get("carried_over") or (f"not re-run: measured earlier with the same fields, steps and seed "
                                          f"(`{old.get('command', old_json)}`)")
-        out.append({**r, "fields": dict(sorted(recipe(name).items())), "carried_over": note,
+        out.append({**r, "fields": dict(sorted(variant_fields(name).items())), "carried_over": note,
                     "grid": r.get("grid") if r.get("carried_over") else (str(shown) if shown else None)})
     return out
 
@@ -280,9 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
     out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
     carried: list[dict[str, Any]] = []
-    if args.carry_over:
-        from cxr_utils.errors import UserError
+    from cxr_utils.config import GANConfig
+    from cxr_utils.errors import UserError
 
+    try:  # every name and variant resolves to a valid config before any training
+        for name in recipes or []:
+            GANConfig().with_fields(variant_fields(name))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.carry_over:
         try:
             carried = carry_over([r.strip() for r in args.carry_over.split(",")], Path(args.carry_from or out), steps,
                                  args.seed, Path(args.grid) if args.grid else None)
@@ -302,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         b = (r["best"] or {}).get("scores", {})
         print(f"{r['recipe']:>16s}: kept epoch {(r['best'] or {}).get('epoch')}, diversity {b.get('diversity')}, "
               f"{b.get('train_covered')}/{b.get('train_images')} training images covered, fidelity {b.get('fidelity')}, "
-              f"bar {'met' if meets_bar(b) else 'missed'}; {r['seconds']:.0f} s")
+              f"artefact {b.get('hf_share_vs_real')}x real, bar {'met' if meets_bar(b) else 'missed'}; {r['seconds']:.0f} s")
     print(f"wrote {out}")
     return 0
 
