@@ -131,7 +131,13 @@ def section_label_prior() -> str:
         r = next(r for r in xd["recipes"] if r["recipe"] == "xray")
         best = r.get("best") or {}
         sc = best.get("scores") or {}
-        lines += ["", f"The default `xray` recipe on the real sample (5 NORMAL / 5 PNEUMONIA: the prior is 1/2 each, so "
+        from cxr_utils.config import RECIPES, GANConfig
+
+        same = next((n for n in RECIPES if GANConfig().with_recipe(n) == GANConfig().with_fields(r.get("fields") or {})),
+                    None)
+        which = "The default `xray` recipe" + ("" if same == "xray" else
+                                              f" of the time (today's `{same}`)" if same else " of the time")
+        lines += ["", f"{which} on the real sample (5 NORMAL / 5 PNEUMONIA: the prior is 1/2 each, so "
                   f"\"data\" changes only the order of the labels in each batch) still trains with "
                   f"`label_prior: {r['label_prior']}`: {xd['steps']:,} steps "
                   f"(seed {xd['seed']}), kept generator at step {best.get('step', 'n/a')}, diversity "
@@ -145,6 +151,20 @@ def section_label_prior() -> str:
 
 def _int(v: float | None) -> str:
     return "n/a" if v is None else f"{int(v)}"
+
+
+ARTEFACT_NOTE = ("*Artefact score*: the share of each image's spectral energy at radial frequencies above 3/4 of "
+                 "Nyquist (`cxr_utils.metrics.high_frequency_share`: 2-D power spectrum, mean removed, no window; mean "
+                 "over images), as a multiple of what the held-out real X-rays hold (`hf_share_vs_real` in "
+                 "`quality.csv`; 1.0x = as much as real images, a stride-2 checkerboard puts its energy there); "
+                 "n/a for rows measured before the score existed.")
+
+
+def _artefact(scores: dict) -> str:
+    """The kept generator's artefact score: its high-frequency share as a multiple of the real images' ("n/a" before
+    the score existed)."""
+    x, v = scores.get("hf_share_vs_real"), scores.get("hf_share")
+    return "n/a" if x is None else f"{x:.2f}x ({v:.4f})"
 
 
 def section_xray() -> str:
@@ -163,9 +183,9 @@ def section_xray() -> str:
              f"that the quality rule kept (`generator-best.keras`), measured by the trainer itself (`quality.csv`). "
              f"Bar of the `make run` check: diversity >= {bar['diversity']} and >= {bar['train_coverage']:.0%} of the "
              f"{bar['of']} training images covered.", "",
-             "| Recipe | Kept epoch | Diversity | Training images covered | Fidelity | KID (val, 4 images) | Collapse alarm "
-             "(last evaluation) | Bar | Wall time |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| Recipe | Kept epoch | Diversity | Training images covered | Fidelity | Artefact score (x real) | "
+             "KID (val, 4 images) | Collapse alarm (last evaluation) | Bar | Wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["recipes"]:
         b = (r.get("best") or {}).get("scores") or {}
         last = r.get("last") or {}
@@ -175,7 +195,7 @@ def section_xray() -> str:
 
         lines.append(f"| `{r['recipe']}` | {(r.get('best') or {}).get('epoch', 'n/a')} | {f(b.get('diversity'))} | "
                      f"{_int(b.get('train_covered'))} / {_int(b.get('train_images'))} | {f(b.get('fidelity'))} | "
-                     f"{f(b.get('kid'), 4)} | {'yes' if last.get('alarm') else 'no'} | "
+                     f"{_artefact(b)} | {f(b.get('kid'), 4)} | {'yes' if last.get('alarm') else 'no'} | "
                      f"{'met' if meets_bar(b) else 'missed'} | {r['seconds']:.0f} s |")
     for r in d["recipes"]:
         if r.get("carried_over"):
@@ -183,11 +203,94 @@ def section_xray() -> str:
                       + (f", its images are in [the earlier grid]({r['grid']})" if r.get("grid") else "") + "."]
     if d.get("not_run"):
         lines += ["", f"Not run in this measurement: {', '.join(f'`{r}`' for r in d['not_run'])}."]
-    lines += ["", d["can_show"]]
+    lines += ["", d["can_show"], "", ARTEFACT_NOTE]
     if d.get("grid") and (ROOT / d["grid"]).is_file():
         lines += ["", f"![Real and SYNTHETIC chest X-rays per recipe]({d['grid']})", "",
                   f"Real training X-rays, then SYNTHETIC ones from each recipe's kept generator (`{d.get('command', '')}`)."]
     lines += ["", f"JSON: `{_rel(p)}`."]
+    return "\n".join(lines) + "\n"
+
+
+def _xray_entry(path: Path, name: str) -> dict | None:
+    from cxr_utils.config import GANConfig
+    from cxr_utils.io import read_json
+
+    if not path.is_file():
+        return None
+    r = next((r for r in read_json(path)["recipes"] if r["recipe"] == name), None)
+    # an entry measured while the recipe meant other fields (before issue 20 `xray` was today's `xray-v1`) is not it
+    return r if r is not None and GANConfig().with_fields(r.get("fields") or {}) == GANConfig().with_recipe(name) else None
+
+
+def section_generator_upgrade() -> str:
+    """Issue 20 before / after: digits (benchmarks/generator_upgrade.py), the sample X-rays (xray_recipes JSONs), the
+    default recipe's step and the planned run's cost."""
+    from cxr_utils.io import read_json
+
+    p = RESULTS / "generator_upgrade.json"
+    if not p.is_file():
+        return ("Not measured yet: `python -m benchmarks.generator_upgrade --out assets/results/generator_upgrade.json`.\n")
+    d = read_json(p)
+    m = d["machine"]
+    lines = [f"Measured on {m['cpu_model']} ({m['cores']} cores, shared with other jobs: the load average is recorded "
+             f"per run in `{_rel(p)}`). *Before* is the configuration as it was, *after* adds issue 20's G and D."]
+    dg = d.get("digits") or {}
+    if dg:
+        from benchmarks.digits_tstr import TARGET
+
+        sets = {"digits16": "digits, 16 px", "digits32": "digits, 32 px (`--size 32`)",
+                "imbalanced": "digits, 16 px, odd digits cut to 1 : 3 (`--imbalance`)"}
+        lines += ["", f"**Digits** (the digits benchmark's own plan and selection; after = its config + "
+                  f"{', '.join(f'`{k}: {v}`' for k, v in d['digits_changes'].items())}; it already resizes and "
+                  "convolves and makes one channel). Target: " + TARGET + ", every seed.", "",
+                  "| Set | Arm | Seeds | TSTR/TRTR, mean (lowest) | Count-matched TSTR/TRTR | Fidelity | Spread | Steps "
+                  "trained | Wall time, mean | Target met by every seed |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for part, arms in dg.items():
+            for arm in ("before", "after"):
+                a = arms.get(arm)
+                if not a:
+                    continue
+                lines.append(f"| {sets.get(part, part)} | {arm} | {', '.join(map(str, a['seeds']))} | {a['ratio']:.4f} "
+                             f"({a['ratio_min']:.4f}) | {a['ratio_matched']:.4f} | {a['fidelity']:.3f} | {a['spread']:.3f} "
+                             f"| {a['steps']:,.0f} | {a['seconds']:.0f} s | {'yes' if a['all_met'] else 'no'} |")
+        lines += ["", "`" + "`; `".join(sorted({v for k, v in d["commands"].items() if k != "step"})) + "`."]
+    xray = [(seed, RESULTS / f) for seed, f in ((0, "xray_recipes.json"), (1, "xray_recipes-seed1.json"))]
+    rows = []
+    for seed, f in xray:
+        for name, arm in (("xray-v1", "before"), ("xray", "after")):
+            r = _xray_entry(f, name)
+            if r is None or r.get("carried_over"):
+                continue
+            b = (r.get("best") or {}).get("scores") or {}
+            from benchmarks.xray_recipes import meets_bar
+
+            rows.append(f"| {seed} | {arm} (`{name}`) | {(r.get('best') or {}).get('epoch', 'n/a')} | "
+                        f"{b.get('diversity', float('nan')):.2f} | {_int(b.get('train_covered'))} / "
+                        f"{_int(b.get('train_images'))} | {b.get('fidelity', float('nan')):.2f} | {_artefact(b)} | "
+                        f"{'met' if meets_bar(b) else 'missed'} | {r['seconds']:.0f} s |")
+    if rows:
+        lines += ["", "**The real sample X-rays** (3,000 steps each, the trainer's own scores of the kept generator; seed 0 "
+                  "is the table and grid under \"Does it learn real chest X-rays?\", with one variant per change; seed 1 "
+                  "`assets/results/xray_recipes-seed1.json`):", "",
+                  "| Seed | Arm | Kept epoch | Diversity | Training images covered | Fidelity | Artefact score (x real) | "
+                  "Bar | Wall time |", "|---|---|---|---|---|---|---|---|---|", *rows]
+    st = d.get("step")
+    if st:
+        sp, fl = st["seconds_per_step"], st["flops_per_step"]
+        pl = st["plan"]
+        lines += ["", f"**The step** (batch {st['batch_size']}, {st['image_size']} px; `{st['recipes']['before']}` / "
+                  f"`{st['recipes']['after']}`; best of {st['rounds']} alternating rounds, load average "
+                  f"{st['load_average_before'][0]:.1f} before and {st['load_average_after'][0]:.1f} after): fp32 "
+                  f"{sp['before/fp32']:.3f} / {sp['after/fp32']:.3f} s, bf16 {sp['before/bf16']:.3f} / "
+                  f"{sp['after/bf16']:.3f} s per step ({sp['after/bf16'] / sp['before/bf16']:.2f}x in bf16); "
+                  f"{fl['before'] / 1e9:.1f} / {fl['after'] / 1e9:.1f} GFLOP per step (the resize + convolution at the "
+                  "doubled size costs more than a stride-2 transposed convolution).",
+                  "", f"**The plan** (`train.plan_epochs`, a run that names no epochs): {pl['steps']:,} generator steps on "
+                  f"the Kaggle set ({pl['n_train']:,} training images, batch {pl['batch_size']}: {pl['kimg']:,.0f} kimg). "
+                  f"On this CPU in bf16 at the measured step: {pl['cpu_hours_bf16']:.1f} hours. On a T4: "
+                  f"{60 * pl['t4_hours_estimate'][0]:.0f}-{60 * pl['t4_hours_estimate'][1]:.0f} minutes, "
+                  f"{pl['t4_note']}."]
+    lines += ["", f"JSON: `{_rel(p)}` (`{d['commands'].get('step', '')}` for the step)."]
     return "\n".join(lines) + "\n"
 
 
@@ -285,6 +388,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "digits": section_digits,
     "label_prior": section_label_prior,
     "xray": section_xray,
+    "generator_upgrade": section_generator_upgrade,
     "quality": section_quality,
     "performance": section_performance,
     "troubleshooting": section_troubleshooting,
