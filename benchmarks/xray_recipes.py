@@ -9,6 +9,8 @@ quality rule kept (generator-best.keras); `--grid` writes one real-vs-SYNTHETIC 
     python benchmarks/xray_recipes.py --out assets/results/xray_recipes.json --grid assets/xray-recipes-grid.png
     python benchmarks/xray_recipes.py --quick          # 300 steps per recipe: a pipeline check, labelled as such
     python benchmarks/xray_recipes.py --recipes xray,xray:g_norm=none   # a recipe, and a variant with fields changed
+    python benchmarks/xray_recipes.py --recipes xray --carry-over "xray-v1,xray:x=true@xray" --carry-from OLD.json
+                                                     # reuse unchanged entries; NAME@OLD: measured as OLD, same config
 
 A variant is RECIPE:FIELD=VALUE[+FIELD=VALUE...] (VALUE read as JSON, else as a string): the recipe's fields with
 those changed, named by that string in the JSON, the table and the grid.
@@ -80,12 +82,17 @@ def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: A
     return cfg.replace(**{**cadence, **overrides})  # an override (a finer eval_every, say) wins over the cadence
 
 
+def run_folder_name(name: str) -> str:
+    """The run folder of a recipe or variant under --work-dir ("xray:g_norm=none" -> "xray--g_norm-none")."""
+    return name.replace(":", "--").replace("=", "-").replace("+", "--")
+
+
 def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed: int, **overrides: Any) -> dict[str, Any]:
     """Train one recipe into work/<name>; its steps, seconds, quality curve and kept generator's scores."""
     from cxr_utils import quality, train
 
     cfg = recipe_config(name, steps, n_train, seed, **overrides)
-    run_dir = work / name.replace(":", "--").replace("=", "-").replace("+", "--")
+    run_dir = work / run_folder_name(name)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
@@ -159,12 +166,15 @@ def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, 
 
 
 def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int = 0, work: Path | None = None,
-        grid: Path | None = None, quick: bool = False, partial: Path | None = None) -> dict[str, Any]:
-    """Train every recipe on the sample's train split; the JSON-ready result."""
+        grid: Path | None = None, quick: bool = False, partial: Path | None = None,
+        carried: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train every recipe (None: all; [] none) on the sample's train split; the JSON-ready result, with the `carried`
+    entries after the measured ones (those with a `run_dir` are drawn in the grid too)."""
     from cxr_utils import data, quality
     from cxr_utils.config import RECIPES, SMOKE
 
-    recipes = recipes or list(RECIPES)
+    recipes = list(RECIPES) if recipes is None else recipes
+    carried = [dict(r) for r in carried or []]
     npz = Path(data.prepare(source="sample", size=64, progress=False))
     own = work is None
     work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="xray-recipes-"))
@@ -194,16 +204,20 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
 
                 atomic_write_json(partial, {**head, "partial": True,
                                             "recipes": [{k: v for k, v in r.items() if k != "run_dir"} for r in results]})
-        if grid is not None:
-            save_grid(Path(grid), npz, results)
+        drawn = results + [r for r in carried if r.get("run_dir")]
+        for r in carried:
+            if r.get("run_dir"):  # its kept generator is in the new grid: the earlier picture is not needed
+                r.update(grid=None, in_grid=True)
+        if grid is not None and drawn:
+            save_grid(Path(grid), npz, drawn)
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
-    for r in results:
+    for r in results + carried:
         r.pop("run_dir", None)
     return {**head,
             "grid": str(Path(grid).resolve().relative_to(ROOT)) if grid and Path(grid).resolve().is_relative_to(ROOT) else
-            (str(grid) if grid else None), "recipes": results}
+            (str(grid) if grid else None), "recipes": results + carried}
 
 
 def meets_bar(scores: dict[str, Any] | None) -> bool:
@@ -213,38 +227,71 @@ def meets_bar(scores: dict[str, Any] | None) -> bool:
     return learned_check(scores)[0]
 
 
-def carry_over(names: list[str], old_json: Path, steps: int, seed: int, grid: Path | None) -> list[dict[str, Any]]:
-    """Entries of an earlier measurement, reused for recipes whose fields, steps and seed did not change (the seed
-    recipe takes 25 minutes); each says so. The earlier grid, the only picture of their generators, is kept beside
-    the new one (<grid>-earlier.png) before the new grid replaces it."""
+def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed: int, grid: Path | None,
+               work: Path | list[Path] | None = None, note: str | None = None) -> list[dict[str, Any]]:
+    """Entries of earlier measurements, reused for recipes whose configuration, steps and seed did not change (the seed
+    recipe takes 25 minutes); each says so. NAME@OLD reuses the entry measured as OLD (a recipe whose fields changed
+    since: today's `xray` is the earlier `xray:spectral_all=false`) if OLD's fields resolve to NAME's configuration.
+    The first of `old_jsons` with a matching entry gives it. The earlier grid, the only picture of their generators,
+    is kept beside the new one (<grid>-earlier.png) before the new grid replaces it; an entry whose run folder is in
+    `work` (the earlier runs' --work-dir, the first that has it) gets `run_dir`, so the new grid draws its kept
+    generator too."""
     from cxr_utils.config import GANConfig
     from cxr_utils.errors import UserError
     from cxr_utils.io import read_json
 
-    old = read_json(old_json)
-    by_name = {r["recipe"]: r for r in old.get("recipes", [])}
-    kept_grid = None
-    if grid is not None and old.get("grid") and (ROOT / old["grid"]).is_file():
-        kept_grid = grid.with_name(grid.stem + "-earlier" + grid.suffix)
-        if not kept_grid.is_file():  # a second run must not replace the earlier picture by the one it replaced it with
-            shutil.copyfile(ROOT / old["grid"], kept_grid)
+    olds = [(Path(j), read_json(j)) for j in ([old_jsons] if isinstance(old_jsons, (str, Path)) else old_jsons)]
     out = []
-    for name in names:
-        r = by_name.get(name)
-        if r is None:
-            raise UserError(f"--carry-over {name}: {old_json} has no {name} entry")
+    for item in names:
+        name, _, old_name = item.partition("@")
+        name, old_name = name.strip(), (old_name or name).strip()
+        want = GANConfig().with_fields(variant_fields(name))
+        found = [(j, old, r) for j, old in olds for r in old.get("recipes", []) if r["recipe"] == old_name]
+        if not found:
+            raise UserError(f"--carry-over {item}: {', '.join(str(j) for j, _ in olds)} has no {old_name} entry")
         # the configuration the recipe resolves to, not the list of fields it names (a recipe may name more fields
         # later, e.g. `seed` names every field another recipe changes, at their unchanged defaults)
-        if GANConfig().with_fields(r.get("fields") or {}) != GANConfig().with_fields(variant_fields(name)) or \
-                r.get("steps") != steps or old.get("seed") != seed:
-            raise UserError(f"--carry-over {name}: its fields, steps or seed changed since {old_json} was measured; run it")
-        shown = kept_grid.resolve().relative_to(ROOT) if kept_grid and kept_grid.resolve().is_relative_to(ROOT) else kept_grid
+        same = [(j, old, r) for j, old, r in found if GANConfig().with_fields(r.get("fields") or {}) == want
+                and r.get("steps") == steps and old.get("seed") == seed]
+        if not same:
+            raise UserError(f"--carry-over {item}: its fields, steps or seed changed since {found[0][0]} was measured; "
+                            "run it")
+        old_json, old, r = same[0]
+        shown = None if r.get("carried_over") else _kept_grid(old, grid)  # carried before: it keeps its picture
         # carried twice, it still names the run that measured it (and the picture of that run)
-        note = r.get("carried_over") or (f"not re-run: measured earlier with the same fields, steps and seed "
-                                         f"(`{old.get('command', old_json)}`)")
-        out.append({**r, "fields": dict(sorted(variant_fields(name).items())), "carried_over": note,
-                    "grid": r.get("grid") if r.get("carried_over") else (str(shown) if shown else None)})
+        # a partial JSON (an interrupted run) names no command: `note` says where and when it was measured
+        src = f"`{old['command']}`" if old.get("command") else f"{old_json}{'; ' + note if note else ''}"
+        as_ = f" as `{old_name}`" if old_name != name else ""
+        text = r.get("carried_over") or (f"not re-run: measured earlier{as_} with the same configuration, steps and "
+                                         f"seed ({src})")
+        entry = {**r, "recipe": name, "fields": dict(sorted(variant_fields(name).items())), "carried_over": text,
+                 "grid": r.get("grid") if r.get("carried_over") else (str(shown) if shown else None)}
+        works = [] if work is None else [work] if isinstance(work, (str, Path)) else work
+        folder = next((Path(w) / run_folder_name(old_name) for w in works
+                       if (Path(w) / run_folder_name(old_name) / "generator-best.keras").is_file()), None)
+        if folder is not None:
+            entry["run_dir"] = str(folder)  # drawn in the new grid, from the run that measured it
+        out.append(entry)
     return out
+
+
+def _kept_grid(old: dict[str, Any], grid: Path | None) -> Path | None:
+    """The earlier JSON's grid copied to <grid>-earlier.png, or -earlier-2.png, ... when that name holds another
+    earlier picture (one that entries carried before still show); a copy with the same bytes is reused. Its path
+    relative to the repository, or None."""
+    if grid is None or not old.get("grid") or not (ROOT / old["grid"]).is_file():
+        return None
+    picture = (ROOT / old["grid"]).read_bytes()
+    n = 1
+    while True:
+        kept = grid.with_name(grid.stem + "-earlier" + (f"-{n}" if n > 1 else "") + grid.suffix)
+        if not kept.is_file():
+            kept.write_bytes(picture)
+            break
+        if kept.read_bytes() == picture:
+            break
+        n += 1
+    return kept.resolve().relative_to(ROOT) if kept.resolve().is_relative_to(ROOT) else kept
 
 
 def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -257,7 +304,7 @@ def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
     part = read_json(out.with_suffix(".partial.json"))
     work = Path(args.work_dir)
     # partial files written before time to bar existed get it from the run folders
-    done = [{**r, "run_dir": str(work / r["recipe"])} for r in part["recipes"]]
+    done = [{**r, "run_dir": str(work / run_folder_name(r["recipe"]))} for r in part["recipes"]]
     done = [r if "time_to_bar" in r else add_time_to_bar(r, Path(r["run_dir"])) for r in done]
     wanted = [r.strip() for r in args.recipes.split(",")] if args.recipes else list(RECIPES)
     npz = Path(data.prepare(source="sample", size=64, progress=False))
@@ -289,9 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", default=None, help="write the real-vs-SYNTHETIC figure here (PNG)")
     ap.add_argument("--work-dir", default=None, help="keep the run folders here (default: a temp folder, removed)")
     ap.add_argument("--carry-over", default=None, metavar="RECIPES",
-                    help="comma-separated recipes not to re-run: their entries come from --carry-from, if their fields, "
-                         "steps and seed did not change (labelled as carried over)")
-    ap.add_argument("--carry-from", default=None, help="the earlier JSON for --carry-over (default: --out)")
+                    help="comma-separated recipes not to re-run: their entries come from --carry-from, if their "
+                         "configuration, steps and seed did not change (labelled as carried over); NAME@OLD reuses the "
+                         "entry measured as OLD when OLD's fields are NAME's configuration today")
+    ap.add_argument("--carry-from", action="append", default=None,
+                    help="an earlier JSON for --carry-over (repeatable: the first with a matching entry gives it; "
+                         "default: --out)")
+    ap.add_argument("--carry-work-dir", action="append", default=None,
+                    help="the --work-dir of an earlier measurement (repeatable): carried recipes whose run folder is "
+                         "there are drawn in the new grid")
+    ap.add_argument("--carry-note", default=None,
+                    help="said of carried entries whose JSON names no command (a partial JSON): when and how measured")
     ap.add_argument("--from-partial", action="store_true",
                     help="finish an interrupted run: the recipes in OUT's .partial.json (run folders in --work-dir) get "
                          "their grid and the final JSON; the recipes not reached are listed as not run")
@@ -303,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         return finish_partial(args, argv)
-    recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes is not None else None
     out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
     carried: list[dict[str, Any]] = []
     from cxr_utils.config import GANConfig
@@ -317,14 +372,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.carry_over:
         try:
-            carried = carry_over([r.strip() for r in args.carry_over.split(",")], Path(args.carry_from or out), steps,
-                                 args.seed, Path(args.grid) if args.grid else None)
+            carried = carry_over([r.strip() for r in args.carry_over.split(",")],
+                                 [Path(f) for f in args.carry_from] if args.carry_from else [out], steps, args.seed,
+                                 Path(args.grid) if args.grid else None,
+                                 [Path(w) for w in args.carry_work_dir or []], args.carry_note)
         except (UserError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     res = run(recipes, steps, args.seed, Path(args.work_dir) if args.work_dir else None,
-              Path(args.grid) if args.grid else None, args.quick, partial=out.with_suffix(".partial.json"))
-    res["recipes"] += carried
+              Path(args.grid) if args.grid else None, args.quick, partial=out.with_suffix(".partial.json"),
+              carried=carried)
     from cxr_utils.config import RECIPES
 
     res["not_run"] = [n for n in RECIPES if n not in {r["recipe"] for r in res["recipes"]}]
@@ -333,9 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".partial.json").unlink(missing_ok=True)
     for r in res["recipes"]:
         b = (r["best"] or {}).get("scores", {})
+        hf = "n/a" if b.get("hf_share_vs_real") is None else f"{b['hf_share_vs_real']:.2f}x"
         print(f"{r['recipe']:>16s}: kept epoch {(r['best'] or {}).get('epoch')}, diversity {b.get('diversity')}, "
               f"{b.get('train_covered')}/{b.get('train_images')} training images covered, fidelity {b.get('fidelity')}, "
-              f"artefact {b.get('hf_share_vs_real')}x real, bar {'met' if meets_bar(b) else 'missed'}; {r['seconds']:.0f} s")
+              f"artefact {hf} real, bar {'met' if meets_bar(b) else 'missed'}; {r['seconds']:.0f} s")
     print(f"wrote {out}")
     return 0
 

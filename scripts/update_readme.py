@@ -198,7 +198,10 @@ def section_xray() -> str:
                      f"{_artefact(b)} | {f(b.get('kid'), 4)} | {'yes' if last.get('alarm') else 'no'} | "
                      f"{'met' if meets_bar(b) else 'missed'} | {r['seconds']:.0f} s |")
     for r in d["recipes"]:
-        if r.get("carried_over"):
+        if r.get("carried_over") and r.get("in_grid"):
+            lines += ["", f"`{r['recipe']}`: {r['carried_over']}; the grid below draws its kept generator from that "
+                      "run's folder."]
+        elif r.get("carried_over"):
             lines += ["", f"`{r['recipe']}`: {r['carried_over']}; it is not in the grid below"
                       + (f", its images are in [the earlier grid]({r['grid']})" if r.get("grid") else "") + "."]
     if d.get("not_run"):

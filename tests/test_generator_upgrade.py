@@ -33,7 +33,7 @@ def test_the_runner_alternates_arms_merges_parts_and_summarises(tmp_path: Path, 
     out.write_text(json.dumps({"step": {"kept": True}, "commands": {"step": "earlier"}}))  # a part measured before
     assert U.main(["--parts", "digits16,imbalanced", "--out", str(out)]) == 0
     after = U.ARMS["after"]
-    assert after == {"g_norm": "class_layer", "spectral_all": True}
+    assert after == {"g_norm": "class_layer"}
     # the digits benchmark's own plan (600 s budget), both arms per seed, before first on even seeds
     assert [(c[0], c[1], c[2], c[4]) for c in calls] == [(0, 16, False, {}), (0, 16, False, after), (1, 16, False, after),
                                                          (1, 16, False, {}), (0, 16, True, {}), (0, 16, True, after)]

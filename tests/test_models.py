@@ -171,6 +171,10 @@ def test_the_default_recipe_conditions_every_generator_block_on_the_class() -> N
     assert "Conv2DTranspose" not in {type(lay).__name__ for lay in g.layers}  # resize + convolution
     assert all(g.get_layer(f"{p}_resize").interpolation == "nearest" for p in ("up0_conv", "up1_conv", "up2_conv", "to_image"))
     assert g.output.shape[-1] == 1 and cfg.channels == 1  # one grey channel
+    # SNGAN's D normalised throughout is an option, not the default: on the sample it drew no ribs, heart or diaphragm
+    assert cfg.spectral_all is False
+    sn = [lay.name for lay in build_discriminator(cfg).layers if isinstance(lay, keras.layers.SpectralNormalization)]
+    assert sn == [f"down{i}_conv_sn" for i in range(4)]
 
 
 def test_class_affine_closed_form_starts_as_identity_and_survives_safe_mode(tmp_path) -> None:

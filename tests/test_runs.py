@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,29 @@ def test_a_run_of_the_default_before_issue_20_loads_and_resumes_with_its_own_con
     assert "epoch 2/2" in capsys.readouterr().out
     again = io.read_json(run / "config.json")
     assert again["spectral_all"] is False and again["channels"] == 3 and again["label_prior"] == "balanced"
+
+
+@pytest.mark.slow  # a new Python process has to import TensorFlow: the only way to see a missing registration
+def test_a_default_generator_loads_in_a_new_process_that_imported_only_runs(tmp_path: Path) -> None:
+    """generator.keras of the default recipe holds ClassAffine layers: `runs.load_generator` must register them itself
+    (notebook 03 and `sample`/`export` load a run in a process that never built a model)."""
+    import subprocess
+    import sys
+
+    from cxr_utils import models
+    from cxr_utils.config import GANConfig
+
+    cfg = GANConfig().with_recipe("xray").replace(image_size=16, g_base_filters=4, d_base_filters=4, latent_dim=8,
+                                                 embed_dim=4)
+    assert cfg.g_norm == "class_layer"
+    g = models.build_generator(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    g.save(run / "generator.keras")
+    io.atomic_write_json(run / "config.json", cfg.to_dict())
+    code = ("import sys; from cxr_utils import runs; g, _ = runs.load_generator(sys.argv[1]); "
+            "print(sorted({type(x).__name__ for x in g.layers} & {'ClassAffine', 'LayerNormalization'}))")
+    out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['ClassAffine', 'LayerNormalization']"
