@@ -257,20 +257,21 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
             raise UserError(f"--carry-over {item}: its fields, steps or seed changed since {found[0][0]} was measured; "
                             "run it")
         old_json, old, r = same[0]
-        shown = None if r.get("carried_over") else _kept_grid(old, grid)  # carried before: it keeps its picture
         # carried twice, it still names the run that measured it (and the picture of that run)
         # a partial JSON (an interrupted run) names no command: `note` says where and when it was measured
         src = f"`{old['command']}`" if old.get("command") else f"{old_json}{'; ' + note if note else ''}"
         as_ = f" as `{old_name}`" if old_name != name else ""
         text = r.get("carried_over") or (f"not re-run: measured earlier{as_} with the same configuration, steps and "
                                          f"seed ({src})")
-        entry = {**r, "recipe": name, "fields": dict(sorted(variant_fields(name).items())), "carried_over": text,
-                 "grid": r.get("grid") if r.get("carried_over") else (str(shown) if shown else None)}
         works = [] if work is None else [work] if isinstance(work, (str, Path)) else work
         folder = next((Path(w) / run_folder_name(old_name) for w in works
                        if (Path(w) / run_folder_name(old_name) / "generator-best.keras").is_file()), None)
+        # drawn in the new grid from the run that measured it, or shown by the picture it was in (carried before: its own)
+        shown = None if folder is not None or r.get("carried_over") else _kept_grid(old, grid)
+        entry = {**r, "recipe": name, "fields": dict(sorted(variant_fields(name).items())), "carried_over": text,
+                 "grid": r.get("grid") if r.get("carried_over") else (str(shown) if shown else None)}
         if folder is not None:
-            entry["run_dir"] = str(folder)  # drawn in the new grid, from the run that measured it
+            entry["run_dir"] = str(folder)
         out.append(entry)
     return out
 

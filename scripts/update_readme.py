@@ -236,7 +236,8 @@ def section_generator_upgrade() -> str:
     d = read_json(p)
     m = d["machine"]
     lines = [f"Measured on {m['cpu_model']} ({m['cores']} cores, shared with other jobs: the load average is recorded "
-             f"per run in `{_rel(p)}`). *Before* is the configuration as it was, *after* adds issue 20's G and D."]
+             f"per run in `{_rel(p)}`). *Before* is the configuration as it was, *after* adds what the default took of "
+             "issue 20 (G: class-conditional LayerNorm, resize + convolution, one channel; D as before)."]
     dg = d.get("digits") or {}
     if dg:
         from benchmarks.digits_tstr import TARGET
@@ -253,21 +254,26 @@ def section_generator_upgrade() -> str:
                 a = arms.get(arm)
                 if not a:
                     continue
+                cut = sum(1 for r in d.get("digits_runs", []) if r["part"] == part and r["arm"] == arm
+                          and r.get("stopped_by_budget"))  # the 600 s budget ended the run before its plan
+                budget = f" ({cut} of {len(a['seeds'])} runs cut by the 600 s budget)" if cut else ""
                 lines.append(f"| {sets.get(part, part)} | {arm} | {', '.join(map(str, a['seeds']))} | {a['ratio']:.4f} "
                              f"({a['ratio_min']:.4f}) | {a['ratio_matched']:.4f} | {a['fidelity']:.3f} | {a['spread']:.3f} "
-                             f"| {a['steps']:,.0f} | {a['seconds']:.0f} s | {'yes' if a['all_met'] else 'no'} |")
+                             f"| {a['steps']:,.0f}{budget} "
+                             f"| {a['seconds']:.0f} s | {'yes' if a['all_met'] else 'no'} |")
         lines += ["", "`" + "`; `".join(sorted({v for k, v in d["commands"].items() if k != "step"})) + "`."]
     xray = [(seed, RESULTS / f) for seed, f in ((0, "xray_recipes.json"), (1, "xray_recipes-seed1.json"))]
     rows = []
     for seed, f in xray:
         for name, arm in (("xray-v1", "before"), ("xray", "after")):
             r = _xray_entry(f, name)
-            if r is None or r.get("carried_over"):
+            if r is None:
                 continue
             b = (r.get("best") or {}).get("scores") or {}
             from benchmarks.xray_recipes import meets_bar
 
-            rows.append(f"| {seed} | {arm} (`{name}`) | {(r.get('best') or {}).get('epoch', 'n/a')} | "
+            carried = " (carried over, see the recipe table)" if r.get("carried_over") else ""
+            rows.append(f"| {seed}{carried} | {arm} (`{name}`) | {(r.get('best') or {}).get('epoch', 'n/a')} | "
                         f"{b.get('diversity', float('nan')):.2f} | {_int(b.get('train_covered'))} / "
                         f"{_int(b.get('train_images'))} | {b.get('fidelity', float('nan')):.2f} | {_artefact(b)} | "
                         f"{'met' if meets_bar(b) else 'missed'} | {r['seconds']:.0f} s |")
@@ -277,6 +283,11 @@ def section_generator_upgrade() -> str:
                   "`assets/results/xray_recipes-seed1.json`):", "",
                   "| Seed | Arm | Kept epoch | Diversity | Training images covered | Fidelity | Artefact score (x real) | "
                   "Bar | Wall time |", "|---|---|---|---|---|---|---|---|---|", *rows]
+        f1 = xray[1][1]
+        g1 = read_json(f1).get("grid") if f1.is_file() else None
+        if g1 and (ROOT / g1).is_file():
+            lines += ["", f"![Seed 1: real and SYNTHETIC chest X-rays, before and after]({g1})", "",
+                      f"Seed 1's kept generators (`{read_json(f1).get('command', '')}`)."]
     st = d.get("step")
     if st:
         sp, fl = st["seconds_per_step"], st["flops_per_step"]
