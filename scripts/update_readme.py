@@ -265,14 +265,18 @@ def section_generator_upgrade() -> str:
     xray = [(seed, RESULTS / f) for seed, f in ((0, "xray_recipes.json"), (1, "xray_recipes-seed1.json"))]
     rows = []
     for seed, f in xray:
-        for name, arm in (("xray-v1", "before"), ("xray", "after")):
-            r = _xray_entry(f, name)
+        arms = [("xray-v1", "before"), ("xray", "after")]
+        if seed and f.is_file():  # seed 0's variants are the recipe table; another seed's are listed here
+            arms += [(r["recipe"], "variant") for r in read_json(f)["recipes"] if ":" in r["recipe"]]
+        for name, arm in arms:
+            r = _xray_entry(f, name) if arm != "variant" else \
+                next(r for r in read_json(f)["recipes"] if r["recipe"] == name)
             if r is None:
                 continue
             b = (r.get("best") or {}).get("scores") or {}
             from benchmarks.xray_recipes import meets_bar
 
-            carried = " (carried over, see the recipe table)" if r.get("carried_over") else ""
+            carried = " (carried over from an earlier run)" if r.get("carried_over") else ""
             rows.append(f"| {seed}{carried} | {arm} (`{name}`) | {(r.get('best') or {}).get('epoch', 'n/a')} | "
                         f"{b.get('diversity', float('nan')):.2f} | {_int(b.get('train_covered'))} / "
                         f"{_int(b.get('train_images'))} | {b.get('fidelity', float('nan')):.2f} | {_artefact(b)} | "
@@ -286,7 +290,7 @@ def section_generator_upgrade() -> str:
         f1 = xray[1][1]
         g1 = read_json(f1).get("grid") if f1.is_file() else None
         if g1 and (ROOT / g1).is_file():
-            lines += ["", f"![Seed 1: real and SYNTHETIC chest X-rays, before and after]({g1})", "",
+            lines += ["", f"![Seed 1: real and SYNTHETIC chest X-rays per recipe]({g1})", "",
                       f"Seed 1's kept generators (`{read_json(f1).get('command', '')}`)."]
     st = d.get("step")
     if st:

@@ -92,3 +92,43 @@ def test_the_step_rows_and_the_readme_section_read_the_json(tmp_path: Path) -> N
     rows = generator_step_rows(p)
     assert [r[1] for r in rows] == ["0.400 s / 0.500 s = 1.25x", "0.300 s / 0.330 s = 1.10x", "52.0 / 66.9 GFLOP"]
     assert "`xray-v1` / `xray`, best of 6 alternating rounds, load average 7.8" in rows[0][0]
+
+
+def test_the_readme_section_marks_budget_cut_digits_runs_and_carried_xray_rows(tmp_path: Path, monkeypatch) -> None:
+    import scripts.update_readme as R
+    from cxr_utils.config import recipe
+
+    def digits(arm: str, ratio: float, cut: bool) -> dict:
+        return {"part": "digits16", "arm": arm, "seed": 0, "ratio": ratio, "ratio_matched": ratio, "tstr": ratio,
+                "fidelity": 0.97, "spread": 0.95, "seconds": 590.0, "steps": 6000, "target_met": True,
+                "stopped_by_budget": cut}
+    runs = [digits("before", 0.98, True), digits("after", 0.99, False)]
+    machine = {"cpu_model": "AMD EPYC", "cores": 2}
+    (tmp_path / "generator_upgrade.json").write_text(json.dumps({
+        "machine": machine, "digits_runs": runs, "digits": _summary(runs), "digits_changes": {"g_norm": "class_layer"},
+        "commands": {"digits16": "python -m benchmarks.generator_upgrade --parts digits16"}}))
+    scores = {"diversity": 0.5, "train_covered": 7, "train_images": 10, "train_coverage": 0.7, "fidelity": 0.9,
+              "hf_share": 0.01, "hf_share_vs_real": 1.2}
+    entry = {"fields": recipe("xray"), "best": {"epoch": 1500, "scores": scores}, "seconds": 300.0}
+    (tmp_path / "xray_recipes.json").write_text(json.dumps({"recipes": [
+        {**entry, "recipe": "xray", "carried_over": "not re-run: measured earlier"},
+        {**entry, "recipe": "xray-v1"}]}))  # its fields are today's xray, not xray-v1: not the before arm
+    (tmp_path / "xray_recipes-seed1.json").write_text(json.dumps({"recipes": [
+        {**entry, "recipe": "xray:g_upsample=transpose", "fields": {**recipe("xray"), "g_upsample": "transpose"}}]}))
+    monkeypatch.setattr(R, "RESULTS", tmp_path)
+    monkeypatch.setattr(R, "_rel", lambda p: p.name)
+    text = R.section_generator_upgrade()
+    assert "| 1 | variant (`xray:g_upsample=transpose`) | 1500 | 0.50 | 7 / 10 | 0.90 | 1.20x (0.0100) | met | 300 s |" \
+        in text  # another seed's variants are listed (seed 0's are the recipe table)
+    assert "| digits, 16 px | before | 0 | 0.9800 (0.9800) | 0.9800 | 0.970 | 0.950 | 6,000 (1 of 1 runs cut by the " \
+           "600 s budget) | 590 s | yes |" in text
+    assert "| digits, 16 px | after | 0 | 0.9900 (0.9900) | 0.9900 | 0.970 | 0.950 | 6,000 | 590 s | yes |" in text
+    assert "| 0 (carried over from an earlier run) | after (`xray`) | 1500 | 0.50 | 7 / 10 | 0.90 | 1.20x (0.0100) |" \
+        in text
+    assert "before (`xray-v1`)" not in text and "Seed 1" not in text  # no seed-1 JSON: no seed-1 grid
+
+
+def _summary(runs: list) -> dict:
+    from benchmarks.generator_upgrade import summarize
+
+    return summarize(runs)
