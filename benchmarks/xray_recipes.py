@@ -24,6 +24,7 @@ against the 4 held-out val images are computed and recorded, but 4 images make t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import sys
@@ -210,6 +211,7 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
                 r.update(grid=None, in_grid=True)
         if grid is not None and drawn:
             save_grid(Path(grid), npz, drawn)
+            head["grid_sha256"] = hashlib.sha256(Path(grid).read_bytes()).hexdigest()  # which figure is this run's
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
@@ -263,9 +265,12 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
         as_ = f" as `{old_name}`" if old_name != name else ""
         text = r.get("carried_over") or (f"not re-run: measured earlier{as_} with the same configuration, steps and "
                                          f"seed ({src})")
-        works = [] if work is None else [work] if isinstance(work, (str, Path)) else work
-        folder = next((Path(w) / run_folder_name(old_name) for w in works
-                       if (Path(w) / run_folder_name(old_name) / "generator-best.keras").is_file()), None)
+        if r.get("label_prior") != want.label_prior:  # a default that changed since: GANConfig cannot tell
+            prior = r.get("label_prior") or "balanced, from before label_prior existed"
+            text += f"; its generated labels were drawn {prior}, today's default is {want.label_prior}"
+            if "generated labels" in (r.get("carried_over") or ""):
+                text = r["carried_over"]
+        folder = _measured_in(r, [] if work is None else [work] if isinstance(work, (str, Path)) else work)
         # drawn in the new grid from the run that measured it, or shown by the picture it was in (carried before: its own)
         shown = None if folder is not None or r.get("carried_over") else _kept_grid(old, grid)
         entry = {**r, "recipe": name, "fields": dict(sorted(variant_fields(name).items())), "carried_over": text,
@@ -276,13 +281,27 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
     return out
 
 
+def _measured_in(entry: dict[str, Any], works: list[Path]) -> Path | None:
+    """The run folder under one of `works` that measured `entry`: the one whose best.json is the entry's kept
+    generator (its epoch and scores), whatever the folder is named (a name can mean another configuration later)."""
+    from cxr_utils import quality
+
+    for w in works:
+        for folder in sorted(Path(w).iterdir()) if Path(w).is_dir() else []:
+            if (folder / quality.BEST_FILE).is_file() and quality.load_best(folder) == entry.get("best"):
+                return folder
+    return None
+
+
 def _kept_grid(old: dict[str, Any], grid: Path | None) -> Path | None:
     """The earlier JSON's grid copied to <grid>-earlier.png, or -earlier-2.png, ... when that name holds another
     earlier picture (one that entries carried before still show); a copy with the same bytes is reused. Its path
-    relative to the repository, or None."""
+    relative to the repository, or None (no grid, or the file now holds another run's figure: `grid_sha256`)."""
     if grid is None or not old.get("grid") or not (ROOT / old["grid"]).is_file():
         return None
     picture = (ROOT / old["grid"]).read_bytes()
+    if old.get("grid_sha256") not in (None, hashlib.sha256(picture).hexdigest()):
+        return None  # a later run has drawn another figure there: the picture of this entry is gone
     n = 1
     while True:
         kept = grid.with_name(grid.stem + "-earlier" + (f"-{n}" if n > 1 else "") + grid.suffix)

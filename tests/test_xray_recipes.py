@@ -144,6 +144,9 @@ def test_carry_over_reuses_only_unchanged_recipes_and_keeps_the_earlier_grid(tmp
     assert third[0]["grid"] == "grid-earlier-2.png" and (tmp_path / "grid-earlier-2.png").read_bytes() == b"new picture"
     assert (tmp_path / "grid-earlier.png").read_bytes() == b"old picture"
     assert X.carry_over(["seed"], fresh, 3000, 0, tmp_path / "grid.png")[0]["grid"] == "grid-earlier-2.png"  # reused
+    # the JSON's figure was since replaced by another run's (its sha256 no longer matches): no picture is claimed
+    fresh.write_text(json.dumps({"seed": 0, "grid": "grid.png", "grid_sha256": "0" * 64, "recipes": [seed_entry]}))
+    assert X.carry_over(["seed"], fresh, 3000, 0, tmp_path / "grid.png")[0]["grid"] is None
     with pytest.raises(UserError, match="xray: its fields, steps or seed changed"):
         X.carry_over(["xray"], old, 3000, 0, None)  # its optimiser changed: must be re-run
     with pytest.raises(UserError, match="seed: its fields, steps or seed changed"):
@@ -164,21 +167,24 @@ def test_carry_over_by_configuration_from_several_jsons_and_run_folders(tmp_path
     first = tmp_path / "first.partial.json"
     first.write_text(json.dumps({"seed": 0, "recipes": [
         {"recipe": "xray", "fields": then, "steps": 3000, "seconds": 522.0},
-        {"recipe": "xray:spectral_all=false", "fields": {**then, "spectral_all": False}, "steps": 3000, "seconds": 358.0}]}))
+        {"recipe": "xray:spectral_all=false", "fields": {**then, "spectral_all": False}, "steps": 3000, "seconds": 358.0,
+         "best": {"epoch": 1500, "scores": {"diversity": 0.47}}}]}))
     main = tmp_path / "main.json"
     main.write_text(json.dumps({"seed": 0, "command": "python benchmarks/xray_recipes.py --main", "recipes": [
         {"recipe": "seed", "fields": recipe("seed"), "steps": 3000, "seconds": 1484.0}]}))
-    work = tmp_path / "work"
-    (work / "xray--spectral_all-false").mkdir(parents=True)
-    (work / "xray--spectral_all-false" / "generator-best.keras").write_bytes(b"k")
+    work, later = tmp_path / "work", tmp_path / "later"
+    for folder, epoch in ((work / "xray", 1500), (later / "xray", 1000), (later / "xray--spectral_all-false", 500)):
+        folder.mkdir(parents=True)  # the folder is found by what it measured (best.json), not by its name
+        (folder / "generator-best.keras").write_bytes(b"k")
+        (folder / "best.json").write_text(json.dumps({"epoch": epoch, "scores": {"diversity": 0.47}}))
     got = X.carry_over(["xray@xray:spectral_all=false", "xray:spectral_all=true@xray", "seed"], [first, main], 3000, 0,
-                       None, work=work, note="measured 10:07-10:41 UTC")
+                       None, work=[later, work], note="measured 10:07-10:41 UTC")
     assert [(r["recipe"], r["seconds"]) for r in got] == [("xray", 358.0), ("xray:spectral_all=true", 522.0),
                                                             ("seed", 1484.0)]
     assert "as `xray:spectral_all=false`" in got[0]["carried_over"] and str(first) in got[0]["carried_over"]
     assert "measured 10:07-10:41 UTC" in got[0]["carried_over"]
     assert "--main" in got[2]["carried_over"]  # the second JSON, named by its command
-    assert got[0]["run_dir"] == str(work / "xray--spectral_all-false") and "run_dir" not in got[1]  # no folder: not drawn
+    assert got[0]["run_dir"] == str(work / "xray") and "run_dir" not in got[1]  # no folder measured it: not drawn
     with pytest.raises(UserError, match="xray: its fields, steps or seed changed"):
         X.carry_over(["xray"], [first], 3000, 0, None)  # the name alone is not enough: the configuration decides
     with pytest.raises(UserError, match="has no xray-ln entry"):
