@@ -213,6 +213,26 @@ def _loop_rows(t: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def generator_step_rows(path: Path) -> list[tuple[str, str, str, str]]:
+    """Issue 20's step before / after (benchmarks/generator_upgrade.py --parts step, its own JSON beside this one): the
+    default recipe's bare D+G step with the earlier G and D (xray-v1) and with today's (xray), fp32 and bf16."""
+    if not path.is_file():
+        return []
+    st = read_json(path).get("step")
+    if not st:
+        return []
+    sp, fl, r = st["seconds_per_step"], st["flops_per_step"], st["recipes"]
+    what = (f"{st['image_size']} px, batch {st['batch_size']}; `{r['before']}` / `{r['after']}`, best of {st['rounds']} "
+            f"alternating rounds, load average {st['load_average_before'][0]:.1f}; {path.name}, "
+            f"`python -m benchmarks.generator_upgrade --parts step`")
+    rows = [(f"b. default recipe's D+G step {p}, before / after issue 20 ({what})",
+             f"{_s(sp[f'before/{p}'])} / {_s(sp[f'after/{p}'])} = {sp[f'after/{p}'] / sp[f'before/{p}']:.2f}x", "", "")
+            for p in ("fp32", "bf16")]
+    rows.append((f"b. default recipe's FLOPs per step, before / after issue 20 ({r['before']} / {r['after']})",
+                 f"{fl['before'] / 1e9:.1f} / {fl['after'] / 1e9:.1f} GFLOP", "", ""))
+    return rows
+
+
 def _profile_lines(d: dict[str, Any], top: int = 8) -> list[str]:
     t = d.get("train") or {}
     out = []
@@ -238,6 +258,7 @@ def performance_markdown(json_path: str | os.PathLike) -> str:
              f"(JSON: `{Path(json_path).name}`; numbers are from one run on a shared machine: compare ratios, not absolute times).",
              "", machine_line(d.get("machine", {})), "",
              "| Measure | Result | Target | Status |", "|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} | {s} |" for a, b, c, s in _rows(d)]
+    rows = _rows(d) + generator_step_rows(Path(json_path).parent / "generator_upgrade.json")
+    lines += [f"| {a} | {b} | {c} | {s} |" for a, b, c, s in rows]
     lines += _profile_lines(d)
     return "\n".join(lines) + "\n"

@@ -8,6 +8,12 @@ quality rule kept (generator-best.keras); `--grid` writes one real-vs-SYNTHETIC 
 
     python benchmarks/xray_recipes.py --out assets/results/xray_recipes.json --grid assets/xray-recipes-grid.png
     python benchmarks/xray_recipes.py --quick          # 300 steps per recipe: a pipeline check, labelled as such
+    python benchmarks/xray_recipes.py --recipes xray,xray:g_norm=none   # a recipe, and a variant with fields changed
+    python benchmarks/xray_recipes.py --recipes xray --carry-over "xray-v1,xray:x=true@xray" --carry-from OLD.json
+                                                     # reuse unchanged entries; NAME@OLD: measured as OLD, same config
+
+A variant is RECIPE:FIELD=VALUE[+FIELD=VALUE...] (VALUE read as JSON, else as a string): the recipe's fields with
+those changed, named by that string in the JSON, the table and the grid.
 
 What 10 training images can show: whether a recipe collapses (one image per class), whether it reproduces the
 variety of the images it saw (diversity, train coverage) and draws the intended class (fidelity). What they cannot
@@ -18,6 +24,7 @@ against the 4 held-out val images are computed and recorded, but 4 images make t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import sys
@@ -40,13 +47,34 @@ CAN_SHOW = ("10 training images (5 per class) can show whether a recipe collapse
             "help a classifier. KID and PRDC use the 4 held-out val images and are noisy.")
 
 
+def variant_fields(name: str) -> dict[str, Any]:
+    """The GANConfig fields of a recipe name or a variant "RECIPE:FIELD=VALUE+..." (VALUE JSON, else a string)."""
+    import json
+
+    from cxr_utils.config import recipe
+    from cxr_utils.errors import UserError
+
+    base, _, changes = name.partition(":")
+    fields = recipe(base.strip())
+    for item in (c for c in changes.split("+") if c.strip()):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--recipes {name}: expected RECIPE:FIELD=VALUE[+FIELD=VALUE...], e.g. xray:g_norm=none")
+        try:
+            fields[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
 def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: Any) -> Any:
-    """The GANConfig of one recipe for `steps` generator steps on n_train images (batch fitted to the data)."""
+    """The GANConfig of one recipe (or variant) for `steps` generator steps on n_train images (batch fitted to the
+    data)."""
     from cxr_utils.build import epoch_steps
     from cxr_utils.config import GANConfig
     from cxr_utils.train import fit_batch_size
 
-    cfg = GANConfig(seed=seed).with_recipe(name)
+    cfg = GANConfig(seed=seed).with_fields(variant_fields(name))
     bs = fit_batch_size(n_train, cfg.batch_size)
     spe = max(1, epoch_steps(n_train, bs))
     every = max(1, round(steps / spe / 6))
@@ -56,13 +84,17 @@ def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: A
     return cfg.replace(**{**cadence, **overrides})  # an override (a finer eval_every, say) wins over the cadence
 
 
+def run_folder_name(name: str) -> str:
+    """The run folder of a recipe or variant under --work-dir ("xray:g_norm=none" -> "xray--g_norm-none")."""
+    return name.replace(":", "--").replace("=", "-").replace("+", "--")
+
+
 def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed: int, **overrides: Any) -> dict[str, Any]:
     """Train one recipe into work/<name>; its steps, seconds, quality curve and kept generator's scores."""
     from cxr_utils import quality, train
-    from cxr_utils.config import recipe
 
     cfg = recipe_config(name, steps, n_train, seed, **overrides)
-    run_dir = work / name
+    run_dir = work / run_folder_name(name)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
@@ -72,9 +104,9 @@ def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed:
     best = quality.load_best(run_dir)
     # the ratios to the real-vs-real baseline and the row's bars: meets_bar judges a curve point as learned_check does
     keep = ("epoch", "step", *quality.SUMMARY_KEYS, "kid_balanced", "train_covered", "train_images",
-            "diversity_vs_real", "train_coverage_vs_real", "bars", "alarm")
+            "diversity_vs_real", "train_coverage_vs_real", "hf_share_vs_real", "bars", "alarm")
     curve = [{k: _val(r.get(k)) for k in keep} for r in rows]
-    res = {"recipe": name, "fields": dict(sorted(recipe(name).items())), "steps": int(out["step"]),
+    res = {"recipe": name, "fields": dict(sorted(variant_fields(name).items())), "steps": int(out["step"]),
            "seconds": round(seconds, 1), "train_seconds": round(out["train_seconds"], 1), "precision": out["precision"],
            "batch_size": cfg.batch_size, "eval_every": cfg.eval_every, "label_prior": cfg.label_prior, "curve": curve,
            "best": best, "last": curve[-1] if curve else None, "run_dir": str(run_dir)}
@@ -124,9 +156,10 @@ def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, 
         g, _ = runs.load_run(r["run_dir"], which="best")
         imgs = sample.gallery(g, n, len(CLASS_NAMES), seed=seed)
         ep = (r.get("best") or {}).get("epoch", "last")
+        label = r["recipe"].replace(":", "\n").replace("+", "\n")  # a variant's changes, one per line
         for c, cname in enumerate(CLASS_NAMES):
             rows.append(imgs[c])
-            titles.append(f"{r['recipe']}\nSYNTHETIC {cname}\n(epoch {ep})")
+            titles.append(f"{label}\nSYNTHETIC {cname}\n(epoch {ep})")
     fig = plots.image_grid(rows, titles, title="Real sample X-rays vs SYNTHETIC ones from each recipe's kept generator "
                                                f"({results[0]['steps']} steps each)", cell_inches=0.8)
     plots.save_figure(fig, path, dpi=80)
@@ -135,12 +168,15 @@ def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, 
 
 
 def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int = 0, work: Path | None = None,
-        grid: Path | None = None, quick: bool = False, partial: Path | None = None) -> dict[str, Any]:
-    """Train every recipe on the sample's train split; the JSON-ready result."""
+        grid: Path | None = None, quick: bool = False, partial: Path | None = None,
+        carried: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train every recipe (None: all; [] none) on the sample's train split; the JSON-ready result, with the `carried`
+    entries after the measured ones (those with a `run_dir` are drawn in the grid too)."""
     from cxr_utils import data, quality
     from cxr_utils.config import RECIPES, SMOKE
 
-    recipes = recipes or list(RECIPES)
+    recipes = list(RECIPES) if recipes is None else recipes
+    carried = [dict(r) for r in carried or []]
     npz = Path(data.prepare(source="sample", size=64, progress=False))
     own = work is None
     work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="xray-recipes-"))
@@ -170,16 +206,21 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
 
                 atomic_write_json(partial, {**head, "partial": True,
                                             "recipes": [{k: v for k, v in r.items() if k != "run_dir"} for r in results]})
-        if grid is not None:
-            save_grid(Path(grid), npz, results)
+        drawn = results + [r for r in carried if r.get("run_dir")]
+        for r in carried:
+            if r.get("run_dir"):  # its kept generator is in the new grid: the earlier picture is not needed
+                r.update(grid=None, in_grid=True)
+        if grid is not None and drawn:
+            save_grid(Path(grid), npz, drawn)
+            head["grid_sha256"] = hashlib.sha256(Path(grid).read_bytes()).hexdigest()  # which figure is this run's
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
-    for r in results:
+    for r in results + carried:
         r.pop("run_dir", None)
     return {**head,
             "grid": str(Path(grid).resolve().relative_to(ROOT)) if grid and Path(grid).resolve().is_relative_to(ROOT) else
-            (str(grid) if grid else None), "recipes": results}
+            (str(grid) if grid else None), "recipes": results + carried}
 
 
 def meets_bar(scores: dict[str, Any] | None) -> bool:
@@ -189,37 +230,89 @@ def meets_bar(scores: dict[str, Any] | None) -> bool:
     return learned_check(scores)[0]
 
 
-def carry_over(names: list[str], old_json: Path, steps: int, seed: int, grid: Path | None) -> list[dict[str, Any]]:
-    """Entries of an earlier measurement, reused for recipes whose fields, steps and seed did not change (the seed
-    recipe takes 25 minutes); each says so. The earlier grid, the only picture of their generators, is kept beside
-    the new one (<grid>-earlier.png) before the new grid replaces it."""
-    from cxr_utils.config import GANConfig, recipe
+def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed: int, grid: Path | None,
+               work: Path | list[Path] | None = None, note: str | None = None) -> list[dict[str, Any]]:
+    """Entries of earlier measurements, reused for recipes whose configuration, steps and seed did not change (the seed
+    recipe takes 25 minutes); each says so. NAME@OLD reuses the entry measured as OLD (a recipe whose fields changed
+    since: today's `xray` is the earlier `xray:spectral_all=false`) if OLD's fields resolve to NAME's configuration.
+    The first of `old_jsons` with a matching entry gives it. The earlier grid, the only picture of their generators,
+    is kept beside the new one (<grid>-earlier.png) before the new grid replaces it; an entry whose run folder is in
+    `work` (the earlier runs' --work-dir, the first that has it) gets `run_dir`, so the new grid draws its kept
+    generator too."""
+    from cxr_utils.config import GANConfig
     from cxr_utils.errors import UserError
     from cxr_utils.io import read_json
 
-    old = read_json(old_json)
-    by_name = {r["recipe"]: r for r in old.get("recipes", [])}
-    kept_grid = None
-    if grid is not None and old.get("grid") and (ROOT / old["grid"]).is_file():
-        kept_grid = grid.with_name(grid.stem + "-earlier" + grid.suffix)
-        if not kept_grid.is_file():  # a second run must not replace the earlier picture by the one it replaced it with
-            shutil.copyfile(ROOT / old["grid"], kept_grid)
+    olds = [(Path(j), read_json(j)) for j in ([old_jsons] if isinstance(old_jsons, (str, Path)) else old_jsons)]
     out = []
-    for name in names:
-        r = by_name.get(name)
-        if r is None:
-            raise UserError(f"--carry-over {name}: {old_json} has no {name} entry")
+    for item in names:
+        name, _, old_name = item.partition("@")
+        name, old_name = name.strip(), (old_name or name).strip()
+        want = GANConfig().with_fields(variant_fields(name))
+        found = [(j, old, r) for j, old in olds for r in old.get("recipes", []) if r["recipe"] == old_name]
+        if not found:
+            raise UserError(f"--carry-over {item}: {', '.join(str(j) for j, _ in olds)} has no {old_name} entry")
         # the configuration the recipe resolves to, not the list of fields it names (a recipe may name more fields
         # later, e.g. `seed` names every field another recipe changes, at their unchanged defaults)
-        if GANConfig().with_fields(r.get("fields") or {}) != GANConfig().with_recipe(name) or r.get("steps") != steps or old.get("seed") != seed:
-            raise UserError(f"--carry-over {name}: its fields, steps or seed changed since {old_json} was measured; run it")
-        shown = kept_grid.resolve().relative_to(ROOT) if kept_grid and kept_grid.resolve().is_relative_to(ROOT) else kept_grid
+        same = [(j, old, r) for j, old, r in found if GANConfig().with_fields(r.get("fields") or {}) == want
+                and r.get("steps") == steps and old.get("seed") == seed]
+        if not same:
+            raise UserError(f"--carry-over {item}: its fields, steps or seed changed since {found[0][0]} was measured; "
+                            "run it")
+        old_json, old, r = same[0]
         # carried twice, it still names the run that measured it (and the picture of that run)
-        note = r.get("carried_over") or (f"not re-run: measured earlier with the same fields, steps and seed "
-                                         f"(`{old.get('command', old_json)}`)")
-        out.append({**r, "fields": dict(sorted(recipe(name).items())), "carried_over": note,
-                    "grid": r.get("grid") if r.get("carried_over") else (str(shown) if shown else None)})
+        # a partial JSON (an interrupted run) names no command: `note` says where and when it was measured
+        src = f"`{old['command']}`" if old.get("command") else f"{old_json}{'; ' + note if note else ''}"
+        as_ = f" as `{old_name}`" if old_name != name else ""
+        text = r.get("carried_over") or (f"not re-run: measured earlier{as_} with the same configuration, steps and "
+                                         f"seed ({src})")
+        if r.get("label_prior") != want.label_prior:  # a default that changed since: GANConfig cannot tell
+            prior = r.get("label_prior") or "balanced, from before label_prior existed"
+            text += f"; its generated labels were drawn {prior}, today's default is {want.label_prior}"
+            if "generated labels" in (r.get("carried_over") or ""):
+                text = r["carried_over"]
+        folder = _measured_in(r, [] if work is None else [work] if isinstance(work, (str, Path)) else work)
+        # drawn in the new grid from the run that measured it, or shown by the picture it was in (carried before: its own)
+        shown = None if folder is not None or r.get("carried_over") else _kept_grid(old, grid)
+        entry = {**r, "recipe": name, "fields": dict(sorted(variant_fields(name).items())), "carried_over": text,
+                 "grid": r.get("grid") if r.get("carried_over") else (str(shown) if shown else None)}
+        if folder is not None:
+            entry["run_dir"] = str(folder)
+        out.append(entry)
     return out
+
+
+def _measured_in(entry: dict[str, Any], works: list[Path]) -> Path | None:
+    """The run folder under one of `works` that measured `entry`: the one whose best.json is the entry's kept
+    generator (its epoch and scores), whatever the folder is named (a name can mean another configuration later)."""
+    from cxr_utils import quality
+
+    for w in works:
+        for folder in sorted(Path(w).iterdir()) if Path(w).is_dir() else []:
+            if (folder / quality.BEST_FILE).is_file() and quality.load_best(folder) == entry.get("best"):
+                return folder
+    return None
+
+
+def _kept_grid(old: dict[str, Any], grid: Path | None) -> Path | None:
+    """The earlier JSON's grid copied to <grid>-earlier.png, or -earlier-2.png, ... when that name holds another
+    earlier picture (one that entries carried before still show); a copy with the same bytes is reused. Its path
+    relative to the repository, or None (no grid, or the file now holds another run's figure: `grid_sha256`)."""
+    if grid is None or not old.get("grid") or not (ROOT / old["grid"]).is_file():
+        return None
+    picture = (ROOT / old["grid"]).read_bytes()
+    if old.get("grid_sha256") not in (None, hashlib.sha256(picture).hexdigest()):
+        return None  # a later run has drawn another figure there: the picture of this entry is gone
+    n = 1
+    while True:
+        kept = grid.with_name(grid.stem + "-earlier" + (f"-{n}" if n > 1 else "") + grid.suffix)
+        if not kept.is_file():
+            kept.write_bytes(picture)
+            break
+        if kept.read_bytes() == picture:
+            break
+        n += 1
+    return kept.resolve().relative_to(ROOT) if kept.resolve().is_relative_to(ROOT) else kept
 
 
 def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -232,7 +325,7 @@ def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
     part = read_json(out.with_suffix(".partial.json"))
     work = Path(args.work_dir)
     # partial files written before time to bar existed get it from the run folders
-    done = [{**r, "run_dir": str(work / r["recipe"])} for r in part["recipes"]]
+    done = [{**r, "run_dir": str(work / run_folder_name(r["recipe"]))} for r in part["recipes"]]
     done = [r if "time_to_bar" in r else add_time_to_bar(r, Path(r["run_dir"])) for r in done]
     wanted = [r.strip() for r in args.recipes.split(",")] if args.recipes else list(RECIPES)
     npz = Path(data.prepare(source="sample", size=64, progress=False))
@@ -264,9 +357,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", default=None, help="write the real-vs-SYNTHETIC figure here (PNG)")
     ap.add_argument("--work-dir", default=None, help="keep the run folders here (default: a temp folder, removed)")
     ap.add_argument("--carry-over", default=None, metavar="RECIPES",
-                    help="comma-separated recipes not to re-run: their entries come from --carry-from, if their fields, "
-                         "steps and seed did not change (labelled as carried over)")
-    ap.add_argument("--carry-from", default=None, help="the earlier JSON for --carry-over (default: --out)")
+                    help="comma-separated recipes not to re-run: their entries come from --carry-from, if their "
+                         "configuration, steps and seed did not change (labelled as carried over); NAME@OLD reuses the "
+                         "entry measured as OLD when OLD's fields are NAME's configuration today")
+    ap.add_argument("--carry-from", action="append", default=None,
+                    help="an earlier JSON for --carry-over (repeatable: the first with a matching entry gives it; "
+                         "default: --out)")
+    ap.add_argument("--carry-work-dir", action="append", default=None,
+                    help="the --work-dir of an earlier measurement (repeatable): carried recipes whose run folder is "
+                         "there are drawn in the new grid")
+    ap.add_argument("--carry-note", default=None,
+                    help="said of carried entries whose JSON names no command (a partial JSON): when and how measured")
     ap.add_argument("--from-partial", action="store_true",
                     help="finish an interrupted run: the recipes in OUT's .partial.json (run folders in --work-dir) get "
                          "their grid and the final JSON; the recipes not reached are listed as not run")
@@ -278,21 +379,30 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         return finish_partial(args, argv)
-    recipes = [r.strip() for r in args.recipes.split(",")] if args.recipes else None
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes is not None else None
     out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
     carried: list[dict[str, Any]] = []
-    if args.carry_over:
-        from cxr_utils.errors import UserError
+    from cxr_utils.config import GANConfig
+    from cxr_utils.errors import UserError
 
+    try:  # every name and variant resolves to a valid config before any training
+        for name in recipes or []:
+            GANConfig().with_fields(variant_fields(name))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.carry_over:
         try:
-            carried = carry_over([r.strip() for r in args.carry_over.split(",")], Path(args.carry_from or out), steps,
-                                 args.seed, Path(args.grid) if args.grid else None)
+            carried = carry_over([r.strip() for r in args.carry_over.split(",")],
+                                 [Path(f) for f in args.carry_from] if args.carry_from else [out], steps, args.seed,
+                                 Path(args.grid) if args.grid else None,
+                                 [Path(w) for w in args.carry_work_dir or []], args.carry_note)
         except (UserError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     res = run(recipes, steps, args.seed, Path(args.work_dir) if args.work_dir else None,
-              Path(args.grid) if args.grid else None, args.quick, partial=out.with_suffix(".partial.json"))
-    res["recipes"] += carried
+              Path(args.grid) if args.grid else None, args.quick, partial=out.with_suffix(".partial.json"),
+              carried=carried)
     from cxr_utils.config import RECIPES
 
     res["not_run"] = [n for n in RECIPES if n not in {r["recipe"] for r in res["recipes"]}]
@@ -301,9 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".partial.json").unlink(missing_ok=True)
     for r in res["recipes"]:
         b = (r["best"] or {}).get("scores", {})
+        hf = "n/a" if b.get("hf_share_vs_real") is None else f"{b['hf_share_vs_real']:.2f}x"
         print(f"{r['recipe']:>16s}: kept epoch {(r['best'] or {}).get('epoch')}, diversity {b.get('diversity')}, "
               f"{b.get('train_covered')}/{b.get('train_images')} training images covered, fidelity {b.get('fidelity')}, "
-              f"bar {'met' if meets_bar(b) else 'missed'}; {r['seconds']:.0f} s")
+              f"artefact {hf} real, bar {'met' if meets_bar(b) else 'missed'}; {r['seconds']:.0f} s")
     print(f"wrote {out}")
     return 0
 

@@ -40,9 +40,12 @@ class GANConfig:
     embed_dim: int = 50
     g_base_filters: int = 64  # filters of the last G block; doubled per block towards 4x4
     d_base_filters: int = 64  # filters of the first D block; doubled per block
-    g_upsample: str = "transpose"  # transpose | upsample
+    g_upsample: str = "transpose"  # transpose (stride-2 transposed conv) | upsample (nearest resize + conv) | bilinear
     norm: str = "layer"  # layer | batch | none (none = spectral normalization in D)
-    g_norm: str | None = None  # the generator's own normalization (layer | batch | none); None = `norm`
+    # the generator's own normalization (layer | batch | none | class_layer); None = `norm`. class_layer: keras
+    # LayerNormalization without gain and bias, then a gain and bias per class from the label embedding (models.ClassAffine)
+    g_norm: str | None = None
+    spectral_all: bool = False  # with norm "none": spectral norm on D's heads and label embeddings too, not only its convs
     label_into_features: bool = False  # seed variant: label map also concatenated to D's first feature maps
     minibatch_std: bool = False  # ProGAN minibatch-std channel before D's heads (against within-class collapse)
     projection: bool = False  # cGAN projection term <embed(label), features> added to D's real/synthetic score
@@ -92,9 +95,13 @@ class GANConfig:
             (self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels}"),
             (self.num_classes >= 2, f"num_classes must be >= 2, got {self.num_classes}"),
             (len(self.class_names) == self.num_classes, "class_names must have num_classes entries"),
-            (self.g_upsample in ("transpose", "upsample"), f"g_upsample must be transpose|upsample, got {self.g_upsample}"),
+            (self.g_upsample in ("transpose", "upsample", "bilinear"),
+             f"g_upsample must be transpose|upsample|bilinear, got {self.g_upsample}"),
             (self.norm in ("layer", "batch", "none"), f"norm must be layer|batch|none, got {self.norm}"),
-            (self.g_norm in (None, "layer", "batch", "none"), f"g_norm must be layer|batch|none, got {self.g_norm}"),
+            (self.g_norm in (None, "layer", "batch", "none", "class_layer"),
+             f"g_norm must be layer|batch|none|class_layer, got {self.g_norm}"),
+            (not self.spectral_all or self.norm == "none",
+             f"spectral_all needs norm none (spectral normalization in D), got norm {self.norm!r}"),
             (self.adv_loss in ("lsgan", "bce", "hinge"), f"adv_loss must be lsgan|bce|hinge, got {self.adv_loss}"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), f"precision must be auto|fp32|bf16|fp16, got {self.precision}"),
             (self.jit in ("auto", "on", "off"), f"jit must be auto|on|off, got {self.jit}"),
@@ -176,16 +183,28 @@ _PROJECTION = {"norm": "none", "adv_loss": "hinge", "projection": True, "g_class
 # issue 14: D learns 4x faster than G (TTUR) and Adam keeps no momentum (beta_1 0, beta_2 0.9, as SNGAN): on the real
 # sample the x-ray recipe held the quality bar in about half the steps it took before (benchmarks/time_to_quality.py)
 _FAST = {"g_lr": 2e-4, "d_lr": 8e-4, "beta_1": 0.0, "beta_2": 0.9}
+# issue 20, the generator of the papers the recipe comes from: G conditioned on the class in every block
+# (class-conditional LayerNorm, as the projection cGAN and BigGAN condition their normalization), resize + convolution
+# instead of stride-2 transposed convolutions (no checkerboard; Odena et al. 2016) and one grey channel (the data is
+# grey; three would give D channel differences real images never have). Not D spectrally normalized throughout
+# (`spectral_all`, SNGAN's D): on the sample it made blurred shapes without ribs, heart or diaphragm after 3,000
+# steps where the same recipe without it made chest X-rays (benchmarks/xray_recipes.py variants; README "The
+# generator, brought up to the literature"), so it stays an option
+_LITERATURE = {"g_norm": "class_layer", "g_upsample": "upsample", "channels": 1}
+# the projection recipe at half width (32 base filters in G and D) with the _FAST optimiser: the default of issues
+# 14-18, measured best on the real sample X-rays then (benchmarks/xray_recipes.py); its step is ~3x cheaper
+_XRAY_V1 = {**_PROJECTION, **_FAST, "g_base_filters": 32, "d_base_filters": 32}
 # named sets of GANConfig fields, applied over the defaults (`--recipe` in the CLI, RECIPE in notebook 02);
 # "seed" is the seed's ACGAN: the defaults of every field the other recipes change
 _OTHERS: dict[str, dict[str, Any]] = {
     "projection": _PROJECTION,
-    # the projection recipe at half width (32 base filters in G and D): measured best on the real sample X-rays
-    # (benchmarks/xray_recipes.py, README "Does it learn real chest X-rays?"), and its step is ~3x cheaper
-    "xray": {**_PROJECTION, **_FAST, "g_base_filters": 32, "d_base_filters": 32},
-    # the same with the seed design card's LayerNormalization kept in G: with the earlier optimiser it collapsed within
-    # classes; with _FAST it meets the bar on the sample as `xray` does, at a slower step (benchmarks/xray_recipes.py)
-    "xray-ln": {**_PROJECTION, **_FAST, "g_base_filters": 32, "d_base_filters": 32, "g_norm": "layer"},
+    "xray": {**_XRAY_V1, **_LITERATURE},
+    # the default before issue 20 (3 channels, transposed convolutions, no norm in G): what a run of that time trained
+    # with, and the "before" of every issue-20 measurement
+    "xray-v1": _XRAY_V1,
+    # xray-v1 with the seed design card's LayerNormalization kept in G (with its own gain and bias, no class): with the
+    # earlier optimiser it collapsed within classes; with _FAST it met the bar on the sample, at a slower step
+    "xray-ln": {**_XRAY_V1, "g_norm": "layer"},
 }
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {f.name: f.default for f in dataclasses.fields(GANConfig) if any(f.name in r for r in _OTHERS.values())},

@@ -57,10 +57,49 @@ class MinibatchStdDev(layers.Layer):
         return (*input_shape[:-1], None if input_shape[-1] is None else input_shape[-1] + 1)
 
 
-def _norm(x, kind: str, name: str, dtype: str | None):
-    """x through the configured normalization; unchanged for "none" (D then gets spectral normalization)."""
+@keras.saving.register_keras_serializable(package="cxr_utils")
+class ClassAffine(layers.Layer):
+    """The class-conditional gain and bias of a conditional normalization: [x, e] -> x * (1 + e Wg + bg) + (e Wb + bb).
+
+    x: (B, ..., C) features normalized without a gain and bias of their own; e: (B, E) the class embedding. Each
+    sample gets one gain and one bias per channel, computed from its class and broadcast over H and W: the
+    class-conditional normalization of the projection cGAN's and BigGAN's generators (Miyato & Koyama 2018; Brock et
+    al. 2019), after a LayerNormalization here. Zero-initialised, so training starts from plain normalization (gain
+    1, bias 0) and the class moves it from there.
+    """
+
+    def build(self, input_shape):
+        x_shape, e_shape = input_shape
+        c, e = int(x_shape[-1]), int(e_shape[-1])
+        self.gamma_kernel = self.add_weight(shape=(e, c), initializer="zeros", name="gamma_kernel")
+        self.gamma_bias = self.add_weight(shape=(c,), initializer="zeros", name="gamma_bias")
+        self.beta_kernel = self.add_weight(shape=(e, c), initializer="zeros", name="beta_kernel")
+        self.beta_bias = self.add_weight(shape=(c,), initializer="zeros", name="beta_bias")
+
+    def call(self, inputs):
+        x, e = inputs
+        shape = (-1, *([1] * (len(x.shape) - 2)), x.shape[-1])  # (B, 1, 1, C): one value per sample and channel
+        gamma = ops.reshape(1.0 + ops.matmul(e, self.gamma_kernel) + self.gamma_bias, shape)
+        beta = ops.reshape(ops.matmul(e, self.beta_kernel) + self.beta_bias, shape)
+        return x * ops.cast(gamma, x.dtype) + ops.cast(beta, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+G_NORMS = ("layer", "batch", "none", "class_layer")  # class_layer: LayerNormalization + ClassAffine (G only)
+
+
+def _norm(x, kind: str, name: str, dtype: str | None, emb=None):
+    """x through the configured normalization; unchanged for "none" (D then gets spectral normalization).
+
+    "class_layer" (G only): keras LayerNormalization without its own gain and bias, then the class-conditional gain
+    and bias of `emb` (ClassAffine)."""
     if kind == "layer":
         return layers.LayerNormalization(name=name, dtype=dtype)(x)
+    if kind == "class_layer":
+        x = layers.LayerNormalization(center=False, scale=False, name=name, dtype=dtype)(x)
+        return ClassAffine(name=f"{name}_class", dtype=dtype)([x, emb])
     if kind == "batch":
         return layers.BatchNormalization(name=name, momentum=0.9, dtype=dtype)(x)
     return x
@@ -81,18 +120,21 @@ def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "gener
     x = layers.Concatenate(name="noise_and_label", dtype=dtype)([noise, emb])
     x = layers.Dense(4 * 4 * filters[0], use_bias=gn == "none", name="project", dtype=dtype)(x)
     x = layers.Reshape((4, 4, filters[0]), name="to_4x4", dtype=dtype)(x)
-    x = _norm(x, gn, "project_norm", dtype)
+    x = _norm(x, gn, "project_norm", dtype, emb)
     x = layers.ReLU(name="project_relu", dtype=dtype)(x)
 
     def up(x, f: int, name: str, out_dtype: str | None, bias: bool):
         if cfg.g_upsample == "transpose":
             return layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=bias, name=name, dtype=out_dtype)(x)
-        x = layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_resize", dtype=dtype)(x)
+        # resize, then convolve (Odena et al. 2016): every output pixel gets the same number of kernel taps, so no
+        # checkerboard; "upsample" = nearest neighbour, "bilinear" = bilinear interpolation
+        interpolation = "bilinear" if cfg.g_upsample == "bilinear" else "nearest"
+        x = layers.UpSampling2D(2, interpolation=interpolation, name=f"{name}_resize", dtype=dtype)(x)
         return layers.Conv2D(f, 3, padding="same", use_bias=bias, name=name, dtype=out_dtype)(x)
 
     for i, f in enumerate(filters[1:]):
         x = up(x, f, f"up{i}_conv", dtype, gn == "none")
-        x = _norm(x, gn, f"up{i}_norm", dtype)
+        x = _norm(x, gn, f"up{i}_norm", dtype, emb)
         x = layers.ReLU(name=f"up{i}_relu", dtype=dtype)(x)
     # the last upsampling makes the image; float32 so mixed precision never quantises the output
     x = up(x, cfg.channels, "to_image", "float32", True)
@@ -101,17 +143,41 @@ def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "gener
 
 
 def build_discriminator(cfg: GANConfig, dtype: str | None = None, name: str = "discriminator") -> keras.Model:
-    """D([images (B, S, S, C), labels (B,) int32]) -> [score (B, 1) float32, class logits (B, K) float32]."""
+    """D([images (B, S, S, C), labels (B,) int32]) -> [score (B, 1) float32, class logits (B, K) float32].
+
+    With cfg.spectral_all every layer that sees the image or the label is spectrally normalized, as in SNGAN and the
+    projection discriminator (Miyato et al. 2018; Miyato & Koyama 2018): the convolutions, the score and class heads,
+    and the label embeddings, each a bias-free Dense on the one-hot label (the same function as an Embedding, with a
+    `kernel` that keras's SpectralNormalization wraps). Without it only the convolutions are (norm "none").
+    """
     s = cfg.image_size
     image = keras.Input(shape=(s, s, cfg.channels), dtype="float32", name="image")
     label = keras.Input(shape=(), dtype="int32", name="label")
     spectral = cfg.norm == "none"
+    sn_all = spectral and cfg.spectral_all
+
+    def sn(layer: layers.Layer, dtype_: str | None) -> layers.Layer:
+        return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=dtype_)
 
     def conv(f: int, n: str) -> layers.Layer:
         c = layers.Conv2D(f, 4, strides=2, padding="same", name=n, dtype=dtype)
-        return layers.SpectralNormalization(c, name=f"{n}_sn", dtype=dtype) if spectral else c
+        return sn(c, dtype) if spectral else c
 
-    lmap = layers.Embedding(cfg.num_classes, s * s, name="label_map_embedding", dtype=dtype)(label)
+    one_hot = layers.CategoryEncoding(cfg.num_classes, output_mode="one_hot", name="label_one_hot",
+                                      dtype="float32")(label) if sn_all else None
+
+    def embed(n_out: int, n: str, dtype_: str | None):
+        """The label embedded to n_out values: an Embedding, or under spectral_all an SN'd bias-free Dense on the one-hot."""
+        if sn_all:
+            return sn(layers.Dense(n_out, use_bias=False, name=n, dtype=dtype_), dtype_)(one_hot)
+        return layers.Embedding(cfg.num_classes, n_out, name=n, dtype=dtype_)(label)
+
+    def head(units: int, n: str):
+        # heads in float32: losses and accuracies must not see bf16/fp16 rounding
+        d = layers.Dense(units, name=n, dtype="float32")
+        return sn(d, "float32") if sn_all else d
+
+    lmap = embed(s * s, "label_map_embedding", dtype)
     lmap = layers.Reshape((s, s, 1), name="label_map", dtype=dtype)(lmap)
     x = layers.Concatenate(name="image_and_label", dtype=dtype)([image, lmap])
     for i, f in enumerate(discriminator_filters(cfg)):
@@ -122,19 +188,18 @@ def build_discriminator(cfg: GANConfig, dtype: str | None = None, name: str = "d
         if i == 0 and cfg.label_into_features:
             # seed variant: the label also enters as a map beside the first feature maps
             h = s // 2
-            fmap = layers.Embedding(cfg.num_classes, h * h, name="label_feature_embedding", dtype=dtype)(label)
+            fmap = embed(h * h, "label_feature_embedding", dtype)
             fmap = layers.Reshape((h, h, 1), name="label_feature_map", dtype=dtype)(fmap)
             x = layers.Concatenate(name="features_and_label", dtype=dtype)([x, fmap])
     if cfg.minibatch_std:
         x = MinibatchStdDev(name="minibatch_std", dtype=dtype)(x)
     x = layers.Flatten(name="flatten", dtype=dtype)(x)
-    # heads in float32: losses and accuracies must not see bf16/fp16 rounding
-    score = layers.Dense(1, name="score", dtype="float32")(x)
+    score = head(1, "score")(x)
     if cfg.projection:
         # projection discriminator (Miyato & Koyama 2018): the score also asks "do these features match this
         # label?", which conditions G without pulling it towards the class head's most typical images
-        y_emb = layers.Embedding(cfg.num_classes, x.shape[-1], name="projection_embedding", dtype="float32")(label)
+        y_emb = embed(x.shape[-1], "projection_embedding", "float32")
         proj = layers.Dot(axes=1, name="projection", dtype="float32")([x, y_emb])
         score = layers.Add(name="projected_score", dtype="float32")([score, proj])
-    logits = layers.Dense(cfg.num_classes, name="class_logits", dtype="float32")(x)
+    logits = head(cfg.num_classes, "class_logits")(x)
     return keras.Model([image, label], [score, logits], name=name)

@@ -78,7 +78,8 @@ QUALITY_FILE = "quality.csv"
 BEST_FILE = "generator-best.keras"
 BEST_JSON = "best.json"
 CLASSIFIER_FILE = "quality-classifier.keras"
-SUMMARY_KEYS = ("diversity", "train_coverage", "fidelity", "kid", "precision", "recall", "density", "coverage")
+# hf_share: the artefact score (quality_scores; high-frequency energy, 1.0x = as much as held-out real images)
+SUMMARY_KEYS = ("diversity", "train_coverage", "fidelity", "kid", "precision", "recall", "density", "coverage", "hf_share")
 
 
 def eval_interval(eval_every: int, steps_per_epoch: int) -> int:
@@ -242,7 +243,8 @@ def summary(row: dict[str, Any]) -> str:
         if v is None:
             continue
         x = finite(row.get(f"{k}_vs_real"))
-        parts.append((f"{k} {v:.4f}" if k.startswith("kid") else f"{k} {v:.3f}") + (f" ({x:.2f}x real)" if x is not None else ""))
+        parts.append((f"{k} {v:.4f}" if k.startswith("kid") or k == "hf_share" else f"{k} {v:.3f}")
+                     + (f" ({x:.2f}x real)" if x is not None else ""))
     cov = f" ({row.get('train_covered')}/{row.get('train_images')} training images covered)" if row.get("train_images") else ""
     return f"quality @ epoch {row.get('epoch')}: " + ", ".join(parts) + cov
 

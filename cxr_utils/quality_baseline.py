@@ -41,7 +41,7 @@ import numpy as np
 from . import io as cio
 
 BASELINE_FILE = "quality-baseline.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the train side holds hf_share (the artefact score); a version-1 file is measured again
 MIN_STAND_INS = 2  # per class, for a baseline at all: one image has no spread and covers one training image
 # per class, for the bars to be fractions of the baseline. Measured on real digits (benchmarks/quality_bars.py,
 # tests/test_quality_baseline.py): with 2 held-out images per class, a generator that repeats 2 images per class
@@ -49,7 +49,9 @@ MIN_STAND_INS = 2  # per class, for a baseline at all: one image has no spread a
 # tell it from a perfect one; with 10, it scores about 0.2x and trips the alarm (a generator that keeps only half of
 # each class's variety still passes); with 55, that one scores about 0.55x and fails the learned bar
 MIN_FOR_BARS = 10
-TRAIN_SIDE = ("diversity", "train_coverage", "fidelity")  # measured against the training images
+# measured on the train side's stand-ins; hf_share (the artefact score) compares with nothing: the stand-ins' own value
+# is what real images hold, so hf_share_vs_real > 1 is more high-frequency energy than real X-rays (a checkerboard)
+TRAIN_SIDE = ("diversity", "train_coverage", "fidelity", "hf_share")
 REFERENCE_SIDE = ("precision", "recall", "density", "coverage")  # measured against the held-out reference
 VS_REAL_COLUMNS = tuple(f"{k}_vs_real" for k in (*TRAIN_SIDE, *REFERENCE_SIDE))
 REAL_COLUMNS = ("kid_real", "kid_balanced_real")  # KID is a difference (~0 for real images): shown beside, not divided
@@ -208,7 +210,7 @@ def describe(base: dict[str, Any] | None) -> str:
             continue
         if side == "train":
             got = (f"diversity {_fmt(s.get('diversity'))}, {s.get('train_covered')} of {s.get('train_images')} training "
-                   f"images covered, fidelity {_fmt(s.get('fidelity'))}")
+                   f"images covered, fidelity {_fmt(s.get('fidelity'))}, high-frequency share {_fmt(s.get('hf_share'), 4)}")
         else:
             got = (f"KID {_fmt(s.get('kid'), 4)} (class-balanced {_fmt(s.get('kid_balanced'), 4)}), coverage "
                    f"{_fmt(s.get('coverage'))}")

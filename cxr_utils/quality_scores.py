@@ -1,7 +1,8 @@
 """The quality scores of images against real ones, and the probe that measures a generator with them.
 
-Pixel scores against the training images (diversity, train coverage), the classifier's label fidelity, KID and PRDC
-against the held-out reference; `QualityProbe.measure` scores any labelled images, synthetic ones during training and
+Pixel scores against the training images (diversity, train coverage), the artefact score (hf_share: the share of
+spectral energy above 3/4 of Nyquist, metrics.high_frequency_share, beside what held-out real images hold), the
+classifier's label fidelity, KID and PRDC against the held-out reference; `QualityProbe.measure` scores any labelled images, synthetic ones during training and
 real stand-ins for the real-vs-real baseline (cxr_utils.quality_baseline), with the same code. The rule, the alarm,
 quality.csv and the tracker are in cxr_utils.quality, which re-exports the names here.
 """
@@ -106,7 +107,7 @@ class QualityProbe:
         """The scores of images x labelled ys (synthetic, or real stand-ins for the baseline): "train" = diversity,
         train coverage and fidelity (against the training images), "reference" = KID and PRDC (against the held-out
         reference, or `ref` = (features, labels) of a part of it; kid False: PRDC only); overall and per class."""
-        from .metrics import kid_and_prdc, label_fidelity, prdc
+        from .metrics import high_frequency_share, kid_and_prdc, label_fidelity, prdc
 
         k, ys = len(self.class_names), np.asarray(ys)
         row: dict[str, Any] = {}
@@ -114,14 +115,16 @@ class QualityProbe:
             div = diversity(x, ys, self.x_train, self.y_train, k)
             cov, tot = train_coverage(x, ys, self.x_train, self.y_train, k)
             fid = label_fidelity(probs, ys, self.class_names)
+            hf = high_frequency_share(x) if len(x) else np.zeros(0)
             valid_div = [d for d in div if d is not None]
             row.update(diversity=float(np.mean(valid_div)) if valid_div else None,
                        train_coverage=sum(cov) / sum(tot) if sum(tot) else None, train_covered=int(sum(cov)),
-                       train_images=int(sum(tot)), fidelity=fid["overall"])
+                       train_images=int(sum(tot)), fidelity=fid["overall"], hf_share=float(hf.mean()) if len(hf) else None)
             for c, n in enumerate(self.class_names):
                 row[f"diversity_{n}"] = div[c]
                 row[f"train_coverage_{n}"] = cov[c] / tot[c] if tot[c] else None
                 row[f"fidelity_{n}"] = fid["per_class"][n]
+                row[f"hf_share_{n}"] = float(hf[ys == c].mean()) if (ys == c).any() else None
         if "reference" in sides:
             rf, ry = ref if ref is not None else (self.ref_feats, self.y_ref)
             scopes = [("", np.ones(len(ys), bool), np.ones(len(ry), bool))]

@@ -86,6 +86,8 @@ def load_generator(run_dir: str | os.PathLike, which: str | int | Path = "last",
         return _generator_from_checkpoint(cfg, src), cfg
     import keras  # here, not at the top: reading a run's config or real images needs no TensorFlow
 
+    from . import models  # noqa: F401  registers the project's layers (ClassAffine): a new process knows them only so
+
     try:
         model = keras.models.load_model(src, safe_mode=True, compile=False)
     except Exception as e:  # any failure here means the file is not a generator that `train` wrote

@@ -134,7 +134,13 @@ def section_label_prior() -> str:
         r = next(r for r in xd["recipes"] if r["recipe"] == "xray")
         best = r.get("best") or {}
         sc = best.get("scores") or {}
-        lines += ["", f"The default `xray` recipe on the real sample (5 NORMAL / 5 PNEUMONIA: the prior is 1/2 each, so "
+        from cxr_utils.config import RECIPES, GANConfig
+
+        same = next((n for n in RECIPES if GANConfig().with_recipe(n) == GANConfig().with_fields(r.get("fields") or {})),
+                    None)
+        which = "The default `xray` recipe" + ("" if same == "xray" else
+                                              f" of the time (today's `{same}`)" if same else " of the time")
+        lines += ["", f"{which} on the real sample (5 NORMAL / 5 PNEUMONIA: the prior is 1/2 each, so "
                   f"\"data\" changes only the order of the labels in each batch) still trains with "
                   f"`label_prior: {r['label_prior']}`: {xd['steps']:,} steps "
                   f"(seed {xd['seed']}), kept generator at step {best.get('step', 'n/a')}, diversity "
@@ -175,6 +181,20 @@ def _int(v: float | None) -> str:
     return "n/a" if v is None else f"{int(v)}"
 
 
+ARTEFACT_NOTE = ("*Artefact score*: the share of each image's spectral energy at radial frequencies above 3/4 of "
+                 "Nyquist (`cxr_utils.metrics.high_frequency_share`: 2-D power spectrum, mean removed, no window; mean "
+                 "over images), as a multiple of what the held-out real X-rays hold (`hf_share_vs_real` in "
+                 "`quality.csv`; 1.0x = as much as real images, a stride-2 checkerboard puts its energy there); "
+                 "n/a for rows measured before the score existed.")
+
+
+def _artefact(scores: dict) -> str:
+    """The kept generator's artefact score: its high-frequency share as a multiple of the real images' ("n/a" before
+    the score existed)."""
+    x, v = scores.get("hf_share_vs_real"), scores.get("hf_share")
+    return "n/a" if x is None else f"{x:.2f}x ({v:.4f})"
+
+
 def section_xray() -> str:
     """The X-ray recipe table (benchmarks/xray_recipes.py JSON) and its real-vs-SYNTHETIC grid."""
     from cxr_utils.io import read_json
@@ -191,9 +211,9 @@ def section_xray() -> str:
              f"that the quality rule kept (`generator-best.keras`), measured by the trainer itself (`quality.csv`). "
              f"Bar of the `make run` check: diversity >= {bar['diversity']} and >= {bar['train_coverage']:.0%} of the "
              f"{bar['of']} training images covered.", "",
-             "| Recipe | Kept epoch | Diversity | Training images covered | Fidelity | KID (val, 4 images) | Collapse alarm "
-             "(last evaluation) | Bar | Wall time |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| Recipe | Kept epoch | Diversity | Training images covered | Fidelity | Artefact score (x real) | "
+             "KID (val, 4 images) | Collapse alarm (last evaluation) | Bar | Wall time |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["recipes"]:
         b = (r.get("best") or {}).get("scores") or {}
         last = r.get("last") or {}
@@ -203,19 +223,120 @@ def section_xray() -> str:
 
         lines.append(f"| `{r['recipe']}` | {(r.get('best') or {}).get('epoch', 'n/a')} | {f(b.get('diversity'))} | "
                      f"{_int(b.get('train_covered'))} / {_int(b.get('train_images'))} | {f(b.get('fidelity'))} | "
-                     f"{f(b.get('kid'), 4)} | {'yes' if last.get('alarm') else 'no'} | "
+                     f"{_artefact(b)} | {f(b.get('kid'), 4)} | {'yes' if last.get('alarm') else 'no'} | "
                      f"{'met' if meets_bar(b) else 'missed'} | {r['seconds']:.0f} s |")
     for r in d["recipes"]:
-        if r.get("carried_over"):
+        if r.get("carried_over") and r.get("in_grid"):
+            lines += ["", f"`{r['recipe']}`: {r['carried_over']}; the grid below draws its kept generator from that "
+                      "run's folder."]
+        elif r.get("carried_over"):
             lines += ["", f"`{r['recipe']}`: {r['carried_over']}; it is not in the grid below"
                       + (f", its images are in [the earlier grid]({r['grid']})" if r.get("grid") else "") + "."]
     if d.get("not_run"):
         lines += ["", f"Not run in this measurement: {', '.join(f'`{r}`' for r in d['not_run'])}."]
-    lines += ["", d["can_show"]]
+    lines += ["", d["can_show"], "", ARTEFACT_NOTE]
     if d.get("grid") and (ROOT / d["grid"]).is_file():
         lines += ["", f"![Real and SYNTHETIC chest X-rays per recipe]({d['grid']})", "",
                   f"Real training X-rays, then SYNTHETIC ones from each recipe's kept generator (`{d.get('command', '')}`)."]
     lines += ["", f"JSON: `{_rel(p)}`."]
+    return "\n".join(lines) + "\n"
+
+
+def _xray_entry(path: Path, name: str) -> dict | None:
+    from cxr_utils.config import GANConfig
+    from cxr_utils.io import read_json
+
+    if not path.is_file():
+        return None
+    r = next((r for r in read_json(path)["recipes"] if r["recipe"] == name), None)
+    # an entry measured while the recipe meant other fields (before issue 20 `xray` was today's `xray-v1`) is not it
+    return r if r is not None and GANConfig().with_fields(r.get("fields") or {}) == GANConfig().with_recipe(name) else None
+
+
+def section_generator_upgrade() -> str:
+    """Issue 20 before / after: digits (benchmarks/generator_upgrade.py), the sample X-rays (xray_recipes JSONs), the
+    default recipe's step and the planned run's cost."""
+    from cxr_utils.io import read_json
+
+    p = RESULTS / "generator_upgrade.json"
+    if not p.is_file():
+        return ("Not measured yet: `python -m benchmarks.generator_upgrade --out assets/results/generator_upgrade.json`.\n")
+    d = read_json(p)
+    m = d["machine"]
+    lines = [f"Measured on {m['cpu_model']} ({m['cores']} cores, shared with other jobs: the load average is recorded "
+             f"per run in `{_rel(p)}`). *Before* is the configuration as it was, *after* adds what the default took of "
+             "issue 20 (G: class-conditional LayerNorm, resize + convolution, one channel; D as before)."]
+    dg = d.get("digits") or {}
+    if dg:
+        from benchmarks.digits_tstr import TARGET
+
+        sets = {"digits16": "digits, 16 px", "digits32": "digits, 32 px (`--size 32`)",
+                "imbalanced": "digits, 16 px, odd digits cut to 1 : 3 (`--imbalance`)"}
+        lines += ["", f"**Digits** (the digits benchmark's own plan and selection; after = its config + "
+                  f"{', '.join(f'`{k}: {v}`' for k, v in d['digits_changes'].items())}; it already resizes and "
+                  "convolves and makes one channel). Target: " + TARGET + ", every seed.", "",
+                  "| Set | Arm | Seeds | TSTR/TRTR, mean (lowest) | Count-matched TSTR/TRTR | Fidelity | Spread | Steps "
+                  "trained | Wall time, mean | Target met by every seed |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for part, arms in dg.items():
+            for arm in ("before", "after"):
+                a = arms.get(arm)
+                if not a:
+                    continue
+                cut = sum(1 for r in d.get("digits_runs", []) if r["part"] == part and r["arm"] == arm
+                          and r.get("stopped_by_budget"))  # the 600 s budget ended the run before its plan
+                budget = f" ({cut} of {len(a['seeds'])} runs cut by the 600 s budget)" if cut else ""
+                lines.append(f"| {sets.get(part, part)} | {arm} | {', '.join(map(str, a['seeds']))} | {a['ratio']:.4f} "
+                             f"({a['ratio_min']:.4f}) | {a['ratio_matched']:.4f} | {a['fidelity']:.3f} | {a['spread']:.3f} "
+                             f"| {a['steps']:,.0f}{budget} "
+                             f"| {a['seconds']:.0f} s | {'yes' if a['all_met'] else 'no'} |")
+        lines += ["", "`" + "`; `".join(sorted({v for k, v in d["commands"].items() if k != "step"})) + "`."]
+    xray = [(seed, RESULTS / f) for seed, f in ((0, "xray_recipes.json"), (1, "xray_recipes-seed1.json"))]
+    rows = []
+    for seed, f in xray:
+        arms = [("xray-v1", "before"), ("xray", "after")]
+        if seed and f.is_file():  # seed 0's variants are the recipe table; another seed's are listed here
+            arms += [(r["recipe"], "variant") for r in read_json(f)["recipes"] if ":" in r["recipe"]]
+        for name, arm in arms:
+            r = _xray_entry(f, name) if arm != "variant" else \
+                next(r for r in read_json(f)["recipes"] if r["recipe"] == name)
+            if r is None:
+                continue
+            b = (r.get("best") or {}).get("scores") or {}
+            from benchmarks.xray_recipes import meets_bar
+
+            carried = " (carried over from an earlier run)" if r.get("carried_over") else ""
+            rows.append(f"| {seed}{carried} | {arm} (`{name}`) | {(r.get('best') or {}).get('epoch', 'n/a')} | "
+                        f"{b.get('diversity', float('nan')):.2f} | {_int(b.get('train_covered'))} / "
+                        f"{_int(b.get('train_images'))} | {b.get('fidelity', float('nan')):.2f} | {_artefact(b)} | "
+                        f"{'met' if meets_bar(b) else 'missed'} | {r['seconds']:.0f} s |")
+    if rows:
+        lines += ["", "**The real sample X-rays** (3,000 steps each, the trainer's own scores of the kept generator; seed 0 "
+                  "is the table and grid under \"Does it learn real chest X-rays?\", with one variant per change; seed 1 "
+                  "`assets/results/xray_recipes-seed1.json`):", "",
+                  "| Seed | Arm | Kept epoch | Diversity | Training images covered | Fidelity | Artefact score (x real) | "
+                  "Bar | Wall time |", "|---|---|---|---|---|---|---|---|---|", *rows]
+        f1 = xray[1][1]
+        g1 = read_json(f1).get("grid") if f1.is_file() else None
+        if g1 and (ROOT / g1).is_file():
+            lines += ["", f"![Seed 1: real and SYNTHETIC chest X-rays per recipe]({g1})", "",
+                      f"Seed 1's kept generators (`{read_json(f1).get('command', '')}`)."]
+    st = d.get("step")
+    if st:
+        sp, fl = st["seconds_per_step"], st["flops_per_step"]
+        pl = st["plan"]
+        lines += ["", f"**The step** (batch {st['batch_size']}, {st['image_size']} px; `{st['recipes']['before']}` / "
+                  f"`{st['recipes']['after']}`; best of {st['rounds']} alternating rounds, load average "
+                  f"{st['load_average_before'][0]:.1f} before and {st['load_average_after'][0]:.1f} after): fp32 "
+                  f"{sp['before/fp32']:.3f} / {sp['after/fp32']:.3f} s, bf16 {sp['before/bf16']:.3f} / "
+                  f"{sp['after/bf16']:.3f} s per step ({sp['after/bf16'] / sp['before/bf16']:.2f}x in bf16); "
+                  f"{fl['before'] / 1e9:.1f} / {fl['after'] / 1e9:.1f} GFLOP per step (the resize + convolution at the "
+                  "doubled size costs more than a stride-2 transposed convolution).",
+                  "", f"**The plan** (`train.plan_epochs`, a run that names no epochs): {pl['steps']:,} generator steps on "
+                  f"the Kaggle set ({pl['n_train']:,} training images, batch {pl['batch_size']}: {pl['kimg']:,.0f} kimg). "
+                  f"On this CPU in bf16 at the measured step: {pl['cpu_hours_bf16']:.1f} hours. On a T4: "
+                  f"{60 * pl['t4_hours_estimate'][0]:.0f}-{60 * pl['t4_hours_estimate'][1]:.0f} minutes, "
+                  f"{pl['t4_note']}."]
+    lines += ["", f"JSON: `{_rel(p)}` (`{d['commands'].get('step', '')}` for the step)."]
     return "\n".join(lines) + "\n"
 
 
@@ -362,6 +483,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "label_prior": section_label_prior,
     "digits_vgg16": section_digits_vgg16,
     "xray": section_xray,
+    "generator_upgrade": section_generator_upgrade,
     "quality": section_quality,
     "performance": section_performance,
     "classifier": section_classifier,

@@ -258,3 +258,33 @@ def test_nearest_real_closed_form() -> None:
     assert M.real_to_real_nn(two).tolist() == pytest.approx([1.0, 1.0])
     with pytest.raises(UserError, match="same size"):
         M.nearest_real(np.zeros((1, 3, 3), np.uint8), real)
+
+
+# ---------------------------------------------------------------- the artefact score (issue 20)
+
+def test_high_frequency_share_closed_forms() -> None:
+    from cxr_utils.metrics import high_frequency_share as hf
+
+    s = 64
+    i = np.arange(s, dtype=np.float64)
+    checker = np.outer((-1.0) ** i, (-1.0) ** i)  # (-1)^(i+j): all its energy at (fy, fx) = (0.5, 0.5), r = 0.71
+    stripes = np.tile(((-1.0) ** i)[:, None], (1, s))  # (-1)^i: r = 0.5 cycles/pixel, the Nyquist frequency itself
+    smooth = np.tile(np.cos(2 * np.pi * 3 * i / s)[:, None], (1, s))  # 3 cycles across: r = 3/64
+    edge = np.tile(np.cos(2 * np.pi * 24 * i / s)[:, None], (1, s))  # r = 24/64 = 0.375 = 3/4 Nyquist: not above
+    past = np.tile(np.cos(2 * np.pi * 25 * i / s)[:, None], (1, s))  # r = 25/64 > 0.375: counted
+    imgs = np.stack([checker, stripes, smooth, edge, past]) * 40 + 128  # any offset: the mean is removed
+    np.testing.assert_allclose(hf(imgs), [1, 1, 0, 0, 1], atol=1e-12)
+    # a mixture of orthogonal components: share = the checkerboard's energy / the total (sum of squares S^2 a^2 for
+    # the checkerboard, S^2 b^2 / 2 for the cosine)
+    a, b = 3.0, 5.0
+    np.testing.assert_allclose(hf((a * checker + b * smooth)[None]), [a**2 / (a**2 + b**2 / 2)], rtol=1e-12)
+    assert hf(np.full((2, 8, 8), 77.0)).tolist() == [0.0, 0.0]  # a constant image has no energy: 0, not nan
+    rgb = np.repeat(imgs[..., None], 3, axis=-1)  # channels averaged, like every score here
+    np.testing.assert_allclose(hf(rgb), hf(imgs), atol=1e-12)
+    # white noise spreads its energy evenly over the S x S frequencies: the share is the band's share of them
+    rng = np.random.default_rng(0)
+    f = np.fft.fftfreq(s)
+    band = (np.hypot(f[:, None], f[None, :]) > 0.375).mean()
+    assert abs(hf(rng.normal(size=(200, s, s))).mean() - band) < 0.005
+    with pytest.raises(ValueError, match="expected images"):
+        hf(np.zeros(5))

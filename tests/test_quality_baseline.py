@@ -292,3 +292,55 @@ def test_on_real_digits_a_perfect_generator_scores_about_1x_and_a_mode_dropping_
     small_two = got["two images, 2 held out"]
     assert np.mean([c for c, _ in small_two]) > Q.LEARNED_COVERAGE_VS_REAL  # would pass a bar set on 2 held-out images
     assert all(b.startswith("fixed: only 2 0 and 2 1 and 2 2 held-out images") for _, b in small_two)
+
+
+# ------------------------------------------------------------------------------------------ the artefact score (issue 20)
+
+
+def test_the_artefact_score_sits_beside_what_held_out_real_images_hold(tmp_path) -> None:
+    """hf_share (metrics.high_frequency_share) per class and overall in every row; hf_share_vs_real divides it by the
+    held-out stand-ins' own value: a checkerboard laid over the same images scores far above 1, a blurred copy below."""
+    from cxr_utils.metrics import high_frequency_share
+
+    rng = np.random.default_rng(2)
+    x_tr, y_tr = _images(rng, (10, 12))
+    x_val, y_val = _images(rng, (20, 23))
+    p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=10)
+    stand_ins = x_val[p.baseline["sides"]["train"]["indices"]]
+    real_hf = high_frequency_share(stand_ins).mean()
+    assert p.baseline["scores"]["hf_share"] == pytest.approx(real_hf, rel=1e-12)
+    # smooth images (each stand-in's mean brightness and one slow cosine), then a +-30 checkerboard over them
+    i = np.arange(S)
+    wave = np.tile(10 * np.cos(2 * np.pi * i / S)[:, None], (1, S))
+    smooth = stand_ins.mean(axis=(1, 2), keepdims=True) + wave
+    checker = np.rint(smooth + 30 * np.outer((-1.0) ** i, (-1.0) ** i)).astype(np.uint8)
+    row = p.score_images(checker)
+    labels = p.labels
+    assert row["hf_share"] == pytest.approx(high_frequency_share(checker).mean())
+    for c, n in enumerate(NAMES):
+        assert row[f"hf_share_{n}"] == pytest.approx(high_frequency_share(checker[labels == c]).mean())
+    assert row["hf_share_vs_real"] == pytest.approx(row["hf_share"] / real_hf)
+    assert row["hf_share_vs_real"] > 1.0
+    assert p.score_images(np.rint(smooth).astype(np.uint8))["hf_share_vs_real"] < 0.01  # only rounding up there
+    assert "high-frequency share" in QB.describe(p.baseline)
+    assert "hf_share" in Q.columns(NAMES) and "hf_share_PNEUMONIA" in Q.columns(NAMES) and \
+        "hf_share_vs_real" in Q.columns(NAMES)
+
+
+def test_a_baseline_file_of_the_earlier_format_is_measured_again(tmp_path) -> None:
+    """A resumed run whose quality-baseline.json predates the artefact score (format 1) gets a fresh baseline (the
+    same numbers for the earlier scores: a pure function of the data and the classifier) with hf_share in it."""
+    rng = np.random.default_rng(3)
+    x_tr, y_tr = _images(rng, (10, 12))
+    x_val, y_val = _images(rng, (20, 23))
+    p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=10)
+    path = tmp_path / QB.BASELINE_FILE
+    old = {**p.baseline, "version": 1, "scores": {k: v for k, v in p.baseline["scores"].items() if k != "hf_share"}}
+    from cxr_utils import io as cio
+
+    cio.atomic_write_json(path, old)
+    again = QB.load_or_compute(path, True, p, x_val, y_val)
+    assert again["version"] == QB.FORMAT_VERSION == 2 and "hf_share" in again["scores"]
+    assert {k: again["scores"][k] for k in old["scores"]} == pytest.approx(old["scores"])
+    assert cio.read_json(path)["version"] == 2
+    assert QB.load_or_compute(path, True, p, x_val, y_val) == cio.read_json(path)  # read back, not recomputed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,71 @@ def test_a_cache_rebuilt_since_the_run_is_named_in_one_line_and_refused_on_resum
         train.train_from_npz(npz, run, GANConfig(), resume=True)
     io.atomic_write_json(run / "config.json", {"data": {"npz": str(npz)}})  # a run that recorded no sha256: no claim
     assert runs.cache_drift(run, npz) is None
+
+
+def test_a_run_of_the_default_before_issue_20_loads_and_resumes_with_its_own_config(
+        sample_npz: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run folder the xray recipe wrote before issue 20 (3 channels, transposed convolutions, no norm in G, spectral
+    norm on D's convolutions only; its config.json has no spectral_all, its label_prior predates that too): config_of
+    rebuilds that architecture, its generator.keras loads in safe mode, an epoch's checkpoint gives the same
+    generator, and the CLI resumes it from its checkpoint."""
+    import json
+
+    import keras
+
+    from cxr_utils.cli import main as cli_main
+    from cxr_utils.config import GANConfig
+
+    cfg = GANConfig().with_recipe("xray-v1").replace(
+        image_size=64, g_base_filters=8, d_base_filters=8, latent_dim=16, embed_dim=4, epochs=1, batch_size=4,
+        precision="fp32", deterministic=True, eval_every=-1, checkpoint_minutes=0, sample_every=5)
+    cfg_file = tmp_path / "old.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()), encoding="utf-8")
+    run = tmp_path / "old-run"
+    assert cli_main(["train", "--data", str(sample_npz), "--run-dir", str(run), "--config", str(cfg_file)]) == 0
+    saved = io.read_json(run / "config.json")
+    for key in ("spectral_all", "label_prior"):  # as a run of that time wrote its config.json
+        del saved[key]
+    io.atomic_write_json(run / "config.json", saved)
+    old = runs.config_of(saved)
+    assert (old.channels, old.g_upsample, old.g_norm, old.norm, old.spectral_all) == (3, "transpose", None, "none", False)
+    g, got = runs.load_generator(run)  # generator.keras, safe mode
+    assert got == old and g.output.shape[-1] == 3
+    assert {type(lay).__name__ for lay in g.layers} >= {"Conv2DTranspose"} and "ClassAffine" not in \
+        {type(lay).__name__ for lay in g.layers}
+    from_ckpt, _ = runs.load_generator(run, which=1)  # the same generator rebuilt from the epoch-1 checkpoint
+    z = np.random.default_rng(0).normal(size=(2, 16)).astype("float32")
+    y = np.array([0, 1], "int32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(g([z, y])), keras.ops.convert_to_numpy(from_ckpt([z, y])))
+    capsys.readouterr()
+    # resumed with its own config.json (no --config): today's default recipe would not even restore the checkpoint
+    assert cli_main(["train", "--data", str(sample_npz), "--run-dir", str(run), "--resume", "--epochs", "2"]) == 0
+    assert "epoch 2/2" in capsys.readouterr().out
+    again = io.read_json(run / "config.json")
+    assert again["spectral_all"] is False and again["channels"] == 3 and again["label_prior"] == "balanced"
+
+
+@pytest.mark.slow  # a new Python process has to import TensorFlow: the only way to see a missing registration
+def test_a_default_generator_loads_in_a_new_process_that_imported_only_runs(tmp_path: Path) -> None:
+    """generator.keras of the default recipe holds ClassAffine layers: `runs.load_generator` must register them itself
+    (notebook 03 and `sample`/`export` load a run in a process that never built a model)."""
+    import subprocess
+    import sys
+
+    from cxr_utils import models
+    from cxr_utils.config import GANConfig
+
+    cfg = GANConfig().with_recipe("xray").replace(image_size=16, g_base_filters=4, d_base_filters=4, latent_dim=8,
+                                                 embed_dim=4)
+    assert cfg.g_norm == "class_layer"
+    g = models.build_generator(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    g.save(run / "generator.keras")
+    io.atomic_write_json(run / "config.json", cfg.to_dict())
+    code = ("import sys; from cxr_utils import runs; g, _ = runs.load_generator(sys.argv[1]); "
+            "print(sorted({type(x).__name__ for x in g.layers} & {'ClassAffine', 'LayerNormalization'}))")
+    out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['ClassAffine', 'LayerNormalization']"

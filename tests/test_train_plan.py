@@ -11,11 +11,15 @@ def test_fit_batch_size_never_exceeds_the_training_images() -> None:
     assert train.fit_batch_size(1, 64) == 2  # the trainer's own minimum; it then refuses 1 image with a clear line
 
 
-def test_plan_epochs_gives_small_data_enough_steps() -> None:
-    assert train.plan_epochs(10, 10, None, min_steps=3000) == 3000  # the sample: one step per epoch
-    assert train.plan_epochs(4200, 64, None, min_steps=3000) == 200  # Kaggle: 65 steps per epoch, 13,000 steps
-    assert train.plan_epochs(300, 64, None, min_steps=3000) == 750  # 4 steps per epoch
+def test_plan_is_600_passes_within_3000_and_50000_steps() -> None:
+    assert train.plan_epochs(10, 10) == 3000  # the sample: one step per epoch, the 3,000-step floor (make run)
+    assert (train.plan_steps(4180, 64), train.plan_epochs(4180, 64)) == (39_000, 600)  # Kaggle: 65 steps per epoch
+    assert (train.plan_steps(4708, 64), train.plan_epochs(4708, 64)) == (43_800, 600)  # PneumoniaMNIST: 73 per epoch
+    assert train.plan_steps(1069, 64) == 9_600  # the digits benchmark's 1,069 images: 16 steps per epoch
+    assert (train.plan_steps(300, 64), train.plan_epochs(300, 64)) == (3000, 750)  # 4 steps per epoch: the floor
+    assert (train.plan_steps(20_000, 64), train.plan_epochs(20_000, 64)) == (50_000, 161)  # 312 per epoch: the cap
     assert train.plan_epochs(10, 10, 5) == 5  # an explicit number always wins
+    assert train.plan_epochs(4180, 64, None, min_steps=100, passes=2) == 2  # the knobs, for callers that plan otherwise
 
 
 def test_cli_train_without_sizes_fits_the_run_to_the_data(sample_npz, tmp_path, monkeypatch) -> None:

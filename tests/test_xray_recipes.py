@@ -88,7 +88,7 @@ def test_readme_section_comes_from_the_json(tmp_path, monkeypatch) -> None:
          "bar": {"diversity": 0.4, "train_coverage": 0.7, "of": 10}, "command": "python benchmarks/xray_recipes.py",
          "recipes": [{"recipe": "xray", "seconds": 12.0, "last": {"alarm": ""}, "best": {"epoch": 2500, "scores": {
              "diversity": 0.52, "train_coverage": 0.8, "train_covered": 8, "train_images": 10, "fidelity": 0.9,
-             "kid": 0.01}}},
+             "kid": 0.01, "hf_share": 0.0135, "hf_share_vs_real": 1.46}}},
              {"recipe": "seed", "seconds": 30.0, "last": {"alarm": "quality alarm"}, "best": {"epoch": 500, "scores": {
                  "diversity": 0.1, "train_coverage": 0.2, "train_covered": 2, "train_images": 10, "fidelity": 1.0,
                  "kid": 0.3}}}]}
@@ -96,8 +96,9 @@ def test_readme_section_comes_from_the_json(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(U, "RESULTS", tmp_path)
     monkeypatch.setattr(U, "_rel", lambda p: p.name)
     text = U.section_xray()
-    assert "| `xray` | 2500 | 0.52 | 8 / 10 | 0.90 | 0.0100 | no | met | 12 s |" in text
-    assert "| `seed` | 500 | 0.10 | 2 / 10 | 1.00 | 0.3000 | yes | missed | 30 s |" in text
+    # the artefact score beside the real images' (n/a: a row measured before the score existed)
+    assert "| `xray` | 2500 | 0.52 | 8 / 10 | 0.90 | 1.46x (0.0135) | 0.0100 | no | met | 12 s |" in text
+    assert "| `seed` | 500 | 0.10 | 2 / 10 | 1.00 | n/a | 0.3000 | yes | missed | 30 s |" in text
     assert "10 images can show X." in text
 
 
@@ -135,9 +136,66 @@ def test_carry_over_reuses_only_unchanged_recipes_and_keeps_the_earlier_grid(tmp
     assert (tmp_path / "grid-earlier.png").read_bytes() == b"old picture"
     # ... and the entry still names the run that measured it, not the run that carried it
     assert twice[0]["carried_over"] == got[0]["carried_over"] and twice[0]["grid"] == "grid-earlier.png"
+    # an entry measured fresh in a JSON whose grid replaced an earlier one: its picture gets the next free name
+    fresh = tmp_path / "fresh.json"
+    fresh.write_text(json.dumps({"seed": 0, "grid": "grid.png", "command": "python benchmarks/xray_recipes.py --fresh",
+                                 "recipes": [seed_entry]}))
+    third = X.carry_over(["seed"], fresh, 3000, 0, tmp_path / "grid.png")
+    assert third[0]["grid"] == "grid-earlier-2.png" and (tmp_path / "grid-earlier-2.png").read_bytes() == b"new picture"
+    assert (tmp_path / "grid-earlier.png").read_bytes() == b"old picture"
+    assert X.carry_over(["seed"], fresh, 3000, 0, tmp_path / "grid.png")[0]["grid"] == "grid-earlier-2.png"  # reused
+    # the JSON's figure was since replaced by another run's (its sha256 no longer matches): no picture is claimed
+    fresh.write_text(json.dumps({"seed": 0, "grid": "grid.png", "grid_sha256": "0" * 64, "recipes": [seed_entry]}))
+    assert X.carry_over(["seed"], fresh, 3000, 0, tmp_path / "grid.png")[0]["grid"] is None
     with pytest.raises(UserError, match="xray: its fields, steps or seed changed"):
         X.carry_over(["xray"], old, 3000, 0, None)  # its optimiser changed: must be re-run
     with pytest.raises(UserError, match="seed: its fields, steps or seed changed"):
         X.carry_over(["seed"], old, 2000, 0, None)  # another step budget is another measurement
     with pytest.raises(UserError, match="has no xray-ln entry"):
         X.carry_over(["xray-ln"], old, 3000, 0, None)
+
+
+def test_carry_over_by_configuration_from_several_jsons_and_run_folders(tmp_path, monkeypatch) -> None:
+    from benchmarks import xray_recipes as X
+    from cxr_utils.config import recipe
+    from cxr_utils.errors import UserError
+
+    monkeypatch.setattr(X, "ROOT", tmp_path)
+    # measured when `xray` still had spectral_all: that entry is today's `xray:spectral_all=true`, and the variant
+    # then called `xray:spectral_all=false` is today's `xray`
+    then = {**recipe("xray"), "spectral_all": True}
+    first = tmp_path / "first.partial.json"
+    first.write_text(json.dumps({"seed": 0, "recipes": [
+        {"recipe": "xray", "fields": then, "steps": 3000, "seconds": 522.0},
+        {"recipe": "xray:spectral_all=false", "fields": {**then, "spectral_all": False}, "steps": 3000, "seconds": 358.0,
+         "best": {"epoch": 1500, "scores": {"diversity": 0.47}}}]}))
+    main = tmp_path / "main.json"
+    main.write_text(json.dumps({"seed": 0, "command": "python benchmarks/xray_recipes.py --main", "recipes": [
+        {"recipe": "seed", "fields": recipe("seed"), "steps": 3000, "seconds": 1484.0}]}))
+    work, later = tmp_path / "work", tmp_path / "later"
+    for folder, epoch in ((work / "xray", 1500), (later / "xray", 1000), (later / "xray--spectral_all-false", 500)):
+        folder.mkdir(parents=True)  # the folder is found by what it measured (best.json), not by its name
+        (folder / "generator-best.keras").write_bytes(b"k")
+        (folder / "best.json").write_text(json.dumps({"epoch": epoch, "scores": {"diversity": 0.47}}))
+    got = X.carry_over(["xray@xray:spectral_all=false", "xray:spectral_all=true@xray", "seed"], [first, main], 3000, 0,
+                       None, work=[later, work], note="measured 10:07-10:41 UTC")
+    assert [(r["recipe"], r["seconds"]) for r in got] == [("xray", 358.0), ("xray:spectral_all=true", 522.0),
+                                                            ("seed", 1484.0)]
+    assert "as `xray:spectral_all=false`" in got[0]["carried_over"] and str(first) in got[0]["carried_over"]
+    assert "measured 10:07-10:41 UTC" in got[0]["carried_over"]
+    assert "--main" in got[2]["carried_over"]  # the second JSON, named by its command
+    assert got[0]["run_dir"] == str(work / "xray") and "run_dir" not in got[1]  # no folder measured it: not drawn
+    with pytest.raises(UserError, match="xray: its fields, steps or seed changed"):
+        X.carry_over(["xray"], [first], 3000, 0, None)  # the name alone is not enough: the configuration decides
+    with pytest.raises(UserError, match="has no xray-ln entry"):
+        X.carry_over(["xray-ln"], [first, main], 3000, 0, None)
+
+
+def test_run_with_only_carried_entries_trains_nothing_and_keeps_their_labels(tmp_path, monkeypatch, sample_data_dir) -> None:
+    from benchmarks import xray_recipes as X
+
+    monkeypatch.setenv("CXR_DATA_DIR", str(sample_data_dir))
+    monkeypatch.setattr(X, "run_recipe", lambda *a, **k: pytest.fail("nothing is to be trained"))
+    carried = [{"recipe": "seed", "carried_over": "not re-run", "grid": None, "steps": 3000}]
+    res = X.run([], steps=3000, work=tmp_path / "w", grid=tmp_path / "g.png", carried=carried)
+    assert res["recipes"] == carried and not (tmp_path / "g.png").exists()  # nothing drawn: no grid written
