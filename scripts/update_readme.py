@@ -472,9 +472,18 @@ def section_rehearsal() -> str:
     p = RESULTS / "rehearsal.json"
     if not p.is_file():
         return "Not measured yet: `python -m benchmarks.rehearsal` (writes `assets/results/rehearsal.json`).\n"
-    from benchmarks.rehearsal_estimate import report_markdown
+    from benchmarks.rehearsal_estimate import default_plan, report_markdown
 
-    return report_markdown(read_json(p))
+    d = read_json(p)
+    text = report_markdown(d)
+    e = d.get("estimates")
+    if e:  # the JSON was measured with the plan of its day: say so when today's default differs
+        now, then = default_plan(e["n_train"]), e["notebook_02"]
+        if (now["epochs"], now["steps"]) != (then["epochs"], then["steps"]):
+            text += (f"\n**Out of date:** measured with the default plan of its day ({then['steps']:,} steps, "
+                     f"{then['epochs']} epochs, and the recipe of that day); today's default plans {now['steps']:,} steps "
+                     f"({now['epochs']} epochs) for {e['n_train']:,} training images. Rerun `python -m benchmarks.rehearsal`.\n")
+    return text
 
 
 SECTIONS: dict[str, Callable[[], str]] = {
