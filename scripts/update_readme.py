@@ -402,16 +402,6 @@ def section_performance() -> str:
     return performance_markdown(p)
 
 
-def section_troubleshooting() -> str:
-    """The 'When things go wrong' table, kept in docs/ next to the reliability tests that prove it."""
-    p = ROOT / "docs" / "when-things-go-wrong.md"
-    if not p.is_file():
-        return "See the reliability tests in `tests/reliability/`.\n"
-    text = p.read_text(encoding="utf-8")
-    # drop the document's own top-level title: the README has the section heading
-    return re.sub(r"\A#[^\n]*\n+", "", text).rstrip() + "\n"
-
-
 def section_export_flush() -> str:
     """One line: what flushing a staged synthetic export costs per PNG, per-file fsync vs one syncfs."""
     from cxr_utils.io import read_json
@@ -496,7 +486,6 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "quality": section_quality,
     "performance": section_performance,
     "classifier": section_classifier,
-    "troubleshooting": section_troubleshooting,
     "export_flush": section_export_flush,
     "rehearsal": section_rehearsal,
 }
