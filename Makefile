@@ -20,7 +20,7 @@ COLAB_PINS  := constraints-colab.txt
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: run test install unit notebooks lint clean-venv publish-url test-colab-stack colab-install
+.PHONY: run test install unit notebooks lint clean-venv publish-url test-colab-stack colab-install test-slow
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ not found; install it and retry (or: make PYTHON=/path/to/python3.11)"; exit 2; }
@@ -42,7 +42,8 @@ install: $(STAMP)
 run: install
 	$(BIN)/python scripts/run_notebooks.py
 
-## make test: lint, unit + reliability tests, then every notebook under nbval in smoke mode
+## make test: lint, unit + reliability tests (all but those marked slow: make test-slow), then every notebook under
+## nbval in smoke mode
 test: install lint unit notebooks
 	@$(BIN)/python scripts/timed.py $(TIMES) --show
 
@@ -50,7 +51,15 @@ lint:
 	$(BIN)/ruff check cxr_utils tests benchmarks scripts notebooks
 
 unit: install
-	CXR_SMOKE=1 $(TIMED) unit_tests -- $(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS)
+	CXR_SMOKE=1 $(TIMED) unit_tests -- $(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) -m "not slow" \
+	  --durations=15
+
+## make test-slow: the tests marked slow (over ~30 s each: the study killed mid-write, notebook 04 rerun, the ImageNet
+## photographs probe, a generator loaded in a fresh process); CI runs them after `make test`
+test-slow: install
+	CXR_SMOKE=1 $(TIMED) slow_tests -- $(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) -m slow \
+	  --durations=0
+	@$(BIN)/python scripts/timed.py $(TIMES) --show
 
 notebooks: install
 	CXR_SMOKE=1 $(TIMED) notebooks -- $(BIN)/python -m pytest --nbval-lax -q -p no:cacheprovider notebooks --durations=0
@@ -69,7 +78,7 @@ colab-install: $(COLAB_STAMP)
 
 test-colab-stack: install colab-install
 	CXR_SMOKE=1 CXR_STACK=$(COLAB_PINS) $(TIMED) colab_unit_tests -- $(COLAB_BIN)/python -m pytest tests -q -p no:cacheprovider \
-	  -n $(TEST_WORKERS)
+	  -n $(TEST_WORKERS) -m "not slow"
 	CXR_SMOKE=1 $(TIMED) colab_notebooks -- $(COLAB_BIN)/python -m pytest --nbval-lax --nbval-current-env -q -p no:cacheprovider \
 	  notebooks --durations=0
 	@$(BIN)/python scripts/timed.py $(TIMES) --show

@@ -11,7 +11,6 @@ from _helpers import write_noise_pngs
 from cxr_utils import evaluation, io, study
 
 
-@pytest.mark.slow  # three smoke studies (3 VGG16 fits, 3 generative-metric passes): about a minute on 2 busy cores
 def test_a_rerun_reuses_the_entries_and_a_changed_folder_retrains_only_its_classifiers(
         sample_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[int] = []
