@@ -385,6 +385,8 @@ print(json.dumps(res))
 """
 
 
+@pytest.mark.slow  # ~1 min (two logical devices in a subprocess): make test-slow, which CI runs after make test
+@pytest.mark.timeout(600)
 def test_two_devices_match_one_device_and_resume_across_device_counts(tmp_path: Path) -> None:
     code = TWO_DEVICES.format(tests=str(ROOT / "tests"), out=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", code], env=_cli_env(), capture_output=True, text=True, timeout=300)

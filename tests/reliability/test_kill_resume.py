@@ -59,6 +59,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
     return read_metrics(path)
 
 
+@pytest.mark.slow  # ~2 min: make test-slow (CI runs it after make test); the single-kill tests stay in make test
 @pytest.mark.timeout(600)  # six CLI processes (TensorFlow start-up each): minutes on a busy 2-core machine
 def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tmp_path):
     from cxr_utils import runs, train
