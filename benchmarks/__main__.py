@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cxr_utils.config import project_root  # noqa: E402
 from cxr_utils.errors import UserError  # noqa: E402
-from cxr_utils.io import atomic_write_json, read_json  # noqa: E402
+from cxr_utils.files import atomic_write_json, read_json  # noqa: E402
 
 SECTIONS = ("prep", "train", "export", "digits", "xray", "time_to_quality", "make_test", "rehearsal")
 TARGET_MAKE_TEST_SECONDS = 600.0

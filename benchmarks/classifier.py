@@ -41,7 +41,7 @@ def epoch_seconds(x: np.ndarray, y: np.ndarray, input_size: int, precision: str,
     """Seconds of the second epoch of each stage (head, finetune) of a 10-way classifier, in `precision`."""
     import keras
 
-    from cxr_utils import classifier as C
+    from cxr_utils.evaluation import classifier as C
 
     cfg = dataclasses.replace(C.EvalConfig(), input_size=input_size, run_eagerly="never")
     C.start_fit(0)
@@ -63,7 +63,7 @@ def short_fit_accuracy(data: dict[str, tuple[np.ndarray, np.ndarray]], precision
     """Test accuracy of the two-stage fit (epochs per stage, early stopping on val) in `precision`."""
     import keras
 
-    from cxr_utils import classifier as C
+    from cxr_utils.evaluation import classifier as C
 
     cfg = C.eval_config(False, epochs=epochs, input_size=input_size, precision=precision)
     t0 = time.perf_counter()
@@ -91,8 +91,9 @@ def vgg16_gflops(input_size: int) -> float:
 def run(quick: bool = False, weights: str = "auto", n_images: int = 128, log: Any = print) -> dict[str, Any]:
     """Every measurement above; the JSON-ready result."""
     from benchmarks.machine import machine_info
-    from cxr_utils import build, imagenet
-    from cxr_utils import classifier as C
+    from cxr_utils.evaluation import classifier as C
+    from cxr_utils.gan import device as build
+    from cxr_utils.metrics import imagenet
 
     path, label, note = C.resolve_weights(weights, log=log)
     n = 64 if quick else n_images
@@ -136,7 +137,7 @@ def run(quick: bool = False, weights: str = "auto", n_images: int = 128, log: An
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run and write the JSON."""
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")

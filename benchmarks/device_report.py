@@ -27,8 +27,8 @@ def plan(recipe: str, batch_size: int = 64, image_size: int = 64, n_train: int =
     """What `train` decides for `recipe` here (precision, XLA, strategy, steps per host sync), without training."""
     import tensorflow as tf
 
-    from cxr_utils import build
     from cxr_utils.config import GANConfig
+    from cxr_utils.gan import device as build
 
     cfg = GANConfig().with_recipe(recipe).replace(batch_size=batch_size, image_size=image_size)
     strategy = build.make_strategy()
@@ -52,7 +52,7 @@ def host_sync(batch_size: int = 64, replicas: int = 1,
               sizes: tuple[tuple[int, str], ...] = SYNC_SIZES) -> list[dict[str, Any]]:
     """Per training-set size: the full batches, the steps train() runs per epoch and per host sync, and the images an
     epoch leaves out (the part batch plus the batches dropped so that a sync of 8..16 steps divides the epoch)."""
-    from cxr_utils import build
+    from cxr_utils.gan import device as build
 
     rows = []
     for n, what in sizes:
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rep = report(rounds=max(1, args.rounds), measure_steps=not args.no_measure)
     if args.out:
-        from cxr_utils.io import atomic_write_json
+        from cxr_utils.files import atomic_write_json
 
         atomic_write_json(Path(args.out), rep)
     sys.stdout.write(markdown(rep))

@@ -77,7 +77,7 @@ def _kept(res: dict[str, Any], arm: str) -> dict[str, Any]:
 def run(seeds: tuple[int, ...] = (0, 1), steps: int = STEPS, chunks: int = CHUNKS, n_per_class: int = N_PER_CLASS,
         out_path: Path | None = None, progress: bool = True, **overrides: Any) -> dict[str, Any]:
     """Both arms for every seed, alternating; the JSON-ready result (written after every run when out_path is set)."""
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
 
     from . import digits_tstr
     from .machine import machine_info
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     res["quick"] = args.quick
     res["command"] = "python -m benchmarks.digits_imbalanced " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.out:
-        from cxr_utils.io import atomic_write_json
+        from cxr_utils.files import atomic_write_json
 
         atomic_write_json(args.out, res)
     for arm, s in res["summary"].items():

@@ -1,10 +1,10 @@
 """Digits TSTR benchmark: does this project's ConditionalGAN make class-faithful images? (offline, real data)
 
-Trains the same ConditionalGAN code (`cxr_utils.train.train`) on scikit-learn's bundled `load_digits` (1,797 real
+Trains the same ConditionalGAN code (`cxr_utils.gan.fit.train`) on scikit-learn's bundled `load_digits` (1,797 real
 8x8 images, 10 classes, upsampled to 16 or 32 px, 1 channel) on a fixed 70/30 stratified split, in chunks resumed
 from the run folder; 15 % of the 70 % is held out from the GAN as a real validation part, whose TSTR after each
 chunk (`curve[].tstr_val`) picks the generator kept (`selected_step`; `--budget-seconds` can stop early). The kept
-generator exports class-balanced PNGs (`cxr_utils.synthetic.export`) that are read back, and the script compares TSTR
+generator exports class-balanced PNGs (`cxr_utils.evaluation.synthetic.export`) that are read back, and the script compares TSTR
 (a logistic regression on pixels trained only on generated digits, tested on the real held-out 30 %) with TRTR (the
 same classifier trained on the real digits the GAN trained on, same test 30 %; `trtr_full_train` uses the whole
 70 %). The test set never chooses anything (`curve[].tstr` is reported for transparency only). The tuning history
@@ -145,7 +145,7 @@ def spread_ratio(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_rea
     1.0 = as varied as the real digits; below 1 the generator has lost variety (collapse within a class), above 1
     its images vary more than real ones (noise). The same measure as the trainer's quality.diversity.
     """
-    from cxr_utils.quality import diversity
+    from cxr_utils.metrics.sample_scores import diversity
 
     per = diversity(x_syn, y_syn, x_real, y_real, int(np.max(y_real)) + 1)
     return float(np.mean([d for d in per if d is not None]))
@@ -173,7 +173,7 @@ def per_class_report(real_probe: Any, syn_x: np.ndarray, syn_y: np.ndarray, x_re
                      x_test: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
     """Fidelity, spread and test recalls per digit (PER_CLASS_NOTE), and the TSTR of the whole (balanced) and of the
     count-matched synthetic set."""
-    from cxr_utils.quality import diversity
+    from cxr_utils.metrics.sample_scores import diversity
 
     counts = np.bincount(y_real, minlength=10).tolist()
     sub = matched_subset(syn_y, counts)
@@ -247,7 +247,7 @@ def time_to_target(curve: list[dict[str, Any]], ratio: float = TARGET_RATIO) -> 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
     """Steps per epoch of train.train (build.epoch_steps)."""
-    from cxr_utils.build import epoch_steps
+    from cxr_utils.gan.device import epoch_steps
 
     return max(1, epoch_steps(n_train, batch_size))
 
@@ -261,7 +261,7 @@ def chunk_schedule(steps: int, chunks: int, spe: int) -> list[int]:
 def save_grid(path: Path, x_real: np.ndarray, y_real: np.ndarray, x_syn: np.ndarray, y_syn: np.ndarray,
               n: int = 8) -> None:
     """A PNG with two rows per digit: n real test digits, then n synthetic ones, labelled as such."""
-    from cxr_utils import plots
+    from cxr_utils import drawing as plots
 
     rows, titles = [], []
     for c in range(len(DIGIT_NAMES)):
@@ -282,7 +282,10 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     never used to choose. TRTR trains the same classifier on the same fit part the GAN saw (comparable);
     `trtr_full_train` (the whole 70 %) is reported beside it.
     """
-    from cxr_utils import runs, sample, synthetic, train
+    from cxr_utils.evaluation import synthetic
+    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import generate as sample
+    from cxr_utils.gan import runs
 
     plan = plan or Plan()
     t_start = time.perf_counter()
@@ -462,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = json.dumps(res, indent=2)
     if args.out:
-        from cxr_utils.io import atomic_write_json
+        from cxr_utils.files import atomic_write_json
 
         atomic_write_json(args.out, res)
     print(text)

@@ -45,7 +45,7 @@ def vgg16_accuracy(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
     """Train the project's VGG16 classifier (10-way) on `train`, early-stopped on `val`; its accuracy on `test`."""
     import keras
 
-    from cxr_utils import evaluation
+    from cxr_utils.evaluation import classifier as evaluation
 
     t0 = time.perf_counter()
     model, stages = evaluation.fit_classifier([(name, evaluation.to_vgg_input(train[0]), train[1])],
@@ -62,7 +62,9 @@ def run(seed: int = 0, plan: Any = None, input_size: int = INPUT_SIZE, epochs: i
         work: Path | None = None, weights: tuple[str, ...] = WEIGHTS, log: Any = print) -> dict[str, Any]:
     """Train the digits GAN (digits_tstr.run), then VGG16 TSTR and TRTR per weights; the JSON-ready result."""
     from benchmarks import digits_tstr as D
-    from cxr_utils import evaluation, imagenet, synthetic
+    from cxr_utils.evaluation import classifier as evaluation
+    from cxr_utils.evaluation import synthetic
+    from cxr_utils.metrics import imagenet
 
     cfg = evaluation.eval_config(False, epochs=epochs, input_size=input_size)
     resolved = {w: evaluation.resolve_weights(w, log=log) for w in weights}  # first: a missing copy fails before any work
@@ -95,7 +97,7 @@ def run(seed: int = 0, plan: Any = None, input_size: int = INPUT_SIZE, epochs: i
                     "TRTR trains the same classifier on the real digits the GAN trained on",
         "data": gan["data"], "n_train_real": gan["n_train_real"], "n_val_real": gan["n_val_real"],
         "n_test_real": gan["n_test_real"], "n_synthetic": int(len(syn[1])), "size": size, "seed": seed,
-        "classifier": f"cxr_utils.evaluation VGG16 (include_top=False, input {input_size} px, GAP, Dense {cfg.head_units}, "
+        "classifier": f"cxr_utils.evaluation.protocols VGG16 (include_top=False, input {input_size} px, GAP, Dense {cfg.head_units}, "
                       f"10-way softmax), head {cfg.epochs_head} epochs on a frozen base then block5 {cfg.epochs_finetune} "
                       f"epochs, early stopping on the real validation part (patience {cfg.patience})",
         "input_size": input_size, "eval_config": dataclasses.asdict(cfg),
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.digits_tstr import Plan
     from benchmarks.machine import machine_info
     from cxr_utils.errors import UserError
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
 
     plan = Plan()
     epochs = args.epochs

@@ -1,4 +1,4 @@
-"""Benchmark c: PNG images/s written by cxr_utils.synthetic.export from a run folder's EMA generator."""
+"""Benchmark c: PNG images/s written by cxr_utils.evaluation.synthetic.export from a run folder's EMA generator."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cxr_utils import io as cio
+from cxr_utils import files as cio
 
 
 def make_run_folder(run_dir: Path, cfg: Any = None) -> dict[str, Any]:
     """A run folder holding what export reads (config.json + generator.keras): the default generator, untrained.
 
     Export speed does not depend on the weights' values, and skipping training keeps --quick quick; the files
-    are written exactly as cxr_utils.train writes them (config dict at top level, atomic Keras save).
+    are written exactly as cxr_utils.gan.fit writes them (config dict at top level, atomic Keras save).
     """
-    from cxr_utils import models
     from cxr_utils.config import GANConfig
+    from cxr_utils.gan import networks as models
 
     cfg = cfg or GANConfig()
     if run_dir.exists():
@@ -31,8 +31,8 @@ def make_run_folder(run_dir: Path, cfg: Any = None) -> dict[str, Any]:
 
 
 def run(work: Path, quick: bool = True, n_per_class: int | None = None, cfg: Any = None) -> dict[str, Any]:
-    """Benchmark c: time cxr_utils.synthetic.export of n_per_class PNGs per class (includes loading the generator)."""
-    from cxr_utils import synthetic
+    """Benchmark c: time cxr_utils.evaluation.synthetic.export of n_per_class PNGs per class (includes loading the generator)."""
+    from cxr_utils.evaluation import synthetic
 
     n_per_class = n_per_class or (250 if quick else 1000)
     run_dir = work / "export-run"
@@ -50,6 +50,6 @@ def run(work: Path, quick: bool = True, n_per_class: int | None = None, cfg: Any
         "pngs": pngs,
         "seconds": seconds,
         "images_per_second": pngs / seconds,
-        "call": f"cxr_utils.synthetic.export(run_dir, n_per_class={n_per_class}, out): load generator.keras (safe_mode), generate, "
+        "call": f"cxr_utils.evaluation.synthetic.export(run_dir, n_per_class={n_per_class}, out): load generator.keras (safe_mode), generate, "
                 "encode PNGs with text chunks, manifest, atomic swap into place",
     }

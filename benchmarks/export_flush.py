@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.machine import _cpuinfo, usable_cores
-from cxr_utils.io import atomic_write_json, fsync_file
-from cxr_utils.sample import png_bytes
-from cxr_utils.synthetic import _StageFlush, _syncfs
+from cxr_utils.evaluation.synthetic import _StageFlush, _syncfs
+from cxr_utils.files import atomic_write_json, fsync_file
+from cxr_utils.gan.generate import png_bytes
 
 MODES = ("fsync-each", "syncfs")
 

@@ -38,7 +38,9 @@ def train_run(run_dir: Path, npz: Path, steps: int, every: int = 500, seed: int 
     """Train the default x-ray recipe on the cache's train split, evaluating and checkpointing every `every` steps and
     keeping every checkpoint; train.train_from_npz's summary."""
     from benchmarks.xray_recipes import recipe_config
-    from cxr_utils import checkpoints, data, train
+    from cxr_utils import data
+    from cxr_utils.gan import checkpoints
+    from cxr_utils.gan import fit as train
 
     n_train = int(len(data.load(npz).subset("train")[1]))
     cfg = recipe_config("xray", steps, n_train, seed)
@@ -54,8 +56,8 @@ def train_run(run_dir: Path, npz: Path, steps: int, every: int = 500, seed: int 
 
 def evaluated_epochs(run_dir: Path) -> list[int]:
     """Epochs of quality.csv that have a checkpoint on disk."""
-    from cxr_utils import quality
-    from cxr_utils.checkpoints import Checkpoints
+    from cxr_utils.gan import tracker as quality
+    from cxr_utils.gan.checkpoints import Checkpoints
 
     have = {Checkpoints(run_dir).epoch_of(p) for p in Checkpoints(run_dir).files()}
     return [int(r["epoch"]) for r in quality.read_rows(run_dir / quality.QUALITY_FILE) if int(r["epoch"]) in have]
@@ -63,8 +65,13 @@ def evaluated_epochs(run_dir: Path) -> list[int]:
 
 def score_run(run_dir: Path, npz: Path, grids: Path | None = None, log: Any = print) -> dict[str, Any]:
     """Every evaluated epoch scored in each feature space (val and train references) and the epoch each KID keeps."""
-    from cxr_utils import data, metrics, plots, runs, sample, train
-    from cxr_utils.io import read_json
+    from cxr_utils import data
+    from cxr_utils import drawing as plots
+    from cxr_utils.files import read_json
+    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import generate as sample
+    from cxr_utils.gan import runs
+    from cxr_utils.metrics import distributions as metrics
 
     cfg = runs.config_of(read_json(run_dir / "config.json"))
     ds = data.load(npz)
@@ -120,7 +127,8 @@ def _spearman(a: list[float], b: list[float]) -> float:
 def vgg16_cost(npz: Path, n_synthetic: int = 256, n_val: int = 1050, input_sizes: tuple[int, ...] = (64, 128),
                repeats: int = 2) -> dict[str, Any]:
     """Seconds of the VGG16 features for n_synthetic and n_val 64 px images (the sample tiled: timing only)."""
-    from cxr_utils import data, features
+    from cxr_utils import data
+    from cxr_utils.metrics import features
 
     x, _ = data.load(npz).subset("train")
     out: dict[str, Any] = {"note": "timing only: the real sample images tiled to full-scale counts",
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cost", action="store_true", help="also time the VGG16 features at full-scale counts")
     args = ap.parse_args(argv)
     from benchmarks.machine import machine_info
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
 
     trained = None
     if args.train_steps:

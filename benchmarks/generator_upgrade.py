@@ -81,7 +81,7 @@ def step_part(rounds: int = 6, chunk: int = 4, batch_size: int = 64, image_size:
     import keras
 
     from cxr_utils.config import GANConfig
-    from cxr_utils.train import plan_steps
+    from cxr_utils.gan.fit import plan_steps
 
     from .train_step import build_gan, step_flops, synthetic_dataset, time_fit
 
@@ -141,7 +141,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen parts; the JSON is updated (read, merged, written atomically) after every run."""
-    from cxr_utils.io import atomic_write_json, read_json
+    from cxr_utils.files import atomic_write_json, read_json
 
     from .machine import machine_info
 

@@ -74,7 +74,7 @@ def machine_info(cpuinfo_path: str | os.PathLike = "/proc/cpuinfo") -> dict[str,
 
 def has_fast_bf16(info: dict[str, Any]) -> bool:
     """True if the CPU has native bf16 math, by the same flags `--precision auto` uses to pick bf16."""
-    from cxr_utils.build import BF16_CPU_FLAGS
+    from cxr_utils.gan.device import BF16_CPU_FLAGS
 
     flags = info.get("flags", {})
     return any(flags.get(f) for f in BF16_CPU_FLAGS)

@@ -4,7 +4,7 @@ real-vs-real baseline, and what one quality evaluation costs at full scale.
 - calibration (real data): scikit-learn's digits (1,797 real 8x8 handwritten digits, 10 classes of ~180). Per class,
   T training images (diversity and coverage compare with them), m held-out images (the baseline's stand-ins) and n
   more real images. Generators of known quality, each scored by the trainer's own probe code (QualityProbe.score_images
-  with the baseline of cxr_utils.quality_baseline.compute): "perfect" (the n unseen real images), "half the variety"
+  with the baseline of cxr_utils.metrics.real_baseline.compute): "perfect" (the n unseen real images), "half the variety"
   (unseen real images from one side of the median of the class's first principal component, drawn with
   replacement), "two images" and "one image" per class (collapse). For each count (T, m, n) and generator: the
   ratios to the baseline over several random splits, and how often the learned bar and the collapse alarm fire.
@@ -65,9 +65,10 @@ def _generators(x: np.ndarray, parts: list[np.ndarray], start: int, n: int, rng:
 
 def calibration(reps: int = 5, counts: tuple[tuple[int, int, int], ...] = COUNTS) -> dict[str, Any]:
     """The ratios and verdicts of generators of known quality on real digits (see the module docstring)."""
-    from cxr_utils import quality as Q
-    from cxr_utils import quality_baseline as QB
-    from cxr_utils.features import Extractor
+    from cxr_utils.gan import probe as gan_probe
+    from cxr_utils.gan import tracker
+    from cxr_utils.metrics import real_baseline as QB
+    from cxr_utils.metrics.features import Extractor
 
     x, y = _digits()
     k = 10
@@ -86,7 +87,7 @@ def calibration(reps: int = 5, counts: tuple[tuple[int, int, int], ...] = COUNTS
             parts = [rng.permutation(np.flatnonzero(y == c)) for c in range(k)]
             tr = np.concatenate([p[:t] for p in parts])
             va = np.concatenate([p[t:t + m] for p in parts])
-            probe = Q.QualityProbe(tuple(str(c) for c in range(k)), x[tr], y[tr], y[va], ex(x[va]), "held out",
+            probe = gan_probe.QualityProbe(tuple(str(c) for c in range(k)), x[tr], y[tr], y[va], ex(x[va]), "held out",
                                    Uniform(), ex, np.zeros((k * n, 1), np.float32),
                                    np.repeat(np.arange(k, dtype=np.int32), n), seed=rep)
             probe.baseline = QB.compute(probe, x[va], y[va])
@@ -95,8 +96,8 @@ def calibration(reps: int = 5, counts: tuple[tuple[int, int, int], ...] = COUNTS
                 row = probe.score_images(x[idx])
                 # the verdicts as a calibrated baseline would give them, also where this one is too small to judge
                 judged = {**row, "bars": QB.REAL_BARS, "epoch": 0}
-                got[g].append((row["diversity_vs_real"], row["train_coverage_vs_real"], Q.learned_check(judged)[0],
-                               Q.collapse_alarm(judged) is not None))
+                got[g].append((row["diversity_vs_real"], row["train_coverage_vs_real"], tracker.learned_check(judged)[0],
+                               tracker.collapse_alarm(judged) is not None))
         for g, vals in got.items():
             a = np.array(vals, float)
             rows.append({"train_per_class": t, "held_out_per_class": m, "synthetic_per_class": n, "generator": g,
@@ -109,8 +110,8 @@ def calibration(reps: int = 5, counts: tuple[tuple[int, int, int], ...] = COUNTS
                            "half the variety": "unseen real images from one side of the median of the class's first "
                                                "principal component (drawn with replacement)",
                            "two images": "two real images per class, repeated", "one image": "one real image per class"},
-            "bars": {"learned_diversity": Q.LEARNED_DIVERSITY_VS_REAL, "learned_coverage": Q.LEARNED_COVERAGE_VS_REAL,
-                     "alarm_diversity": Q.ALARM_DIVERSITY_VS_REAL, "alarm_coverage": Q.ALARM_COVERAGE_VS_REAL,
+            "bars": {"learned_diversity": tracker.LEARNED_DIVERSITY_VS_REAL, "learned_coverage": tracker.LEARNED_COVERAGE_VS_REAL,
+                     "alarm_diversity": tracker.ALARM_DIVERSITY_VS_REAL, "alarm_coverage": tracker.ALARM_COVERAGE_VS_REAL,
                      "min_held_out_per_class": QB.MIN_FOR_BARS},
             "rows": rows}
 
@@ -123,8 +124,11 @@ def cost(n_per_class: tuple[int, ...] = (128, 512), batch_size: int = 64, repeat
          sizes: dict[str, tuple[int, int]] = KAGGLE) -> dict[str, Any]:
     """Seconds of one quality evaluation at full-scale sizes (random uint8 images: timing only) against the
     training seconds between two evaluations; the probe's one-off build beside it."""
-    from cxr_utils import build, quality, quality_baseline, train
     from cxr_utils.config import DEFAULT_RECIPE, GANConfig
+    from cxr_utils.gan import device as build
+    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import tracker as quality
+    from cxr_utils.metrics import real_baseline as quality_baseline
 
     from .train_step import bare_step
 
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write the result JSON here")
     ap.add_argument("--quick", action="store_true", help="fewer splits and sizes: a pipeline check, labelled")
     args = ap.parse_args(argv)
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
 
     res = run(quick=args.quick)
     res["command"] = "python -m benchmarks.quality_bars " + " ".join(argv if argv is not None else sys.argv[1:])

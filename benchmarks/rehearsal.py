@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_utils.config import project_root
-from cxr_utils.io import atomic_write_json, read_json
+from cxr_utils.files import atomic_write_json, read_json
 
 from .rehearsal_tree import LOAD_TEST
 
@@ -107,7 +107,8 @@ def _py(*args: str) -> list[str]:
 
 def export_counts(npz: Path) -> list[int]:
     """Notebook 03's export size for the cache's training split (review.export_size at its default ratio)."""
-    from cxr_utils import data, review
+    from cxr_utils import data
+    from cxr_utils.evaluation import checks as review
 
     _, labels = data.load(npz).subset("train")
     return review.export_size(None, labels, 2)

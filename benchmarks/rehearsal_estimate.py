@@ -4,7 +4,7 @@
 
 Method: FLOPs of one GAN train step of the default recipe at batch 64 and of the VGG16 classifier's train step per
 image in each stage (TensorFlow's per-op FLOP registry over the traced step: benchmarks.profiling, as
-benchmarks/train_step.step_flops), times the steps or image-epochs a notebook runs at its defaults (cxr_utils.train
+benchmarks/train_step.step_flops), times the steps or image-epochs a notebook runs at its defaults (cxr_utils.gan.fit
 plan_epochs; EvalConfig's 10 + 10 epochs, 3 seeds, 4 protocols at ratio 1), divided by the GPU's peak FLOP/s from
 NVIDIA's data sheet at the precision the code runs there, times an achieved fraction (the one this project measured
 for the same step on a CPU, benchmarks.json). Per-step launch and host overhead is not modelled, so the faster the GPU
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # dense peaks (no structured sparsity) at the precision the code uses there: the GAN's `auto` precision is fp16 mixed
-# on compute capability >= 7 (cxr_utils.build.resolve_precision); the classifier trains in float32, which TensorFlow
+# on compute capability >= 7 (cxr_utils.gan.device.resolve_precision); the classifier trains in float32, which TensorFlow
 # runs as TF32 on Ampere and Ada tensor cores (on by default) and as plain FP32 on Turing
 GPUS: dict[str, dict[str, Any]] = {
     "T4": {"gan": (65e12, "FP16 mixed precision (Tensor Cores) 65 TFLOPS"),
@@ -41,9 +41,9 @@ N_MEMO = 500  # notebook 03's synthetic images per class for the memorization ch
 def default_plan(n_train: int) -> dict[str, Any]:
     """Notebook 02's default run for n_train training images: batch (fit_batch_size), steps per epoch, epochs
     (plan_epochs) and the quality evaluations its auto interval makes."""
-    from cxr_utils.build import epoch_steps
-    from cxr_utils.quality import eval_interval
-    from cxr_utils.train import fit_batch_size, plan_epochs
+    from cxr_utils.gan.device import epoch_steps
+    from cxr_utils.gan.fit import fit_batch_size, plan_epochs
+    from cxr_utils.gan.tracker import eval_interval
 
     batch = fit_batch_size(n_train, 64)
     spe = epoch_steps(n_train, batch)
@@ -60,8 +60,9 @@ def count_flops(n_train: int) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from cxr_utils import build, evaluation
     from cxr_utils.config import DEFAULT_RECIPE, GANConfig
+    from cxr_utils.evaluation import classifier as evaluation
+    from cxr_utils.gan import device as build
 
     from .profiling import function_flops
     from .train_step import step_flops
@@ -108,7 +109,7 @@ def count_flops(n_train: int) -> dict[str, Any]:
 def measured_fractions(path: Path) -> dict[str, Any]:
     """The achieved fraction of the matmul peak this project measured for the GAN step on a CPU (benchmarks.json):
     bf16 (the reduced-precision path, used for fp16 on GPUs) and fp32 (used for the float32 classifier)."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     d = read_json(path)
     prec = d["train"]["precisions"]
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--n-train", type=int, required=True, help="training images of notebook 02's default plan")
     a = p.parse_args(argv)
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
 
     atomic_write_json(a.out, count_flops(a.n_train))
     print(f"wrote {a.out}")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cxr_utils.io import read_json
+from cxr_utils.files import read_json
 
 from .digits_tstr import TARGET_RATIO, TARGET_SECONDS, target_met
 
@@ -106,7 +106,7 @@ def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "error" in e:
         rows.append(("c. export", f"failed: {_err(e['error'])}", "", ""))
     elif e:
-        rows.append((f"c. sample export: {e['pngs']} PNGs via cxr_utils.synthetic.export", _n(e["images_per_second"], "img/s"), "", ""))
+        rows.append((f"c. sample export: {e['pngs']} PNGs via cxr_utils.evaluation.synthetic.export", _n(e["images_per_second"], "img/s"), "", ""))
     g = d.get("digits") or {}
     if "error" in g:
         rows.append(("d. digits TSTR", f"failed: {_err(g['error'])}", "", ""))
@@ -155,7 +155,7 @@ def time_to_quality_rows(t: dict[str, Any] | None) -> list[tuple[str, str, str, 
         return [("g. time to quality", f"failed: {_err(t['error'])}", "", "")]
     if "note" in t:
         return [("g. time to quality", t["note"], "", "n/a")]
-    from cxr_utils.quality import LEARNED_DIVERSITY, LEARNED_TRAIN_COVERAGE
+    from cxr_utils.gan.tracker import LEARNED_DIVERSITY, LEARNED_TRAIN_COVERAGE
 
     seeds = ", ".join(str(s) for s in t.get("seeds", []))
     held = (t.get("xray") or {}).get("held") or {}

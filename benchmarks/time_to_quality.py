@@ -161,7 +161,7 @@ def run(seeds: tuple[int, ...] = (0, 1), quick: bool = False, only: tuple[str, .
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: run, write the JSON atomically, print one line per benchmark."""
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="write the result JSON here")

@@ -17,10 +17,10 @@ TARGET_PEAK_FRACTION = 0.40  # >= 40% of the measured bf16 matmul peak
 TARGET_INPUT_OVERHEAD = 0.05  # real tf.data pipeline within 5% of in-memory batches
 
 def build_gan(cfg: Any, precision: str) -> tuple[Any, str]:
-    """A compiled ConditionalGAN in `precision` (fp32 | bf16 | fp16), built by cxr_utils.build.build_gan."""
-    from cxr_utils import build
+    """A compiled ConditionalGAN in `precision` (fp32 | bf16 | fp16), built by cxr_utils.gan.device.build_gan."""
+    from cxr_utils.gan import device as build
 
-    return build.build_gan(cfg.replace(precision=precision), precision), f"cxr_utils.build.build_gan(cfg, {precision!r})"
+    return build.build_gan(cfg.replace(precision=precision), precision), f"cxr_utils.gan.device.build_gan(cfg, {precision!r})"
 
 
 class _StepClock:
@@ -57,8 +57,10 @@ def synthetic_dataset(cfg: Any, steps: int, seed: int = 0) -> Any:
 
 
 def real_dataset(cfg: Any, npz: Path, steps: int) -> tuple[Any, str]:
-    """The training tf.data pipeline exactly as cxr_utils.train builds it from a real cache's train split, `steps` batches."""
-    from cxr_utils import build, data, train
+    """The training tf.data pipeline exactly as cxr_utils.gan.fit builds it from a real cache's train split, `steps` batches."""
+    from cxr_utils import data
+    from cxr_utils.gan import device as build
+    from cxr_utils.gan import fit as train
 
     images, labels = data.load(npz).subset("train")
     x = data.gray_images(images)  # make_dataset turns uint8 batches into the model view, as train() feeds it
@@ -67,7 +69,7 @@ def real_dataset(cfg: Any, npz: Path, steps: int) -> tuple[Any, str]:
         raise RuntimeError(f"{npz}: {len(x)} train images is fewer than one batch of {cfg.batch_size}")
     epochs = -(-steps // per_epoch)
     ds = train.make_dataset(x, labels, cfg.batch_size, cfg.seed, 0, epochs, channels=cfg.channels).take(steps)
-    return ds, f"cxr_utils.train.make_dataset on the {len(x)} train images of the cache"
+    return ds, f"cxr_utils.gan.fit.make_dataset on the {len(x)} train images of the cache"
 
 
 def time_fit(model: Any, dataset: Any, warmup: int) -> float:
@@ -228,11 +230,12 @@ def loop(npz: Path, work: Path, rounds: int = 4, epochs_per_round: int = 12, chu
 
     import keras
 
-    from cxr_utils import data, train
+    from cxr_utils import data
     from cxr_utils.config import GANConfig
+    from cxr_utils.gan import fit as train
 
     try:
-        from cxr_utils import build
+        from cxr_utils.gan import device as build
     except ImportError:  # a checkout from before build.py left train.py
         build = train
 
@@ -296,7 +299,7 @@ def loop(npz: Path, work: Path, rounds: int = 4, epochs_per_round: int = 12, chu
 def before_after(path: Path = LOOP_AB) -> dict[str, Any]:
     """Step time and per-epoch overhead before and after issue 11, from the A/B file `main --before` wrote: the older
     commit and this one measured alternately in fresh processes; per version the best of its rounds."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     if not path.is_file():
         return {"note": f"not measured: {path.name} is missing"}
@@ -320,7 +323,7 @@ def _ab(args: Any, argv: list[str]) -> dict[str, Any]:
     import subprocess
     import sys
 
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     repo = Path(__file__).resolve().parent.parent
     work = Path(args.work_dir).resolve()
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     import subprocess
     import sys
 
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
 
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=main.__doc__)
@@ -380,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"command": "python -m benchmarks.train_step " + " ".join(argv), "cxr_utils": str(src),
            "commit": args.commit or rev or None, "loop": loop(Path(args.loop), Path(args.work_dir))}
     if args.default_batch:
-        from cxr_utils import build
+        from cxr_utils.gan import device as build
 
         cfg = GANConfig()
         res["bare_step_default_batch"] = bare_step(cfg, build.resolve_precision(cfg.precision), rounds=4, chunk=4)

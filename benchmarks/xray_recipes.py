@@ -70,9 +70,9 @@ def variant_fields(name: str) -> dict[str, Any]:
 def recipe_config(name: str, steps: int, n_train: int, seed: int, **overrides: Any) -> Any:
     """The GANConfig of one recipe (or variant) for `steps` generator steps on n_train images (batch fitted to the
     data)."""
-    from cxr_utils.build import epoch_steps
     from cxr_utils.config import GANConfig
-    from cxr_utils.train import fit_batch_size
+    from cxr_utils.gan.device import epoch_steps
+    from cxr_utils.gan.fit import fit_batch_size
 
     cfg = GANConfig(seed=seed).with_fields(variant_fields(name))
     bs = fit_batch_size(n_train, cfg.batch_size)
@@ -91,7 +91,8 @@ def run_folder_name(name: str) -> str:
 
 def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed: int, **overrides: Any) -> dict[str, Any]:
     """Train one recipe into work/<name>; its steps, seconds, quality curve and kept generator's scores."""
-    from cxr_utils import quality, train
+    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import tracker as quality
 
     cfg = recipe_config(name, steps, n_train, seed, **overrides)
     run_dir = work / run_folder_name(name)
@@ -117,7 +118,7 @@ def add_time_to_bar(res: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Each curve point gets the training seconds up to its epoch (the sum of metrics.csv's epoch times, so the
     evaluations themselves are not counted), and the result gets `time_to_bar`: the first evaluation whose scores
     reach the "learned" bar (None if none did)."""
-    from cxr_utils.train import read_metrics
+    from cxr_utils.gan.fit import read_metrics
 
     elapsed, total = {}, 0.0
     for row in read_metrics(run_dir / "metrics.csv"):
@@ -144,8 +145,11 @@ def _val(v: Any) -> Any:
 def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, seed: int = 0) -> Path:
     """One figure: the real training images per class, then n SYNTHETIC images per class from each recipe's kept
     generator (the same noise for every recipe)."""
-    from cxr_utils import data, plots, runs, sample
+    from cxr_utils import data
+    from cxr_utils import drawing as plots
     from cxr_utils.config import CLASS_NAMES
+    from cxr_utils.gan import generate as sample
+    from cxr_utils.gan import runs
 
     x, y = data.load(npz).subset("train")
     rows, titles = [], []
@@ -172,8 +176,9 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
         carried: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train every recipe (None: all; [] none) on the sample's train split; the JSON-ready result, with the `carried`
     entries after the measured ones (those with a `run_dir` are drawn in the grid too)."""
-    from cxr_utils import data, quality
+    from cxr_utils import data
     from cxr_utils.config import RECIPES, SMOKE
+    from cxr_utils.gan import tracker as quality
 
     recipes = list(RECIPES) if recipes is None else recipes
     carried = [dict(r) for r in carried or []]
@@ -202,7 +207,7 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
                   f"diversity {b.get('diversity')}, train coverage {b.get('train_covered')}/{b.get('train_images')}",
                   file=sys.stderr, flush=True)
             if partial is not None:  # what is measured so far survives an interrupted benchmark
-                from cxr_utils.io import atomic_write_json
+                from cxr_utils.files import atomic_write_json
 
                 atomic_write_json(partial, {**head, "partial": True,
                                             "recipes": [{k: v for k, v in r.items() if k != "run_dir"} for r in results]})
@@ -224,8 +229,8 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
 
 
 def meets_bar(scores: dict[str, Any] | None) -> bool:
-    """True if a generator's scores reach the "learned" bar (cxr_utils.quality.learned_check)."""
-    from cxr_utils.quality import learned_check
+    """True if a generator's scores reach the "learned" bar (cxr_utils.gan.tracker.learned_check)."""
+    from cxr_utils.gan.tracker import learned_check
 
     return learned_check(scores)[0]
 
@@ -241,7 +246,7 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
     generator too."""
     from cxr_utils.config import GANConfig
     from cxr_utils.errors import UserError
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     olds = [(Path(j), read_json(j)) for j in ([old_jsons] if isinstance(old_jsons, (str, Path)) else old_jsons)]
     out = []
@@ -285,7 +290,7 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
 def _measured_in(entry: dict[str, Any], works: list[Path]) -> Path | None:
     """The run folder under one of `works` that measured `entry`: the one whose best.json is the entry's kept
     generator (its epoch and scores), whatever the folder is named (a name can mean another configuration later)."""
-    from cxr_utils import quality
+    from cxr_utils.gan import tracker as quality
 
     for w in works:
         for folder in sorted(Path(w).iterdir()) if Path(w).is_dir() else []:
@@ -319,7 +324,7 @@ def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
     """--from-partial: the grid and final JSON from the recipes an interrupted run finished (named as such)."""
     from cxr_utils import data
     from cxr_utils.config import RECIPES
-    from cxr_utils.io import atomic_write_json, read_json
+    from cxr_utils.files import atomic_write_json, read_json
 
     out = Path(args.out) if args.out else ROOT / "runs" / "xray_recipes.json"
     part = read_json(out.with_suffix(".partial.json"))
@@ -346,7 +351,7 @@ def finish_partial(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: run, write the JSON atomically, print one line per recipe."""
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", default=None, help="comma-separated recipe names (default: all)")

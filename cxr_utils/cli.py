@@ -199,10 +199,10 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """`train`: config file or the run's saved config, then flags, then --smoke sizes."""
-    from . import io as cio
-    from . import train
+    from . import files as cio
     from .config import GANConfig, smoke_overrides
-    from .runs import config_of
+    from .gan import fit as train
+    from .gan.runs import config_of
 
     run_dir = Path(args.run_dir)
     saved = run_dir / "config.json"
@@ -238,7 +238,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_sample(args: argparse.Namespace) -> int:
     """`sample`: export PNGs + manifest and print where they went."""
-    from . import synthetic
+    from .evaluation import synthetic
 
     t0 = time.perf_counter()
     out = synthetic.export(args.run_dir, args.n_per_class, args.out, seed=args.seed, batch_size=args.batch_size,
@@ -254,13 +254,14 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """`evaluate`: one protocol, results JSON written atomically."""
-    from . import evaluation, report
     from .config import SMOKE
+    from .evaluation import classifier, protocols
+    from .evaluation import tables as report
 
     smoke = bool(args.smoke or SMOKE)
-    cfg = evaluation.eval_config(smoke, args.epochs, args.input_size, args.bootstrap, precision=args.precision,
+    cfg = classifier.eval_config(smoke, args.epochs, args.input_size, args.bootstrap, precision=args.precision,
                                  deterministic=True if args.deterministic else None)
-    res = evaluation.evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
+    res = protocols.evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
                               out=args.out, verbose=_verbosity(), ratio=args.synthetic_ratio,
                               extra={"command": command_line(args, "evaluate"), "smoke": smoke})
     for note in res["notes"]:
@@ -272,8 +273,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_metrics(args: argparse.Namespace) -> int:
     """`metrics`: write generative metrics JSON for a synthetic folder."""
-    from . import generative
     from .config import SMOKE
+    from .evaluation import folder_metrics as generative
 
     res = generative.run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
                                  smoke=bool(args.smoke or SMOKE), out=args.out, command=command_line(args, "metrics"))
@@ -297,9 +298,9 @@ def run_metrics(args: argparse.Namespace) -> int:
 
 def run_study(args: argparse.Namespace) -> int:
     """`study`: the whole notebook-04 evaluation through study.run_study."""
-    from . import study
     from .config import SMOKE
-    from .report import summary_line
+    from .evaluation import study
+    from .evaluation.tables import summary_line
 
     smoke = bool(args.smoke or SMOKE)
     res = study.run_study(args.data, args.synthetic, args.out, protocols=args.protocols,

@@ -16,8 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="write the result JSON here")
     args = ap.parse_args(argv)
-    from cxr_utils.io import atomic_write_json
-    from cxr_utils.report import KAGGLE_TEST, SEED_CLAIM, search_confusion_matrices
+    from cxr_utils.evaluation.tables import KAGGLE_TEST, SEED_CLAIM, search_confusion_matrices
+    from cxr_utils.files import atomic_write_json
 
     res = search_confusion_matrices(**SEED_CLAIM, **KAGGLE_TEST)
     res["source_of_claim"] = "the seed repository's README (VGG16 fine-tuned on GAN images only, Kaggle test split)"

@@ -41,7 +41,7 @@ def write_html(ipynb: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
-    from cxr_utils.io import atomic_write_text
+    from cxr_utils.files import atomic_write_text
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))
     return atomic_write_text(ipynb.with_suffix(".html"), body)

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cxr_utils.io import atomic_write_text  # noqa: E402
+from cxr_utils.files import atomic_write_text  # noqa: E402
 
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/([^/\s\"]+)/([^/\s\"]+)/blob/([^/\s\"]+)/notebooks/"
                    r"([^/\s\"]+\.ipynb)")

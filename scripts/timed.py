@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cxr_utils.io import atomic_write_json  # noqa: E402
+from cxr_utils.files import atomic_write_json  # noqa: E402
 
 
 def _load(path: Path) -> dict:

@@ -29,9 +29,9 @@ def _rel(p: Path) -> str:
 
 
 def section_results() -> str:
-    """VGG16 protocol results (cxr_utils.report.results_markdown)."""
-    from cxr_utils.io import read_json
-    from cxr_utils.report import results_markdown
+    """VGG16 protocol results (cxr_utils.evaluation.tables.results_markdown)."""
+    from cxr_utils.evaluation.tables import results_markdown
+    from cxr_utils.files import read_json
 
     paths = sorted(RESULTS.glob("evaluation-*.json"))
     body = results_markdown(*paths, seed_check=False) if paths else (
@@ -45,7 +45,7 @@ def section_results() -> str:
 
 def section_digits() -> str:
     """Digits train-on-synthetic/test-on-real table from benchmarks/digits_tstr.py JSONs."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     paths = sorted(RESULTS.glob("digits_tstr-seed*.json")) + sorted(RESULTS.glob("digits_tstr-acgan-seed*.json"))
     if not paths:
@@ -79,7 +79,7 @@ def _pair(a: float | None, b: float | None, nd: int = 3) -> str:
 
 def section_label_prior() -> str:
     """Generated-label prior balanced vs data on 1 : 3 digits (benchmarks/digits_imbalanced.py) and the x-ray check."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     p = RESULTS / "digits_imbalanced.json"
     if not p.is_file():
@@ -154,7 +154,7 @@ def section_label_prior() -> str:
 
 def section_digits_vgg16() -> str:
     """The seed's protocol on real digits: VGG16 (ImageNet and random init) TSTR/TRTR beside the logistic regression."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     p = RESULTS / "digits_vgg16.json"
     if not p.is_file():
@@ -182,7 +182,7 @@ def _int(v: float | None) -> str:
 
 
 ARTEFACT_NOTE = ("*Artefact score*: the share of each image's spectral energy at radial frequencies above 3/4 of "
-                 "Nyquist (`cxr_utils.metrics.high_frequency_share`: 2-D power spectrum, mean removed, no window; mean "
+                 "Nyquist (`cxr_utils.metrics.artefacts.high_frequency_share`: 2-D power spectrum, mean removed, no window; mean "
                  "over images), as a multiple of what the held-out real X-rays hold (`hf_share_vs_real` in "
                  "`quality.csv`; 1.0x = as much as real images, a stride-2 checkerboard puts its energy there); "
                  "n/a for rows measured before the score existed.")
@@ -197,7 +197,7 @@ def _artefact(scores: dict) -> str:
 
 def section_xray() -> str:
     """The X-ray recipe table (benchmarks/xray_recipes.py JSON) and its real-vs-SYNTHETIC grid."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     p = RESULTS / "xray_recipes.json"
     if not p.is_file():
@@ -244,7 +244,7 @@ def section_xray() -> str:
 
 def _xray_entry(path: Path, name: str) -> dict | None:
     from cxr_utils.config import GANConfig
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     if not path.is_file():
         return None
@@ -256,7 +256,7 @@ def _xray_entry(path: Path, name: str) -> dict | None:
 def section_generator_upgrade() -> str:
     """Issue 20 before / after: digits (benchmarks/generator_upgrade.py), the sample X-rays (xray_recipes JSONs), the
     default recipe's step and the planned run's cost."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     p = RESULTS / "generator_upgrade.json"
     if not p.is_file():
@@ -342,7 +342,7 @@ def section_generator_upgrade() -> str:
 
 def section_quality() -> str:
     """The quality bars: calibration on real digits and the cost at full scale (benchmarks/quality_bars.py JSON)."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     p = RESULTS / "quality_bars.json"
     if not p.is_file():
@@ -404,7 +404,7 @@ def section_performance() -> str:
 
 def section_export_flush() -> str:
     """One line: what flushing a staged synthetic export costs per PNG, per-file fsync vs one syncfs."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     p = RESULTS / "export_flush.json"
     if not p.is_file():
@@ -421,7 +421,7 @@ def section_export_flush() -> str:
 
 def section_classifier() -> str:
     """The VGG16 classifier on this machine: seconds per epoch by input size and precision, and a short fit's accuracy."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     p = RESULTS / "classifier_precision.json"
     if not p.is_file():
@@ -457,7 +457,7 @@ def section_classifier() -> str:
 
 def section_rehearsal() -> str:
     """The full-scale LOAD TEST's stages and the per-GPU ESTIMATES (benchmarks/rehearsal.py)."""
-    from cxr_utils.io import read_json
+    from cxr_utils.files import read_json
 
     p = RESULTS / "rehearsal.json"
     if not p.is_file():
@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
             print("README.md and docs/ are up to date")
         return 1 if stale else 0
     if stale:
-        from cxr_utils.io import atomic_write_text
+        from cxr_utils.files import atomic_write_text
 
         for doc, new in stale.items():
             atomic_write_text(doc, new)

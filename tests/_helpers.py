@@ -37,16 +37,17 @@ def tiny_generator(seed: int = 0, size: int = 32, channels: int = 3, latent: int
 def protocol_result(protocol: str, y, probs_per_seed, folder: str | None = None, ratio: float | None = None,
                     model: str = "VGG16 random init", **extra) -> dict:
     """A result shaped like evaluation.run_protocol's, from test labels and one probability vector per seed."""
-    from cxr_utils import evaluation as E
+    from cxr_utils.evaluation import protocols
+    from cxr_utils.metrics import classification
 
     y = np.asarray(y)
-    per = [{"seed": s, **E.classification_metrics(y, np.asarray(p)), "stages": [], "test_probs": list(map(float, p))}
+    per = [{"seed": s, **classification.classification_metrics(y, np.asarray(p)), "stages": [], "test_probs": list(map(float, p))}
            for s, p in enumerate(probs_per_seed)]
-    mean, std = E._seed_stats(per, (*E.METRICS, *E.COUNTS))
-    return {"protocol": protocol, "protocol_text": E.PROTOCOL_TEXT[protocol], "model": model,
+    mean, std = protocols._seed_stats(per, (*classification.METRICS, *classification.COUNTS))
+    return {"protocol": protocol, "protocol_text": protocols.PROTOCOL_TEXT[protocol], "model": model,
             "weights": "random init" if "random" in model else "imagenet", "synthetic": folder,
             "synthetic_ratio": ratio, "seeds": list(range(len(per))), "mean": mean, "std": std, "threshold": 0.5,
-            "ci95": E.bootstrap_ci(y, [np.asarray(p) for p in probs_per_seed], 100), "per_seed": per,
+            "ci95": classification.bootstrap_ci(y, [np.asarray(p) for p in probs_per_seed], 100), "per_seed": per,
             "test_labels": y.tolist(), **extra}
 
 

@@ -59,7 +59,7 @@ def offline_keras(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     copy of the ImageNet weights either), as in a sandbox without any network."""
     import keras
 
-    from cxr_utils import imagenet
+    from cxr_utils.metrics import imagenet
 
     def no_network(*a, **k):
         raise OSError("network unreachable (test)")
@@ -79,7 +79,7 @@ def fake_vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for tests of labels and wiring without the network (it is not, and never passes verification as, ImageNet)."""
     import numpy as np
 
-    from cxr_utils import imagenet
+    from cxr_utils.metrics import imagenet
 
     rng = np.random.default_rng(0)
     arrays = []

@@ -317,7 +317,7 @@ def test_loop_measures_train_against_the_bare_step_and_pairs_before_after(sample
     assert bare["images_per_second"] == pytest.approx(10 / bare["seconds_per_step"])
     assert r["ratios"]["loop_vs_bare_step"]["value"] == pytest.approx(tr["images_per_second"] / bare["images_per_second"])
     assert tr["run_folder_bytes"] > 0 and not (tmp_path / "loop" / "loop").exists()  # measured, then removed
-    from cxr_utils import train
+    from cxr_utils.gan import fit as train
 
     assert train.RunCallback.on_epoch_end.__name__ == "on_epoch_end"  # the timing hook is removed again
     ab = tmp_path / "ab.json"

@@ -8,8 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from cxr_utils import build, classifier
 from cxr_utils.errors import UserError
+from cxr_utils.evaluation import classifier
+from cxr_utils.gan import device as build
 
 
 def test_precision_follows_the_gans_rule_and_deterministic_means_fp32(monkeypatch: pytest.MonkeyPatch) -> None:

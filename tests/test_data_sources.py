@@ -180,7 +180,7 @@ def test_failed_rebuild_keeps_old_cache(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt  # a crash half-way through the rebuild: the new .npz bytes are in a temp file
 
-    from cxr_utils import io as cio
+    from cxr_utils import files as cio
 
     monkeypatch.setattr(cio, "fsync_file", boom)
     with pytest.raises(KeyboardInterrupt):

@@ -162,7 +162,7 @@ def test_the_validation_split_chooses_the_exported_generator_when_the_test_split
                                                                                          monkeypatch) -> None:
     """Two real chunks; the curve's probe scores are scripted so that validation prefers chunk 1 and test chunk 2:
     chunk 1's generator must be the one exported, and the reported TSTR must come from its PNGs."""
-    from cxr_utils.io import file_digest
+    from cxr_utils.files import file_digest
 
     b = _bench()
     work = tmp_path / "work"
@@ -185,7 +185,7 @@ def test_the_validation_split_chooses_the_exported_generator_when_the_test_split
     assert [(c["step"], c["tstr_val"], c["tstr"]) for c in res["curve"]] == [(3, 0.90, 0.50), (6, 0.60, 0.95)]
     assert res["selected_step"] == 3 and res["selected_epoch"] == 1 and res["selected_tstr_val"] == 0.90
     assert len(generator_at_point) == 2 and generator_at_point[0] != generator_at_point[1]
-    from cxr_utils.synthetic import read_manifest
+    from cxr_utils.evaluation.synthetic import read_manifest
 
     exported = {r["generator_sha256"] for r in read_manifest(work / "synthetic")}
     assert exported == {generator_at_point[0]}  # chunk 1's generator made the PNGs, not the last (test-best) one
@@ -310,8 +310,8 @@ def test_the_imbalanced_runner_alternates_arms_and_averages_per_digit(tmp_path: 
     monkeypatch.setattr(digits_tstr, "run", fake_run)
     out = tmp_path / "res.json"
     writes = []
-    real_write = __import__("cxr_utils.io", fromlist=["atomic_write_json"]).atomic_write_json
-    monkeypatch.setattr("cxr_utils.io.atomic_write_json", lambda p, d: (writes.append(len(d["runs"])), real_write(p, d)))
+    real_write = __import__("cxr_utils.files", fromlist=["atomic_write_json"]).atomic_write_json
+    monkeypatch.setattr("cxr_utils.files.atomic_write_json", lambda p, d: (writes.append(len(d["runs"])), real_write(p, d)))
     res = r.run((0, 1), steps=6, chunks=1, n_per_class=10, out_path=out, progress=False, g_base_filters=8)
     assert [(c[0], c[1]) for c in calls] == [(0, "balanced"), (0, "data"), (1, "data"), (1, "balanced")]
     assert all(c[2] is True and c[3] is None and c[4] == {"g_base_filters": 8} for c in calls)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_utils import features as F
+from cxr_utils.metrics import features as F
 
 
 def test_random_cnn_extractor_is_fixed_by_its_seed():
@@ -39,7 +39,7 @@ def test_inception_unavailable_offline_falls_back_with_a_note(monkeypatch, tmp_p
 
 
 def test_balanced_class_weight_closed_form() -> None:
-    from cxr_utils.features import balanced_class_weight
+    from cxr_utils.metrics.features import balanced_class_weight
 
     assert balanced_class_weight(np.array([0, 1, 1, 1]), 2) == {0: 2.0, 1: pytest.approx(4 / 6)}
     # three classes, one absent: the present ones weigh n / (K n_c), the absent one 1 (it never occurs in the loss)
@@ -48,7 +48,7 @@ def test_balanced_class_weight_closed_form() -> None:
 
 def test_offline_auto_takes_imagenet_vgg16_and_names_its_copy(monkeypatch, offline_keras, fake_vgg16_weights):
     """InceptionV3 unreachable, the VGG16 offline copy at hand: auto = VGG16 (named with its copy) + domain classifier."""
-    from cxr_utils import imagenet
+    from cxr_utils.metrics import imagenet
 
     monkeypatch.setattr(imagenet, "vgg16_weights", lambda log=print: (fake_vgg16_weights, imagenet.OFFLINE_SOURCE, "note"))
     domain = F.train_domain_classifier(np.zeros((4, 32, 32), np.uint8), np.array([0, 1, 0, 1]), epochs=1)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cxr_utils import gan as G
-from cxr_utils.build import build_gan
 from cxr_utils.config import GANConfig
+from cxr_utils.gan import model as G
+from cxr_utils.gan.checkpoints import get_state, set_state, state_variables
+from cxr_utils.gan.device import build_gan
 
 
 def _cfg(**kw) -> GANConfig:
@@ -137,7 +138,7 @@ def test_the_train_step_draws_its_labels_from_the_prior(label_prior: str, monkey
     "balanced" gives balanced_labels' draw, as before the field existed."""
     import keras
 
-    from cxr_utils.train import make_dataset
+    from cxr_utils.gan.fit import make_dataset
 
     cfg = _cfg(batch_size=10, label_prior=label_prior, diffaugment="")
     y = np.array([0] * 10 + [1] * 30)
@@ -217,7 +218,7 @@ def test_fit_keeps_the_ema_generator_the_decayed_average_of_g() -> None:
     step: a plain copy before ema_start_step, then warm-up d = (1 + t) / (10 + t), then ema_decay."""
     import keras
 
-    from cxr_utils.train import make_dataset
+    from cxr_utils.gan.fit import make_dataset
 
     decay, start = 0.3, 1  # warm-up d: t=0 -> 0.1, 1 -> 0.18, 2 -> 0.25, then capped at 0.3 (t=3: 4/13 > 0.3)
     cfg = _cfg(ema_decay=decay, ema_start_step=start, g_lr=5e-3)  # steps large enough that the lag (~decay x step) shows
@@ -272,21 +273,21 @@ def _batch(cfg: GANConfig):
 def test_train_step_is_a_pure_function_of_state_and_step() -> None:
     cfg = _cfg()
     gan = build_gan(cfg)
-    start = gan.get_state()
+    start = get_state(gan)
     batch = _batch(cfg)
     logs1 = {k: float(v) for k, v in gan.train_step(batch).items()}
-    after1 = gan.get_state()
+    after1 = get_state(gan)
     assert int(after1["step"]) == 1 and int(start["step"]) == 0
     assert not np.array_equal(after1["generator/project/kernel"], start["generator/project/kernel"])
-    gan.set_state(start)
+    set_state(gan, start)
     for m in gan.metrics:
         m.reset_state()
     logs2 = {k: float(v) for k, v in gan.train_step(batch).items()}
-    after2 = gan.get_state()
+    after2 = get_state(gan)
     assert logs1 == logs2
     assert all(np.array_equal(after1[k], after2[k]) for k in after1)  # same noise, labels and augmentation
     # another step number draws differently: same weights, same batch, only the step changed -> other losses
-    gan.set_state({**start, "step": np.int64(1)})
+    set_state(gan, {**start, "step": np.int64(1)})
     for m in gan.metrics:
         m.reset_state()
     logs3 = {k: float(v) for k, v in gan.train_step(batch).items()}
@@ -296,7 +297,7 @@ def test_train_step_is_a_pure_function_of_state_and_step() -> None:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_state_is_keyed_by_path_and_covers_every_variable(precision: str) -> None:
     gan = build_gan(_cfg(), precision)
-    variables = gan.state_variables()
+    variables = state_variables(gan)
     # every model and optimizer variable exactly once (learning rates excluded: the config rules them)
     models = [v for m in (gan.generator, gan.discriminator, gan.ema_generator) for v in m.variables]
     opts = [v for o in (gan.g_optimizer, gan.d_optimizer) for v in o.variables if v.name != "learning_rate"]
@@ -316,21 +317,21 @@ def test_state_is_keyed_by_path_and_covers_every_variable(precision: str) -> Non
 
 def test_set_state_rejects_other_models_and_reports_loss_scale_changes() -> None:
     gan = build_gan(_cfg())
-    state = gan.get_state()
+    state = get_state(gan)
     other = build_gan(_cfg(g_base_filters=8))
     with pytest.raises(ValueError, match="shape"):
-        other.set_state(state)
+        set_state(other, state)
     with pytest.raises(ValueError, match="lacks 1 variables .*generator/project/kernel"):
-        gan.set_state({k: v for k, v in state.items() if k != "generator/project/kernel"})
+        set_state(gan, {k: v for k, v in state.items() if k != "generator/project/kernel"})
     with pytest.raises(ValueError, match="has 1 variables this model lacks .*generator/extra/kernel"):
-        gan.set_state({**state, "generator/extra/kernel": np.zeros(3, np.float32)})
+        set_state(gan, {**state, "generator/extra/kernel": np.zeros(3, np.float32)})
     # fp32 state into an fp16 model: the loss-scale state is created; back: it is dropped, with its values
     fp16 = build_gan(_cfg(), "fp16")
-    diff = fp16.set_state(state)
+    diff = set_state(fp16, state)
     assert diff["dropped"] == {} and float(diff["created"]["g_opt/loss_scale/dynamic_scale"]) == 2.0**15
-    back = fp16.get_state()
+    back = get_state(fp16)
     assert all(np.array_equal(back[k], state[k]) for k in state)
-    assert set(gan.set_state(back)["dropped"]) == {k for k in back if "/loss_scale/" in k}
+    assert set(set_state(gan, back)["dropped"]) == {k for k in back if "/loss_scale/" in k}
 
 
 def test_fixed_noise_is_fixed_and_class_blocked() -> None:
@@ -343,7 +344,7 @@ def test_fixed_noise_is_fixed_and_class_blocked() -> None:
 
 
 def test_mode_seeking_loss_closed_form_pairs_only_same_class_neighbours() -> None:
-    from cxr_utils.gan import mode_seeking_loss
+    from cxr_utils.gan.model import mode_seeking_loss
 
     # labels 1, 0, 1, 0 -> sorted order (1, 3, 0, 2); partner = roll by 1 -> (2, 1, 3, 0);
     # same-class pairs: (3, 1) and (2, 0); (1, 2) and (0, 3) cross classes and are masked out
@@ -361,12 +362,12 @@ def test_r1_penalty_adds_half_gamma_times_mean_squared_input_gradient_to_d_loss(
     cfg = _cfg(diffaugment="")  # D sees the batch as given, so the penalty can be recomputed outside
     x, y = _batch(cfg)
     plain = build_gan(cfg)
-    start = plain.get_state()
+    start = get_state(plain)
     d_loss_plain = float(plain.train_step((x, y))["d_loss"])
     penalised = build_gan(cfg.replace(r1_gamma=10.0))
-    penalised.set_state(start)
+    set_state(penalised, start)
     # the penalty, computed independently on the starting discriminator
-    plain.set_state(start)
+    set_state(plain, start)
     with tf.GradientTape() as tape:
         tape.watch(x)
         score, _ = plain.discriminator([x, y], training=True)
@@ -400,7 +401,7 @@ def test_issue_20_models_have_unique_checkpoint_keys_and_round_trip(precision: s
     cfg = _cfg(norm="none", projection=True, spectral_all=True, g_norm="class_layer", g_upsample="upsample",
                adv_loss="hinge", g_class_loss_weight=0.0)
     gan = build_gan(cfg, precision)
-    variables = gan.state_variables()
+    variables = state_variables(gan)
     models = [v for m in (gan.generator, gan.discriminator, gan.ema_generator) for v in m.variables]
     opts = [v for o in (gan.g_optimizer, gan.d_optimizer) for v in o.variables if v.name != "learning_rate"]
     assert sorted(map(id, variables.values())) == sorted(map(id, [gan.step, *models, *opts]))
@@ -415,7 +416,7 @@ def test_issue_20_models_have_unique_checkpoint_keys_and_round_trip(precision: s
         return
     x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 1)).astype("float32")
     gan.fit(tf.data.Dataset.from_tensors((x, np.array([0, 1, 0, 1], "int32"))).repeat(2), epochs=1, verbose=0)
-    state = gan.get_state()
+    state = get_state(gan)
     fresh = build_gan(cfg, precision)
-    fresh.set_state(state)
-    assert all(np.array_equal(state[k], v) for k, v in fresh.get_state().items())
+    set_state(fresh, state)
+    assert all(np.array_equal(state[k], v) for k, v in get_state(fresh).items())

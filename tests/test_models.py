@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 from cxr_utils.config import GANConfig
-from cxr_utils.models import build_discriminator, build_generator, discriminator_filters, generator_filters
+from cxr_utils.gan.networks import build_discriminator, build_generator, discriminator_filters, generator_filters
 
 
 def _cfg(**kw) -> GANConfig:
@@ -77,7 +77,7 @@ def test_mixed_precision_keeps_outputs_float32() -> None:
 
 
 def test_minibatch_std_layer_closed_form_and_safe_mode_roundtrip(tmp_path) -> None:
-    from cxr_utils.models import MinibatchStdDev
+    from cxr_utils.gan.networks import MinibatchStdDev
 
     x = np.stack([np.zeros((2, 2, 3)), np.full((2, 2, 3), 2.0)]).astype("float32")  # per-feature std over batch = 1
     y = ops.convert_to_numpy(MinibatchStdDev()(x))
@@ -178,7 +178,7 @@ def test_the_default_recipe_conditions_every_generator_block_on_the_class() -> N
 
 
 def test_class_affine_closed_form_starts_as_identity_and_survives_safe_mode(tmp_path) -> None:
-    from cxr_utils.models import ClassAffine
+    from cxr_utils.gan.networks import ClassAffine
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 4, 4, 5)).astype("float32")

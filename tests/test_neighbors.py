@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_utils import neighbors
+from cxr_utils.metrics import neighbors
 
 
 def test_pairwise_distances_in_chunks_and_on_integer_features():

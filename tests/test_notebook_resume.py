@@ -27,8 +27,8 @@ def test_rerunning_notebook_02_resumes_the_run(sample_data_dir: Path, tmp_path: 
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    from cxr_utils.checkpoints import Checkpoints
-    from cxr_utils.train import read_metrics
+    from cxr_utils.gan.checkpoints import Checkpoints
+    from cxr_utils.gan.fit import read_metrics
 
     monkeypatch.setenv("CXR_SMOKE", "1")  # smoke sizes, same code path
     data_dir = tmp_path / "data"
@@ -70,7 +70,8 @@ def test_rerunning_notebook_04_after_an_interrupt_resumes_the_study(sample_npz: 
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    from cxr_utils import io, study
+    from cxr_utils import files as io
+    from cxr_utils.evaluation import study
 
     monkeypatch.setenv("CXR_SMOKE", "1")
     work = tmp_path / "work"

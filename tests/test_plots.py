@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_utils import evaluation as E
-from cxr_utils import plots
+from cxr_utils import drawing
 from cxr_utils.config import CLASS_NAMES
+from cxr_utils.evaluation import charts
+from cxr_utils.metrics import classification as E
 
 RANDOM = "VGG16 random init"
 IMAGENET = "VGG16 ImageNet"
@@ -37,7 +38,7 @@ def _title(fig) -> str:
 
 
 def test_confusion_heatmap_cells_rows_true_columns_predicted():
-    fig = plots.confusion_heatmap(_result(RANDOM, counts=(5, 1, 2, 7)))
+    fig = charts.confusion_heatmap(_result(RANDOM, counts=(5, 1, 2, 7)))
     ax = fig.axes[0]
     # seaborn writes each count at the centre of its cell: (column + 0.5, row + 0.5) in data coordinates
     cells = {(int(t.get_position()[1]), int(t.get_position()[0])): t.get_text() for t in ax.texts}
@@ -48,15 +49,15 @@ def test_confusion_heatmap_cells_rows_true_columns_predicted():
     # (true, predicted): NORMAL->NORMAL tn, NORMAL->PNEUMONIA fp, PNEUMONIA->NORMAL fn, PNEUMONIA->PNEUMONIA tp
     assert cells == {(0, 0): "5", (0, 1): "1", (1, 0): "2", (1, 1): "7"}
     assert "random init" in ax.get_title() and "seed 3" in ax.get_title() and ax.get_title().startswith("tstr")
-    plots.plt.close(fig)
+    drawing.close(fig)
 
 
 @pytest.mark.parametrize("figure", ["confusion_heatmap", "roc_curves", "classifier_history", "protocol_comparison"])
 def test_every_evaluation_figure_says_random_init_when_the_result_does(figure):
     def draw(*results):
         if figure in ("roc_curves", "protocol_comparison"):
-            return getattr(plots, figure)(list(results))
-        return getattr(plots, figure)(results[0])
+            return getattr(charts, figure)(list(results))
+        return getattr(charts, figure)(results[0])
 
     rnd = draw(_result(RANDOM), _result(RANDOM, protocol="trtr"))
     assert "random init" in _title(rnd), _title(rnd)
@@ -65,15 +66,15 @@ def test_every_evaluation_figure_says_random_init_when_the_result_does(figure):
     if figure in ("roc_curves", "protocol_comparison"):  # one random-init result among ImageNet ones is still named
         mixed = draw(_result(IMAGENET), _result(RANDOM, protocol="trtr"))
         assert "random init" in _title(mixed) and "ImageNet" in _title(mixed), _title(mixed)
-        plots.plt.close(mixed)
-    plots.plt.close(rnd)
-    plots.plt.close(img)
+        drawing.close(mixed)
+    drawing.close(rnd)
+    drawing.close(img)
 
 
 def test_nearest_figure_pairs_each_synthetic_with_its_neighbour() -> None:
     real = np.stack([np.zeros((4, 4)), np.full((4, 4), 255)]).astype(np.uint8)
     syn = np.stack([real[1], np.full((4, 4), 51)]).astype(np.uint8)
-    fig = plots.nearest_figure(syn, np.array([1, 0]), real, np.array([0, 1]), CLASS_NAMES, reference=1.0)
+    fig = charts.nearest_figure(syn, np.array([1, 0]), real, np.array([0, 1]), CLASS_NAMES, reference=1.0)
     titles = [ax.get_title() for ax in fig.axes]
     assert len(fig.axes) == 4
     assert titles[:2] == ["syn PNEUMONIA\nd=0.000", "syn NORMAL\nd=0.200"]
@@ -84,7 +85,7 @@ def test_nearest_figure_pairs_each_synthetic_with_its_neighbour() -> None:
 def _study(model: str = RANDOM, ratios=(0.5, 1.0)):
     from _helpers import study_results
 
-    from cxr_utils import study
+    from cxr_utils.evaluation import study
 
     results = study_results(model=model, ratios=ratios)
     return results, study.compare_to_trtr(results, n_boot=100)
@@ -92,7 +93,7 @@ def _study(model: str = RANDOM, ratios=(0.5, 1.0)):
 
 def test_paired_differences_draws_each_entry_and_the_pooled_runs_with_their_intervals():
     results, across = _study()
-    fig = plots.paired_differences(results, across)
+    fig = charts.paired_differences(results, across)
     ax = fig.axes[0]  # accuracy
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == ["tstr x0.5 [run 1]", "tstr x0.5 [run 2]", "tstr x0.5, 2 runs pooled",
@@ -101,7 +102,7 @@ def test_paired_differences_draws_each_entry_and_the_pooled_runs_with_their_inte
                       "augment x1 [run 1]", "augment x1 [run 2]", "augment x1, 2 runs pooled"]
     expected = [r["vs_trtr"] for r in results[1:]]
     folders = list(dict.fromkeys(r["synthetic"] for r in results[1:]))
-    by_label = {plots.entry_label(r, folders): r["vs_trtr"] for r in results[1:]}
+    by_label = {charts.entry_label(r, folders): r["vs_trtr"] for r in results[1:]}
     by_label.update({f"{a['protocol']} x{a['synthetic_ratio']:g}, 2 runs pooled": a["vs_trtr_pooled"] for a in across})
     drawn = {}
     ticks = {round(t, 6): lab for t, lab in zip(ax.get_yticks(), labels, strict=True)}
@@ -114,15 +115,15 @@ def test_paired_differences_draws_each_entry_and_the_pooled_runs_with_their_inte
         d, (lo, hi) = vs["difference"]["accuracy"], vs["ci95"]["accuracy"]
         assert drawn[label] == pytest.approx((100 * d, 100 * lo, 100 * hi)), label
     assert "random init" in _title(fig) and "paired bootstrap 95% interval" in _title(fig)
-    plots.plt.close(fig)
-    img = plots.paired_differences(*_study(IMAGENET))
+    drawing.close(fig)
+    img = charts.paired_differences(*_study(IMAGENET))
     assert "ImageNet" in _title(img) and "random init" not in _title(img)
-    plots.plt.close(img)
+    drawing.close(img)
 
 
 def test_ratio_sweep_puts_trtr_at_ratio_zero_of_augment_and_no_tstr_point_there():
     results, across = _study(ratios=(0.5, 1.0, 2.0))
-    fig = plots.ratio_sweep(results, across)
+    fig = charts.ratio_sweep(results, across)
     top, bottom = fig.axes[0], fig.axes[2]  # accuracy: levels, then difference from trtr
     lines = {ln.get_label(): ln for ln in top.get_lines() if not ln.get_label().startswith("_")}
     trtr = results[0]["mean"]["accuracy"]
@@ -135,4 +136,4 @@ def test_ratio_sweep_puts_trtr_at_ratio_zero_of_augment_and_no_tstr_point_there(
     diffs = [ln for ln in bottom.get_lines() if len(ln.get_xdata()) > 1 and ln.get_color() == aug.get_color()]
     assert diffs[-1].get_ydata()[0] == 0.0  # its difference from trtr there: 0 by construction
     assert "random init" in _title(fig)
-    plots.plt.close(fig)
+    drawing.close(fig)

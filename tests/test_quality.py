@@ -7,7 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_utils import quality as Q
+from cxr_utils import drawing
+from cxr_utils.gan import probe as gan_probe
+from cxr_utils.gan import tracker
+from cxr_utils.metrics import real_baseline, sample_scores
 
 S = 16
 NAMES = ("NORMAL", "PNEUMONIA")
@@ -34,13 +37,13 @@ def _brightness_classifier():
     return keras.Model(inp, out)
 
 
-def _probe(x: np.ndarray, y: np.ndarray, n_per_class: int) -> Q.QualityProbe:
-    from cxr_utils.features import domain_extractor
+def _probe(x: np.ndarray, y: np.ndarray, n_per_class: int) -> gan_probe.QualityProbe:
+    from cxr_utils.metrics.features import domain_extractor
 
     labels = np.repeat(np.arange(2, dtype=np.int32), n_per_class)
     clf = _brightness_classifier()
     ex = domain_extractor(clf)
-    return Q.QualityProbe(NAMES, x, y, y, ex(x), "the train images themselves (test)", clf, ex,
+    return gan_probe.QualityProbe(NAMES, x, y, y, ex(x), "the train images themselves (test)", clf, ex,
                           np.zeros((len(labels), 4), np.float32), labels, seed=0)
 
 
@@ -49,18 +52,18 @@ def test_diversity_and_coverage_closed_form() -> None:
     # the real set against itself, each image repeated: the per-pixel (population) std is unchanged -> exactly 1
     rep = np.repeat(x, 4, axis=0)
     yrep = np.repeat(y, 4)
-    assert Q.diversity(rep, yrep, x, y, 2) == [pytest.approx(1.0, abs=1e-12)] * 2
-    assert Q.train_coverage(rep, yrep, x, y, 2) == ([4, 4], [4, 4])
+    assert sample_scores.diversity(rep, yrep, x, y, 2) == [pytest.approx(1.0, abs=1e-12)] * 2
+    assert sample_scores.train_coverage(rep, yrep, x, y, 2) == ([4, 4], [4, 4])
     # collapsed: one image per class -> no spread, one training image covered per class
     col = np.concatenate([np.repeat(x[:1], 5, axis=0), np.repeat(x[4:5], 5, axis=0)])
     ycol = np.repeat([0, 1], 5)
-    assert Q.diversity(col, ycol, x, y, 2) == [0.0, 0.0]
-    assert Q.train_coverage(col, ycol, x, y, 2) == ([1, 1], [4, 4])
+    assert sample_scores.diversity(col, ycol, x, y, 2) == [0.0, 0.0]
+    assert sample_scores.train_coverage(col, ycol, x, y, 2) == ([1, 1], [4, 4])
     # half the spread: images pulled half-way to the class mean
     half = np.concatenate([(x[y == c].astype(float) + x[y == c].mean(0)) / 2 for c in (0, 1)])
-    assert Q.diversity(half, y, x, y, 2) == [pytest.approx(0.5), pytest.approx(0.5)]
+    assert sample_scores.diversity(half, y, x, y, 2) == [pytest.approx(0.5), pytest.approx(0.5)]
     # a class with fewer than 2 images has no spread to compare
-    assert Q.diversity(x[:5], y[:5], x, y, 2)[1] is None
+    assert sample_scores.diversity(x[:5], y[:5], x, y, 2)[1] is None
 
 
 def test_probe_scores_set_against_itself_collapsed_and_wrong_class() -> None:
@@ -72,14 +75,14 @@ def test_probe_scores_set_against_itself_collapsed_and_wrong_class() -> None:
     assert same["precision"] == same["recall"] == same["coverage"] == 1.0
     # every KID subset holds all 8 (4 per class) images, so KID is the unbiased MMD^2 of the features with themselves
     # (<= 0: the estimator assumes two independent samples)
-    from cxr_utils.metrics import mmd2_unbiased
+    from cxr_utils.metrics.distributions import mmd2_unbiased
 
     assert same["kid"] == pytest.approx(mmd2_unbiased(probe.ref_feats, probe.ref_feats)) and same["kid"] <= 0
-    assert Q.collapse_alarm({**same, "epoch": 1}) is None
+    assert tracker.collapse_alarm({**same, "epoch": 1}) is None
 
     collapsed = probe.score_images(np.concatenate([np.repeat(x[:1], 4, axis=0), np.repeat(x[4:5], 4, axis=0)]))
     assert collapsed["diversity"] == 0.0 and collapsed["train_covered"] == 2 and collapsed["fidelity"] == 1.0
-    alarm = Q.collapse_alarm({**collapsed, "epoch": 7})
+    alarm = tracker.collapse_alarm({**collapsed, "epoch": 7})
     assert alarm and alarm.startswith("quality alarm at epoch 7") and "diversity 0.00" in alarm and "2 of 8" in alarm
     assert "--recipe" in alarm and "fewer epochs" in alarm and "augmentation" in alarm
     # per class, 4 copies of one image: their k-NN radius (k = 3) is 0, so no real image is "recalled"
@@ -91,10 +94,10 @@ def test_probe_scores_set_against_itself_collapsed_and_wrong_class() -> None:
 
 
 def test_alarm_thresholds_are_strict() -> None:
-    ok = {"epoch": 1, "diversity": Q.ALARM_DIVERSITY, "train_coverage": Q.ALARM_TRAIN_COVERAGE}
-    assert Q.collapse_alarm(ok) is None  # at the threshold: no alarm
-    assert "diversity" in Q.collapse_alarm({**ok, "diversity": Q.ALARM_DIVERSITY - 0.01})
-    low = Q.collapse_alarm({**ok, "train_coverage": 0.2, "train_covered": 2, "train_images": 10})
+    ok = {"epoch": 1, "diversity": tracker.ALARM_DIVERSITY, "train_coverage": tracker.ALARM_TRAIN_COVERAGE}
+    assert tracker.collapse_alarm(ok) is None  # at the threshold: no alarm
+    assert "diversity" in tracker.collapse_alarm({**ok, "diversity": tracker.ALARM_DIVERSITY - 0.01})
+    low = tracker.collapse_alarm({**ok, "train_coverage": 0.2, "train_covered": 2, "train_images": 10})
     assert "only 2 of 10 training images" in low
 
 
@@ -107,33 +110,33 @@ def test_select_best_rule() -> None:
         {"epoch": 5, "kid": 0.03, "fidelity": 0.9, "alarm": ""},  # ties with 4: the later epoch wins
         {"epoch": 6, "kid": "", "fidelity": 0.9, "alarm": ""},  # unscored
     ]
-    assert Q.select_best(rows)["epoch"] == 5
-    assert Q.select_best(rows[:4])["epoch"] == 4
+    assert tracker.select_best(rows)["epoch"] == 5
+    assert tracker.select_best(rows[:4])["epoch"] == 4
     # nothing passes the gates: the lowest KID of all, so a run always keeps something
-    assert Q.select_best(rows[:2])["epoch"] == 1
-    assert Q.select_best([]) is None and Q.select_best(rows[5:]) is None
+    assert tracker.select_best(rows[:2])["epoch"] == 1
+    assert tracker.select_best([]) is None and tracker.select_best(rows[5:]) is None
     # rows read back from quality.csv are strings
-    assert Q.select_best([{k: str(v) for k, v in r.items()} for r in rows])["epoch"] == "5"
+    assert tracker.select_best([{k: str(v) for k, v in r.items()} for r in rows])["epoch"] == "5"
 
 
 def test_the_fidelity_gate_is_halfway_from_chance_to_perfect() -> None:
-    assert Q.min_fidelity(2) == 0.75 and Q.min_fidelity(10) == pytest.approx(0.55) and Q.MIN_FIDELITY == 0.75
+    assert tracker.min_fidelity(2) == 0.75 and tracker.min_fidelity(10) == pytest.approx(0.55) and tracker.MIN_FIDELITY == 0.75
     # the sample run of issue 14: the lowest KID (4 val images) belonged to step 500's blurred blobs, labelled as
     # intended only at chance level; the gate keeps the class-faithful step 1000 instead
     rows = [{"epoch": 500, "kid": -0.267, "fidelity": 0.566, "alarm": ""},
             {"epoch": 1000, "kid": -0.194, "fidelity": 0.879, "alarm": ""},
             {"epoch": 1500, "kid": 0.125, "fidelity": 0.988, "alarm": ""}]
-    assert Q.select_best(rows)["epoch"] == 1000
+    assert tracker.select_best(rows)["epoch"] == 1000
     # ten classes (chance 0.1): 0.566 is well above chance and passes
-    assert Q.select_best(rows, num_classes=10)["epoch"] == 500
+    assert tracker.select_best(rows, num_classes=10)["epoch"] == 500
 
 
 def test_eval_schedule() -> None:
-    assert Q.eval_interval(-1, 10) == 0 and Q.eval_interval(3, 10) == 3
-    assert Q.eval_interval(0, 1) == Q.AUTO_EVAL_STEPS and Q.eval_interval(0, 66) == round(Q.AUTO_EVAL_STEPS / 66)
-    assert Q.eval_interval(0, 10_000) == 1
-    assert [e for e in range(1, 11) if Q.is_eval_epoch(e, 4, 10)] == [4, 8, 10]  # the last epoch always
-    assert not any(Q.is_eval_epoch(e, 0, 10) for e in range(1, 11))
+    assert tracker.eval_interval(-1, 10) == 0 and tracker.eval_interval(3, 10) == 3
+    assert tracker.eval_interval(0, 1) == tracker.AUTO_EVAL_STEPS and tracker.eval_interval(0, 66) == round(tracker.AUTO_EVAL_STEPS / 66)
+    assert tracker.eval_interval(0, 10_000) == 1
+    assert [e for e in range(1, 11) if tracker.is_eval_epoch(e, 4, 10)] == [4, 8, 10]  # the last epoch always
+    assert not any(tracker.is_eval_epoch(e, 0, 10) for e in range(1, 11))
 
 
 def _cfg(**over):
@@ -148,26 +151,26 @@ def _cfg(**over):
 def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_npz, tmp_path) -> None:
     import keras
 
-    from cxr_utils import train
+    from cxr_utils.gan import fit as train
 
     run = tmp_path / "run"
     out = train.train_from_npz(sample_npz, run, _cfg(), progress=0, show_samples=False)
-    rows = Q.read_rows(run / Q.QUALITY_FILE)
+    rows = tracker.read_rows(run / tracker.QUALITY_FILE)
     assert [int(r["epoch"]) for r in rows] == [2, 4] and [int(r["step"]) for r in rows] == [4, 8]
     assert {r["reference"] for r in rows} == {"val split (4 images)"}
     assert {r["n_per_class"] for r in rows} == {"8"}
     for r in rows:
         assert 0 <= float(r["train_coverage"]) <= 1 and 0 <= float(r["fidelity"]) <= 1 and float(r["diversity"]) >= 0
-    best = Q.load_best(run)
-    assert best["epoch"] == int(Q.select_best(rows)["epoch"]) and out["best"] == best
+    best = tracker.load_best(run)
+    assert best["epoch"] == int(tracker.select_best(rows)["epoch"]) and out["best"] == best
     assert out["quality"]["epoch"] == 4
     # the kept file is that epoch's EMA generator: re-scored with the same probe it gives the recorded row
     x, y = __import__("cxr_utils").data.load(sample_npz).subset("train")
     xv, yv = __import__("cxr_utils").data.load(sample_npz).subset("val")
-    probe = Q.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 8, 3,
-                          classifier_path=run / Q.CLASSIFIER_FILE,
+    probe = gan_probe.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 8, 3,
+                          classifier_path=run / tracker.CLASSIFIER_FILE,
                           coverage_keep=train.cap_per_class(y, 8, 3), baseline_path=tmp_path / "recomputed.json")
-    g = keras.models.load_model(run / Q.BEST_FILE, safe_mode=True, compile=False)
+    g = keras.models.load_model(run / tracker.BEST_FILE, safe_mode=True, compile=False)
     again = probe.score(g)
     row = next(r for r in rows if int(r["epoch"]) == best["epoch"])
     for k in ("diversity", "train_coverage", "fidelity", "kid", "kid_balanced", "diversity_vs_real", "fidelity_vs_real"):
@@ -176,9 +179,9 @@ def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_
     assert any(p.name.startswith("events") for p in (run / "tb").rglob("*"))
     # the real-vs-real baseline: in the run folder once, the same when recomputed with the run's classifier; the
     # sample's 2 + 2 val images stand in (ratios recorded) but are too few to judge by, and every row says so
-    assert Q.load_baseline(run) == probe.baseline and probe.baseline["sides"]["train"]["per_class"] == {"NORMAL": 2,
+    assert tracker.load_baseline(run) == probe.baseline and probe.baseline["sides"]["train"]["per_class"] == {"NORMAL": 2,
                                                                                                       "PNEUMONIA": 2}
-    assert (tmp_path / "recomputed.json").read_bytes() == (run / Q.BASELINE_FILE).read_bytes()
+    assert (tmp_path / "recomputed.json").read_bytes() == (run / real_baseline.BASELINE_FILE).read_bytes()
     assert {r["bars"] for r in rows} == {"fixed: " + probe.baseline["fallback"]}
     # 2 val images per class cannot be split into stand-ins and a reference: no KID / PRDC baseline on the sample
     assert "missing" in probe.baseline["sides"]["reference"] and {r["kid_real"] for r in rows} == {""}
@@ -186,10 +189,10 @@ def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_
 
 
 def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_npz, tmp_path, monkeypatch) -> None:
-    from cxr_utils import train
+    from cxr_utils.gan import fit as train
 
     run = tmp_path / "run"
-    real_score = Q.QualityProbe.score
+    real_score = gan_probe.QualityProbe.score
     calls = {"n": 0}
 
     def failing_second(self, generator):
@@ -198,30 +201,30 @@ def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_n
             raise RuntimeError("simulated crash inside the epoch-4 evaluation")
         return real_score(self, generator)
 
-    monkeypatch.setattr(Q.QualityProbe, "score", failing_second)
+    monkeypatch.setattr(gan_probe.QualityProbe, "score", failing_second)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train.train_from_npz(sample_npz, run, _cfg(epochs=6), progress=0, show_samples=False)
-    assert [int(r["epoch"]) for r in Q.read_rows(run / Q.QUALITY_FILE)] == [2]
+    assert [int(r["epoch"]) for r in tracker.read_rows(run / tracker.QUALITY_FILE)] == [2]
     assert (run / "checkpoints" / "ckpt-0004.npz").is_file()  # the evaluated epoch was checkpointed first
-    monkeypatch.setattr(Q.QualityProbe, "score", real_score)
-    baseline = (run / Q.BASELINE_FILE).read_bytes()
+    monkeypatch.setattr(gan_probe.QualityProbe, "score", real_score)
+    baseline = (run / real_baseline.BASELINE_FILE).read_bytes()
     out = train.train_from_npz(sample_npz, run, _cfg(epochs=6), resume=True, progress=0, show_samples=False)
     assert out["resumed_from_epoch"] == 4
-    rows = Q.read_rows(run / Q.QUALITY_FILE)
+    rows = tracker.read_rows(run / tracker.QUALITY_FILE)
     assert [int(r["epoch"]) for r in rows] == [2, 4, 6]  # epoch 4 caught up on resume, nothing twice
-    assert Q.load_best(run)["epoch"] == int(Q.select_best(rows)["epoch"])
+    assert tracker.load_best(run)["epoch"] == int(tracker.select_best(rows)["epoch"])
     # the resume read the run's baseline back: the file is untouched and every row is set beside the same numbers
-    assert (run / Q.BASELINE_FILE).read_bytes() == baseline
+    assert (run / real_baseline.BASELINE_FILE).read_bytes() == baseline
     assert len({(r["kid_real"], r["kid_balanced_real"], r["bars"]) for r in rows}) == 1
 
 
 def test_learned_check_bar() -> None:
-    ok, line = Q.learned_check({"diversity": 0.45, "train_coverage": 0.7, "train_covered": 7, "train_images": 10})
+    ok, line = tracker.learned_check({"diversity": 0.45, "train_coverage": 0.7, "train_covered": 7, "train_images": 10})
     assert ok and line.startswith("learned:") and "0.45" in line and "7 of 10" in line
-    ok, line = Q.learned_check({"diversity": 0.45, "train_coverage": 0.6, "train_covered": 6, "train_images": 10})
+    ok, line = tracker.learned_check({"diversity": 0.45, "train_coverage": 0.6, "train_covered": 6, "train_images": 10})
     assert not ok and line.startswith("NOT learned") and "6 of 10" in line
-    assert not Q.learned_check({"diversity": 0.39, "train_coverage": 1.0, "train_covered": 10, "train_images": 10})[0]
-    assert Q.learned_check(None) == (False, "no quality evaluation recorded (quality tracking off?)")
+    assert not tracker.learned_check({"diversity": 0.39, "train_coverage": 1.0, "train_covered": 10, "train_images": 10})[0]
+    assert tracker.learned_check(None) == (False, "no quality evaluation recorded (quality tracking off?)")
 
 
 class _ScriptedProbe:
@@ -258,7 +261,7 @@ def _scores(d: float, kid: float, cov: float = 0.8) -> dict:
 def test_tracker_alarm_lines_best_saves_and_reconcile(tmp_path) -> None:
     lines: list[str] = []
     probe = _ScriptedProbe([_scores(0.5, 0.3), _scores(0.1, 0.01), _scores(0.1, 0.2), _scores(0.5, 0.1)])
-    t = Q.QualityTracker(tmp_path, probe, interval=1, last_epoch=4, log=lines.append)
+    t = tracker.QualityTracker(tmp_path, probe, interval=1, last_epoch=4, log=lines.append)
     g = _FakeGenerator()
     for e in (1, 2, 3, 4):
         t.evaluate(e, e * 10, g)
@@ -266,21 +269,21 @@ def test_tracker_alarm_lines_best_saves_and_reconcile(tmp_path) -> None:
     assert [ln.split(":")[0] for ln in alarms] == ["quality alarm at epoch 2"]  # the whole line once, when it starts
     assert sum("[quality alarm continues]" in ln for ln in lines) == 1 and "quality alarm cleared at epoch 4" in lines
     # epoch 2 has the lowest KID but is alarmed: the kept generator is epoch 1, then epoch 4 (lower KID, no alarm)
-    assert len(g.saved) == 2 and Q.load_best(tmp_path)["epoch"] == 4
-    assert [int(r["epoch"]) for r in Q.read_rows(tmp_path / Q.QUALITY_FILE)] == [1, 2, 3, 4]
-    lines = Q.describe_run(tmp_path)  # the last evaluation has no alarm: none is shown
+    assert len(g.saved) == 2 and tracker.load_best(tmp_path)["epoch"] == 4
+    assert [int(r["epoch"]) for r in tracker.read_rows(tmp_path / tracker.QUALITY_FILE)] == [1, 2, 3, 4]
+    lines = tracker.describe_run(tmp_path)  # the last evaluation has no alarm: none is shown
     assert not any(ln.startswith("quality alarm") for ln in lines) and lines[-1].startswith("learned")
 
     # a kill between epoch 4's row and its best-save, resumed from epoch 4's checkpoint: the best is saved then
-    (tmp_path / Q.BEST_JSON).unlink()
+    (tmp_path / tracker.BEST_JSON).unlink()
     g2 = _FakeGenerator()
-    Q.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=6, log=lines.append).reconcile(4, 40, g2)
-    assert len(g2.saved) == 1 and Q.load_best(tmp_path)["epoch"] == 4
+    tracker.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=6, log=lines.append).reconcile(4, 40, g2)
+    assert len(g2.saved) == 1 and tracker.load_best(tmp_path)["epoch"] == 4
     # a resume from epoch 2 (newer checkpoints lost): epoch 4's best file belongs to re-run epochs and is removed
     g3 = _FakeGenerator()
-    Q.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=6, log=lines.append).reconcile(2, 20, g3)
-    assert [int(r["epoch"]) for r in Q.read_rows(tmp_path / Q.QUALITY_FILE)] == [1, 2]
-    assert not g3.saved and Q.load_best(tmp_path) is None and not (tmp_path / Q.BEST_FILE).exists()
+    tracker.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=6, log=lines.append).reconcile(2, 20, g3)
+    assert [int(r["epoch"]) for r in tracker.read_rows(tmp_path / tracker.QUALITY_FILE)] == [1, 2]
+    assert not g3.saved and tracker.load_best(tmp_path) is None and not (tmp_path / tracker.BEST_FILE).exists()
     assert any("belonged to epochs this resume re-runs" in ln for ln in lines)
 
 
@@ -291,27 +294,28 @@ def test_tracker_gates_fidelity_by_its_probes_class_count(tmp_path) -> None:
         run = tmp_path / str(len(names))
         probe = _ScriptedProbe([low, high])
         probe.class_names = names
-        t = Q.QualityTracker(run, probe, interval=1, last_epoch=2, log=lambda _: None)
+        t = tracker.QualityTracker(run, probe, interval=1, last_epoch=2, log=lambda _: None)
         for e in (1, 2):
             t.evaluate(e, e, _FakeGenerator())
-        assert Q.load_best(run)["epoch"] == kept
-        assert f"fidelity >= {Q.min_fidelity(len(names)):.3g}" in Q.load_best(run)["rule"]
+        assert tracker.load_best(run)["epoch"] == kept
+        assert f"fidelity >= {tracker.min_fidelity(len(names)):.3g}" in tracker.load_best(run)["rule"]
 
 
 def test_quality_curves_and_description_without_evaluations(tmp_path) -> None:
-    from cxr_utils import plots
+    from cxr_utils.gan import curves
 
-    assert plots.quality_curves(tmp_path) is None  # eval_every -1: no quality.csv
-    assert Q.describe_run(tmp_path) == ["no quality evaluation in this run (quality tracking off: eval_every -1)"]
-    Q.write_rows(tmp_path / Q.QUALITY_FILE, [{"epoch": 5, "step": 5, **_scores(0.45, 0.02), "alarm": ""}], NAMES)
-    fig = plots.quality_curves(tmp_path)
+    assert curves.quality_curves(tmp_path) is None  # eval_every -1: no quality.csv
+    assert tracker.describe_run(tmp_path) == ["no quality evaluation in this run (quality tracking off: eval_every -1)"]
+    tracker.write_rows(tmp_path / tracker.QUALITY_FILE, [{"epoch": 5, "step": 5, **_scores(0.45, 0.02), "alarm": ""}], NAMES)
+    fig = curves.quality_curves(tmp_path)
     assert [ax.get_lines()[0].get_xdata().tolist() for ax in fig.axes] == [[5], [5], [5]]
-    plots.plt.close(fig)
+    drawing.close(fig)
 
 
 def test_which_epoch_loads_a_checkpoints_ema_generator_even_before_the_run_ends(sample_npz, tmp_path) -> None:
-    from cxr_utils import runs, train
     from cxr_utils.errors import UserError
+    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import runs
 
     run = tmp_path / "run"
     train.train_from_npz(sample_npz, run, _cfg(epochs=2, eval_every=-1, checkpoint_every=1, checkpoint_minutes=0),
@@ -332,16 +336,16 @@ def test_which_epoch_loads_a_checkpoints_ema_generator_even_before_the_run_ends(
         runs.load_generator(run, which=7)
 
 
-OLD_COLUMNS = ["epoch", "step", *Q.SUMMARY_KEYS, "train_covered", "train_images",
-               *[f"{m}_{n}" for n in NAMES for m in Q.SUMMARY_KEYS], "n_per_class", "reference", "features", "seconds",
+OLD_COLUMNS = ["epoch", "step", *tracker.SUMMARY_KEYS, "train_covered", "train_images",
+               *[f"{m}_{n}" for n in NAMES for m in tracker.SUMMARY_KEYS], "n_per_class", "reference", "features", "seconds",
                "alarm"]  # quality.csv as runs wrote it before the class-balanced rule and the baseline
 OLD_RULE = ("lowest KID against the held-out reference among evaluations without a collapse alarm and with fidelity >= "
-            "0.75 (cxr_utils.quality.select_best)")
+            "0.75 (cxr_utils.gan.tracker.select_best)")
 
 
 def test_a_run_from_before_the_change_is_read_ranked_drawn_and_resumed(tmp_path) -> None:
-    from cxr_utils import io as cio
-    from cxr_utils import plots
+    from cxr_utils import files as cio
+    from cxr_utils.gan import curves
 
     def old_row(epoch, kid, kid_n, kid_p):
         return {"epoch": epoch, "step": epoch * 10, "diversity": 0.5, "train_coverage": 0.8, "train_covered": 8,
@@ -349,56 +353,57 @@ def test_a_run_from_before_the_change_is_read_ranked_drawn_and_resumed(tmp_path)
                 "n_per_class": 4, "reference": "val split (4 images)", "features": "f", "seconds": 1.0, "alarm": ""}
 
     # epoch 2 has the lower overall KID (the old rule kept it), epoch 1 the lower mean of the per-class KIDs
-    cio.atomic_write_csv(tmp_path / Q.QUALITY_FILE, [old_row(1, 0.02, 0.01, 0.01), old_row(2, 0.01, 0.05, 0.01)],
+    cio.atomic_write_csv(tmp_path / tracker.QUALITY_FILE, [old_row(1, 0.02, 0.01, 0.01), old_row(2, 0.01, 0.05, 0.01)],
                          OLD_COLUMNS)
-    (tmp_path / Q.BEST_FILE).write_bytes(b"the old rule's generator")
-    cio.atomic_write_json(tmp_path / Q.BEST_JSON, {"epoch": 2, "step": 20, "file": Q.BEST_FILE, "rule": OLD_RULE,
+    (tmp_path / tracker.BEST_FILE).write_bytes(b"the old rule's generator")
+    cio.atomic_write_json(tmp_path / tracker.BEST_JSON, {"epoch": 2, "step": 20, "file": tracker.BEST_FILE, "rule": OLD_RULE,
                                                    "scores": {k: v for k, v in old_row(2, 0.01, 0.05, 0.01).items()
-                                                              if k in (*Q.SUMMARY_KEYS, "train_covered", "train_images")}})
-    rows = Q.read_rows(tmp_path / Q.QUALITY_FILE)
-    assert "kid_balanced" not in rows[0] and Q.select_best(rows)["epoch"] == "1"
-    lines = Q.describe_run(tmp_path)
+                                                              if k in (*tracker.SUMMARY_KEYS, "train_covered", "train_images")}})
+    rows = tracker.read_rows(tmp_path / tracker.QUALITY_FILE)
+    assert "kid_balanced" not in rows[0] and tracker.select_best(rows)["epoch"] == "1"
+    lines = tracker.describe_run(tmp_path)
     assert lines[0].startswith("kept generator: epoch 2 (step 20) of 2 evaluations; rule: lowest KID against")
     assert "no real-vs-real baseline in this run (it predates them)" in lines[-2]
     assert lines[-1].endswith("fixed bars: no real-vs-real baseline") and lines[-1].startswith("learned")
-    fig = plots.quality_curves(tmp_path)
+    fig = curves.quality_curves(tmp_path)
     assert "fixed bars" in fig.axes[0].get_title()
     assert fig.axes[2].get_lines()[0].get_ydata().tolist() == pytest.approx([0.01, 0.03])  # class-balanced, recomputed
-    plots.plt.close(fig)
+    drawing.close(fig)
 
     # resumed at epoch 2: the rows are kept (rewritten with the new columns); the rule now prefers epoch 1, whose
     # generator is gone: the old file stays (best.json still names the rule that kept it), and the log says why
     log: list[str] = []
-    t = Q.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=4, log=log.append)
+    t = tracker.QualityTracker(tmp_path, _ScriptedProbe([]), interval=1, last_epoch=4, log=log.append)
     t.reconcile(2, 20, _FakeGenerator())
-    assert (tmp_path / Q.BEST_FILE).read_bytes() == b"the old rule's generator" and Q.load_best(tmp_path)["epoch"] == 2
+    assert (tmp_path / tracker.BEST_FILE).read_bytes() == b"the old rule's generator" and tracker.load_best(tmp_path)["epoch"] == 2
     assert any("prefers epoch 1; generator-best.keras stays epoch 2, kept by the earlier rule (lowest KID against" in ln
                for ln in log)
-    again = Q.read_rows(tmp_path / Q.QUALITY_FILE)
+    again = tracker.read_rows(tmp_path / tracker.QUALITY_FILE)
     assert [r["kid_NORMAL"] for r in again] == ["0.01", "0.05"] and again[0]["kid_balanced"] == ""
-    assert list(again[0]) == Q.columns(NAMES)
+    assert list(again[0]) == tracker.columns(NAMES)
     # the next evaluations (new format) are ranked with the old rows on the same scale: 0.015 loses to epoch 1's
     # 0.01 though its overall KID is the lowest of all; 0.005 wins
     g = _FakeGenerator()
     t.probe = _ScriptedProbe([{**old_row(3, 0.001, 0.01, 0.02), "kid_balanced": 0.015, "bars": "fixed: test"},
                          {**old_row(4, 0.03, 0.004, 0.006), "kid_balanced": 0.005, "bars": "fixed: test"}])
     t.evaluate(3, 30, g)
-    assert not g.saved and Q.load_best(tmp_path)["epoch"] == 2
+    assert not g.saved and tracker.load_best(tmp_path)["epoch"] == 2
     t.evaluate(4, 40, g)
-    best = Q.load_best(tmp_path)
-    assert best["epoch"] == 4 and len(g.saved) == 1 and best["rule"] == Q.rule_text(2)
+    best = tracker.load_best(tmp_path)
+    assert best["epoch"] == 4 and len(g.saved) == 1 and best["rule"] == tracker.rule_text(2)
     assert best["scores"]["kid_balanced"] == 0.005 and best["scores"]["bars"] == "fixed: test"
     assert "class-balanced KID (the mean of the per-class KIDs" in best["rule"]
 def test_the_probe_can_measure_kid_and_prdc_in_imagenet_vgg16_features(sample_npz, monkeypatch, fake_vgg16_weights) -> None:
     """build_probe(features="vgg16"): KID/PRDC in VGG16's 512-d space, the rest (classifier, fidelity) unchanged."""
-    from cxr_utils import data, imagenet
+    from cxr_utils import data
+    from cxr_utils.metrics import imagenet
 
     monkeypatch.setattr(imagenet, "vgg16_weights", lambda log=print: (fake_vgg16_weights, imagenet.OFFLINE_SOURCE, "note"))
     ds = data.load(sample_npz)
     (x, y), (xv, yv) = ds.subset("train"), ds.subset("val")
-    probe = Q.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="vgg16")
+    probe = gan_probe.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="vgg16")
     assert probe.extractor.name.startswith("VGG16 ImageNet block5 avg-pooled (512-d") and probe.ref_feats.shape == (4, 512)
     row = probe.score_images(np.concatenate([x[y == 0][:4], x[y == 1][:4]]))
     assert row["kid"] is not None and 0 <= row["coverage"] <= 1
     with pytest.raises(ValueError, match="features must be domain or vgg16, got 'inception'"):
-        Q.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="inception")
+        gan_probe.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="inception")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_utils import quality as Q
-from cxr_utils import quality_baseline as QB
-from cxr_utils.features import Extractor
+from cxr_utils.gan import probe as gan_probe
+from cxr_utils.gan import tracker
+from cxr_utils.metrics import real_baseline as QB
+from cxr_utils.metrics.features import Extractor
 
 NAMES = ("NORMAL", "PNEUMONIA")
 S = 16
@@ -33,7 +34,7 @@ class _LinearClassifier:
         return 1.0 / (1.0 + np.exp(-4.0 * (z - SEPARATION / 2)))[:, None]
 
 
-def _gaussian_probe(seed: int) -> tuple[Q.QualityProbe, callable]:
+def _gaussian_probe(seed: int) -> tuple[gan_probe.QualityProbe, callable]:
     """A probe of two 64-d Gaussian classes with the reference at the Kaggle val prior (270 NORMAL / 776 PNEUMONIA)."""
     rng = np.random.default_rng(seed)
     mu = np.full(D, SEPARATION / np.sqrt(D))
@@ -46,7 +47,7 @@ def _gaussian_probe(seed: int) -> tuple[Q.QualityProbe, callable]:
     x_tr = np.concatenate([draw(0, 64), draw(1, 64)])
     ex = Extractor("identity (64-d test features)", lambda x: np.asarray(x, np.float64).reshape(len(x), -1))
     labels = np.repeat(np.arange(2, dtype=np.int32), 128)
-    probe = Q.QualityProbe(NAMES, x_tr, np.repeat([0, 1], 64), y_ref, ex(ref), "val (270 + 776)", _LinearClassifier(),
+    probe = gan_probe.QualityProbe(NAMES, x_tr, np.repeat([0, 1], 64), y_ref, ex(ref), "val (270 + 776)", _LinearClassifier(),
                            ex, np.zeros((256, 1), np.float32), labels, seed=seed)
     return probe, draw
 
@@ -60,27 +61,27 @@ def test_the_class_balanced_kid_keeps_the_faithful_generator_where_the_overall_k
         faithful = probe.score_images(np.concatenate([draw(0, 128), draw(1, 128)]))
         half_wrong = probe.score_images(np.concatenate([draw(0, 64), draw(1, 64), draw(1, 128)]))
         assert faithful["fidelity"] == 1.0 and half_wrong["fidelity_NORMAL"] == 0.5
-        assert half_wrong["fidelity"] == 0.75 >= Q.min_fidelity(2)  # it passes the gate
+        assert half_wrong["fidelity"] == 0.75 >= tracker.min_fidelity(2)  # it passes the gate
         assert half_wrong["kid"] < faithful["kid"]  # the overall KID prefers the wrong generator ...
         assert faithful["kid_balanced"] < half_wrong["kid_balanced"]  # ... the class-balanced one the faithful one
         assert faithful["kid_balanced"] == pytest.approx((faithful["kid_NORMAL"] + faithful["kid_PNEUMONIA"]) / 2)
         rows = [{**faithful, "epoch": 1, "alarm": ""}, {**half_wrong, "epoch": 2, "alarm": ""}]
-        assert Q.select_best(rows, class_names=NAMES)["epoch"] == 1
+        assert tracker.select_best(rows, class_names=NAMES)["epoch"] == 1
         # the rule before issue 18 (the overall KID; what rows without per-class KIDs fall back to) kept epoch 2
         overall_only = [{k: v for k, v in r.items() if not k.startswith("kid_")} for r in rows]
-        assert Q.select_best(overall_only)["epoch"] == 2
+        assert tracker.select_best(overall_only)["epoch"] == 2
 
 
 def test_rows_before_the_kid_balanced_column_are_ranked_by_their_per_class_kids() -> None:
     old = {"epoch": 1, "kid": 0.001, "kid_NORMAL": 0.05, "kid_PNEUMONIA": 0.01, "fidelity": 0.8, "alarm": ""}  # mean 0.03
     new = {"epoch": 2, "kid": 0.02, "kid_balanced": 0.02, "kid_NORMAL": 0.03, "kid_PNEUMONIA": 0.01, "fidelity": 0.8,
            "alarm": ""}
-    assert Q.ranking_kid(old) == pytest.approx(0.03) and Q.ranking_kid({**old, "kid_balanced": ""}) == pytest.approx(0.03)
-    assert Q.select_best([old, new])["epoch"] == 2  # 0.02 < 0.03, though the old row's overall KID is lowest
-    assert Q.select_best([{k: str(v) for k, v in r.items()} for r in (old, new)])["epoch"] == "2"  # read from the CSV
+    assert tracker.ranking_kid(old) == pytest.approx(0.03) and tracker.ranking_kid({**old, "kid_balanced": ""}) == pytest.approx(0.03)
+    assert tracker.select_best([old, new])["epoch"] == 2  # 0.02 < 0.03, though the old row's overall KID is lowest
+    assert tracker.select_best([{k: str(v) for k, v in r.items()} for r in (old, new)])["epoch"] == "2"  # read from the CSV
     # a class without a KID (too few reference images of it): the overall KID ranks
-    assert Q.ranking_kid({"kid": 0.5, "kid_NORMAL": "", "kid_PNEUMONIA": 0.1}) == 0.5
-    assert Q.balanced_kid({"kid_NORMAL": 0.1, "kid_PNEUMONIA": 0.3, "kid_real": 9.0, "kid_balanced_real": 9.0}) == \
+    assert tracker.ranking_kid({"kid": 0.5, "kid_NORMAL": "", "kid_PNEUMONIA": 0.1}) == 0.5
+    assert gan_probe.balanced_kid({"kid_NORMAL": 0.1, "kid_PNEUMONIA": 0.3, "kid_real": 9.0, "kid_balanced_real": 9.0}) == \
         pytest.approx(0.2)
 
 
@@ -106,10 +107,10 @@ def _images(rng: np.random.Generator, n: tuple[int, int]) -> tuple[np.ndarray, n
     return np.concatenate([dark, bright]), np.repeat([0, 1], n)
 
 
-def _probe(x_tr, y_tr, x_val, y_val, n_per_class: int, seed: int = 0) -> Q.QualityProbe:
+def _probe(x_tr, y_tr, x_val, y_val, n_per_class: int, seed: int = 0) -> gan_probe.QualityProbe:
     """A probe as build_probe makes it, with the fixed classifier (no training) and its baseline computed."""
     labels = np.repeat(np.arange(2, dtype=np.int32), n_per_class)
-    p = Q.QualityProbe(NAMES, x_tr, y_tr, y_val, BRIGHTNESS(x_val), "val (test)", _BrightnessClassifier(), BRIGHTNESS,
+    p = gan_probe.QualityProbe(NAMES, x_tr, y_tr, y_val, BRIGHTNESS(x_val), "val (test)", _BrightnessClassifier(), BRIGHTNESS,
                        np.zeros((len(labels), 4), np.float32), labels, seed=seed)
     p.baseline = QB.compute(p, x_val, y_val)
     return p
@@ -119,7 +120,7 @@ def test_real_images_scored_as_synthetic_reach_exactly_the_baseline() -> None:
     """The baseline is the synthetic-image code run on real stand-ins: the stand-ins themselves, scored as synthetic,
     give ratios of exactly 1 (against the training images: val stand-ins; against the reference: half of the val
     images, against the other half)."""
-    from cxr_utils.metrics import kid
+    from cxr_utils.metrics.distributions import kid
 
     rng = np.random.default_rng(1)
     x_tr, y_tr = _images(rng, (10, 12))
@@ -181,28 +182,28 @@ def test_synthetic_scores_are_compared_at_the_baselines_image_count() -> None:
 
 def test_alarm_and_learned_bar_are_fractions_of_the_baseline() -> None:
     base = {"epoch": 3, "diversity": 0.1, "train_coverage": 0.2, "train_covered": 2, "train_images": 10,
-            "diversity_vs_real": Q.ALARM_DIVERSITY_VS_REAL, "train_coverage_vs_real": Q.ALARM_COVERAGE_VS_REAL,
+            "diversity_vs_real": tracker.ALARM_DIVERSITY_VS_REAL, "train_coverage_vs_real": tracker.ALARM_COVERAGE_VS_REAL,
             "bars": QB.REAL_BARS}
     # absolute values under the fixed bars, but at the real images' level: no alarm (the bars are at 0.2x, 0.3x)
-    assert Q.collapse_alarm(base) is None
-    low = Q.collapse_alarm({**base, "diversity_vs_real": 0.19})
+    assert tracker.collapse_alarm(base) is None
+    low = tracker.collapse_alarm({**base, "diversity_vs_real": 0.19})
     assert "diversity 0.10 of the real images' = 0.19x what held-out real images reach (alarm below 0.2x)" in low
-    low = Q.collapse_alarm({**base, "train_coverage_vs_real": 0.29})
+    low = tracker.collapse_alarm({**base, "train_coverage_vs_real": 0.29})
     assert "only 2 of 10 training images are a synthetic image's nearest neighbour, 0.29x" in low and "0.3x" in low
     # absolute values over the fixed bars, far below what real images reach: the alarm
-    assert Q.collapse_alarm({**base, "diversity": 0.5, "train_coverage": 0.8, "diversity_vs_real": 0.1})
+    assert tracker.collapse_alarm({**base, "diversity": 0.5, "train_coverage": 0.8, "diversity_vs_real": 0.1})
 
-    ok, line = Q.learned_check({**base, "diversity_vs_real": 0.4, "train_coverage_vs_real": 0.7})
+    ok, line = tracker.learned_check({**base, "diversity_vs_real": 0.4, "train_coverage_vs_real": 0.7})
     assert ok and line == ("learned: within-class diversity 0.10 of the real images', 0.40x what held-out real images "
                            "reach (bar 0.4x); 2 of 10 training images covered by a same-class synthetic nearest "
                            "neighbour, 0.70x what as many held-out real images cover (bar 0.7x)")
-    assert not Q.learned_check({**base, "diversity_vs_real": 0.39, "train_coverage_vs_real": 1.5})[0]
-    assert not Q.learned_check({**base, "diversity_vs_real": 2.0, "train_coverage_vs_real": 0.69})[0]
+    assert not tracker.learned_check({**base, "diversity_vs_real": 0.39, "train_coverage_vs_real": 1.5})[0]
+    assert not tracker.learned_check({**base, "diversity_vs_real": 2.0, "train_coverage_vs_real": 0.69})[0]
     # ratios of a baseline too small to judge by (the row's bars are fixed): the fixed bars decide
     fixed = {**base, "diversity_vs_real": 2.0, "train_coverage_vs_real": 2.0, "bars": "fixed: only 2 NORMAL ..."}
-    assert "a fixed bar" in Q.collapse_alarm(fixed) and not Q.learned_check(fixed)[0]
+    assert "a fixed bar" in tracker.collapse_alarm(fixed) and not tracker.learned_check(fixed)[0]
     # no baseline: the fixed bars, and the line says so
-    ok, line = Q.learned_check({"diversity": 0.45, "train_coverage": 0.7, "train_covered": 7, "train_images": 10})
+    ok, line = tracker.learned_check({"diversity": 0.45, "train_coverage": 0.7, "train_covered": 7, "train_images": 10})
     assert ok and line.endswith("(bar 70%); fixed bars: no real-vs-real baseline")
 
 
@@ -218,8 +219,8 @@ def test_a_tiny_or_missing_held_out_split_falls_back_to_the_fixed_bars_and_says_
     row = p.score_images(np.concatenate([x_tr[:4], x_tr[5:9]]))
     assert row["bars"] == "fixed: " + why
     assert all(row[c] is None for c in (*QB.VS_REAL_COLUMNS, *QB.REAL_COLUMNS))
-    assert Q.learned_check(row)[1].endswith("fixed bars: " + why)
-    alarm = Q.collapse_alarm({"epoch": 1, "diversity": 0.1, "train_coverage": 0.5})
+    assert tracker.learned_check(row)[1].endswith("fixed bars: " + why)
+    alarm = tracker.collapse_alarm({"epoch": 1, "diversity": 0.1, "train_coverage": 0.5})
     assert "(alarm below 0.2, a fixed bar)" in alarm
     assert QB.describe(b).endswith("Fallback to the fixed bars: " + why)
 
@@ -230,7 +231,7 @@ def test_a_tiny_or_missing_held_out_split_falls_back_to_the_fixed_bars_and_says_
     assert few.baseline["sides"]["reference"]["per_class"] == {"NORMAL": 3, "PNEUMONIA": 4}  # half of 6, min(4, 6)
     row = few.score_images(np.concatenate([x_tr[:4], x_tr[5:9]]))
     assert row["diversity_vs_real"] > 0 and row["kid_real"] == few.baseline["scores"]["kid"]
-    assert row["bars"].startswith("fixed: only 4 NORMAL") and not Q.relative_scores(row)
+    assert row["bars"].startswith("fixed: only 4 NORMAL") and not tracker.relative_scores(row)
 
     none = QB.compute(p, None, None)
     assert none["fallback"].startswith("no held-out split") and none["scores"] == {} and none["sides"] == {}
@@ -258,8 +259,8 @@ def test_on_real_digits_a_perfect_generator_scores_about_1x_and_a_mode_dropping_
 
     ex = Extractor("pixels", lambda a: np.asarray(a, np.float64).reshape(len(a), -1))
 
-    def probe(tr: np.ndarray, va: np.ndarray, seed: int) -> Q.QualityProbe:
-        p = Q.QualityProbe(("0", "1", "2"), x[tr], y[tr], y[va], ex(x[va]), "val", Uniform(), ex,
+    def probe(tr: np.ndarray, va: np.ndarray, seed: int) -> gan_probe.QualityProbe:
+        p = gan_probe.QualityProbe(("0", "1", "2"), x[tr], y[tr], y[va], ex(x[va]), "val", Uniform(), ex,
                            np.zeros((150, 1), np.float32), np.repeat(np.arange(3, dtype=np.int32), 50), seed=seed)
         p.baseline = QB.compute(p, x[va], y[va])
         return p
@@ -282,15 +283,15 @@ def test_on_real_digits_a_perfect_generator_scores_about_1x_and_a_mode_dropping_
         for name, idx in gens.items():
             row = full.score_images(x[idx])
             got.setdefault(name, []).append((row["diversity_vs_real"], row["train_coverage_vs_real"],
-                                             Q.learned_check(row)[0], Q.collapse_alarm({**row, "epoch": 1}) is not None))
+                                             tracker.learned_check(row)[0], tracker.collapse_alarm({**row, "epoch": 1}) is not None))
         row = small.score_images(x[gens["two images"]])
         got.setdefault("two images, 2 held out", []).append((row["train_coverage_vs_real"], row["bars"]))
     perfect, half, two = (np.array(got[k], float) for k in ("perfect", "half the variety", "two images"))
     assert np.all(np.abs(perfect[:, :2] - 1.0) < 0.2) and perfect[:, 2].all() and not perfect[:, 3].any()
-    assert np.all(half[:, 1] < Q.LEARNED_COVERAGE_VS_REAL) and not half[:, 2].any()
-    assert np.all(two[:, 1] < Q.ALARM_COVERAGE_VS_REAL) and two[:, 3].all()
+    assert np.all(half[:, 1] < tracker.LEARNED_COVERAGE_VS_REAL) and not half[:, 2].any()
+    assert np.all(two[:, 1] < tracker.ALARM_COVERAGE_VS_REAL) and two[:, 3].all()
     small_two = got["two images, 2 held out"]
-    assert np.mean([c for c, _ in small_two]) > Q.LEARNED_COVERAGE_VS_REAL  # would pass a bar set on 2 held-out images
+    assert np.mean([c for c, _ in small_two]) > tracker.LEARNED_COVERAGE_VS_REAL  # would pass a bar set on 2 held-out images
     assert all(b.startswith("fixed: only 2 0 and 2 1 and 2 2 held-out images") for _, b in small_two)
 
 
@@ -300,7 +301,7 @@ def test_on_real_digits_a_perfect_generator_scores_about_1x_and_a_mode_dropping_
 def test_the_artefact_score_sits_beside_what_held_out_real_images_hold(tmp_path) -> None:
     """hf_share (metrics.high_frequency_share) per class and overall in every row; hf_share_vs_real divides it by the
     held-out stand-ins' own value: a checkerboard laid over the same images scores far above 1, a blurred copy below."""
-    from cxr_utils.metrics import high_frequency_share
+    from cxr_utils.metrics.artefacts import high_frequency_share
 
     rng = np.random.default_rng(2)
     x_tr, y_tr = _images(rng, (10, 12))
@@ -323,8 +324,8 @@ def test_the_artefact_score_sits_beside_what_held_out_real_images_hold(tmp_path)
     assert row["hf_share_vs_real"] > 1.0
     assert p.score_images(np.rint(smooth).astype(np.uint8))["hf_share_vs_real"] < 0.01  # only rounding up there
     assert "high-frequency share" in QB.describe(p.baseline)
-    assert "hf_share" in Q.columns(NAMES) and "hf_share_PNEUMONIA" in Q.columns(NAMES) and \
-        "hf_share_vs_real" in Q.columns(NAMES)
+    assert "hf_share" in tracker.columns(NAMES) and "hf_share_PNEUMONIA" in tracker.columns(NAMES) and \
+        "hf_share_vs_real" in tracker.columns(NAMES)
 
 
 def test_a_baseline_file_of_the_earlier_format_is_measured_again(tmp_path) -> None:
@@ -336,7 +337,7 @@ def test_a_baseline_file_of_the_earlier_format_is_measured_again(tmp_path) -> No
     p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=10)
     path = tmp_path / QB.BASELINE_FILE
     old = {**p.baseline, "version": 1, "scores": {k: v for k, v in p.baseline["scores"].items() if k != "hf_share"}}
-    from cxr_utils import io as cio
+    from cxr_utils import files as cio
 
     cio.atomic_write_json(path, old)
     again = QB.load_or_compute(path, True, p, x_val, y_val)

@@ -39,7 +39,7 @@ def test_every_generated_section_lives_in_exactly_one_document(tmp_path, monkeyp
 
 
 def test_seed_claim_json_is_what_the_search_computes():
-    from cxr_utils.report import KAGGLE_TEST, SEED_CLAIM, search_confusion_matrices
+    from cxr_utils.evaluation.tables import KAGGLE_TEST, SEED_CLAIM, search_confusion_matrices
 
     stored = json.loads((ROOT / "assets" / "results" / "seed_claim.json").read_text())
     fresh = search_confusion_matrices(**SEED_CLAIM, **KAGGLE_TEST)

@@ -127,8 +127,8 @@ def test_report_assembles_stages_machine_and_estimates(tmp_path):
 
 
 def test_default_plan_is_notebook_02s():
-    from cxr_utils.build import epoch_steps
-    from cxr_utils.train import plan_epochs
+    from cxr_utils.gan.device import epoch_steps
+    from cxr_utils.gan.fit import plan_epochs
 
     p = rehearsal_estimate.default_plan(4160)
     assert p == {**FLOPS["plan"], "epochs": 600, "steps": 39_000, "quality_evaluations": 75}  # 600 passes (issue 20)

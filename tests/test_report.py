@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from cxr_utils import evaluation as E
-from cxr_utils import report as R
+from cxr_utils.evaluation import protocols
+from cxr_utils.evaluation import tables as R
+from cxr_utils.metrics import classification
 
 
 def test_no_confusion_matrix_gives_the_seed_headline():
@@ -20,7 +21,7 @@ def test_no_confusion_matrix_gives_the_seed_headline():
 
 
 def test_search_finds_a_matrix_that_exists():
-    m = E.metrics_from_counts(tn=200, fp=34, fn=5, tp=385)
+    m = classification.metrics_from_counts(tn=200, fp=34, fn=5, tp=385)
     claim = {k: round(100 * v, 2) for k, v in m.items()}
     r = R.search_confusion_matrices(**claim, n_neg=234, n_pos=390)
     assert {"tn": 200, "fp": 34, "fn": 5, "tp": 385}.items() <= r["matches"][0].items()
@@ -41,12 +42,12 @@ def test_only_imagenet_full_data_non_smoke_runs_are_study_grade():
 ])
 def test_search_finds_every_reachable_matrix(counts):
     n_neg, n_pos = counts["tn"] + counts["fp"], counts["fn"] + counts["tp"]
-    claim = {k: round(100 * v, 2) for k, v in E.metrics_from_counts(**counts).items()}
+    claim = {k: round(100 * v, 2) for k, v in classification.metrics_from_counts(**counts).items()}
     r = R.search_confusion_matrices(**claim, n_neg=n_neg, n_pos=n_pos)
-    assert counts in [{k: m[k] for k in E.COUNTS} for m in r["matches"]]
+    assert counts in [{k: m[k] for k in classification.COUNTS} for m in r["matches"]]
     assert r["claimed"] == claim and (r["n_neg"], r["n_pos"], r["decimals"]) == (n_neg, n_pos, 2)
     assert r["statement"].startswith(f"{len(r['matches'])} confusion matrices of a {n_neg}/{n_pos} test set give "
-                                     + "/".join(f"{claim[k]:.2f}" for k in E.HEADLINE))
+                                     + "/".join(f"{claim[k]:.2f}" for k in classification.HEADLINE))
 
 
 def test_search_rounding_tolerance_is_half_a_unit_either_way():
@@ -54,23 +55,23 @@ def test_search_rounding_tolerance_is_half_a_unit_either_way():
     ok = {"accuracy": 99.8, "precision": 100.0, "f1": 99.9}
     for recall, found in ((99.7, True), (99.8, True), (99.6, False), (99.9, False)):
         r = R.search_confusion_matrices(**ok, recall=recall, n_neg=4, n_pos=400, decimals=1)
-        assert (counts in [{k: m[k] for k in E.COUNTS} for m in r["matches"]]) is found, recall
+        assert (counts in [{k: m[k] for k in classification.COUNTS} for m in r["matches"]]) is found, recall
 
 
 def test_search_reports_the_closest_matrix_with_its_values():
     r = R.search_confusion_matrices(93.90, 92.62, 99.12, 95.76)  # the defaults are the Kaggle test split, 234 / 390
     assert (r["n_neg"], r["n_pos"]) == (234, 390) and r["claimed"]["recall"] == 99.12
-    implied = E.metrics_from_counts(tn=202, fp=32, fn=4, tp=386)
-    assert {k: r["closest"][k] for k in E.HEADLINE} == {k: round(100 * v, 4) for k, v in implied.items()}
-    gaps = [abs(100 * implied[k] - c) for k, c in zip(E.HEADLINE, (93.90, 92.62, 99.12, 95.76), strict=True)]
+    implied = classification.metrics_from_counts(tn=202, fp=32, fn=4, tp=386)
+    assert {k: r["closest"][k] for k in classification.HEADLINE} == {k: round(100 * v, 4) for k, v in implied.items()}
+    gaps = [abs(100 * implied[k] - c) for k, c in zip(classification.HEADLINE, (93.90, 92.62, 99.12, 95.76), strict=True)]
     assert r["closest"]["max_abs_gap"] == round(max(gaps), 4) == 0.3308  # accuracy 94.2308 vs 93.90
     assert "(all 91,885 checked)" in r["statement"] and "94.23/92.34/98.97/95.54" in r["statement"]
 
 
 def test_results_markdown_tabulates_only_study_grade_runs(tmp_path):
     per = {"tn": 200, "fp": 34, "fn": 5, "tp": 385}
-    m = {**E.metrics_from_counts(**per), "roc_auc": 0.97}
-    study = {"protocol": "trtr", "protocol_text": E.PROTOCOL_TEXT["trtr"], "weights": "imagenet", "full_dataset": True,
+    m = {**classification.metrics_from_counts(**per), "roc_auc": 0.97}
+    study = {"protocol": "trtr", "protocol_text": protocols.PROTOCOL_TEXT["trtr"], "weights": "imagenet", "full_dataset": True,
              "smoke": False, "source": "kaggle", "seeds": [0], "mean": {**m, **per}, "std": {k: 0.0 for k in m},
              "ci95": {k: None for k in m}, "per_seed": [{**m, **per}]}
     (tmp_path / "a.json").write_text(json.dumps({"protocols": [study]}))
@@ -91,7 +92,8 @@ def test_per_class_report_is_sklearns_report_of_the_first_seed_at_its_threshold(
 def test_comparison_and_spread_tables_show_paired_differences_and_both_spreads():
     from _helpers import study_results
 
-    from cxr_utils import stats, study
+    from cxr_utils.evaluation import study
+    from cxr_utils.metrics import paired as stats
 
     results = study_results()
     across = study.compare_to_trtr(results, n_boot=200)
@@ -119,7 +121,7 @@ def test_comparison_and_spread_tables_show_paired_differences_and_both_spreads()
 def test_results_markdown_adds_paired_differences_and_the_gan_run_spread(tmp_path):
     from _helpers import study_results
 
-    from cxr_utils import study
+    from cxr_utils.evaluation import study
 
     grade = {"weights": "imagenet", "full_dataset": True, "smoke": False, "source": "kaggle"}
     results = study_results(model="VGG16 ImageNet", **grade)

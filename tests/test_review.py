@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr_utils import metrics, review, synthetic
+from cxr_utils.evaluation import checks as review
+from cxr_utils.evaluation import synthetic
+from cxr_utils.metrics import memorization as metrics
 
 
 def test_gallery_rows_put_each_synthetic_row_under_real_images_of_its_class() -> None:

@@ -1,4 +1,4 @@
-"""cxr_utils.runs: the read side of a run folder (a missing run is one clear line; real images of the run's cache)."""
+"""cxr_utils.gan.runs: the read side of a run folder (a missing run is one clear line; real images of the run's cache)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr_utils import io, runs
+from cxr_utils import files as io
 from cxr_utils.errors import UserError
+from cxr_utils.gan import runs
 
 
 def test_load_run_and_real_images(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"nope: no trained GAN here \(generator.keras missing\); run 02 first"):
         runs.load_run(tmp_path / "nope", hint="run 02 first")
-    from cxr_utils.io import atomic_save_npz, atomic_write_json
+    from cxr_utils.files import atomic_save_npz, atomic_write_json
 
     imgs = np.arange(5 * 4 * 4, dtype=np.uint8).reshape(5, 4, 4)
     npz = atomic_save_npz(tmp_path / "cache.npz", images=imgs, labels=np.array([0, 1, 0, 1, 1]),
@@ -49,8 +50,9 @@ def test_a_cache_rebuilt_since_the_run_is_named_in_one_line_and_refused_on_resum
     cache is compared with the file it is about to use."""
     from _xray_fixtures import make_folder
 
-    from cxr_utils import data, train
+    from cxr_utils import data
     from cxr_utils.config import GANConfig
+    from cxr_utils.gan import fit as train
 
     root = make_folder(tmp_path / "flat", flat_k=6)
     npz = data.prepare("folder", path=root, out=tmp_path / "c.npz", progress=False)
@@ -125,8 +127,8 @@ def test_a_default_generator_loads_in_a_new_process_that_imported_only_runs(tmp_
     import subprocess
     import sys
 
-    from cxr_utils import models
     from cxr_utils.config import GANConfig
+    from cxr_utils.gan import networks as models
 
     cfg = GANConfig().with_recipe("xray").replace(image_size=16, g_base_filters=4, d_base_filters=4, latent_dim=8,
                                                  embed_dim=4)

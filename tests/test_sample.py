@@ -1,4 +1,4 @@
-"""cxr_utils.sample: noise from a seed, batched generation, interpolation and class-swap strips, uint8 and grey views."""
+"""cxr_utils.gan.generate: noise from a seed, batched generation, interpolation and class-swap strips, uint8 and grey views."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from _helpers import tiny_generator  # noqa: E402
 
-from cxr_utils import sample  # noqa: E402
+from cxr_utils.gan import generate as sample  # noqa: E402
 
 S, C, LATENT = 32, 3, 8
 

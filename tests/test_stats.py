@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from cxr_utils import evaluation as E
-from cxr_utils import stats as S
+from cxr_utils.metrics import classification as E
+from cxr_utils.metrics import paired as S
 
 
 def _labels(n_neg: int, n_pos: int, seed: int = 0) -> np.ndarray:

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from _helpers import write_noise_pngs
 
-from cxr_utils import cli, evaluation, imagenet, io, study
+from cxr_utils import cli
+from cxr_utils import files as io
 from cxr_utils.errors import UserError
+from cxr_utils.evaluation import classifier, protocols, study
+from cxr_utils.metrics import classification, imagenet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +88,7 @@ def test_study_cli_writes_the_results_json_of_notebook_04(sample_npz: Path, tmp_
     assert (r["weights"], r["weights_source"]) in {("imagenet", imagenet.KERAS_SOURCE), ("imagenet", imagenet.OFFLINE_SOURCE),
                                                    ("random init", "random init")}
     assert r["weights"] == "imagenet" or any(n.startswith("fallback: VGG16 ImageNet weights unavailable") for n in r["notes"])
-    assert all(evaluation.counts_consistent(e) for p in headless["protocols"] for e in p["per_seed"])
+    assert all(classification.counts_consistent(e) for p in headless["protocols"] for e in p["per_seed"])
     assert _without(io.read_json(work / "evaluation" / "metrics.json")) == _without(io.read_json(out / "metrics.json"))
     names = {"04_protocol_comparison.png", "04_roc.png", "04_closest_pairs.png", "04_paired_differences.png",
              "04_ratio_sweep.png", *(f"04_{k}_{p}.png" for k in ("history", "confusion") for p in protocols)}
@@ -113,7 +116,7 @@ def test_the_study_resolves_the_vgg16_weights_once_for_all_protocols(sample_npz:
 
     def fake_resolve(weights):
         asked.append(weights)
-        return None, evaluation.RANDOM_INIT, "fallback: VGG16 ImageNet weights unavailable (test); using random init"
+        return None, classifier.RANDOM_INIT, "fallback: VGG16 ImageNet weights unavailable (test); using random init"
 
     class Stop(Exception):
         pass
@@ -124,15 +127,15 @@ def test_the_study_resolves_the_vgg16_weights_once_for_all_protocols(sample_npz:
             raise Stop  # the wiring is what is tested; no classifier is trained
         return {"notes": []}
 
-    monkeypatch.setattr(evaluation, "resolve_weights", fake_resolve)
-    monkeypatch.setattr(evaluation, "run_protocol", fake_protocol)
+    monkeypatch.setattr(classifier, "resolve_weights", fake_resolve)
+    monkeypatch.setattr(protocols, "run_protocol", fake_protocol)
     syn = write_noise_pngs(tmp_path / "synthetic", n_per_class=5)  # ratio 1 of the sample's 5 + 5 real train images
     with pytest.raises(Stop):
         study.run_study(sample_npz, syn, tmp_path / "out", protocols="trtr,tstr,augment", weights="auto", smoke=True,
                         log=lambda _: None)
     assert asked == ["auto"]
     assert [p for p, _ in got] == ["trtr", "tstr", "augment"] and len({id(r) for _, r in got}) == 1
-    assert got[0][1][1] == evaluation.RANDOM_INIT
+    assert got[0][1][1] == classifier.RANDOM_INIT
 
 
 
@@ -156,7 +159,7 @@ def _fake_study(monkeypatch: pytest.MonkeyPatch, calls: list) -> None:
     """run_protocol answers at once with planted predictions (no VGG16 is trained), the generative metrics too."""
     from _helpers import protocol_result
 
-    from cxr_utils import generative
+    from cxr_utils.evaluation import folder_metrics as generative
 
     y = np.r_[np.zeros(30, int), np.ones(50, int)]
 
@@ -168,8 +171,8 @@ def _fake_study(monkeypatch: pytest.MonkeyPatch, calls: list) -> None:
         return protocol_result(protocol, y, probs, None if protocol == "trtr" else folder,
                                None if protocol == "trtr" else ratio, notes=[], **(provenance or {}))
 
-    monkeypatch.setattr(evaluation, "resolve_weights", lambda w: (None, evaluation.RANDOM_INIT, None))
-    monkeypatch.setattr(evaluation, "run_protocol", fake_protocol)
+    monkeypatch.setattr(classifier, "resolve_weights", lambda w: (None, classifier.RANDOM_INIT, None))
+    monkeypatch.setattr(protocols, "run_protocol", fake_protocol)
     pairs = [{"synthetic": 0, "train": 0, "distance": 0.1}]
     monkeypatch.setattr(generative, "metrics_of", lambda *a, **k: {
         "notes": [], "extractors": {"random": {"overall": {"memorization": {"closest_pairs": pairs}}}}})
@@ -198,7 +201,7 @@ def test_the_sweep_trains_trtr_once_reuses_it_for_ratio_zero_and_reports_every_f
     aug1 = next(a for a in saved["across_folders"] if (a["protocol"], a["synthetic_ratio"]) == ("augment", 1.0))
     runs = [e for e in entries if e["protocol"] == "augment" and e["synthetic_ratio"] == 1.0]
     assert aug1["synthetic"] == f and aug1["seeds"] == [2, 2, 2]
-    from cxr_utils import stats
+    from cxr_utils.metrics import paired as stats
 
     assert aug1["metrics"]["accuracy"] == stats.spread_across_folders([[s["accuracy"] for s in e["per_seed"]] for e in runs])
     pooled = stats.paired_difference(entries[0]["test_labels"], [s["test_probs"] for e in runs for s in e["per_seed"]],
@@ -251,8 +254,8 @@ def test_cli_evaluate_passes_precision_and_deterministic(sample_npz: Path, tmp_p
         got["cfg"] = cfg
         return {"notes": [], "weights": "random init"}
 
-    monkeypatch.setattr(evaluation, "evaluate", fake)
-    monkeypatch.setattr("cxr_utils.report.summary_line", lambda r: "summary")
+    monkeypatch.setattr(protocols, "evaluate", fake)
+    monkeypatch.setattr("cxr_utils.evaluation.tables.summary_line", lambda r: "summary")
     assert cli.main(["evaluate", "--data", str(sample_npz), "--protocol", "trtr", "--precision", "fp16",
                      "--deterministic", "--smoke", "--out", str(tmp_path / "r.json")]) == 0
     assert (got["cfg"].precision, got["cfg"].deterministic, got["cfg"].input_size) == ("fp16", True, 32)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_utils import evaluation, study_entries
-from cxr_utils.io import read_json
+from cxr_utils.evaluation import classifier as evaluation
+from cxr_utils.evaluation import study_store as study_entries
+from cxr_utils.files import read_json
 
 NOW = lambda: dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)  # noqa: E731  a fixed clock names the stale folder
 

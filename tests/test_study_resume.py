@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from _helpers import write_noise_pngs
 
-from cxr_utils import evaluation, io, study
+from cxr_utils import files as io
+from cxr_utils.evaluation import classifier as evaluation
+from cxr_utils.evaluation import study
 
 
 def test_a_rerun_reuses_the_entries_and_a_changed_folder_retrains_only_its_classifiers(

@@ -1,4 +1,4 @@
-"""cxr_utils.synthetic: export PNGs + manifest from a run, read a synthetic folder back."""
+"""cxr_utils.evaluation.synthetic: export PNGs + manifest from a run, read a synthetic folder back."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ import keras  # noqa: E402
 from _helpers import tiny_generator  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cxr_utils import cli, runs, sample, synthetic  # noqa: E402
+from cxr_utils import cli  # noqa: E402
 from cxr_utils.config import CLASS_NAMES, SYNTHETIC_TAG, GANConfig  # noqa: E402
 from cxr_utils.errors import UserError  # noqa: E402
-from cxr_utils.io import file_digest  # noqa: E402
+from cxr_utils.evaluation import synthetic
+from cxr_utils.files import file_digest  # noqa: E402
+from cxr_utils.gan import generate as sample
+from cxr_utils.gan import runs
 
 S, C, LATENT = 32, 3, 8
 
@@ -86,8 +89,8 @@ def test_export_writes_tagged_pngs_and_manifest(run_dir: Path, tmp_path: Path) -
 
 
 def test_export_uses_the_kept_generator_by_default_and_names_it(run_dir: Path, tmp_path: Path) -> None:
-    from cxr_utils import quality
-    from cxr_utils.io import atomic_write_json
+    from cxr_utils.files import atomic_write_json
+    from cxr_utils.gan import tracker as quality
 
     best = _tiny_generator(seed=5)  # other weights than generator.keras
     best.save(run_dir / quality.BEST_FILE)

@@ -17,14 +17,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from cxr_utils import build as B
-from cxr_utils import checkpoints as CK
-from cxr_utils import io as cio
-from cxr_utils import plots, runs
-from cxr_utils import train as T
+from cxr_utils import drawing as plots
+from cxr_utils import files as cio
 from cxr_utils.cli import main as cli_main
 from cxr_utils.config import GANConfig
 from cxr_utils.errors import RunLocked, TrainingDiverged, UserError
+from cxr_utils.gan import checkpoints as CK
+from cxr_utils.gan import device, fit, runs
+from cxr_utils.gan import device as B
+from cxr_utils.gan.checkpoints import get_state, legacy_keys, set_state, state_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +69,7 @@ def ref_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """One uninterrupted deterministic 2-epoch run shared by the read-only tests."""
     run = tmp_path_factory.mktemp("ref") / "run"
     x, y = tiny_data()
-    out = T.train(tiny_cfg(), run, x, y, progress=False, data_info={"npz": "in-memory"})
+    out = fit.train(tiny_cfg(), run, x, y, progress=False, data_info={"npz": "in-memory"})
     return run, out
 
 
@@ -86,10 +87,10 @@ def test_run_folder_contents(ref_run: tuple[Path, dict]) -> None:
     assert cfgd["data"]["class_prior"] == cfgd["data"]["generated_label_prior"] == {"NORMAL": 0.5, "PNEUMONIA": 0.5}
     rows = _rows(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == T.METRIC_COLUMNS
+    assert list(rows[0]) == fit.METRIC_COLUMNS
     for r in rows:
-        assert all(np.isfinite(float(r[k])) for k in T.METRIC_COLUMNS)
-        assert all(0.0 <= float(r[k]) <= 1.0 for k in T.METRIC_COLUMNS if "acc" in k)
+        assert all(np.isfinite(float(r[k])) for k in fit.METRIC_COLUMNS)
+        assert all(0.0 <= float(r[k]) <= 1.0 for k in fit.METRIC_COLUMNS if "acc" in k)
     grids = sorted(p.name for p in (run / "samples").iterdir())
     assert grids == ["epoch-0001.png", "epoch-0002.png"]
     with Image.open(run / "samples" / "epoch-0002.png") as im:
@@ -132,23 +133,23 @@ def test_resume_in_process_is_bit_identical_and_truncates_metrics(ref_run: tuple
     ref, _ = ref_run
     run = tmp_path / "run"
     x, y = tiny_data()
-    T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
+    fit.train(tiny_cfg(epochs=1), run, x, y, progress=False)
     # an existing run needs --resume, and the settings that define it cannot change
     with pytest.raises(UserError, match="already holds a run .*--resume"):
-        T.train(tiny_cfg(epochs=2), run, x, y, progress=False)
+        fit.train(tiny_cfg(epochs=2), run, x, y, progress=False)
     with pytest.raises(UserError, match="trained with latent_dim=16, now latent_dim=32"):
-        T.train(tiny_cfg(epochs=2, latent_dim=32), run, x, y, resume=True, progress=False)
+        fit.train(tiny_cfg(epochs=2, latent_dim=32), run, x, y, resume=True, progress=False)
     assert cio.read_json(run / "config.json")["latent_dim"] == 16  # a refused resume leaves config.json alone
     # a kill after metrics.csv got epoch 2's row but before its checkpoint: resume must drop that row
     with open(run / "metrics.csv", "a", encoding="utf-8") as fh:
         fh.write("2,9,9,0,0,0,0,1,1\n")
-    out = T.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)
+    out = fit.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)
     assert out["resumed_from_epoch"] == 1
     assert _same_state(ref / "checkpoints" / "ckpt-0002.npz", run / "checkpoints" / "ckpt-0002.npz") == []
     a, b = _rows(ref / "metrics.csv"), _rows(run / "metrics.csv")
     assert [r["epoch"] for r in b] == ["1", "2"]
     assert [r["d_loss"] for r in a] == [r["d_loss"] for r in b] and [r["g_loss"] for r in a] == [r["g_loss"] for r in b]
-    out = T.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)  # already complete: nothing to train
+    out = fit.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)  # already complete: nothing to train
     assert out["step"] == 10 and out["resumed_from_epoch"] == 2 and out["train_seconds"] == 0.0
 
 
@@ -166,16 +167,16 @@ def test_the_prior_is_the_capped_training_labels_and_is_recorded(tmp_path: Path,
     config.json records them under "data"; its generated labels follow them with "data", 1/2 each with "balanced"."""
     x, y = _imbalanced_data()
     got: list[tuple] = []
-    real_build = T.build_gan
+    real_build = device.build_gan
 
     def build(*args, **kwargs):
         gan = real_build(*args, **kwargs)
         got.append((kwargs.get("class_counts"), gan.class_counts))
         return gan
 
-    monkeypatch.setattr(T, "build_gan", build)
+    monkeypatch.setattr(fit, "build_gan", build)
     run = tmp_path / "run"
-    T.train(tiny_cfg(epochs=1, max_per_class=24, label_prior=label_prior, sample_every=5), run, x, y, progress=False)
+    fit.train(tiny_cfg(epochs=1, max_per_class=24, label_prior=label_prior, sample_every=5), run, x, y, progress=False)
     assert got == [((12, 24), (1, 2))]  # passed as counted, kept as the smallest integers of that prior
     info = cio.read_json(run / "config.json")["data"]
     assert info["per_class"] == {"NORMAL": 12, "PNEUMONIA": 24}
@@ -244,7 +245,7 @@ def test_nan_guard_stops_names_the_loss_and_keeps_the_last_good_checkpoint(ref_r
     shutil.copytree(ref_run[0], run)
     x, y = tiny_data()
     with pytest.raises(TrainingDiverged) as ei:
-        T.train(tiny_cfg(epochs=4, g_lr=1e30, d_lr=1e30), run, x, y, resume=True, progress=False)
+        fit.train(tiny_cfg(epochs=4, g_lr=1e30, d_lr=1e30), run, x, y, resume=True, progress=False)
     msg = str(ei.value)
     assert "diverged" in msg and "_loss=nan" in msg and "at epoch 3, step 11" in msg
     assert "ckpt-0002.npz (epoch 2)" in msg and "--resume" in msg
@@ -253,7 +254,7 @@ def test_nan_guard_stops_names_the_loss_and_keeps_the_last_good_checkpoint(ref_r
     assert [r["epoch"] for r in _rows(run / "metrics.csv")] == ["1", "2"]
     assert not (run / "samples" / "epoch-0003.png").exists()
     # the kept checkpoint resumes: sane learning rates finish the run
-    out = T.train(tiny_cfg(epochs=3), run, x, y, resume=True, progress=False)
+    out = fit.train(tiny_cfg(epochs=3), run, x, y, resume=True, progress=False)
     assert out["metrics"]["epoch"] == 3 and np.isfinite(out["metrics"]["d_loss"])
 
 
@@ -262,7 +263,7 @@ def test_lock_refuses_a_second_trainer(tmp_path: Path) -> None:
     x, y = tiny_data()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from cxr_utils.checkpoints import RunLock
+        from cxr_utils.gan.checkpoints import RunLock
         with RunLock({str(run)!r}):
             print("locked", flush=True)
             time.sleep(60)
@@ -270,7 +271,7 @@ def test_lock_refuses_a_second_trainer(tmp_path: Path) -> None:
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunLocked, match=f"another trainer \\(pid {holder.pid}\\)") as ei:
-            T.train(tiny_cfg(epochs=1), run, x, y, progress=False)
+            fit.train(tiny_cfg(epochs=1), run, x, y, progress=False)
         assert str(run) in str(ei.value)
         assert not (run / "checkpoints").exists()  # refused before touching anything
     finally:
@@ -283,25 +284,25 @@ def test_lock_refuses_a_second_trainer(tmp_path: Path) -> None:
 def test_bad_inputs_are_user_errors(tmp_path: Path) -> None:
     x, y = tiny_data()
     with pytest.raises(UserError, match=r"images: expected uint8 \(N, 64, 64"):
-        T.train(tiny_cfg(image_size=64), tmp_path / "a", x, y, progress=False)
+        fit.train(tiny_cfg(image_size=64), tmp_path / "a", x, y, progress=False)
     with pytest.raises(UserError, match="labels"):
-        T.train(tiny_cfg(), tmp_path / "b", x, y + 5, progress=False)
+        fit.train(tiny_cfg(), tmp_path / "b", x, y + 5, progress=False)
     with pytest.raises(UserError, match="fewer than batch_size"):
-        T.train(tiny_cfg(batch_size=64), tmp_path / "c", x, y, progress=False)
+        fit.train(tiny_cfg(batch_size=64), tmp_path / "c", x, y, progress=False)
     with pytest.raises(UserError, match="--data .*not found"):
-        T.train_from_npz(tmp_path / "missing.npz", tmp_path / "d", tiny_cfg())
+        fit.train_from_npz(tmp_path / "missing.npz", tmp_path / "d", tiny_cfg())
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(UserError, match="cannot create the run folder"):
-        T.train(tiny_cfg(), tmp_path / "file" / "run", x, y, progress=False)
+        fit.train(tiny_cfg(), tmp_path / "file" / "run", x, y, progress=False)
 
 
 def test_cap_per_class_and_epoch_order() -> None:
     labels = np.array([0] * 10 + [1] * 3)
-    keep = T.cap_per_class(labels, 4, seed=1)
+    keep = fit.cap_per_class(labels, 4, seed=1)
     assert np.bincount(labels[keep]).tolist() == [4, 3]
-    assert np.array_equal(keep, T.cap_per_class(labels, 4, seed=1))
-    assert np.array_equal(T.epoch_order(3, 5, 100), T.epoch_order(3, 5, 100))
-    assert not np.array_equal(T.epoch_order(3, 5, 100), T.epoch_order(3, 6, 100))
+    assert np.array_equal(keep, fit.cap_per_class(labels, 4, seed=1))
+    assert np.array_equal(fit.epoch_order(3, 5, 100), fit.epoch_order(3, 5, 100))
+    assert not np.array_equal(fit.epoch_order(3, 5, 100), fit.epoch_order(3, 6, 100))
 
 
 # ---------------------------------------------------------------- precision and devices
@@ -328,7 +329,7 @@ def test_precision_auto_has_no_tpu_branch(monkeypatch: pytest.MonkeyPatch) -> No
 def test_bf16_and_fp16_build_and_train_one_step(tmp_path: Path) -> None:
     x, y = tiny_data(16)
     for prec in ("bf16", "fp16"):
-        out = T.train(tiny_cfg(epochs=1, precision=prec, deterministic=False), tmp_path / prec, x, y, progress=False)
+        out = fit.train(tiny_cfg(epochs=1, precision=prec, deterministic=False), tmp_path / prec, x, y, progress=False)
         assert out["precision"] == prec and np.isfinite(out["metrics"]["g_loss"])
     fp16 = cio.load_npz(tmp_path / "fp16" / "checkpoints" / "ckpt-0001.npz")
     bf16 = cio.load_npz(tmp_path / "bf16" / "checkpoints" / "ckpt-0001.npz")
@@ -348,12 +349,16 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import numpy as np
 sys.path.insert(0, {tests!r})
 from test_train import tiny_cfg, tiny_data
-from cxr_utils import build as B, checkpoints as CK, io as cio, train as T
+from cxr_utils import files as cio
+from cxr_utils.gan import checkpoints as CK
+from cxr_utils.gan import device as B
+from cxr_utils.gan import fit
+from cxr_utils.gan.checkpoints import get_state
 x, y = tiny_data(32)
 cfg = tiny_cfg(epochs=2, deterministic=False)
 out = {out!r}
-one = T.train(cfg, out + "/one", x, y, progress=False, distribute="default")
-two = T.train(cfg, out + "/two", x, y, progress=False, distribute="mirrored")
+one = fit.train(cfg, out + "/one", x, y, progress=False, distribute="default")
+two = fit.train(cfg, out + "/two", x, y, progress=False, distribute="mirrored")
 
 def diff(p, q):
     a, b = cio.load_npz(p), cio.load_npz(q)
@@ -368,16 +373,16 @@ for first, second, ref in (("default", "mirrored", "one"), ("mirrored", "default
     run = out + "/" + first + "-then-" + second
     shutil.copytree(out + "/" + ref, run)
     for p in ("ckpt-0002.npz", "latest.json"):  # back to epoch 1
-        (T.Path(run) / "checkpoints" / p).unlink()
+        (fit.Path(run) / "checkpoints" / p).unlink()
     # the weights right after restore equal the checkpoint's, on the new layout
     found = CK.Checkpoints(run).load_latest()
     strategy = B.make_strategy(second)
     with strategy.scope():
         gan = B.build_gan(cfg, "fp32")
         note = CK.restore(gan, found, "fp32", strategy.num_replicas_in_sync, {{}})
-    restored = gan.get_state()
+    restored = get_state(gan)
     exact = all(np.array_equal(restored[k], found.state[k]) for k in restored)
-    r = T.train(cfg, run, x, y, resume=True, progress=False, distribute=second)
+    r = fit.train(cfg, run, x, y, resume=True, progress=False, distribute=second)
     res["resume"][first + "->" + second] = {{"note": note, "train_note": r["resume_note"], "exact": exact,
         "step": r["step"], "replicas": r["replicas"], "diff_to_uninterrupted": diff(run + "/checkpoints/ckpt-0002.npz",
         out + "/" + ref + "/checkpoints/ckpt-0002.npz")}}
@@ -420,7 +425,7 @@ def test_train_from_npz_on_the_real_sample_records_provenance(sample_npz: Path, 
     from cxr_utils.config import smoke_overrides
 
     cfg = GANConfig(**{**smoke_overrides(), "epochs": 1, "batch_size": 4, "precision": "fp32"})
-    out = T.train_from_npz(sample_npz, tmp_path / "run", cfg, progress=False)
+    out = fit.train_from_npz(sample_npz, tmp_path / "run", cfg, progress=False)
     ds = data.load(sample_npz)
     _, y = ds.subset("train")
     info = cio.read_json(tmp_path / "run" / "config.json")["data"]
@@ -436,14 +441,14 @@ def test_train_from_npz_on_the_real_sample_records_provenance(sample_npz: Path, 
 def test_dataset_order_is_a_pure_function_of_seed_and_epoch() -> None:
     x = (np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 32, 32), np.uint8) * 20)[..., None]  # value = 20 * index
     y = np.arange(10) % 2
-    batches = list(T.make_dataset(x, y, 4, seed=3, first_epoch=1, epochs=3, channels=3).as_numpy_iterator())
+    batches = list(fit.make_dataset(x, y, 4, seed=3, first_epoch=1, epochs=3, channels=3).as_numpy_iterator())
     assert len(batches) == 2 * (10 // 4) and batches[0][0].shape == (4, 32, 32, 3) and batches[0][0].dtype == np.float32
     seen = np.concatenate([np.rint((b[0][:, 0, 0, 0] + 1.0) * 127.5 / 20).astype(int) for b in batches])
-    expected = np.concatenate([T.epoch_order(3, e, 10)[:8] for e in (1, 2)])
+    expected = np.concatenate([fit.epoch_order(3, e, 10)[:8] for e in (1, 2)])
     assert seen.tolist() == expected.tolist()
     assert np.concatenate([b[1] for b in batches]).tolist() == (expected % 2).tolist()
     assert all(np.array_equal(b[0][..., 0], b[0][..., 2]) for b in batches)  # grey copied into 3 channels
-    tail = list(T.make_dataset(x, y, 4, seed=3, first_epoch=2, epochs=3, channels=3).as_numpy_iterator())
+    tail = list(fit.make_dataset(x, y, 4, seed=3, first_epoch=2, epochs=3, channels=3).as_numpy_iterator())
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches[2:], tail, strict=True))  # resume = same batches
 
 
@@ -507,7 +512,7 @@ def one_epoch_per_precision(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("precisions")
     x, y = data16()
     for p in PRECISIONS:
-        T.train(tiny16(epochs=1, precision=p), base / p, x, y, progress=False)
+        fit.train(tiny16(epochs=1, precision=p), base / p, x, y, progress=False)
     return base
 
 
@@ -520,7 +525,7 @@ def test_resume_across_precisions(one_epoch_per_precision: Path, tmp_path: Path,
     # right after restore, every weight and optimizer slot equals the checkpoint's (cast to the variable's dtype)
     gan = B.build_gan(tiny16(precision=now), now)
     note = CK.restore(gan, found, now, 1, {})
-    restored = gan.get_state()
+    restored = get_state(gan)
     common = set(restored) & set(found.state)
     assert common == {k for k in restored if "/loss_scale/" not in k}
     assert all(np.array_equal(restored[k], found.state[k].astype(restored[k].dtype)) for k in common)
@@ -535,7 +540,7 @@ def test_resume_across_precisions(one_epoch_per_precision: Path, tmp_path: Path,
     # and the resumed run trains on, in the new precision (6 steps: fp16 skips its first steps while the loss scale
     # comes down from 32768 to a value whose gradients are finite)
     x, y = data16()
-    out = T.train(tiny16(epochs=4, precision=now), run, x, y, resume=True, progress=False)
+    out = fit.train(tiny16(epochs=4, precision=now), run, x, y, resume=True, progress=False)
     assert out["resume_note"] == expected and out["precision"] == now and out["step"] == 8
     assert np.isfinite(out["metrics"]["d_loss"]) and np.isfinite(out["metrics"]["g_loss"])
     after = CK.Checkpoints(run).load_latest()
@@ -548,7 +553,7 @@ def test_resume_across_precisions(one_epoch_per_precision: Path, tmp_path: Path,
 def _positional(state: dict[str, np.ndarray], gan) -> dict[str, np.ndarray]:
     """A state in the checkpoint format before issue 11: g/0000 ... numbered by each list's order (learning rates
     skipped but counted), as the old ConditionalGAN.state_variables wrote it."""
-    key_of = {id(v): k for k, v in gan.state_variables().items()}
+    key_of = {id(v): k for k, v in state_variables(gan).items()}
     old = {"step": state["step"]}
     for prefix, model in (("g", gan.generator), ("d", gan.discriminator), ("ema", gan.ema_generator)):
         old.update({f"{prefix}/{i:04d}": state[key_of[id(v)]] for i, v in enumerate(model.variables)})
@@ -573,7 +578,7 @@ def test_old_positional_checkpoints_still_resume_bit_identical(ref_run: tuple[Pa
                         **{k.replace("/", "."): v for k, v in _positional(epoch1, gan).items()})
     x, y = tiny_data()
     capsys.readouterr()
-    out = T.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)
+    out = fit.train(tiny_cfg(epochs=2), run, x, y, resume=True, progress=False)
     line = "resume: old positional checkpoint format, mapped onto today's variables by their order"
     assert out["resume_note"] == line and capsys.readouterr().err.count(line) == 1
     assert _same_state(ref / "checkpoints" / "ckpt-0002.npz", run / "checkpoints" / "ckpt-0002.npz") == []
@@ -589,7 +594,7 @@ def test_old_positional_checkpoints_still_resume_bit_identical(ref_run: tuple[Pa
                         **{k.replace("/", "."): v for k, v in small.items()})
     with pytest.raises(UserError, match=rf"ckpt-0001.npz: old-format checkpoint has {n - 1} generator variables, the "
                                         rf"model has {n}; resume with the run's own config") as ei:
-        T.train(tiny_cfg(epochs=2), other, x, y, resume=True, progress=False)
+        fit.train(tiny_cfg(epochs=2), other, x, y, resume=True, progress=False)
     assert "\n" not in str(ei.value)
 
 
@@ -598,15 +603,15 @@ def test_old_positional_layouts_map_for_both_optimizer_kinds() -> None:
     for was, now in (("fp16", "fp32"), ("fp32", "fp16")):
         src = B.build_gan(cfg, was)
         rng = np.random.default_rng(0)
-        for v in src.state_variables().values():  # distinct values, so a wrong mapping cannot pass
+        for v in state_variables(src).values():  # distinct values, so a wrong mapping cannot pass
             if v.dtype == "float32":
                 v.assign(rng.normal(size=v.shape).astype(np.float32))
-        state = src.get_state()
+        state = get_state(src)
         dst = B.build_gan(cfg, now)
-        mapping = dst.legacy_keys(_positional(state, src))
+        mapping = legacy_keys(dst, _positional(state, src))
         mapped = {mapping.get(k, k): v for k, v in _positional(state, src).items()}
         assert mapped.keys() == state.keys() and all(np.array_equal(mapped[k], state[k]) for k in state)
-        dst.set_state(mapped)
+        set_state(dst, mapped)
 
 
 # ---------------------------------------------------------------- the loop: cadence, interruption, display, guard
@@ -625,7 +630,7 @@ def test_checkpoint_and_sample_cadence(tmp_path: Path, monkeypatch: pytest.Monke
     for every, minutes, expected in ((2, 0.0, [0, 2, 3]), (1, 1e-9, [0, 1, 2, 3]), (1, 10.0, [0, 3])):
         saved.clear()
         run = tmp_path / f"{every}-{minutes}"
-        T.train(tiny16(epochs=3, checkpoint_every=every, checkpoint_minutes=minutes, sample_every=2), run, x, y,
+        fit.train(tiny16(epochs=3, checkpoint_every=every, checkpoint_minutes=minutes, sample_every=2), run, x, y,
                 progress=False)
         assert saved == expected, (every, minutes)
         assert sorted(p.name for p in (run / "samples").iterdir()) == ["epoch-0002.png", "epoch-0003.png"]
@@ -638,7 +643,7 @@ def test_interrupt_between_epochs_checkpoints_the_last_epoch(ref_run: tuple[Path
     ref, _ = ref_run
     run = tmp_path / "run"
     x, y = tiny_data()
-    real = T.RunCallback.record
+    real = fit.RunCallback.record
 
     def interrupted_record(self, e, *a, **k):  # Ctrl-C while epoch 2's end work runs: its row is recorded, its
         row = real(self, e, *a, **k)  # weights final, its sample grid and checkpoint not written yet
@@ -646,31 +651,31 @@ def test_interrupt_between_epochs_checkpoints_the_last_epoch(ref_run: tuple[Path
             raise KeyboardInterrupt
         return row
 
-    monkeypatch.setattr(T.RunCallback, "record", interrupted_record)
+    monkeypatch.setattr(fit.RunCallback, "record", interrupted_record)
     # one step per fit call (the reference ran 5): the same state, bit for bit, and a mid-epoch moment to interrupt
     monkeypatch.setattr(B, "MAX_STEPS_PER_EXECUTION", 1)
     cfg = tiny_cfg(epochs=3, checkpoint_every=10, checkpoint_minutes=0)
     with pytest.raises(KeyboardInterrupt):
-        T.train(cfg, run, x, y, progress=False)
+        fit.train(cfg, run, x, y, progress=False)
     ckpt = run / "checkpoints" / "ckpt-0002.npz"
     assert f"interrupted: wrote checkpoint {ckpt} (epoch 2); rerun with --resume" in capsys.readouterr().err
     assert _same_state(ref / "checkpoints" / "ckpt-0002.npz", ckpt) == []  # exactly the end of epoch 2
     assert [r["epoch"] for r in _rows(run / "metrics.csv")] == ["1", "2"]
     # the rest of epoch 2's end work was done first: its grid is the uninterrupted run's
     assert (run / "samples" / "epoch-0002.png").read_bytes() == (ref / "samples" / "epoch-0002.png").read_bytes()
-    monkeypatch.setattr(T.RunCallback, "record", real)
+    monkeypatch.setattr(fit.RunCallback, "record", real)
 
     def mid_epoch(self, batch, logs=None):  # Ctrl-C during epoch 3: the state is between epochs, not saved
         if batch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(T.RunCallback, "on_train_batch_begin", mid_epoch, raising=False)
+    monkeypatch.setattr(fit.RunCallback, "on_train_batch_begin", mid_epoch, raising=False)
     with pytest.raises(KeyboardInterrupt):
-        T.train(cfg, run, x, y, resume=True, progress=False)
+        fit.train(cfg, run, x, y, resume=True, progress=False)
     assert f"interrupted: the last checkpoint is {ckpt} (epoch 2)" in capsys.readouterr().err
     assert CK.Checkpoints(run).load_latest().epoch == 2 and len(_rows(run / "metrics.csv")) == 2
     monkeypatch.undo()
-    out = T.train(cfg, run, x, y, resume=True, progress=False)
+    out = fit.train(cfg, run, x, y, resume=True, progress=False)
     assert out["resumed_from_epoch"] == 2 and out["step"] == 15
 
 
@@ -689,7 +694,7 @@ def test_notebook_shows_one_sample_grid_updated_in_place(tmp_path: Path, monkeyp
 
     monkeypatch.setattr(ipd, "display", fake_display)
     x, y = data16()
-    T.train(tiny16(epochs=3), tmp_path / "run", x, y, progress=False, show_samples=True)
+    fit.train(tiny16(epochs=3), tmp_path / "run", x, y, progress=False, show_samples=True)
     assert [c[0] for c in calls] == ["display", "update", "update"] and calls[0][1] is True
     last = (tmp_path / "run" / "samples" / "epoch-0003.png").read_bytes()
     assert calls[-1][1] == last and len(last) < 40_000  # a small PNG composed from pixels, not a figure
@@ -714,7 +719,7 @@ def test_every_training_set_size_syncs_at_most_every_8_steps_and_drops_at_most_3
     assert [B.epoch_steps(s * 64, 64) for s in (58, 59, 61, 62, 65, 67)] == [56, 56, 60, 60, 65, 66]
     assert [B.steps_per_execution(B.epoch_steps(s * 64, 64)) for s in (58, 59, 61, 62, 65, 67)] == [14, 14, 15, 15, 13, 11]
     for n in range(10, 6001):  # every size the notebooks plan for (the batch lowered to the images when fewer)
-        b = T.fit_batch_size(n, 64)
+        b = fit.fit_batch_size(n, 64)
         full, steps = n // b, B.epoch_steps(n, b)
         per_call = B.steps_per_execution(steps)
         assert steps % per_call == 0 and per_call <= 16, n  # every call stays inside one epoch
@@ -730,7 +735,7 @@ def test_fit_sees_the_index_stream_when_the_epoch_drops_its_remainder_and_resume
     images each step trains on: exactly epoch_order()'s first 36 per epoch, in order, whether resumed or not."""
     import tensorflow as tf
 
-    from cxr_utils.gan import ConditionalGAN
+    from cxr_utils.gan.model import ConditionalGAN
 
     n, epochs = 38, 3
     x, y = tiny_data(n)
@@ -748,13 +753,13 @@ def test_fit_sees_the_index_stream_when_the_epoch_drops_its_remainder_and_resume
         return real_step(self, data)
 
     monkeypatch.setattr(ConditionalGAN, "train_step", spy)
-    out = T.train(cfg, tmp_path / "straight", x, y, progress=False)
-    T.train(cfg.replace(epochs=1), tmp_path / "resumed", x, y, progress=False)
-    res = T.train(cfg, tmp_path / "resumed", x, y, resume=True, progress=False)
+    out = fit.train(cfg, tmp_path / "straight", x, y, progress=False)
+    fit.train(cfg.replace(epochs=1), tmp_path / "resumed", x, y, progress=False)
+    res = fit.train(cfg, tmp_path / "resumed", x, y, resume=True, progress=False)
     assert out["step"] == res["step"] == epochs * 18 and res["resumed_from_epoch"] == 1
     info = cio.read_json(tmp_path / "resumed" / "config.json")["data"]
     assert (info["steps_per_epoch"], info["steps_per_execution"]) == (18, 9)
-    stream = np.concatenate([T.epoch_order(cfg.seed, e, n)[:36] for e in range(epochs)])
+    stream = np.concatenate([fit.epoch_order(cfg.seed, e, n)[:36] for e in range(epochs)])
     got = np.rint((seen.numpy() + 1.0) * 127.5 / 6).astype(int).reshape(2, -1)
     assert got[0].tolist() == stream.tolist() and got[1].tolist() == stream.tolist()
     assert [r["epoch"] for r in _rows(tmp_path / "resumed" / "metrics.csv")] == ["1", "2", "3"]
@@ -769,22 +774,22 @@ def test_a_run_started_with_every_full_batch_resumes_with_every_full_batch(tmp_p
     x = np.ascontiguousarray(x[:, ::2, ::2])
     cfg = tiny16(batch_size=2, epochs=1, eval_every=-1, sample_every=100, checkpoint_every=100)
     with monkeypatch.context() as m:
-        m.setattr(T, "epoch_steps", lambda n, b: n // b)
-        T.train(cfg, tmp_path / "run", x, y, progress=False)
+        m.setattr(fit, "epoch_steps", lambda n, b: n // b)
+        fit.train(cfg, tmp_path / "run", x, y, progress=False)
     saved = cio.read_json(tmp_path / "run" / "config.json")
     for key in ("steps_per_epoch", "steps_per_execution"):
         del saved["data"][key]
     cio.atomic_write_json(tmp_path / "run" / "config.json", saved)
-    out = T.train(cfg.replace(epochs=2), tmp_path / "run", x, y, resume=True, progress=False)
+    out = fit.train(cfg.replace(epochs=2), tmp_path / "run", x, y, resume=True, progress=False)
     assert out["step"] == 2 * 19 and cio.read_json(tmp_path / "run" / "config.json")["data"]["steps_per_epoch"] == 19
-    out = T.train(cfg.replace(epochs=3), tmp_path / "run", x, y, resume=True, progress=False)  # and keeps them
+    out = fit.train(cfg.replace(epochs=3), tmp_path / "run", x, y, resume=True, progress=False)  # and keeps them
     assert out["step"] == 3 * 19
 
 
 def test_loop_does_not_sync_per_step_and_jit_is_a_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     # no batch-end hook, and fit runs up to 16 steps per call: Keras waits for the device (to turn the logs into floats)
     # once per call; a divisor of the epoch's steps, so every call stays inside one epoch
-    assert T.RunCallback.on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
+    assert fit.RunCallback.on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
     assert [B.steps_per_execution(n) for n in (1, 5, 7, 17, 80, 81, 163)] == [1, 5, 7, 1, 16, 9, 1]
     assert B.steps_per_execution(80, replicas=2) == 1  # one step per call under MirroredStrategy
     assert B.build_gan(tiny16(), "fp32", 5).steps_per_execution == 5

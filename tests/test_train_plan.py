@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cxr_utils import train
+from cxr_utils.gan import fit as train
 
 
 def test_fit_batch_size_never_exceeds_the_training_images() -> None:

@@ -12,10 +12,10 @@ def test_recipes_benchmark_smoke(sample_data_dir, tmp_path, monkeypatch) -> None
     from PIL import Image
 
     from benchmarks import xray_recipes as X
-    from cxr_utils import quality
+    from cxr_utils.gan import tracker as quality
 
     monkeypatch.setenv("CXR_DATA_DIR", str(sample_data_dir))
-    from cxr_utils import plots
+    from cxr_utils import drawing as plots
 
     drawn = {}
     real_grid = plots.image_grid

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import CLASS_NAMES, SIZES, data_dir
 from ..errors import UserError
-from ..io import read_json
+from ..files import read_json
 from . import sources
 from .archive import KAGGLE_DATASET
 from .audit import duplicate_audit

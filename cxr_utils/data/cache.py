@@ -22,7 +22,7 @@ import numpy as np
 
 from ..config import CLASS_NAMES
 from ..errors import UserError
-from ..io import atomic_save_npz, atomic_write_json, load_npz, read_json
+from ..files import atomic_save_npz, atomic_write_json, load_npz, read_json
 from .messages import one_line
 from .splits import SPLITS, TEST_FRACTION, VAL_FRACTION, split_counts
 

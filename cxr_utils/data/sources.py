@@ -27,7 +27,7 @@ import numpy as np
 
 from ..config import CLASS_NAMES, data_dir
 from ..errors import UserError
-from ..io import atomic_path, atomic_write_json, file_digest, load_npz, read_json
+from ..files import atomic_path, atomic_write_json, file_digest, load_npz, read_json
 from .archive import KAGGLE_DATASET, find_tree, member_is_unsafe, safe_extract_tree
 from .decode import square_resize
 from .messages import log, one_line

@@ -2,7 +2,7 @@
 
 The real-beside-synthetic gallery rows, the class-swap pixel difference, the nearest-real-neighbour figure, the
 pixel-space memorization check and its table, and how many images per class an export writes. Generation lives in
-cxr_utils.sample, the distances in cxr_utils.metrics; this module only puts them together.
+cxr_utils.gan.generate, the distances in cxr_utils.metrics.distributions; this module only puts them together.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics, plots, runs, sample, synthetic
+from ..gan import generate as sample
+from ..gan import runs
+from ..metrics import memorization as metrics
+from . import charts, synthetic
 
 MIN_EXPORT = 16  # images per class an export writes at least, however small the real training split
 EXPORT_RATIO = 2.0  # notebook 03 exports 2 x real per class: enough for notebook 04's sweep 0 / 0.5 / 1 / 2
@@ -47,7 +50,7 @@ def nearest_real_figure(generator: Any, real_x: np.ndarray, real_y: np.ndarray, 
     k = len(class_names)
     pairs = sample.gallery(generator, n_per_class, k, seed=seed)
     ref = float(np.median(metrics.real_to_real_nn(real_x))) if len(real_x) > 1 else None
-    return plots.nearest_figure(pairs.reshape(-1, *pairs.shape[2:]), np.repeat(np.arange(k), n_per_class), real_x,
+    return charts.nearest_figure(pairs.reshape(-1, *pairs.shape[2:]), np.repeat(np.arange(k), n_per_class), real_x,
                                  real_y, class_names, reference=ref)
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from . import imagenet
-from .errors import UserError
+from ..errors import UserError
+from ..metrics import imagenet
 
 RANDOM_INIT = "random init"
 IMAGENET = "imagenet"
@@ -93,7 +93,7 @@ def eval_config(smoke: bool, epochs: int | None = None, input_size: int | None =
 
 def resolve_precision(cfg: EvalConfig) -> str:
     """The precision the classifier trains in here: cfg.precision, or for auto the GAN's rule (fp32 if deterministic)."""
-    from .build import resolve_precision as gan_rule
+    from ..gan.device import resolve_precision as gan_rule
 
     return gan_rule(cfg.precision, cfg.deterministic)
 
@@ -117,7 +117,7 @@ def resolve_weights(weights: str, log: Any = print) -> tuple[Path | None, str, s
     """(weights file or None, label 'imagenet' | 'random init', note) for --weights imagenet|none|auto.
 
     ImageNet comes from Keras's own file or, where its store is unreachable, from the verified offline copy
-    (cxr_utils.imagenet); the note and `imagenet.weights_source(path)` say which."""
+    (cxr_utils.metrics.imagenet); the note and `imagenet.weights_source(path)` say which."""
     if weights == "none":
         return None, RANDOM_INIT, "VGG16 random init (--weights none)"
     if weights not in ("imagenet", "auto"):
@@ -137,7 +137,7 @@ def to_vgg_input(images: np.ndarray) -> np.ndarray:
     """uint8 grayscale (N, S, S) -> float32 (N, S, S, 3) through VGG16's own preprocess_input (caffe mode)."""
     import keras
 
-    from .features import gray_to_rgb_float
+    from ..metrics.features import gray_to_rgb_float
 
     x = gray_to_rgb_float(images)
     # per-pixel affine, so applying it before the in-model bilinear upsampling equals applying it after
@@ -196,7 +196,7 @@ def num_classes_of(model: Any) -> int:
 
 def class_weight(y: np.ndarray, mode: str, num_classes: int = 2) -> dict[int, float] | None:
     """Balanced class weights for `fit` (Kaggle train is 1 : 3), or None for mode 'none'."""
-    from .features import balanced_class_weight
+    from ..metrics.features import balanced_class_weight
 
     return None if mode == "none" else balanced_class_weight(y, num_classes)
 

@@ -1,7 +1,7 @@
 """Generative metrics of a synthetic folder: what `python -m cxr_utils metrics` (and notebook 04) computes and writes.
 
-Loads the real cache and the synthetic folder, turns both into features (cxr_utils.features), applies every metric
-(cxr_utils.metrics) overall and per class, adds label fidelity, and writes the JSON.
+Loads the real cache and the synthetic folder, turns both into features (cxr_utils.metrics.features), applies every metric
+(cxr_utils.metrics.distributions) overall and per class, adds label fidelity, and writes the JSON.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from .config import CLASS_NAMES, SMOKE
-from .errors import UserError
-from .features import Extractor, build_extractors, predict_proba, train_domain_classifier
-from .io import atomic_write_json
-from .metrics import feature_metrics, label_fidelity
+from ..config import CLASS_NAMES, SMOKE
+from ..errors import UserError
+from ..files import atomic_write_json
+from ..metrics.distributions import feature_metrics
+from ..metrics.features import Extractor, build_extractors, predict_proba, train_domain_classifier
+from ..metrics.fidelity import label_fidelity
 
 
 def evaluate_synthetic(real_images: dict[str, np.ndarray], real_labels: dict[str, np.ndarray], synth_images: np.ndarray,
@@ -37,7 +38,7 @@ def evaluate_synthetic(real_images: dict[str, np.ndarray], real_labels: dict[str
 def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0,
                 smoke: bool = SMOKE, out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
     """Everything `python -m cxr_utils metrics` reports for a cache and a synthetic folder; writes JSON if `out`."""
-    from .evaluation import load_real, load_synthetic_folder
+    from .inputs import load_real, load_synthetic_folder
 
     real, prov = load_real(npz)
     syn, _ = load_synthetic_folder(synthetic, int(real["train"][0].shape[1]))

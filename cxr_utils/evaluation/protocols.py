@@ -7,7 +7,7 @@ class the same synthetic fraction (no "looks synthetic => class" shortcut), tstr
 per class as trtr. The first images of each class in file order are taken (a reproducible subset of the export).
 Model selection (early stopping) uses the real val split, never test. Positive class = PNEUMONIA (label 1).
 Whenever VGG16 ran without ImageNet weights, every output says "random init"; with them, every output names the copy
-(Keras's own file or the verified offline copy of cxr_utils.imagenet: `model`, `weights_source`).
+(Keras's own file or the verified offline copy of cxr_utils.metrics.imagenet: `model`, `weights_source`).
 """
 
 from __future__ import annotations
@@ -21,24 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from . import imagenet
-from .classifier import (  # noqa: F401  re-exported: the evaluation's classifier, named here as before
-    IMAGENET,
-    RANDOM_INIT,
-    VGG16_NOTOP,
-    EvalConfig,
-    build_classifier,
-    eval_config,
-    fit_classifier,
-    fit_two_stage,
-    resolve_precision,
-    resolve_weights,
-    start_fit,
-    to_vgg_input,
-)
-from .config import CLASS_NAMES, SMOKE
-from .errors import UserError
-from .io import atomic_write_json
+from ..config import CLASS_NAMES, SMOKE
+from ..errors import UserError
+from ..files import atomic_write_json
+from ..metrics import imagenet
+from ..metrics.classification import COUNTS, HEADLINE, METRICS, bootstrap_ci, classification_metrics, tune_threshold
+from .classifier import EvalConfig, build_classifier, fit_two_stage, resolve_precision, resolve_weights, start_fit, to_vgg_input
+from .inputs import _class_counts, load_real, load_synthetic_folder
 
 PROTOCOLS: tuple[str, ...] = ("trtr", "tstr", "augment", "pretrain")
 PROTOCOL_TEXT = {
@@ -47,86 +36,9 @@ PROTOCOL_TEXT = {
     "augment": "train on real + synthetic, test on real",
     "pretrain": "train on synthetic, then fine-tune on real, test on real",
 }
-FULL_SOURCES = ("kaggle", "medmnist")  # sources that hold the whole 5,856-image chest X-ray set
-HEADLINE = ("accuracy", "precision", "recall", "f1")
-METRICS = (*HEADLINE, "roc_auc")
-COUNTS = ("tn", "fp", "fn", "tp")
 
 
 # ------------------------------------------------------------------------------------------- counts
-
-
-def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, int]:
-    """tn, fp, fn, tp with PNEUMONIA (1) as the positive class."""
-    t, p = np.asarray(y_true).astype(np.int64).ravel(), np.asarray(y_pred).astype(np.int64).ravel()
-    return {"tn": int(((t == 0) & (p == 0)).sum()), "fp": int(((t == 0) & (p == 1)).sum()),
-            "fn": int(((t == 1) & (p == 0)).sum()), "tp": int(((t == 1) & (p == 1)).sum())}
-
-
-def metrics_from_counts(tn: int, fp: int, fn: int, tp: int) -> dict[str, float]:
-    """Accuracy, precision, recall and F1 (fractions) implied by confusion counts; 0 where undefined (as sklearn)."""
-    n = tn + fp + fn + tp
-    return {"accuracy": (tp + tn) / n if n else 0.0, "precision": tp / (tp + fp) if tp + fp else 0.0,
-            "recall": tp / (tp + fn) if tp + fn else 0.0, "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0}
-
-
-def counts_consistent(entry: dict[str, Any], tol: float = 1e-9) -> bool:
-    """True if the entry's accuracy/precision/recall/F1 are exactly those implied by its tn/fp/fn/tp."""
-    implied = metrics_from_counts(*(int(entry[k]) for k in COUNTS))
-    return all(abs(float(entry[k]) - implied[k]) <= tol for k in HEADLINE)
-
-
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    """Counts, the four headline metrics implied by them, and ROC AUC (None if test holds one class only)."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y_true).astype(np.int64).ravel()
-    p = np.asarray(probs, np.float64).ravel()
-    counts = confusion_counts(y, (p >= threshold).astype(np.int64))
-    auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
-    return {**metrics_from_counts(**counts), "roc_auc": auc, **counts}
-
-
-def tune_threshold(y_val: np.ndarray, probs_val: np.ndarray, default: float = 0.5) -> float:
-    """The decision threshold with the highest balanced accuracy (Youden's J) on the real val split.
-
-    Candidates are midpoints between sorted distinct probabilities (plus the default); ties go to the candidate
-    nearest `default`. A val split with one class only cannot rank, so the default is returned.
-    """
-    y = np.asarray(y_val).astype(np.int64).ravel()
-    p = np.asarray(probs_val, np.float64).ravel()
-    if len(np.unique(y)) < 2:
-        return float(default)
-    u = np.unique(p)
-    cands = np.unique(np.concatenate([[default], (u[1:] + u[:-1]) / 2.0, [u[0] - 1e-6, u[-1] + 1e-6]]))
-    pos, neg = y == 1, y == 0
-    tpr = ((p[None, :] >= cands[:, None]) & pos[None, :]).sum(1) / pos.sum()
-    tnr = ((p[None, :] < cands[:, None]) & neg[None, :]).sum(1) / neg.sum()
-    j = tpr + tnr
-    best = np.flatnonzero(np.isclose(j, j.max()))
-    return float(cands[best[np.argmin(np.abs(cands[best] - default))]])
-
-
-def bootstrap_ci(y_true: np.ndarray, probs_per_seed: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0,
-                 threshold: float = 0.5) -> dict[str, list[float] | None]:
-    """95% percentile interval of the seed-mean metrics, resampling test images with replacement."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y_true).astype(np.int64).ravel()
-    if n_boot <= 0 or len(y) == 0:
-        return {k: None for k in METRICS}
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {k: [] for k in METRICS}
-    preds = [(np.asarray(p).ravel() >= threshold).astype(np.int64) for p in probs_per_seed]
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        yb = y[idx]
-        per = [metrics_from_counts(**confusion_counts(yb, pr[idx])) for pr in preds]
-        for k in HEADLINE:
-            draws[k].append(float(np.mean([d[k] for d in per])))
-        if len(np.unique(yb)) == 2:
-            draws["roc_auc"].append(float(np.mean([roc_auc_score(yb, np.asarray(p).ravel()[idx]) for p in probs_per_seed])))
-    return {k: ([float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v else None) for k, v in draws.items()}
 
 
 def check_ratio(protocol: str, ratio: float) -> float:
@@ -177,11 +89,6 @@ def phase_counts(phases: Sequence[tuple[str, np.ndarray, np.ndarray]], real_labe
         r = real if "real" in name.split("+") else dict.fromkeys(real, 0)
         out[name] = {"real": r, "synthetic": {c: n - r[c] for c, n in _class_counts(yy).items()}}
     return out
-
-
-def _class_counts(y: np.ndarray, class_names: Sequence[str] = CLASS_NAMES) -> dict[str, int]:
-    y = np.asarray(y).astype(np.int64)
-    return {n: int((y == c).sum()) for c, n in enumerate(class_names)}
 
 
 def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -316,28 +223,6 @@ def _seed_stats(entries: Sequence[dict[str, Any]], keys: Sequence[str]) -> tuple
 
 
 # ------------------------------------------------------------------------------------------- files
-
-
-def load_real(npz: str | os.PathLike) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """Real splits of a cache .npz and its provenance (path, source, whether it is the full data set)."""
-    from . import data
-
-    p = Path(npz)
-    if not p.is_file():
-        raise UserError(f"--data {p}: file not found; build it with `python -m cxr_utils prepare`")
-    ds = data.load(p)
-    real = {sp: ds.subset(sp) for sp in ("train", "val", "test")}
-    source = str(ds.manifest.get("source", "unknown"))  # data.load gives {} when the manifest is missing
-    return real, {"data": str(p), "source": source, "full_dataset": source in FULL_SOURCES,
-                  "n_images": int(len(ds.labels))}
-
-
-def load_synthetic_folder(folder: str | os.PathLike, image_size: int) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
-    """Synthetic images of a `sample` folder checked against the real image size, and their provenance."""
-    from . import synthetic
-
-    x, y = synthetic.load_synthetic(folder, expected_size=image_size)
-    return (x, y), {"synthetic": str(folder), "n_synthetic": _class_counts(y), "generator": synthetic.generators_of(folder)}
 
 
 def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike | None = None, weights: str = "imagenet",

@@ -18,11 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from . import evaluation, plots, report, stats, study_entries
-from .config import SMOKE
-from .errors import UserError
-from .io import atomic_write_bytes, atomic_write_json
-from .study_entries import entry_name
+from .. import drawing
+from ..config import SMOKE
+from ..errors import UserError
+from ..files import atomic_write_bytes, atomic_write_json
+from ..metrics import classification
+from ..metrics import paired as stats
+from . import charts, classifier, inputs
+from . import protocols as proto  # `protocols` is run_study's parameter
+from . import study_store as study_entries
+from . import tables as report
+from .study_store import entry_name
 
 RESULTS_JSON = "results.json"
 METRICS_JSON = "metrics.json"
@@ -43,7 +49,7 @@ RATIO_ZERO = ("at synthetic ratio 0, augment and pretrain train on the real imag
 class Study:
     """What `run_study` computed and where it wrote it."""
 
-    results: list[dict[str, Any]]  # one evaluation.run_protocol result per (protocol, synthetic folder, ratio); trtr once
+    results: list[dict[str, Any]]  # one protocols.run_protocol result per (protocol, synthetic folder, ratio); trtr once
     seed_check: dict[str, Any]  # the seed repository's headline checked against every confusion matrix
     metrics: dict[str, Any]  # generative.run_metrics of the first synthetic folder: FID/KID/PRDC/memorization/fidelity
     results_json: Path
@@ -59,10 +65,10 @@ class Study:
 def parse_protocols(protocols: str | Sequence[str]) -> list[str]:
     """'trtr,tstr' or a sequence -> a list of known protocols in the given order; UserError on an unknown one."""
     names = [p.strip() for p in (protocols.split(",") if isinstance(protocols, str) else protocols) if p.strip()]
-    bad = [p for p in names if p not in evaluation.PROTOCOLS]
+    bad = [p for p in names if p not in proto.PROTOCOLS]
     if bad or not names:
         raise UserError(f"--protocols {','.join(names) or '(empty)'}: use a comma-separated list of "
-                        f"{', '.join(evaluation.PROTOCOLS)}")
+                        f"{', '.join(proto.PROTOCOLS)}")
     return list(dict.fromkeys(names))
 
 
@@ -139,14 +145,14 @@ def compare_to_trtr(results: Sequence[dict[str, Any]], n_boot: int, seed: int = 
             "protocol": protocol, "synthetic_ratio": ratio, "synthetic": [r.get("synthetic") for r in entries],
             "seeds": [len(r["seeds"]) for r in entries],
             "metrics": {k: stats.spread_across_folders([[e.get(k) for e in r["per_seed"]] for r in entries])
-                        for k in evaluation.METRICS},
+                        for k in classification.METRICS},
             "vs_trtr_pooled": vs(entries) if len(entries) > 1 else (entries[0]["vs_trtr"]),
         })
     return across
 
 
 def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[Any], out: str | os.PathLike,
-              protocols: str | Sequence[str] = evaluation.PROTOCOLS, weights: str = "auto", seeds: int | None = 1,
+              protocols: str | Sequence[str] = proto.PROTOCOLS, weights: str = "auto", seeds: int | None = 1,
               epochs: int | None = None, input_size: int | None = None, bootstrap: int | None = None,
               extractor: str = "auto", smoke: bool = SMOKE, figures_dir: str | os.PathLike | None = None,
               verbose: int = 0, command: str | None = None, log: Callable[[str], None] = print,
@@ -159,27 +165,27 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
 
     Resumes: every classifier seed is saved to OUT/entries as soon as it is tested, and a rerun with the same inputs
     reuses those (study_entries; entries made with other inputs are set aside, never mixed); fresh deletes them first."""
-    from . import generative
+    from . import folder_metrics as generative
 
     names = parse_protocols(protocols)
     folders = parse_folders(synthetic)
     ratio_list = parse_ratios(ratios)
     out = Path(out)
     figures_dir = Path(figures_dir) if figures_dir is not None else out / "figures"
-    cfg = evaluation.eval_config(smoke, epochs=epochs, input_size=input_size, bootstrap=bootstrap, precision=precision,
+    cfg = classifier.eval_config(smoke, epochs=epochs, input_size=input_size, bootstrap=bootstrap, precision=precision,
                                  deterministic=deterministic)
-    real, prov = evaluation.load_real(npz)
+    real, prov = inputs.load_real(npz)
     prov.update(command=command, smoke=bool(smoke))
     size = int(real["test"][0].shape[1])
-    syn = {f: evaluation.load_synthetic_folder(f, size) for f in folders}
+    syn = {f: inputs.load_synthetic_folder(f, size) for f in folders}
     if seeds is None:  # 3 seeds where the numbers mean something; a small source is a pipeline check
         seeds = 3 if prov["full_dataset"] and not smoke else 1
     plan = plan_entries(names, folders, ratio_list)
     if any(p != "trtr" for p in names) and max(ratio_list) > 0:
         for f in folders:  # every folder holds enough for the largest ratio, checked before any training
-            evaluation.select_synthetic(syn[f][0], real["train"][1], max(ratio_list), f)
+            proto.select_synthetic(syn[f][0], real["train"][1], max(ratio_list), f)
     log(f"real data  : {npz} (source {prov['source']}, {prov['n_images']} images; full data set: {prov['full_dataset']})")
-    log(f"real splits: { {s: evaluation._class_counts(y) for s, (_, y) in real.items()} }")
+    log(f"real splits: { {s: inputs._class_counts(y) for s, (_, y) in real.items()} }")
     for f in folders:
         log(f"synthetic  : {f} {syn[f][1]['n_synthetic']}")
     log(f"classifier : {cfg}")
@@ -187,7 +193,7 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
         + ("; ratio 0 of augment/pretrain is trtr (not retrained)" if 0.0 in ratio_list else ""))
 
     results = []
-    resolved = evaluation.resolve_weights(weights)  # once for every protocol: offline, each attempt waits ~15 s
+    resolved = classifier.resolve_weights(weights)  # once for every protocol: offline, each attempt waits ~15 s
     store, resume, folder_sha, idents = _resume(out, real, syn, folders, plan, cfg, seeds, resolved, fresh, log)
     for protocol, folder, ratio in plan:
         log(f"== {_entry_name(protocol, folder, ratio, folders)} ==")
@@ -198,7 +204,7 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
             path = store.write(keys[entry["seed"]], entry, folder, folder_sha.get(folder) if folder else None)
             log(f"  saved {path}")
 
-        res = evaluation.run_protocol(protocol, real, syn[folder][0] if folder else None, weights=weights, seeds=seeds,
+        res = proto.run_protocol(protocol, real, syn[folder][0] if folder else None, weights=weights, seeds=seeds,
                                       cfg=cfg, provenance=entry_prov, verbose=verbose, log=log, resolved=resolved,
                                       ratio=1.0 if ratio is None else ratio, folder=folder, on_seed=save,
                                       done={sd: resume.done[entry_name(k)] for sd, k in keys.items()
@@ -206,7 +212,7 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
         for note in res["notes"]:
             log(f"  note: {note}")
         results.append(res)
-    if not all(evaluation.counts_consistent(e) for r in results for e in r["per_seed"]):
+    if not all(classification.counts_consistent(e) for r in results for e in r["per_seed"]):
         raise RuntimeError("a protocol's metrics disagree with its confusion counts")  # a bug, never user input
     across = compare_to_trtr(results, cfg.bootstrap, cfg.seed)
     hr = headline_ratio(ratio_list)
@@ -221,18 +227,18 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
     figures: dict[str, Path] = {}
 
     def save(fig: Any, name: str) -> None:
-        figures[name] = plots.save_figure(fig, figures_dir / name)
-        plots.plt.close(fig)
+        figures[name] = drawing.save_figure(fig, figures_dir / name)
+        drawing.close(fig)
 
-    save(plots.protocol_comparison(headline), "04_protocol_comparison.png")
+    save(charts.protocol_comparison(headline), "04_protocol_comparison.png")
     for r in headline:
-        save(plots.classifier_history(r), f"04_history_{r['protocol']}.png")
-        save(plots.confusion_heatmap(r), f"04_confusion_{r['protocol']}.png")
-    save(plots.roc_curves(headline), "04_roc.png")
+        save(charts.classifier_history(r), f"04_history_{r['protocol']}.png")
+        save(charts.confusion_heatmap(r), f"04_confusion_{r['protocol']}.png")
+    save(charts.roc_curves(headline), "04_roc.png")
     if any(r.get("vs_trtr") for r in results):
-        save(plots.paired_differences(results, across), PAIRED_FIGURE)
+        save(charts.paired_differences(results, across), PAIRED_FIGURE)
     if len(ratio_list) > 1:
-        save(plots.ratio_sweep(results, across), RATIO_FIGURE)
+        save(charts.ratio_sweep(results, across), RATIO_FIGURE)
 
     # the generative metrics of the first folder, on the arrays the protocols read: the closest pairs index them
     first = syn[folders[0]][0]
@@ -245,7 +251,7 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
     ex_name, ex_entry = next(iter(gen["extractors"].items()))
     pairs = ex_entry["overall"]["memorization"]["closest_pairs"][: (4 if smoke else 8)]
     x_train = real["train"][0]
-    save(plots.image_grid([[first[0][p["synthetic"]] for p in pairs], [x_train[p["train"]] for p in pairs]],
+    save(drawing.image_grid([[first[0][p["synthetic"]] for p in pairs], [x_train[p["train"]] for p in pairs]],
                           row_titles=["SYNTHETIC", "real train"],
                           title=f"closest pairs in {ex_name} features (distance "
                                 + ", ".join(f"{p['distance']:.2f}" for p in pairs) + ")"), "04_closest_pairs.png")
@@ -263,22 +269,22 @@ def comparable(doc: Any, varies: Sequence[str] = VARIES) -> Any:
 
 
 def _resume(out: Path, real: dict[str, tuple[np.ndarray, np.ndarray]], syn: dict[str, Any], folders: Sequence[str],
-            plan: Sequence[tuple[str, str | None, float | None]], cfg: evaluation.EvalConfig,
+            plan: Sequence[tuple[str, str | None, float | None]], cfg: classifier.EvalConfig,
             seeds: int, resolved: tuple[Any, str, str | None], fresh: bool, log: Callable[[str], None],
             ) -> tuple[study_entries.EntryStore, study_entries.Resume, dict[str, str],
                        dict[tuple[str, str | None, float | None, int], dict[str, Any]]]:
     """The study's entry store, what it already holds for this plan (stale entries set aside, one line each), the
     digest of every synthetic folder and the identity of every planned classifier seed."""
-    from . import imagenet
+    from ..metrics import imagenet
 
     store = study_entries.EntryStore(out)
     if fresh and (n := store.clear()):
         log(f"study: fresh start: deleted {n} finished result(s) in {store.dir}")
-    shared = study_entries.shared_inputs(real, cfg, evaluation.resolve_precision(cfg), resolved[1],
+    shared = study_entries.shared_inputs(real, cfg, classifier.resolve_precision(cfg), resolved[1],
                                          imagenet.weights_source(resolved[0]))
     folder_sha = {f: study_entries.array_digest(*syn[f][0]) for f in folders}
     y_train = real["train"][1]
-    subset_sha = {(f, r): study_entries.array_digest(*evaluation.select_synthetic(syn[f][0], y_train, r, f))
+    subset_sha = {(f, r): study_entries.array_digest(*proto.select_synthetic(syn[f][0], y_train, r, f))
                   for f, r in dict.fromkeys((f, r) for _, f, r in plan if f is not None)}
     idents = study_entries.planned_identities(shared, plan, [cfg.seed + i for i in range(seeds)], subset_sha)
     resume = store.scan({entry_name(k): k for k in idents.values()}, shared, folder_sha)

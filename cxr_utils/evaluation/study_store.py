@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import atomic_write_json, read_json
+from ..files import atomic_write_json, read_json
 
 ENTRIES = "entries"
 STALE = "entries-stale"

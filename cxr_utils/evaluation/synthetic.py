@@ -32,16 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, runs
-from .config import CLASS_NAMES, SYNTHETIC_TAG
-from .data import to_gray
-from .errors import UserError
-from .io import FSYNC_UNSUPPORTED, atomic_write_csv, file_digest, fsync_file, in_notebook, read_csv
-from .sample import generate, latent_dim_of, noise_for, png_bytes
+from .. import __version__
+from ..config import CLASS_NAMES, SYNTHETIC_TAG
+from ..data import to_gray
+from ..errors import UserError
+from ..files import FSYNC_UNSUPPORTED, atomic_write_csv, file_digest, fsync_file, in_notebook, read_csv
+from ..gan import runs
+from ..gan.generate import generate, latent_dim_of, noise_for, png_bytes
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_FIELDS = ("file", "class", "label", "seed", "run", "generator_sha256", "synthetic", "generator")
-SOFTWARE = f"cxr-utils {__version__} (cxr_utils.synthetic.export)"
+SOFTWARE = f"cxr-utils {__version__} (cxr_utils.evaluation.synthetic.export)"
 
 
 # ----------------------------------------------------------------------------- reading a synthetic folder

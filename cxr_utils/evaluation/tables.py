@@ -1,7 +1,7 @@
 """What the VGG16 study's results say: the one-line summary, the comparison table, the README Results section, and
 the seed repository's headline checked against every confusion matrix of the Kaggle test split.
 
-Reads the result dictionaries that cxr_utils.evaluation writes (results JSON); trains nothing.
+Reads the result dictionaries that cxr_utils.evaluation.protocols writes (results JSON); trains nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import CLASS_NAMES
-from .evaluation import COUNTS, HEADLINE, IMAGENET, METRICS
-from .io import read_json
-from .stats import PAIRED_METRICS
+from ..config import CLASS_NAMES
+from ..files import read_json
+from ..metrics.classification import COUNTS, HEADLINE, METRICS
+from ..metrics.paired import PAIRED_METRICS
+from .classifier import IMAGENET
 
 # the seed repository's headline (percent) and the Kaggle test split it was measured on
 SEED_CLAIM = {"accuracy": 93.90, "precision": 92.62, "recall": 99.12, "f1": 95.76}

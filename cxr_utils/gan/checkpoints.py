@@ -3,6 +3,8 @@
 A checkpoint holds all training state (G, D, EMA, both optimizers, the step) as one uncompressed .npz, written
 atomically; the newest KEEP_CHECKPOINTS are kept. `restore` loads one into a GAN whatever precision, device count
 or key format (the positional keys of older runs) wrote it. `RunLock` keeps two trainers out of one run folder.
+The key mapping lives here too: `state_variables` names every variable of a ConditionalGAN by a stable path,
+`get_state` / `set_state` move that state as numpy arrays, `legacy_keys` maps the positional format onto it.
 """
 
 from __future__ import annotations
@@ -18,14 +20,144 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import io as cio
-from .errors import RunLocked, UserError
+from .. import files as cio
+from ..errors import RunLocked, UserError
 
 if TYPE_CHECKING:
-    from .gan import ConditionalGAN
+    import keras
+
+    from .model import ConditionalGAN
 
 KEEP_CHECKPOINTS = 2
 LEGACY_KEY = re.compile(r"(g|d|ema|gopt|dopt)/\d{4}")  # the positional checkpoint keys written before issue 11
+
+
+# ------------------------------------------------------------ the key of every variable of a checkpoint
+
+
+def _models(gan: ConditionalGAN) -> tuple[tuple[str, keras.Model], ...]:
+    """(role, model) pairs; a role names the model in checkpoint keys whatever the model's own name."""
+    return (("generator", gan.generator), ("discriminator", gan.discriminator), ("ema_generator", gan.ema_generator))
+
+
+def _optimizer_entries(prefix: str, opt: keras.optimizers.Optimizer,
+                       model: keras.Model, role: str) -> list[tuple[str | None, keras.Variable]]:
+    """(key, variable) for every variable of `opt` in its `variables` order; key None for learning rates.
+
+    Keys: <prefix>/iteration, <prefix>/<role>/<variable path>/<slot> (Adam's momentum, velocity) and, under a
+    LossScaleOptimizer (fp16), <prefix>/loss_scale/<name> for its own iteration, step_counter and dynamic_scale.
+    """
+    inner = getattr(opt, "inner_optimizer", None)
+    base = inner if inner is not None else opt
+    own = opt.variables[: len(opt.variables) - len(base.variables)] if inner is not None else []
+    entries: list[tuple[str | None, keras.Variable]] = [
+        (None if v.name == "learning_rate" else f"{prefix}/loss_scale/{v.name}", v) for v in own]
+    # Keras names a slot "<reference path with / -> _>_<slot>": the longest matching reference owns it
+    refs = sorted(((v.path.replace("/", "_") + "_", v.path) for v in model.trainable_variables), key=lambda r: -len(r[0]))
+    for v in base.variables:
+        if v.name == "learning_rate":
+            entries.append((None, v))
+        elif v.name == "iteration":
+            entries.append((f"{prefix}/iteration", v))
+        else:
+            owner = next(((m, path) for m, path in refs if v.name.startswith(m)), None)
+            if owner is None:
+                raise ValueError(f"optimizer variable {v.path} belongs to no variable of the {role}")
+            entries.append((f"{prefix}/{role}/{owner[1]}/{v.name[len(owner[0]):]}", v))
+    return entries
+
+
+def _optimizers(gan: ConditionalGAN) -> tuple[tuple[str, keras.optimizers.Optimizer, keras.Model, str], ...]:
+    return (("g_opt", gan.g_optimizer, gan.generator, "generator"),
+            ("d_opt", gan.d_optimizer, gan.discriminator, "discriminator"))
+
+
+def state_variables(gan: ConditionalGAN) -> dict[str, keras.Variable]:
+    """Every variable a bit-exact resume needs, keyed by its stable path (learning rates excluded: config rules).
+
+    Model weights: <role>/<variable path> (generator/up0_conv/kernel); optimizer state: see _optimizer_entries.
+    Keys do not depend on list order, so a checkpoint moves between precisions and device counts.
+    """
+    out: dict[str, keras.Variable] = {"step": gan.step}
+    for role, model in _models(gan):
+        for v in model.variables:
+            key = f"{role}/{v.path}"
+            if key in out and out[key] is not v:
+                raise ValueError(f"two variables of the {role} share the path {v.path}; give their layers unique names")
+            out[key] = v
+    for prefix, opt, model, role in _optimizers(gan):
+        out.update((k, v) for k, v in _optimizer_entries(prefix, opt, model, role) if k is not None)
+    bad = [k for k in out if "." in k]
+    if bad:  # checkpoint files store "/" as "."
+        raise ValueError(f"variable paths must not contain '.': {bad[:3]}")
+    return out
+
+
+def legacy_keys(gan: ConditionalGAN, state: dict[str, np.ndarray]) -> dict[str, str]:
+    """For a checkpoint of the positional format (g/0000, gopt/0003, ...): old key -> today's key.
+
+    The old format numbered model.variables and optimizer.variables in list order (skipping learning rates), so
+    the positions map onto today's models; an optimizer's layout (plain Adam, or Adam under a LossScaleOptimizer)
+    is told apart by its number of positions. Raises ValueError when the counts fit no layout.
+    """
+    out: dict[str, str] = {}
+    for old, (role, model) in zip(("g", "d", "ema"), _models(gan), strict=True):
+        n_old = sum(1 for k in state if k.startswith(f"{old}/"))
+        if n_old != len(model.variables):
+            raise ValueError(f"old-format checkpoint has {n_old} {role} variables, the model has {len(model.variables)}")
+        out.update({f"{old}/{i:04d}": f"{role}/{v.path}" for i, v in enumerate(model.variables)})
+    for old, (prefix, opt, model, role) in zip(("gopt", "dopt"), _optimizers(gan), strict=True):
+        base = getattr(opt, "inner_optimizer", opt)
+        entries = _optimizer_entries(prefix, base, model, role)
+        slots = [k for k, _ in entries if k is not None and k != f"{prefix}/iteration"]
+        plain = [f"{prefix}/iteration", None, *slots]
+        scaled = [f"{prefix}/loss_scale/iteration", None, f"{prefix}/loss_scale/step_counter",
+                  f"{prefix}/loss_scale/dynamic_scale", f"{prefix}/iteration", None, *slots]
+        idx = [int(k.split("/")[1]) for k in state if k.startswith(f"{old}/")]
+        n_old = max(idx) + 1 if idx else 0
+        layout = plain if n_old == len(plain) else scaled if n_old == len(scaled) else None
+        if layout is None:
+            raise ValueError(f"old-format checkpoint has {n_old} {role} optimizer positions, expected {len(plain)} "
+                             f"(Adam) or {len(scaled)} (loss-scaled Adam)")
+        out.update({f"{old}/{i:04d}": k for i, k in enumerate(layout) if k is not None})
+    return out
+
+
+def get_state(gan: ConditionalGAN) -> dict[str, np.ndarray]:
+    """All state as named numpy arrays."""
+    return {k: np.asarray(v.numpy()) for k, v in state_variables(gan).items()}
+
+
+def set_state(gan: ConditionalGAN, state: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Restore from get_state() output (of any precision or device count); returns what differed.
+
+    Loss-scale state (fp16) missing from the checkpoint keeps its initial values ("created"), loss-scale state this
+    model has no optimizer for is ignored ("dropped", with its saved values); any other missing, extra or
+    misshapen array is a ValueError. Values are cast to each variable's dtype.
+    """
+    import tensorflow as tf
+
+    variables = state_variables(gan)
+    is_scale = lambda k: "/loss_scale/" in k  # noqa: E731
+    missing = sorted(k for k in set(variables) - set(state) if not is_scale(k))
+    if missing:
+        raise ValueError(f"checkpoint lacks {len(missing)} variables (e.g. {missing[:3]}): it was written by another model")
+    extra = sorted(k for k in set(state) - set(variables) if not is_scale(k))
+    if extra:
+        raise ValueError(f"checkpoint has {len(extra)} variables this model lacks (e.g. {extra[:3]}): it was "
+                         f"written by another model")
+    for k, v in variables.items():
+        if k not in state:
+            continue
+        a = np.asarray(state[k])
+        if tuple(a.shape) != tuple(v.shape):
+            raise ValueError(f"checkpoint variable {k} has shape {a.shape}, model expects {tuple(v.shape)}")
+        v.assign(a if a.dtype.name == v.dtype else tf.cast(a, v.dtype))
+    return {"created": {k: np.asarray(variables[k].numpy()) for k in variables if k not in state},
+            "dropped": {k: np.asarray(state[k]) for k in state if k not in variables}}
+
+
+# ------------------------------------------------------------ the files
 
 
 class RunLock:
@@ -134,10 +266,10 @@ def restore(gan: ConditionalGAN, found: Found, precision: str, replicas: int, sa
     state, path, notes = found.state, found.path, []
     try:
         if any(LEGACY_KEY.fullmatch(k) for k in state):  # written before checkpoints were keyed by variable path
-            mapping = gan.legacy_keys(state)
+            mapping = legacy_keys(gan, state)
             state = {mapping.get(k, k): v for k, v in state.items()}
             notes.append("old positional checkpoint format, mapped onto today's variables by their order")
-        diff = gan.set_state(state)
+        diff = set_state(gan, state)
     except ValueError as e:
         raise UserError(f"{path}: {e}; resume with the run's own config or choose another --run-dir") from None
     was = found.meta.get("precision") or saved_info.get("precision_resolved") or "?"

@@ -10,10 +10,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from .config import GANConfig
-from .errors import UserError
-from .gan import ConditionalGAN
-from .models import build_discriminator, build_generator
+from ..config import GANConfig
+from ..errors import UserError
+from .model import ConditionalGAN
+from .networks import build_discriminator, build_generator
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # native bf16 math on x86 CPUs

@@ -18,14 +18,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import data, quality, runs
-from . import io as cio
-from .build import build_gan, epoch_steps, make_strategy, resolve_precision, steps_per_execution
-from .checkpoints import Checkpoints, RunLock, restore
-from .config import GANConfig, saved_fields
-from .errors import TrainingDiverged, UserError
-from .gan import METRIC_NAMES, ConditionalGAN
-from .sample import png_bytes
+from .. import data
+from .. import files as cio
+from ..config import GANConfig, saved_fields
+from ..errors import TrainingDiverged, UserError
+from . import runs
+from . import tracker as quality
+from .checkpoints import Checkpoints, RunLock, get_state, restore
+from .device import build_gan, epoch_steps, make_strategy, resolve_precision, steps_per_execution
+from .generate import png_bytes
+from .model import METRIC_NAMES, ConditionalGAN
 
 METRIC_COLUMNS = ["epoch", *METRIC_NAMES, "seconds", "images_per_second"]
 # config fields that may change when resuming; everything else defines the run and must match config.json
@@ -236,7 +238,7 @@ class RunCallback(keras.callbacks.Callback):
 
     def sample_grid(self, e: int) -> Path:
         """samples/epoch-EEEE.png: the EMA generator on the fixed noise, one row per class, composed from pixels."""
-        from . import plots  # matplotlib: only when a grid is drawn
+        from .. import drawing as plots  # matplotlib: only when a grid is drawn
 
         if self._render is None:
             z, labels = (tf.constant(a) for a in self.fixed)
@@ -275,7 +277,7 @@ class RunCallback(keras.callbacks.Callback):
 
     def checkpoint(self, e: int) -> Path:
         """Write epoch e's checkpoint (all state) and make it the last good one."""
-        p = self.ckpts.save(e, self.gan.get_state(), self.meta)
+        p = self.ckpts.save(e, get_state(self.gan), self.meta)
         self.last_good = (e, p)
         self.last_checkpoint_time = time.monotonic()
         return p
@@ -438,7 +440,7 @@ def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, r
         cio.atomic_write_json(cfg_path, {**cfg.to_dict(), "data": info})
         if found is None:
             start_epoch = 0
-            ckpt_path = ckpts.save(0, gan.get_state(), meta)  # a fresh run is resumable (and has a last good state) at once
+            ckpt_path = ckpts.save(0, get_state(gan), meta)  # a fresh run is resumable (and has a last good state) at once
         rows = read_metrics(run_dir / "metrics.csv", start_epoch)
         write_metrics(run_dir / "metrics.csv", rows)  # drop epochs after the checkpoint (a kill after metrics, before ckpt)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import from_model_view as to_uint8  # generator output [-1, 1] -> uint8, channels averaged
+from ..data import from_model_view as to_uint8  # generator output [-1, 1] -> uint8, channels averaged
 
 
 def latent_dim_of(generator: Any) -> int:

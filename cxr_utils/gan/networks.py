@@ -7,7 +7,7 @@ import math
 import keras
 from keras import layers, ops
 
-from .config import GANConfig
+from ..config import GANConfig
 
 # the widest feature map, in multiples of the base filters: keeps 128 px models from exploding in size
 MAX_FILTER_MULT = 8

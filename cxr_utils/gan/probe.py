@@ -3,8 +3,8 @@
 Pixel scores against the training images (diversity, train coverage), the artefact score (hf_share: the share of
 spectral energy above 3/4 of Nyquist, metrics.high_frequency_share, beside what held-out real images hold), the
 classifier's label fidelity, KID and PRDC against the held-out reference; `QualityProbe.measure` scores any labelled images, synthetic ones during training and
-real stand-ins for the real-vs-real baseline (cxr_utils.quality_baseline), with the same code. The rule, the alarm,
-quality.csv and the tracker are in cxr_utils.quality, which re-exports the names here.
+real stand-ins for the real-vs-real baseline (cxr_utils.metrics.real_baseline), with the same code. The rule, the alarm,
+quality.csv and the tracker are in cxr_utils.gan.tracker, which re-exports the names here.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from . import io as cio
-from .config import SMOKE
-from .data import gray_images
-from .quality_baseline import REAL_COLUMNS, finite, one_blas_thread
-from .sample import generate, noise_for
+from .. import files as cio
+from ..config import SMOKE
+from ..data import gray_images
+from ..metrics.real_baseline import REAL_COLUMNS, finite, one_blas_thread
+from ..metrics.sample_scores import diversity, train_coverage
+from .generate import generate, noise_for
 
 # the quality classifier: at least this many steps, early stopping only on a reference split this large
 MIN_CLASSIFIER_STEPS = 30 if SMOKE else 300  # smoke (CI): fewer steps, same code path
@@ -30,52 +31,13 @@ MIN_EARLY_STOPPING = 50
 # ------------------------------------------------------------------------------------------ pixel scores
 
 
-def _flat(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, np.float64).reshape(len(x), -1)
-
-
-def diversity(x_syn: np.ndarray, y_syn: np.ndarray, x_real: np.ndarray, y_real: np.ndarray,
-              num_classes: int) -> list[float | None]:
-    """Per class: mean per-pixel std of the synthetic images / that of the real images (None if either lacks 2)."""
-    xs, xr = _flat(x_syn), _flat(x_real)
-    ys, yr = np.asarray(y_syn), np.asarray(y_real)
-    out: list[float | None] = []
-    for c in range(num_classes):
-        s, r = xs[ys == c], xr[yr == c]
-        if len(s) < 2 or len(r) < 2:
-            out.append(None)
-            continue
-        real_spread = r.std(axis=0).mean()
-        out.append(float(s.std(axis=0).mean() / real_spread) if real_spread > 0 else None)
-    return out
-
-
-def train_coverage(x_syn: np.ndarray, y_syn: np.ndarray, x_train: np.ndarray, y_train: np.ndarray,
-                   num_classes: int) -> tuple[list[int], list[int]]:
-    """Per class: (training images that are some same-class synthetic image's nearest neighbour, training images)."""
-    from .metrics import nearest_real
-
-    ys, yt = np.asarray(y_syn), np.asarray(y_train)
-    covered, total = [], []
-    for c in range(num_classes):
-        ti = np.flatnonzero(yt == c)
-        total.append(int(len(ti)))
-        s = np.asarray(x_syn)[ys == c]
-        if not len(ti) or not len(s):
-            covered.append(0)
-            continue
-        idx, _ = nearest_real(s, np.asarray(x_train)[ti])
-        covered.append(int(len(np.unique(idx))))
-    return covered, total
-
-
 # ------------------------------------------------------------------------------------------ the probe
 
 
 @dataclass
 class QualityProbe:
     """Everything an evaluation needs, built once per run: real images, the classifier, reference features, noise,
-    and the real-vs-real baseline (cxr_utils.quality_baseline; None: the fixed bars judge)."""
+    and the real-vs-real baseline (cxr_utils.metrics.real_baseline; None: the fixed bars judge)."""
 
     class_names: tuple[str, ...]
     x_train: np.ndarray  # uint8 (N, S, S): the training images diversity and coverage compare with
@@ -97,7 +59,7 @@ class QualityProbe:
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(classifier probabilities, features) of uint8 images: what fidelity and KID / PRDC read."""
-        from .features import predict_proba
+        from ..metrics.features import predict_proba
 
         return predict_proba(self.classifier, x), self.extractor(x)
 
@@ -107,7 +69,9 @@ class QualityProbe:
         """The scores of images x labelled ys (synthetic, or real stand-ins for the baseline): "train" = diversity,
         train coverage and fidelity (against the training images), "reference" = KID and PRDC (against the held-out
         reference, or `ref` = (features, labels) of a part of it; kid False: PRDC only); overall and per class."""
-        from .metrics import high_frequency_share, kid_and_prdc, label_fidelity, prdc
+        from ..metrics.artefacts import high_frequency_share
+        from ..metrics.distributions import kid_and_prdc, prdc
+        from ..metrics.fidelity import label_fidelity
 
         k, ys = len(self.class_names), np.asarray(ys)
         row: dict[str, Any] = {}
@@ -147,7 +111,7 @@ class QualityProbe:
     def score_images(self, x_syn: np.ndarray) -> dict[str, Any]:
         """Every score of synthetic uint8 images (K * n_per_class, S, S) rendered from self.noise/self.labels, and
         the columns that set them beside the real-vs-real baseline."""
-        from .quality_baseline import vs_real
+        from ..metrics.real_baseline import vs_real
 
         probs, feats = self.predict(x_syn)
         with one_blas_thread():
@@ -179,8 +143,8 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
     """
     import keras
 
-    from . import quality_baseline
-    from .features import domain_extractor, train_domain_classifier, vgg16_extractor
+    from ..metrics import real_baseline as quality_baseline
+    from ..metrics.features import domain_extractor, train_domain_classifier, vgg16_extractor
 
     if features not in ("domain", "vgg16"):
         raise ValueError(f"build_probe: features must be domain or vgg16, got {features!r}")

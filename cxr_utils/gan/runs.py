@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import data, quality
-from . import io as cio
+from .. import data
+from .. import files as cio
+from ..config import GANConfig, saved_fields
+from ..errors import UserError
+from . import tracker as quality
 from .checkpoints import Checkpoints, restore
-from .config import GANConfig, saved_fields
-from .errors import UserError
 
 if TYPE_CHECKING:
     import keras
@@ -86,7 +87,7 @@ def load_generator(run_dir: str | os.PathLike, which: str | int | Path = "last",
         return _generator_from_checkpoint(cfg, src), cfg
     import keras  # here, not at the top: reading a run's config or real images needs no TensorFlow
 
-    from . import models  # noqa: F401  registers the project's layers (ClassAffine): a new process knows them only so
+    from . import networks as models  # noqa: F401  registers the project's layers (ClassAffine): a new process knows them only so
 
     try:
         model = keras.models.load_model(src, safe_mode=True, compile=False)
@@ -103,7 +104,7 @@ def _generator_from_checkpoint(cfg: GANConfig, path: Path) -> keras.Model:
         found = Checkpoints.read(path)
     except Exception as e:  # a damaged file
         raise UserError(f"{path}: unreadable checkpoint ({type(e).__name__}); choose another --which") from None
-    from .build import build_gan  # TensorFlow, only when a generator is read out of a checkpoint
+    from .device import build_gan  # TensorFlow, only when a generator is read out of a checkpoint
 
     gan = build_gan(cfg, "fp32")
     restore(gan, found, "fp32", 1, {})  # any precision or device count that wrote it; a foreign file is a UserError

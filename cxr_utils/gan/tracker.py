@@ -13,7 +13,7 @@ noise every time (so epochs are comparable), renders `n_per_class` images per cl
 - KID and precision / recall / density / coverage (PRDC) against the held-out reference split (val when the
   source has one), in the feature space of that classifier (named in every row).
 
-Every score also sits beside what held-out real images reach when scored the same way (cxr_utils.quality_baseline:
+Every score also sits beside what held-out real images reach when scored the same way (cxr_utils.metrics.real_baseline:
 `<score>_vs_real`, 1.0 = as good as real images); the collapse alarm and the "learned" bar are fractions of that
 baseline, or the fixed bars below when the held-out split is missing or too small (each row's `bars` says which).
 
@@ -28,17 +28,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import io as cio
-from .config import CLASS_NAMES
-from .quality_baseline import BASELINE_FILE, REAL_BARS, REAL_COLUMNS, VS_REAL_COLUMNS, finite
-from .quality_baseline import describe as describe_baseline
-from .quality_scores import MIN_CLASSIFIER_STEPS as MIN_CLASSIFIER_STEPS
-from .quality_scores import MIN_EARLY_STOPPING as MIN_EARLY_STOPPING
-from .quality_scores import QualityProbe as QualityProbe
-from .quality_scores import balanced_kid as balanced_kid
-from .quality_scores import build_probe as build_probe
-from .quality_scores import diversity as diversity
-from .quality_scores import train_coverage as train_coverage
+from .. import files as cio
+from ..config import CLASS_NAMES
+from ..metrics.real_baseline import BASELINE_FILE, REAL_BARS, REAL_COLUMNS, VS_REAL_COLUMNS, finite
+from ..metrics.real_baseline import describe as describe_baseline
+from .probe import MIN_CLASSIFIER_STEPS as MIN_CLASSIFIER_STEPS
+from .probe import MIN_EARLY_STOPPING as MIN_EARLY_STOPPING
+from .probe import QualityProbe as QualityProbe
+from .probe import balanced_kid as balanced_kid
+from .probe import build_probe as build_probe
+from .probe import diversity as diversity
+from .probe import train_coverage as train_coverage
 
 # The bars, as fractions of the real-vs-real baseline (quality_baseline: a perfect generator scores ~1.0x). The
 # alarm: far below real images' variety. "Learned" (the make-run check of issue 10): at least 40 % of the spread of
@@ -175,7 +175,7 @@ def rule_text(num_classes: int) -> str:
     """The best-generator rule in words (best.json's `rule`)."""
     return ("lowest class-balanced KID (the mean of the per-class KIDs against the held-out reference) among "
             f"evaluations without a collapse alarm and with fidelity >= {min_fidelity(num_classes):.3g} "
-            "(cxr_utils.quality.select_best)")
+            "(cxr_utils.gan.tracker.select_best)")
 
 
 def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAMES),

@@ -1,22 +1,20 @@
 """Generative metrics on feature arrays: FID, KID, PRDC, memorization, label fidelity, pixel-space neighbours.
 
 Every metric is a pure numpy/scipy function of arrays, so it can be checked against closed-form cases. The features
-come from cxr_utils.features; every result names the extractor it used, because numbers from different extractors
+come from cxr_utils.metrics.features; every result names the extractor it used, because numbers from different extractors
 are not comparable (an offline random-init CNN is not InceptionV3).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from scipy import linalg
 
-from .config import CLASS_NAMES
-from .errors import UserError
-from .neighbors import as_rows, nearest, pairwise_distances
+from .memorization import memorization
+from .neighbors import as_rows, pairwise_distances
 
 IMAG_TOLERANCE = 1e-3  # relative size of sqrtm's imaginary diagonal still taken as round-off (as pytorch-fid's atol)
 
@@ -119,110 +117,6 @@ def prdc(real_feats: np.ndarray, fake_feats: np.ndarray, k: int = 5) -> dict[str
         "density": float(inside_real.sum(axis=0).mean() / k),
         "coverage": float((d.min(axis=1) < real_r).mean()),
     }
-
-
-def memorization(train_feats: np.ndarray, synth_feats: np.ndarray, test_feats: np.ndarray,
-                 percentile: float = 5.0, n_pairs: int = 8) -> dict[str, Any]:
-    """Nearest-training-image distances of synthetic images against those of held-out real test images.
-
-    A synthetic image closer to a training image than the `percentile`-th test-to-train distance is suspicious:
-    real unseen images are rarely that close. Returns the suspicious fraction and the closest pairs.
-    """
-    syn_idx, syn_nn = nearest(synth_feats, train_feats)
-    _, test_nn = nearest(test_feats, train_feats)
-    threshold = float(np.percentile(test_nn, percentile))
-    order = np.argsort(syn_nn, kind="stable")[:n_pairs]
-    return {
-        "threshold": threshold,
-        "percentile": float(percentile),
-        "fraction_below_threshold": float((syn_nn < threshold).mean()),
-        "synth_to_train_median": float(np.median(syn_nn)),
-        "test_to_train_median": float(np.median(test_nn)),
-        "median_ratio": float(np.median(syn_nn) / np.median(test_nn)) if np.median(test_nn) > 0 else float("inf"),
-        "closest_pairs": [{"synthetic": int(i), "train": int(syn_idx[i]), "distance": float(syn_nn[i])} for i in order],
-        "n_synthetic": int(len(syn_nn)),
-        "n_test": int(len(test_nn)),
-    }
-
-
-def _pixel_rows(images: np.ndarray) -> np.ndarray:
-    """uint8 images -> (N, P) float64 rows with pixels in [0, 1]."""
-    return np.asarray(images, np.float64).reshape(len(images), -1) / 255.0
-
-
-def nearest_real(synthetic: np.ndarray, real: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """For each synthetic image its nearest real image in pixel space -> (indices, RMS distances in [0, 1] units).
-
-    The distance is the root-mean-square pixel difference with pixels scaled to [0, 1], so 0 means a
-    copy and ~0.1 is a visibly different image of the same kind.
-    """
-    s, r = _pixel_rows(synthetic), _pixel_rows(real)
-    if s.shape[1] != r.shape[1]:
-        raise UserError(f"nearest_real: synthetic images have {s.shape[1]} pixels, real ones {r.shape[1]}; use the same size")
-    idx, dist = nearest(s, r, chunk=chunk)
-    return idx, dist / np.sqrt(s.shape[1])
-
-
-def pixel_memorization(train: np.ndarray, synthetic: np.ndarray, held_out: np.ndarray) -> dict[str, Any]:
-    """metrics.memorization in pixel space, scaled so that distances are the RMS distances of nearest_real."""
-    def rms_space(x: np.ndarray) -> np.ndarray:
-        return _pixel_rows(x) / np.sqrt(np.asarray(x[0]).size)
-
-    return memorization(rms_space(train), rms_space(synthetic), rms_space(held_out))
-
-
-def real_to_real_nn(real: np.ndarray) -> np.ndarray:
-    """Each real image's RMS distance to its nearest *other* real image: the scale for nearest_real's numbers."""
-    r = _pixel_rows(real)
-    return nearest(r, r, exclude_self=True)[1] / np.sqrt(r.shape[1])
-
-
-HIGH_BAND = 0.75  # of Nyquist: where high_frequency_share starts counting
-
-
-def high_frequency_share(images: np.ndarray, band: float = HIGH_BAND) -> np.ndarray:
-    """Per image: the share of its spectral energy at radial frequencies above `band` x Nyquist -> float64 (N,).
-
-    For an image x (S x S, grey; channels averaged), mean removed: P = |FFT2(x)|^2 over the S x S frequencies
-    (fy, fx) in cycles per pixel (numpy.fft.fftfreq; Nyquist 0.5), r = sqrt(fy^2 + fx^2), and the share is
-    sum(P where r > band * 0.5) / sum(P): 0 for a constant image. A stride-2 checkerboard ((-1)^(i+j), r = 0.71) scores
-    1, a smooth image ~0; a 64 px X-ray, area-downsampled from a large JPEG, holds little energy up there, which is
-    why a transposed-convolution checkerboard stands out. No window: the same edges are in real and synthetic images.
-    """
-    x = np.asarray(images, np.float64)
-    if x.ndim == 4:
-        x = x.mean(axis=-1)
-    if x.ndim != 3:
-        raise ValueError(f"expected images (N, H, W[, C]), got shape {x.shape}")
-    x = x - x.mean(axis=(1, 2), keepdims=True)
-    power = np.abs(np.fft.fft2(x)) ** 2
-    fy, fx = np.fft.fftfreq(x.shape[1]), np.fft.fftfreq(x.shape[2])
-    high = np.hypot(fy[:, None], fx[None, :]) > band * 0.5
-    total = power.sum(axis=(1, 2))
-    share = np.divide(power[:, high].sum(axis=1), total, out=np.zeros(len(x)), where=total > 0)
-    return share
-
-
-def label_fidelity(probs_or_preds: np.ndarray, generator_labels: np.ndarray,
-                   class_names: Sequence[str] = CLASS_NAMES) -> dict[str, Any]:
-    """How often a classifier trained on real images agrees with the label the generator was asked for.
-
-    Accepts class predictions (N,) int, probabilities (N, C), or positive-class probabilities (N,) float.
-    """
-    p = np.asarray(probs_or_preds)
-    labels = np.asarray(generator_labels).astype(np.int64).ravel()
-    if p.ndim == 2:
-        preds = p.argmax(axis=1)
-    elif np.issubdtype(p.dtype, np.floating):
-        preds = (p >= 0.5).astype(np.int64)
-    else:
-        preds = p.astype(np.int64)
-    if len(preds) != len(labels):
-        raise ValueError(f"label_fidelity: {len(preds)} predictions for {len(labels)} labels")
-    agree = preds == labels
-    per_class = {name: (float(agree[labels == c].mean()) if (labels == c).any() else None)
-                 for c, name in enumerate(class_names)}
-    return {"overall": float(agree.mean()) if len(agree) else None, "per_class": per_class, "n": int(len(agree))}
 
 
 def kid_and_prdc(real: np.ndarray, fake: np.ndarray, k: int = 5, kid_subsets: int = 100, kid_subset_size: int = 1000,

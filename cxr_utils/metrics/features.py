@@ -1,7 +1,7 @@
-"""Feature extractors: uint8 images (N, S, S) -> feature arrays (N, D) for the metrics of cxr_utils.metrics.
+"""Feature extractors: uint8 images (N, S, S) -> feature arrays (N, D) for the metrics of cxr_utils.metrics.distributions.
 
 InceptionV3 (ImageNet weights, fetched by fetch_keras_weights; ExtractorUnavailable offline), VGG16 (ImageNet weights:
-Keras's file or the verified offline copy of cxr_utils.imagenet), a small domain classifier trained on the real train
+Keras's file or the verified offline copy of cxr_utils.metrics.imagenet), a small domain classifier trained on the real train
 split (also the label-fidelity judge), and a fixed random-init CNN. Every extractor carries a name, and every result
 names it: numbers from different extractors are not comparable.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from . import imagenet
-from .errors import UserError
 from .imagenet import fetch_keras_weights
 
 

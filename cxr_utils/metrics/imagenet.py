@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserError
-from .io import atomic_path, file_digest
+from ..errors import UserError
+from ..files import atomic_path, file_digest
 
 KERAS_VGG16_NOTOP = ("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
                      "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"

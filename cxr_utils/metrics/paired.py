@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import CLASS_NAMES
+from ..config import CLASS_NAMES
 
 PAIRED_METRICS = ("accuracy", "roc_auc", "f1")
 PAIRED_METHOD = ("paired bootstrap over the real test images, stratified by class ({n} resamples, scipy.stats.bootstrap "

@@ -26,7 +26,7 @@ the baseline itself is stored once per run in quality-baseline.json (read back o
 Fallback: without a held-out split, or with fewer than MIN_STAND_INS held-out images of a class (2 MIN_STAND_INS for
 the reference side, which needs a reference besides), there are no stand-ins; with fewer than MIN_FOR_BARS the ratios
 are recorded but are too coarse to judge by. Either way the file
-and every row (`bars`) say why, and the collapse alarm and the learned bar use the fixed bars (cxr_utils.quality).
+and every row (`bars`) say why, and the collapse alarm and the learned bar use the fixed bars (cxr_utils.gan.tracker).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from . import io as cio
+from .. import files as cio
 
 BASELINE_FILE = "quality-baseline.json"
 FORMAT_VERSION = 2  # 2: the train side holds hf_share (the artefact score); a version-1 file is measured again
@@ -82,7 +82,7 @@ def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None) ->
     k, n = len(names), probe.n_per_class
     out: dict[str, Any] = {
         "version": FORMAT_VERSION, "what": "real-vs-real baseline: held-out real images scored as if they were "
-        "synthetic, with the code that scores synthetic images (cxr_utils.quality_baseline)",
+        "synthetic, with the code that scores synthetic images (cxr_utils.metrics.real_baseline)",
         "class_names": names, "n_per_class": n, "seed": int(probe.seed), "reference": probe.reference,
         "sides": {}, "scores": {}, "fallback": None}
     if x_held is None or not len(x_held):

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from cxr_utils import io as cio
+from cxr_utils import files as cio
 from cxr_utils.cli import main
 
 PAUSE_FILE = os.environ.get("CXR_TEST_PAUSE_FILE")
@@ -46,7 +46,7 @@ if PAUSE_FILE:
             fh.write(data[len(data) // 2:])
         return Path(path)
 
-    cio.atomic_write_bytes = _paused_write_bytes  # every atomic writer of cxr_utils.io goes through this name
+    cio.atomic_write_bytes = _paused_write_bytes  # every atomic writer of cxr_utils.files goes through this name
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -16,7 +16,7 @@ from .conftest import CliProcess, clone_run, good_tree, write_config
 
 
 def test_second_trainer_on_a_locked_run_folder_refuses(tiny_run, tiny_npz, tmp_path, capsys):
-    from cxr_utils.checkpoints import RunLock
+    from cxr_utils.gan.checkpoints import RunLock
 
     run = clone_run(tiny_run, tmp_path / "run")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "lock"}

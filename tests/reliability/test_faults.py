@@ -12,9 +12,9 @@ from pathlib import Path
 import keras
 import pytest
 
-from cxr_utils import io as cio
+from cxr_utils import files as cio
 from cxr_utils.cli import main as cli_main
-from cxr_utils.train import read_metrics
+from cxr_utils.gan.fit import read_metrics
 
 from .conftest import clone_run, write_config
 
@@ -78,7 +78,7 @@ def test_disk_full_during_checkpoint_write(tiny_run, tiny_npz, tmp_path, capsys,
     assert rc == 2 and "cannot write the run folder" in line and "--resume" in line, line  # train's own message
     assert str(run) in line and "No space left on device" in line, line
     assert _snapshot(run / "checkpoints") == ckpts_before  # previous checkpoints and pointer intact, no temp file
-    from cxr_utils.checkpoints import Checkpoints
+    from cxr_utils.gan.checkpoints import Checkpoints
 
     found = Checkpoints(run).load_latest()  # what --resume starts from
     assert found is not None and found[0] == 2
@@ -202,7 +202,7 @@ def test_disk_full_while_saving_generator(tiny_run, tiny_npz, tmp_path, capsys, 
     assert cio.read_json(run / "checkpoints" / "latest.json")["epoch"] == 3  # the training itself was kept
     monkeypatch.setattr(keras.Model, "save", real)
     assert cli_main(_train(tiny_npz, run, cfg)) == 0  # resume: nothing left to train, the generator is written
-    from cxr_utils.runs import load_generator
+    from cxr_utils.gan.runs import load_generator
 
     g, c = load_generator(run)
     assert c.epochs == 3 and g.output_shape == (None, 32, 32, 3)
@@ -210,8 +210,8 @@ def test_disk_full_while_saving_generator(tiny_run, tiny_npz, tmp_path, capsys, 
 
 @pytest.mark.parametrize("fault", ["disk_full", "read_only", "flush_fails", "syncfs_fails"])
 def test_export_fault_keeps_previous_export(tiny_run, tmp_path, monkeypatch, fault):
-    from cxr_utils import synthetic
     from cxr_utils.errors import UserError
+    from cxr_utils.evaluation import synthetic
 
     out = tmp_path / "synthetic"
     synthetic.export(tiny_run, 3, out, seed=1, progress=False)

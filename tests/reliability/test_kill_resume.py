@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr_utils import io as cio
+from cxr_utils import files as cio
 from cxr_utils.cli import main as cli_main
 
 from .conftest import CliProcess, tiny_config, write_config
@@ -24,21 +24,21 @@ EPOCHS = 24  # 2 steps per epoch on the 10 real train images; room after a late 
 
 
 def _latest_epoch(run: Path) -> int | None:
-    from cxr_utils.checkpoints import Checkpoints
+    from cxr_utils.gan.checkpoints import Checkpoints
 
     found = Checkpoints(run).load_latest()
     return None if found is None else found[0]
 
 
 def _metric_epochs(run: Path) -> list[int]:
-    from cxr_utils.train import read_metrics
+    from cxr_utils.gan.fit import read_metrics
 
     return [int(r["epoch"]) for r in read_metrics(run / "metrics.csv")]  # a torn file fails here, as it should
 
 
 def _assert_resumable(run: Path, note: str) -> int:
     """Every file a resume reads is whole: checkpoints load, latest.json/config.json/metrics.csv parse."""
-    from cxr_utils.checkpoints import Checkpoints
+    from cxr_utils.gan.checkpoints import Checkpoints
 
     ck = Checkpoints(run)
     for p in ck.files():  # a final-named checkpoint is never half-written
@@ -54,7 +54,7 @@ def _assert_resumable(run: Path, note: str) -> int:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    from cxr_utils.train import read_metrics
+    from cxr_utils.gan.fit import read_metrics
 
     return read_metrics(path)
 
@@ -62,7 +62,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 @pytest.mark.slow  # ~2 min: make test-slow (CI runs it after make test); the single-kill tests stay in make test
 @pytest.mark.timeout(600)  # six CLI processes (TensorFlow start-up each): minutes on a busy 2-core machine
 def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tmp_path):
-    from cxr_utils import runs, train
+    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import runs
 
     # own generator (the trainer reseeds the global one); CXR_KILL_SEED=<printed seed> replays a failing schedule
     kill_seed = int(os.environ.get("CXR_KILL_SEED") or int.from_bytes(os.urandom(4), "little"))

@@ -114,7 +114,7 @@ def _files_containing(root: Path, needle: bytes, max_bytes: int = 50_000_000) ->
 
 def test_kaggle_token_is_never_printed_logged_or_written(kaggle_isolated, sample_raw_dir, tiny_npz, tmp_path,
                                                          monkeypatch, capfd, caplog):
-    from cxr_utils import train
+    from cxr_utils.gan import fit as train
 
     caplog.set_level(logging.DEBUG)
     marker = f"SECRETMARK{uuid.uuid4().hex}"
@@ -193,7 +193,7 @@ def _evil_npz(path: Path, marker: Path, **extra: np.ndarray) -> Path:
 
 
 def test_object_arrays_are_refused_never_unpickled(tiny_run, tmp_path, capsys):
-    from cxr_utils.checkpoints import Checkpoints
+    from cxr_utils.gan.checkpoints import Checkpoints
 
     marker = tmp_path / "UNPICKLED"
     evil = _evil_npz(tmp_path / "evil.npz", marker)
@@ -215,7 +215,7 @@ def test_object_arrays_are_refused_never_unpickled(tiny_run, tmp_path, capsys):
 def test_generator_with_lambda_layer_is_refused(tiny_run, tmp_path, capsys, monkeypatch):
     import keras
 
-    from cxr_utils.runs import load_generator
+    from cxr_utils.gan.runs import load_generator
 
     run = clone_run(tiny_run, tmp_path / "run")
     marker = tmp_path / "LAMBDA_RAN"

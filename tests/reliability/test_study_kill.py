@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cxr_utils import io as cio
-from cxr_utils import study
+from cxr_utils import files as cio
 from cxr_utils.cli import main as cli_main
+from cxr_utils.evaluation import study
 
 from .conftest import CliProcess
 

@@ -82,7 +82,7 @@ def test_metrics_out_write_error_is_one_line(sample_npz, tmp_path, capsys, monke
 
 
 def test_evaluate_out_flush_error_is_one_line(sample_npz, tmp_path, capsys, monkeypatch):
-    from cxr_utils import evaluation
+    from cxr_utils.evaluation import protocols as evaluation
 
     out = tmp_path / "eval" / "trtr.json"
     out.parent.mkdir()
@@ -99,7 +99,7 @@ def test_evaluate_out_flush_error_is_one_line(sample_npz, tmp_path, capsys, monk
 
 
 def test_internal_failure_is_one_line_exit_1(sample_npz, tmp_path, capsys, monkeypatch):
-    from cxr_utils import evaluation
+    from cxr_utils.evaluation import protocols as evaluation
 
     def bug(*a, **k):
         raise ZeroDivisionError("division by zero (test)")
