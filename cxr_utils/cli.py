@@ -261,9 +261,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     smoke = bool(args.smoke or SMOKE)
     cfg = classifier.eval_config(smoke, args.epochs, args.input_size, args.bootstrap, precision=args.precision,
                                  deterministic=True if args.deterministic else None)
-    res = protocols.evaluate(args.data, args.protocol, args.synthetic, weights=args.weights, seeds=args.seeds, cfg=cfg,
-                              out=args.out, verbose=_verbosity(), ratio=args.synthetic_ratio,
-                              extra={"command": command_line(args, "evaluate"), "smoke": smoke})
+    options = protocols.RunOptions(weights=args.weights, seeds=args.seeds, cfg=cfg, verbose=_verbosity())
+    res = protocols.evaluate(args.data, args.protocol, args.synthetic, ratio=args.synthetic_ratio, out=args.out,
+                             extra={"command": command_line(args, "evaluate"), "smoke": smoke}, options=options)
     for note in res["notes"]:
         print(note)
     print(report.summary_line(res))

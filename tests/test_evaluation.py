@@ -221,7 +221,8 @@ def test_every_protocol_trains_each_stage_on_its_own_inputs_and_selects_on_real_
     real = {k: (x[k], y[k]) for k in x}
     syn = (_distinct(12, 200, 32), np.array([0] * 4 + [1] * 8))  # as a folder loads: class by class, file order
     spy = _FitSpy(monkeypatch, train=False)
-    res = protocols.run_protocol(protocol, real, syn, weights="none", cfg=classifier.EvalConfig.smoke(), log=lambda _: None, ratio=ratio)
+    res = protocols.run_protocol(protocol, real, syn, ratio, options=protocols.RunOptions(
+        weights="none", cfg=classifier.EvalConfig.smoke(), log=lambda _: None))
     # per class ratio x the real training images (2 NORMAL, 4 PNEUMONIA): the first ones of each class
     keep = np.r_[np.arange(int(2 * ratio)), 4 + np.arange(int(4 * ratio))]
     sel = (syn[0][keep], syn[1][keep])
@@ -252,8 +253,8 @@ def test_every_protocol_trains_each_stage_on_its_own_inputs_and_selects_on_real_
 def test_without_a_val_split_nothing_is_early_stopped_on_anything(monkeypatch, offline_keras):
     x, y = _distinct(4, 10, 32), np.array([0, 1, 0, 1])
     spy = _FitSpy(monkeypatch, train=False)
-    res = protocols.run_protocol("trtr", {"train": (x, y), "test": (x[:2], y[:2])}, weights="none", cfg=classifier.EvalConfig.smoke(),
-                         log=lambda _: None)
+    res = protocols.run_protocol("trtr", {"train": (x, y), "test": (x[:2], y[:2])}, options=protocols.RunOptions(
+        weights="none", cfg=classifier.EvalConfig.smoke(), log=lambda _: None))
     assert [c["val"] for c in spy.calls] == [None, None] and [c["callbacks"] for c in spy.calls] == [[], []]
     assert any("no real val split" in n and "test is never used" in n for n in res["notes"])
 
@@ -267,7 +268,8 @@ def test_trtr_on_the_real_cache_trains_on_train_selects_on_val_reports_test(samp
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (ds.subset(s) for s in ("train", "val", "test"))
     spy = _FitSpy(monkeypatch, train=True)
     out = tmp_path / "trtr.json"
-    res = protocols.evaluate(sample_npz, "trtr", weights="none", cfg=classifier.EvalConfig.smoke(), out=out, log=lambda _: None)
+    res = protocols.evaluate(sample_npz, "trtr", out=out, options=protocols.RunOptions(
+        weights="none", cfg=classifier.EvalConfig.smoke(), log=lambda _: None))
     assert len(spy.calls) == 2
     for c in spy.calls:
         assert np.array_equal(c["x"], classifier.to_vgg_input(x_tr)) and np.array_equal(c["y"], y_tr.astype(np.float32))

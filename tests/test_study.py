@@ -121,8 +121,8 @@ def test_the_study_resolves_the_vgg16_weights_once_for_all_protocols(sample_npz:
     class Stop(Exception):
         pass
 
-    def fake_protocol(protocol, real, syn, **kw):
-        got.append((protocol, kw["resolved"]))
+    def fake_protocol(protocol, real, syn, ratio=1.0, folder=None, provenance=None, options=None):
+        got.append((protocol, options.resolved))
         if len(got) == 3:
             raise Stop  # the wiring is what is tested; no classifier is trained
         return {"notes": []}
@@ -163,7 +163,8 @@ def _fake_study(monkeypatch: pytest.MonkeyPatch, calls: list) -> None:
 
     y = np.r_[np.zeros(30, int), np.ones(50, int)]
 
-    def fake_protocol(protocol, real, syn, ratio=1.0, folder=None, seeds=1, provenance=None, **kw):
+    def fake_protocol(protocol, real, syn, ratio=1.0, folder=None, provenance=None, options=None):
+        seeds = options.seeds
         calls.append((protocol, folder, ratio, syn is None))
         rng = np.random.default_rng(len(calls))
         skill = {"trtr": 0.4, "tstr": 0.1 * ratio, "augment": 0.4 + 0.05 * ratio, "pretrain": 0.4}[protocol]
@@ -250,8 +251,8 @@ def test_cli_evaluate_passes_precision_and_deterministic(sample_npz: Path, tmp_p
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     got = {}
 
-    def fake(npz, protocol, synthetic, cfg=None, **kw):
-        got["cfg"] = cfg
+    def fake(npz, protocol, synthetic, options=None, **kw):
+        got["cfg"] = options.cfg
         return {"notes": [], "weights": "random init"}
 
     monkeypatch.setattr(protocols, "evaluate", fake)

@@ -16,6 +16,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,22 +92,43 @@ def phase_counts(phases: Sequence[tuple[str, np.ndarray, np.ndarray]], real_labe
     return out
 
 
-def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
-                 synthetic: tuple[np.ndarray, np.ndarray] | None = None, weights: str = "auto", seeds: int = 1,
-                 cfg: EvalConfig | None = None, verbose: int = 0, provenance: dict[str, Any] | None = None,
-                 log: Any = print, resolved: tuple[Path | None, str, str | None] | None = None, ratio: float = 1.0,
-                 folder: str | os.PathLike | None = None, done: dict[int, dict[str, Any]] | None = None,
-                 on_seed: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any]:
-    """Train/test one protocol over `seeds` seeds; `real` maps 'train'|'val'|'test' to (uint8 images, labels).
+@dataclass(frozen=True)
+class RunOptions:
+    """How a protocol is run (not what it trains on): the classifier's weights, seeds, config and log, and what a
+    resumed study hands back.
 
-    resolved: resolve_weights(weights) done once by the caller for several protocols (offline, each failed download
-    attempt costs seconds: about 15 s here); None resolves here. done: seed -> a per-seed entry this function made
-    earlier (a resumed study reads them back from disk): not trained again. on_seed(entry) runs as soon as a seed's
-    classifier is tested (the study writes the entry to disk there). Every number of the result is computed from the
-    per-seed entries as stored (probabilities rounded to 6 decimals), so reused entries give the same result."""
+    weights: "auto" | "imagenet" | "none" or a file (resolve_weights). cfg None: EvalConfig (smoke sizes under
+    CXR_SMOKE). resolved: resolve_weights(weights) done once by the caller for several protocols (offline, each failed
+    download attempt costs seconds: about 15 s here); None resolves here. done: seed -> a per-seed entry made earlier
+    (a resumed study reads them back from disk): not trained again. on_seed(entry) runs as soon as a seed's
+    classifier is tested (the study writes the entry to disk there).
+    """
+
+    weights: str = "auto"
+    seeds: int = 1
+    cfg: EvalConfig | None = None
+    verbose: int = 0
+    log: Callable[[str], Any] = print
+    resolved: tuple[Path | None, str, str | None] | None = None
+    done: dict[int, dict[str, Any]] | None = None
+    on_seed: Callable[[dict[str, Any]], Any] | None = None
+
+
+def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
+                 synthetic: tuple[np.ndarray, np.ndarray] | None = None, ratio: float = 1.0,
+                 folder: str | os.PathLike | None = None, provenance: dict[str, Any] | None = None,
+                 options: RunOptions | None = None) -> dict[str, Any]:
+    """Train/test one protocol over `options.seeds` seeds; `real` maps 'train'|'val'|'test' to (uint8 images, labels).
+
+    synthetic: (images, labels) of the synthetic folder `folder`, of which `ratio` x the real training images per
+    class are used (train_set); provenance: extra fields of the result. Every number of the result is computed from
+    the per-seed entries as stored (probabilities rounded to 6 decimals), so reused entries (options.done) give the
+    same result."""
     import keras
 
-    cfg = (cfg or (EvalConfig.smoke() if SMOKE else EvalConfig())).validate()
+    o = options or RunOptions()
+    weights, seeds, verbose, log, resolved, done, on_seed = o.weights, o.seeds, o.verbose, o.log, o.resolved, o.done, o.on_seed
+    cfg = (o.cfg or (EvalConfig.smoke() if SMOKE else EvalConfig())).validate()
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: must be >= 1")
     x_te, y_te = real["test"]
@@ -225,11 +247,11 @@ def _seed_stats(entries: Sequence[dict[str, Any]], keys: Sequence[str]) -> tuple
 # ------------------------------------------------------------------------------------------- files
 
 
-def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike | None = None, weights: str = "imagenet",
-             seeds: int = 1, cfg: EvalConfig | None = None, out: str | os.PathLike | None = None, verbose: int = 0,
-             log: Any = print, extra: dict[str, Any] | None = None, ratio: float = 1.0) -> dict[str, Any]:
+def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike | None = None, ratio: float = 1.0,
+             out: str | os.PathLike | None = None, extra: dict[str, Any] | None = None,
+             options: RunOptions | None = None) -> dict[str, Any]:
     """Load data (and synthetic images), run one protocol at one synthetic ratio (synthetic images per class = ratio x
-    real training images), and write the results JSON atomically if `out`."""
+    real training images), and write the results JSON atomically if `out`. options None: ImageNet weights, one seed."""
     real, prov = load_real(npz)
     prov.update(extra or {})
     syn = None
@@ -240,8 +262,7 @@ def evaluate(npz: str | os.PathLike, protocol: str, synthetic: str | os.PathLike
         prov.update(sprov)
         if protocol == "trtr":
             syn = None  # loaded only to validate and record it; trtr never trains on it
-    res = run_protocol(protocol, real, syn, weights=weights, seeds=seeds, cfg=cfg, verbose=verbose, provenance=prov, log=log,
-                       ratio=ratio, folder=synthetic)
+    res = run_protocol(protocol, real, syn, ratio, synthetic, prov, options or RunOptions(weights="imagenet"))
     if out is not None:
         atomic_write_json(out, res)
     return res

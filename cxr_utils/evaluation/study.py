@@ -204,11 +204,10 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
             path = store.write(keys[entry["seed"]], entry, folder, folder_sha.get(folder) if folder else None)
             log(f"  saved {path}")
 
-        res = proto.run_protocol(protocol, real, syn[folder][0] if folder else None, weights=weights, seeds=seeds,
-                                      cfg=cfg, provenance=entry_prov, verbose=verbose, log=log, resolved=resolved,
-                                      ratio=1.0 if ratio is None else ratio, folder=folder, on_seed=save,
-                                      done={sd: resume.done[entry_name(k)] for sd, k in keys.items()
-                                            if entry_name(k) in resume.done})
+        done = {sd: resume.done[entry_name(k)] for sd, k in keys.items() if entry_name(k) in resume.done}
+        options = proto.RunOptions(weights, seeds, cfg, verbose, log, resolved, done, on_seed=save)
+        res = proto.run_protocol(protocol, real, syn[folder][0] if folder else None, 1.0 if ratio is None else ratio,
+                                 folder, entry_prov, options)
         for note in res["notes"]:
             log(f"  note: {note}")
         results.append(res)

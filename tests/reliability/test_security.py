@@ -276,7 +276,7 @@ def _kw_is(call: ast.Call, name: str, value: object) -> bool:
 
 
 def test_static_no_pickle_anywhere_in_the_package():
-    files = sorted((REPO / "cxr_utils").glob("*.py"))
+    files = sorted((REPO / "cxr_utils").rglob("*.py"))
     assert len(files) >= 10
     problems = []
     n_np_load = n_load_model = 0
