@@ -270,7 +270,7 @@ def save_grid(path: Path, x_real: np.ndarray, y_real: np.ndarray, x_syn: np.ndar
     fig = plots.image_grid(rows, titles, title="Digits: real (test split) vs SYNTHETIC (exported by the GAN)",
                            cell_inches=0.45)
     plots.save_figure(fig, path)
-    plots.plt.close(fig)
+    plots.close(fig)
 
 
 def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progress: bool = False,

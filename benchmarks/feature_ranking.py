@@ -105,7 +105,7 @@ def score_run(run_dir: Path, npz: Path, grids: Path | None = None, log: Any = pr
                                    title=f"epoch {ep}: domain KID {row['domain']['kid']:+.3f}, VGG16 KID "
                                          f"{row['vgg16']['kid']:+.3f} (vs 4 val images)", cell_inches=0.9)
             plots.save_figure(fig, grids / f"epoch-{ep:05d}.png", dpi=90)
-            plots.plt.close(fig)
+            plots.close(fig)
     kept = {}
     for f in SPACES:
         for ref in ("kid", "kid_vs_train"):

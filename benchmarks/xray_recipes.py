@@ -167,7 +167,7 @@ def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, 
     fig = plots.image_grid(rows, titles, title="Real sample X-rays vs SYNTHETIC ones from each recipe's kept generator "
                                                f"({results[0]['steps']} steps each)", cell_inches=0.8)
     plots.save_figure(fig, path, dpi=80)
-    plots.plt.close(fig)
+    plots.close(fig)
     return path
 
 
