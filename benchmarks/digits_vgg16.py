@@ -2,7 +2,7 @@
 
 The GAN part is benchmarks/digits_tstr.py's `run` as it is (the same split, the generator kept by validation TSTR, its
 class-balanced PNGs exported and read back); its logistic-regression TSTR/TRTR are reported beside. Then the project's
-own VGG16 classifier (`evaluation.fit_classifier`: the two-stage fine-tuning of the X-ray protocols with a 10-way
+own VGG16 classifier (`classifier.fit_classifier`: the two-stage fine-tuning of the X-ray protocols with a 10-way
 softmax head) is trained on the synthetic digits (TSTR) and on the real digits the GAN saw (TRTR), early-stopped on
 the real validation part, and tested once on the real held-out 30 %. ImageNet weights (Keras's file or the verified
 offline copy, named in the JSON) and random init side by side show what the ImageNet start buys.
@@ -45,14 +45,14 @@ def vgg16_accuracy(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, 
     """Train the project's VGG16 classifier (10-way) on `train`, early-stopped on `val`; its accuracy on `test`."""
     import keras
 
-    from cxr_utils.evaluation import classifier as evaluation
+    from cxr_utils.evaluation import classifier
 
     t0 = time.perf_counter()
-    model, stages = evaluation.fit_classifier([(name, evaluation.to_vgg_input(train[0]), train[1])],
-                                              (evaluation.to_vgg_input(val[0]), val[1].astype(np.float32)),
+    model, stages = classifier.fit_classifier([(name, classifier.to_vgg_input(train[0]), train[1])],
+                                              (classifier.to_vgg_input(val[0]), val[1].astype(np.float32)),
                                               cfg, weights_path, num_classes=10, seed=seed)
-    pred = model.predict(evaluation.to_vgg_input(test[0]), batch_size=256, verbose=0).argmax(axis=1)
-    val_pred = model.predict(evaluation.to_vgg_input(val[0]), batch_size=256, verbose=0).argmax(axis=1)
+    pred = model.predict(classifier.to_vgg_input(test[0]), batch_size=256, verbose=0).argmax(axis=1)
+    val_pred = model.predict(classifier.to_vgg_input(val[0]), batch_size=256, verbose=0).argmax(axis=1)
     keras.backend.clear_session()
     return {"accuracy": float((pred == test[1]).mean()), "val_accuracy": float((val_pred == val[1]).mean()),
             "epochs_run": {s["stage"]: s["epochs_run"] for s in stages}, "seconds": round(time.perf_counter() - t0, 1)}
@@ -62,12 +62,11 @@ def run(seed: int = 0, plan: Any = None, input_size: int = INPUT_SIZE, epochs: i
         work: Path | None = None, weights: tuple[str, ...] = WEIGHTS, log: Any = print) -> dict[str, Any]:
     """Train the digits GAN (digits_tstr.run), then VGG16 TSTR and TRTR per weights; the JSON-ready result."""
     from benchmarks import digits_tstr as D
-    from cxr_utils.evaluation import classifier as evaluation
-    from cxr_utils.evaluation import synthetic
+    from cxr_utils.evaluation import classifier, synthetic
     from cxr_utils.metrics import imagenet
 
-    cfg = evaluation.eval_config(False, epochs=epochs, input_size=input_size)
-    resolved = {w: evaluation.resolve_weights(w, log=log) for w in weights}  # first: a missing copy fails before any work
+    cfg = classifier.eval_config(False, epochs=epochs, input_size=input_size)
+    resolved = {w: classifier.resolve_weights(w, log=log) for w in weights}  # first: a missing copy fails before any work
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="digits-vgg16-")) if own else Path(work)
     t0 = time.perf_counter()
@@ -97,7 +96,7 @@ def run(seed: int = 0, plan: Any = None, input_size: int = INPUT_SIZE, epochs: i
                     "TRTR trains the same classifier on the real digits the GAN trained on",
         "data": gan["data"], "n_train_real": gan["n_train_real"], "n_val_real": gan["n_val_real"],
         "n_test_real": gan["n_test_real"], "n_synthetic": int(len(syn[1])), "size": size, "seed": seed,
-        "classifier": f"cxr_utils.evaluation.protocols VGG16 (include_top=False, input {input_size} px, GAP, Dense {cfg.head_units}, "
+        "classifier": f"cxr_utils.evaluation.classifier VGG16 (include_top=False, input {input_size} px, GAP, Dense {cfg.head_units}, "
                       f"10-way softmax), head {cfg.epochs_head} epochs on a frozen base then block5 {cfg.epochs_finetune} "
                       f"epochs, early stopping on the real validation part (patience {cfg.patience})",
         "input_size": input_size, "eval_config": dataclasses.asdict(cfg),

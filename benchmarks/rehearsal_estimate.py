@@ -61,7 +61,7 @@ def count_flops(n_train: int) -> dict[str, Any]:
     import tensorflow as tf
 
     from cxr_utils.config import DEFAULT_RECIPE, GANConfig
-    from cxr_utils.evaluation import classifier as evaluation
+    from cxr_utils.evaluation import classifier
     from cxr_utils.gan import device as build
 
     from .profiling import function_flops
@@ -73,8 +73,8 @@ def count_flops(n_train: int) -> dict[str, Any]:
     z = tf.TensorSpec([256, cfg.latent_dim], tf.float32)
     lab = tf.TensorSpec([256], tf.int32)
     g_fwd = function_flops(lambda a, b: gan.ema_generator([a, b], training=False), z, lab)
-    ecfg = evaluation.EvalConfig()
-    model, base = evaluation.build_classifier(64, ecfg, None)
+    ecfg = classifier.EvalConfig()
+    model, base = classifier.build_classifier(64, ecfg, None)
     x = tf.TensorSpec([ecfg.batch_size, 64, 64, 3], tf.float32)
     y = tf.TensorSpec([ecfg.batch_size], tf.float32)
     bce = keras.losses.BinaryCrossentropy()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr_utils.evaluation import classifier as evaluation
+from cxr_utils.evaluation import classifier
 from cxr_utils.evaluation import study_store as study_entries
 from cxr_utils.files import read_json
 
@@ -24,7 +24,7 @@ def _real(seed: int = 0) -> dict:
 def _shared(real: dict | None = None, weights_source: str = "random init", **cfg_over) -> dict:
     import dataclasses
 
-    cfg = dataclasses.replace(evaluation.EvalConfig.smoke(), **cfg_over)
+    cfg = dataclasses.replace(classifier.EvalConfig.smoke(), **cfg_over)
     return study_entries.shared_inputs(real or _real(), cfg, "fp32", "random init", weights_source)
 
 

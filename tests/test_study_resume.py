@@ -9,20 +9,19 @@ import pytest
 from _helpers import write_noise_pngs
 
 from cxr_utils import files as io
-from cxr_utils.evaluation import classifier as evaluation
-from cxr_utils.evaluation import study
+from cxr_utils.evaluation import protocols, study
 
 
 def test_a_rerun_reuses_the_entries_and_a_changed_folder_retrains_only_its_classifiers(
         sample_npz: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[int] = []
-    real_build = evaluation.build_classifier
+    real_build = protocols.build_classifier
 
     def counting_build(*a, **k):
         built.append(1)
         return real_build(*a, **k)
 
-    monkeypatch.setattr(evaluation, "build_classifier", counting_build)
+    monkeypatch.setattr(protocols, "build_classifier", counting_build)
     syn = write_noise_pngs(tmp_path / "syn", n_per_class=5)
     out = tmp_path / "out"
     lines: list[str] = []
