@@ -183,9 +183,12 @@ def _int(v: float | None) -> str:
 
 ARTEFACT_NOTE = ("*Artefact score*: the share of each image's spectral energy at radial frequencies above 3/4 of "
                  "Nyquist (`cxr_utils.metrics.high_frequency_share`: 2-D power spectrum, mean removed, no window; mean "
-                 "over images), as a multiple of what the held-out real X-rays hold (`hf_share_vs_real` in "
-                 "`quality.csv`; 1.0x = as much as real images, a stride-2 checkerboard puts its energy there); "
-                 "n/a for rows measured before the score existed.")
+                 "over images), as a multiple of what the training X-rays hold, class-balanced (`hf_share_vs_real` "
+                 "in `quality.csv`; 1.0x = as much as real images, a stride-2 checkerboard puts its energy there; "
+                 "entries measured before that reference divide by the held-out val X-rays' value instead: 4 images "
+                 "on the sample, a noisier reference); n/a for rows measured before the score existed. Since then the "
+                 "kept generator's artefact score is at most `cxr_utils.quality.ARTEFACT_MAX` x the training images' "
+                 "wherever any evaluation of the run was.")
 
 
 def _artefact(scores: dict) -> str:
