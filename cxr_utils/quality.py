@@ -62,7 +62,8 @@ LEARNED_TRAIN_COVERAGE = 0.7
 # The artefact gate of select_best: at most this much of the training images' high-frequency energy (hf_share_vs_real,
 # quality_baseline.artefact_reference). Real images stay well inside it: random halves of real digits 0.94-1.05x (5-95 %
 # of 200 draws of 300 against 300), the sample's 4 held-out X-rays 0.86x and its 2 test X-rays 1.19x of its 10 training
-# ones; the 1.5x of issue 20, above which a checkerboard or banding is visible in the grids (make run galleries at 2.5x)
+# ones (benchmarks/artefact_calibration.py); the 1.5x of issue 20, above which a checkerboard or banding is visible in
+# the grids (make run galleries at 2.5x)
 ARTEFACT_MAX = 1.5
 
 

@@ -254,6 +254,20 @@ def _xray_entry(path: Path, name: str) -> dict | None:
     return r if r is not None and GANConfig().with_fields(r.get("fields") or {}) == GANConfig().with_recipe(name) else None
 
 
+@measured("artefact_calibration.json", "python -m benchmarks.artefact_calibration --out assets/results/artefact_calibration.json")
+def section_artefact_calibration(d: dict, p: Path) -> str:
+    """What real images score on the artefact score's scale (benchmarks/artefact_calibration.py), beside the gate."""
+    s, g = d["sample"], d["digits"]
+    per = lambda split: ", ".join(f"{n} {v:.2f}x" for n, v in s[split]["per_class_vs_train"].items())  # noqa: E731
+    q = g["ratio_percentiles"]
+    return (f"Real images on the artefact score's scale (high-frequency share over the training images' class-balanced "
+            f"value): the sample's {s['val']['images']} held-out val X-rays score {s['val']['vs_train']:.2f}x ({per('val')}) "
+            f"and its {s['test']['images']} test X-rays {s['test']['vs_train']:.2f}x ({per('test')}) of its "
+            f"{s['train']['images']} training X-rays; random halves of the {g['images']} real digits ({g['half']} against "
+            f"{g['half']}, {g['draws']} draws) {q['p5']:.2f}-{q['p95']:.2f}x (5th-95th percentile). The kept generator's "
+            f"gate is {d['artefact_max']}x. JSON: `{_rel(p)}` (`{d['command']}`).\n")
+
+
 @measured("generator_upgrade.json", "python -m benchmarks.generator_upgrade --out assets/results/generator_upgrade.json")
 def section_generator_upgrade(d: dict, p: Path) -> str:
     """Issue 20 before / after: digits (benchmarks/generator_upgrade.py), the sample X-rays (xray_recipes JSONs), the
@@ -454,6 +468,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "results": section_results,
     "digits": section_digits,
     "label_prior": section_label_prior,
+    "artefact_calibration": section_artefact_calibration,
     "digits_vgg16": section_digits_vgg16,
     "xray": section_xray,
     "generator_upgrade": section_generator_upgrade,
