@@ -11,6 +11,7 @@ comes from a JSON in assets/results/ (see assets/results/README.md for the comma
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cxr_utils.files import read_json  # noqa: E402  (after the path: the repository's package, not an installed one)
+
 RESULTS = ROOT / "assets" / "results"
 README = ROOT / "README.md"
 # every document a generated section may live in (a section lives in exactly one)
@@ -28,10 +31,23 @@ def _rel(p: Path) -> str:
     return p.relative_to(ROOT).as_posix()
 
 
+def measured(name: str, command: str, after: str = "") -> Callable[[Callable[[dict, Path], str]], Callable[[], str]]:
+    """A section drawn from one JSON of assets/results/: the decorated function gets (its data, its path); while the
+    file is absent the section says how to measure it (`command`) instead."""
+    def wrap(fn: Callable[[dict, Path], str]) -> Callable[[], str]:
+        @functools.wraps(fn)
+        def section() -> str:
+            p = RESULTS / name
+            if not p.is_file():
+                return f"Not measured yet: `{command}`{after}.\n"
+            return fn(read_json(p), p)
+        return section
+    return wrap
+
+
 def section_results() -> str:
     """VGG16 protocol results (cxr_utils.evaluation.tables.results_markdown)."""
     from cxr_utils.evaluation.tables import results_markdown
-    from cxr_utils.files import read_json
 
     paths = sorted(RESULTS.glob("evaluation-*.json"))
     body = results_markdown(*paths, seed_check=False) if paths else (
@@ -45,7 +61,6 @@ def section_results() -> str:
 
 def section_digits() -> str:
     """Digits train-on-synthetic/test-on-real table from benchmarks/digits_tstr.py JSONs."""
-    from cxr_utils.files import read_json
 
     paths = sorted(RESULTS.glob("digits_tstr-seed*.json")) + sorted(RESULTS.glob("digits_tstr-acgan-seed*.json"))
     if not paths:
@@ -77,14 +92,9 @@ def _pair(a: float | None, b: float | None, nd: int = 3) -> str:
     return f"{f(a)} / {f(b)}"
 
 
-def section_label_prior() -> str:
+@measured("digits_imbalanced.json", "python -m benchmarks.digits_imbalanced --out assets/results/digits_imbalanced.json")
+def section_label_prior(d: dict, p: Path) -> str:
     """Generated-label prior balanced vs data on 1 : 3 digits (benchmarks/digits_imbalanced.py) and the x-ray check."""
-    from cxr_utils.files import read_json
-
-    p = RESULTS / "digits_imbalanced.json"
-    if not p.is_file():
-        return ("Not measured yet: `python -m benchmarks.digits_imbalanced --out assets/results/digits_imbalanced.json`.\n")
-    d = read_json(p)
     s = d["summary"]
     if not {"balanced", "data"} <= set(s):
         return f"Incomplete: `{_rel(p)}` holds only the {', '.join(s)} arm; rerun `{d.get('command', '')}`.\n"
@@ -152,14 +162,9 @@ def section_label_prior() -> str:
     return "\n".join(lines) + "\n"
 
 
-def section_digits_vgg16() -> str:
+@measured("digits_vgg16.json", "python benchmarks/digits_vgg16.py --seed 0 --out assets/results/digits_vgg16.json")
+def section_digits_vgg16(d: dict, p: Path) -> str:
     """The seed's protocol on real digits: VGG16 (ImageNet and random init) TSTR/TRTR beside the logistic regression."""
-    from cxr_utils.files import read_json
-
-    p = RESULTS / "digits_vgg16.json"
-    if not p.is_file():
-        return "Not measured yet: `python benchmarks/digits_vgg16.py --seed 0 --out assets/results/digits_vgg16.json`.\n"
-    d = read_json(p)
     lines = ["| Classifier | Weights | TSTR (trained on synthetic) | TRTR (trained on real) | TSTR/TRTR |",
              "|---|---|---|---|---|"]
     for e in d["vgg16"].values():
@@ -183,9 +188,12 @@ def _int(v: float | None) -> str:
 
 ARTEFACT_NOTE = ("*Artefact score*: the share of each image's spectral energy at radial frequencies above 3/4 of "
                  "Nyquist (`cxr_utils.metrics.artefacts.high_frequency_share`: 2-D power spectrum, mean removed, no window; mean "
-                 "over images), as a multiple of what the held-out real X-rays hold (`hf_share_vs_real` in "
-                 "`quality.csv`; 1.0x = as much as real images, a stride-2 checkerboard puts its energy there); "
-                 "n/a for rows measured before the score existed.")
+                 "over images), as a multiple of what the training X-rays hold, class-balanced (`hf_share_vs_real` "
+                 "in `quality.csv`; 1.0x = as much as real images, a stride-2 checkerboard puts its energy there; "
+                 "entries measured before that reference divide by the held-out val X-rays' value instead: 4 images "
+                 "on the sample, a noisier reference); n/a for rows measured before the score existed. Since then the "
+                 "kept generator's artefact score is at most `cxr_utils.gan.tracker.ARTEFACT_MAX` x the training images' "
+                 "wherever any evaluation of the run was.")
 
 
 def _artefact(scores: dict) -> str:
@@ -195,17 +203,11 @@ def _artefact(scores: dict) -> str:
     return "n/a" if x is None else f"{x:.2f}x ({v:.4f})"
 
 
-def section_xray() -> str:
+@measured("xray_recipes.json", "python benchmarks/xray_recipes.py --out assets/results/xray_recipes.json --grid assets/xray-recipes-grid.png")
+def section_xray(d: dict, p: Path) -> str:
     """The X-ray recipe table (benchmarks/xray_recipes.py JSON) and its real-vs-SYNTHETIC grid."""
-    from cxr_utils.files import read_json
-
-    p = RESULTS / "xray_recipes.json"
-    if not p.is_file():
-        return ("Not measured yet: `python benchmarks/xray_recipes.py --out assets/results/xray_recipes.json "
-                "--grid assets/xray-recipes-grid.png`.\n")
     from benchmarks.xray_recipes import meets_bar
 
-    d = read_json(p)
     bar = d["bar"]
     lines = [f"Each recipe trained {d['steps']:,} generator steps (seed {d['seed']}) on {d['data']}; scores of the generator "
              f"that the quality rule kept (`generator-best.keras`), measured by the trainer itself (`quality.csv`). "
@@ -244,7 +246,6 @@ def section_xray() -> str:
 
 def _xray_entry(path: Path, name: str) -> dict | None:
     from cxr_utils.config import GANConfig
-    from cxr_utils.files import read_json
 
     if not path.is_file():
         return None
@@ -253,15 +254,24 @@ def _xray_entry(path: Path, name: str) -> dict | None:
     return r if r is not None and GANConfig().with_fields(r.get("fields") or {}) == GANConfig().with_recipe(name) else None
 
 
-def section_generator_upgrade() -> str:
+@measured("artefact_calibration.json", "python -m benchmarks.artefact_calibration --out assets/results/artefact_calibration.json")
+def section_artefact_calibration(d: dict, p: Path) -> str:
+    """What real images score on the artefact score's scale (benchmarks/artefact_calibration.py), beside the gate."""
+    s, g = d["sample"], d["digits"]
+    per = lambda split: ", ".join(f"{n} {v:.2f}x" for n, v in s[split]["per_class_vs_train"].items())  # noqa: E731
+    q = g["ratio_percentiles"]
+    return (f"Real images on the artefact score's scale (high-frequency share over the training images' class-balanced "
+            f"value): the sample's {s['val']['images']} held-out val X-rays score {s['val']['vs_train']:.2f}x ({per('val')}) "
+            f"and its {s['test']['images']} test X-rays {s['test']['vs_train']:.2f}x ({per('test')}) of its "
+            f"{s['train']['images']} training X-rays; random halves of the {g['images']} real digits ({g['half']} against "
+            f"{g['half']}, {g['draws']} draws) {q['p5']:.2f}-{q['p95']:.2f}x (5th-95th percentile). The kept generator's "
+            f"gate is {d['artefact_max']}x. JSON: `{_rel(p)}` (`{d['command']}`).\n")
+
+
+@measured("generator_upgrade.json", "python -m benchmarks.generator_upgrade --out assets/results/generator_upgrade.json")
+def section_generator_upgrade(d: dict, p: Path) -> str:
     """Issue 20 before / after: digits (benchmarks/generator_upgrade.py), the sample X-rays (xray_recipes JSONs), the
     default recipe's step and the planned run's cost."""
-    from cxr_utils.files import read_json
-
-    p = RESULTS / "generator_upgrade.json"
-    if not p.is_file():
-        return ("Not measured yet: `python -m benchmarks.generator_upgrade --out assets/results/generator_upgrade.json`.\n")
-    d = read_json(p)
     m = d["machine"]
     lines = [f"Measured on {m['cpu_model']} ({m['cores']} cores, shared with other jobs: the load average is recorded "
              f"per run in `{_rel(p)}`). *Before* is the configuration as it was, *after* adds what the default took of "
@@ -340,14 +350,9 @@ def section_generator_upgrade() -> str:
     return "\n".join(lines) + "\n"
 
 
-def section_quality() -> str:
+@measured("quality_bars.json", "python -m benchmarks.quality_bars --out assets/results/quality_bars.json")
+def section_quality(d: dict, p: Path) -> str:
     """The quality bars: calibration on real digits and the cost at full scale (benchmarks/quality_bars.py JSON)."""
-    from cxr_utils.files import read_json
-
-    p = RESULTS / "quality_bars.json"
-    if not p.is_file():
-        return "Not measured yet: `python -m benchmarks.quality_bars --out assets/results/quality_bars.json`.\n"
-    d = read_json(p)
     cal, b = d["calibration"], d["calibration"]["bars"]
 
     def spread(v: dict[str, float]) -> str:
@@ -392,24 +397,17 @@ def section_quality() -> str:
     return "\n".join(lines) + "\n"
 
 
-def section_performance() -> str:
+@measured("benchmarks.json", "python -m benchmarks --quick --out assets/results/benchmarks.json")
+def section_performance(d: dict, p: Path) -> str:
     """Performance table (benchmarks.report.performance_markdown)."""
     from benchmarks.report import performance_markdown
 
-    p = RESULTS / "benchmarks.json"
-    if not p.is_file():
-        return "Not measured yet: `python -m benchmarks --quick --out assets/results/benchmarks.json`.\n"
     return performance_markdown(p)
 
 
-def section_export_flush() -> str:
+@measured("export_flush.json", "python -m benchmarks.export_flush --out assets/results/export_flush.json")
+def section_export_flush(d: dict, p: Path) -> str:
     """One line: what flushing a staged synthetic export costs per PNG, per-file fsync vs one syncfs."""
-    from cxr_utils.files import read_json
-
-    p = RESULTS / "export_flush.json"
-    if not p.is_file():
-        return "Not measured yet: `python -m benchmarks.export_flush --out assets/results/export_flush.json`.\n"
-    d = read_json(p)
     each, one = d["modes"]["fsync-each"], d["modes"]["syncfs"]
     return (f"Measured on the build machine ({d['cpu']}, {d['cores']} cores, shared with other work; its local disk, "
             f"`{d['folder']}`; {d['n']:,} export-like PNGs of about {d['bytes_per_png']:,} bytes, median of {d['repeats']} "
@@ -419,14 +417,9 @@ def section_export_flush() -> str:
             f"(`{d['command']}`, `{_rel(p)}`).\n")
 
 
-def section_classifier() -> str:
+@measured("classifier_precision.json", "python -m benchmarks.classifier --out assets/results/classifier_precision.json")
+def section_classifier(d: dict, p: Path) -> str:
     """The VGG16 classifier on this machine: seconds per epoch by input size and precision, and a short fit's accuracy."""
-    from cxr_utils.files import read_json
-
-    p = RESULTS / "classifier_precision.json"
-    if not p.is_file():
-        return "Not measured yet: `python -m benchmarks.classifier --out assets/results/classifier_precision.json`.\n"
-    d = read_json(p)
     m = d["machine"]
     by = {(t["input_size"], t["precision"]): t for t in d["timings"]}
     lines = [f"VGG16 classifier (notebook 04), {d['data']}; seconds of the second epoch of each stage (head: base frozen; "
@@ -455,16 +448,11 @@ def section_classifier() -> str:
     return "\n".join(lines) + "\n"
 
 
-def section_rehearsal() -> str:
+@measured("rehearsal.json", "python -m benchmarks.rehearsal", " (writes `assets/results/rehearsal.json`)")
+def section_rehearsal(d: dict, p: Path) -> str:
     """The full-scale LOAD TEST's stages and the per-GPU ESTIMATES (benchmarks/rehearsal.py)."""
-    from cxr_utils.files import read_json
-
-    p = RESULTS / "rehearsal.json"
-    if not p.is_file():
-        return "Not measured yet: `python -m benchmarks.rehearsal` (writes `assets/results/rehearsal.json`).\n"
     from benchmarks.rehearsal_estimate import default_plan, report_markdown
 
-    d = read_json(p)
     text = report_markdown(d)
     e = d.get("estimates")
     if e:  # the JSON was measured with the plan of its day: say so when today's default differs
@@ -480,6 +468,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "results": section_results,
     "digits": section_digits,
     "label_prior": section_label_prior,
+    "artefact_calibration": section_artefact_calibration,
     "digits_vgg16": section_digits_vgg16,
     "xray": section_xray,
     "generator_upgrade": section_generator_upgrade,

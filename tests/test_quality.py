@@ -119,6 +119,23 @@ def test_select_best_rule() -> None:
     assert tracker.select_best([{k: str(v) for k, v in r.items()} for r in rows])["epoch"] == "5"
 
 
+def test_the_artefact_gate_keeps_a_generator_without_banding_over_a_lower_kid() -> None:
+    """The sample run of issue 20 (seed 0, benchmarks/xray_recipes.py): KID from 4 val images ranked step 1500 first,
+    at 2.4x the training images' high-frequency energy; the gate (ARTEFACT_MAX) keeps step 2500 at 1.46x. With every
+    row over the gate the rule falls back to the other gates; a row without the score passes."""
+    assert tracker.ARTEFACT_MAX == 1.5
+    rows = [{"epoch": 500, "kid_balanced": 0.10, "fidelity": 0.988, "hf_share_vs_real": 1.05, "alarm": ""},
+            {"epoch": 1500, "kid_balanced": -0.13, "fidelity": 0.754, "hf_share_vs_real": 2.40, "alarm": ""},
+            {"epoch": 2500, "kid_balanced": 0.05, "fidelity": 0.984, "hf_share_vs_real": 1.46, "alarm": ""},
+            {"epoch": 3000, "kid_balanced": 0.07, "fidelity": 0.996, "hf_share_vs_real": 1.28, "alarm": ""}]
+    assert tracker.select_best(rows)["epoch"] == 2500
+    assert tracker.select_best([{k: str(v) for k, v in r.items()} for r in rows])["epoch"] == "2500"
+    assert tracker.select_best([{**r, "hf_share_vs_real": 3.0} for r in rows])["epoch"] == 1500  # all over: KID decides
+    assert tracker.select_best([{**r, "hf_share_vs_real": ""} for r in rows])["epoch"] == 1500  # rows before the score
+    assert tracker.artefact_ok({"hf_share_vs_real": 1.5}) and not tracker.artefact_ok({"hf_share_vs_real": 1.51})
+    assert "artefact score" in tracker.rule_text(2) and "1.5x" in tracker.rule_text(2)
+
+
 def test_the_fidelity_gate_is_halfway_from_chance_to_perfect() -> None:
     assert tracker.min_fidelity(2) == 0.75 and tracker.min_fidelity(10) == pytest.approx(0.55) and tracker.MIN_FIDELITY == 0.75
     # the sample run of issue 14: the lowest KID (4 val images) belonged to step 500's blurred blobs, labelled as

@@ -136,7 +136,9 @@ def test_real_images_scored_as_synthetic_reach_exactly_the_baseline() -> None:
     assert list(y_val[train["indices"]]) == [0] * 10 + [1] * 10 and b["scores"]["train_images"] == 22
     val_row = p.score_images(x_val[train["indices"]])
     for k in QB.TRAIN_SIDE:
-        assert val_row[f"{k}_vs_real"] == 1.0, k
+        if k != "hf_share":  # the artefact score divides by the training images' value (its own test below)
+            assert val_row[f"{k}_vs_real"] == 1.0, k
+    assert val_row["hf_share_vs_real"] == pytest.approx(b["artefact"]["held_out_vs_train"], rel=1e-12)
     assert val_row["bars"] == "real baseline"
     half_row = p.score_images(x_val[ref["indices"]])
     for k in QB.REFERENCE_SIDE:
@@ -218,7 +220,9 @@ def test_a_tiny_or_missing_held_out_split_falls_back_to_the_fixed_bars_and_says_
     assert b["sides"]["reference"]["missing"].startswith("too few held-out images of NORMAL (1 image): fewer than 4")
     row = p.score_images(np.concatenate([x_tr[:4], x_tr[5:9]]))
     assert row["bars"] == "fixed: " + why
-    assert all(row[c] is None for c in (*QB.VS_REAL_COLUMNS, *QB.REAL_COLUMNS))
+    # no stand-ins, no ratios; only the artefact score, whose reference is the training images
+    assert all(row[c] is None for c in (*QB.VS_REAL_COLUMNS, *QB.REAL_COLUMNS) if c != "hf_share_vs_real")
+    assert row["hf_share_vs_real"] == pytest.approx(row["hf_share"] / b["artefact"]["hf_share"], rel=1e-12)
     assert tracker.learned_check(row)[1].endswith("fixed bars: " + why)
     alarm = tracker.collapse_alarm({"epoch": 1, "diversity": 0.1, "train_coverage": 0.5})
     assert "(alarm below 0.2, a fixed bar)" in alarm
@@ -298,9 +302,10 @@ def test_on_real_digits_a_perfect_generator_scores_about_1x_and_a_mode_dropping_
 # ------------------------------------------------------------------------------------------ the artefact score (issue 20)
 
 
-def test_the_artefact_score_sits_beside_what_held_out_real_images_hold(tmp_path) -> None:
+def test_the_artefact_score_sits_beside_what_the_training_images_hold(tmp_path) -> None:
     """hf_share (metrics.high_frequency_share) per class and overall in every row; hf_share_vs_real divides it by the
-    held-out stand-ins' own value: a checkerboard laid over the same images scores far above 1, a blurred copy below."""
+    training images' class-balanced value (real_baseline.artefact_reference): a checkerboard laid over real images
+    scores far above 1, a blurred copy below; the held-out stand-ins' own ratio is recorded as the calibration."""
     from cxr_utils.metrics.artefacts import high_frequency_share
 
     rng = np.random.default_rng(2)
@@ -308,8 +313,14 @@ def test_the_artefact_score_sits_beside_what_held_out_real_images_hold(tmp_path)
     x_val, y_val = _images(rng, (20, 23))
     p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=10)
     stand_ins = x_val[p.baseline["sides"]["train"]["indices"]]
-    real_hf = high_frequency_share(stand_ins).mean()
-    assert p.baseline["scores"]["hf_share"] == pytest.approx(real_hf, rel=1e-12)
+    assert p.baseline["scores"]["hf_share"] == pytest.approx(high_frequency_share(stand_ins).mean(), rel=1e-12)
+    h = high_frequency_share(x_tr)
+    real_hf = (h[y_tr == 0].mean() + h[y_tr == 1].mean()) / 2  # class-balanced: 10 NORMAL, 12 PNEUMONIA
+    art = p.baseline["artefact"]
+    assert art["hf_share"] == pytest.approx(real_hf, rel=1e-12) and art["images"] == 22
+    assert art["per_class"]["PNEUMONIA"] == pytest.approx(h[y_tr == 1].mean(), rel=1e-12)
+    assert art["held_out_vs_train"] == pytest.approx(high_frequency_share(stand_ins).mean() / real_hf, rel=1e-12)
+    assert 0.8 < art["held_out_vs_train"] < 1.25  # real images of the same kind: near 1
     # smooth images (each stand-in's mean brightness and one slow cosine), then a +-30 checkerboard over them
     i = np.arange(S)
     wave = np.tile(10 * np.cos(2 * np.pi * i / S)[:, None], (1, S))
@@ -337,11 +348,24 @@ def test_a_baseline_file_of_the_earlier_format_is_measured_again(tmp_path) -> No
     p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=10)
     path = tmp_path / QB.BASELINE_FILE
     old = {**p.baseline, "version": 1, "scores": {k: v for k, v in p.baseline["scores"].items() if k != "hf_share"}}
+    del old["artefact"]
     from cxr_utils import files as cio
 
     cio.atomic_write_json(path, old)
     again = QB.load_or_compute(path, True, p, x_val, y_val)
-    assert again["version"] == QB.FORMAT_VERSION == 2 and "hf_share" in again["scores"]
+    assert again["version"] == QB.FORMAT_VERSION == 3 and "hf_share" in again["scores"] and "artefact" in again
     assert {k: again["scores"][k] for k in old["scores"]} == pytest.approx(old["scores"])
-    assert cio.read_json(path)["version"] == 2
+    assert cio.read_json(path)["version"] == 3
     assert QB.load_or_compute(path, True, p, x_val, y_val) == cio.read_json(path)  # read back, not recomputed
+
+
+def test_without_a_held_out_split_the_artefact_score_still_has_its_real_reference() -> None:
+    """No val split: no stand-ins and the fixed bars, but the artefact reference needs only the training images."""
+    rng = np.random.default_rng(4)
+    x_tr, y_tr = _images(rng, (6, 6))
+    p = _probe(x_tr, y_tr, x_tr, y_tr, n_per_class=6)  # as build_probe: the training images are the reference
+    p.baseline = QB.compute(p, None, None)
+    assert p.baseline["fallback"].startswith("no held-out split") and p.baseline["artefact"]["held_out_vs_train"] is None
+    row = p.score_images(x_tr)
+    assert row["hf_share_vs_real"] == pytest.approx(row["hf_share"] / p.baseline["artefact"]["hf_share"], rel=1e-12)
+    assert "artefact score against the 12 training images" in QB.describe(p.baseline)

@@ -40,7 +40,7 @@ from .probe import build_probe as build_probe
 from .probe import diversity as diversity
 from .probe import train_coverage as train_coverage
 
-# The bars, as fractions of the real-vs-real baseline (quality_baseline: a perfect generator scores ~1.0x). The
+# The bars, as fractions of the real-vs-real baseline (metrics.real_baseline: a perfect generator scores ~1.0x). The
 # alarm: far below real images' variety. "Learned" (the make-run check of issue 10): at least 40 % of the spread of
 # held-out real images, and 70 % of the training images that as many held-out real images cover. Why these numbers:
 # on real digits (benchmarks/quality_bars.py, tests/test_quality_baseline.py) unseen real images standing in for a
@@ -52,13 +52,19 @@ ALARM_COVERAGE_VS_REAL = 0.3
 LEARNED_DIVERSITY_VS_REAL = 0.4
 LEARNED_COVERAGE_VS_REAL = 0.7
 # The fixed bars (absolute values), used without a baseline to judge by (no held-out split, or fewer than
-# quality_baseline.MIN_FOR_BARS held-out images of a class): set on the 10-image sample (the seed recipe reaches 0.10
+# real_baseline.MIN_FOR_BARS held-out images of a class): set on the 10-image sample (the seed recipe reaches 0.10
 # diversity and 2 of 10 training images covered; a learning generator 0.4+), where they read "diversity >= 0.4 of
 # the real spread, >= 7 of 10 covered"
 ALARM_DIVERSITY = 0.2
 ALARM_TRAIN_COVERAGE = 0.3
 LEARNED_DIVERSITY = 0.4
 LEARNED_TRAIN_COVERAGE = 0.7
+# The artefact gate of select_best: at most this much of the training images' high-frequency energy (hf_share_vs_real,
+# real_baseline.artefact_reference). Real images stay well inside it: random halves of real digits 0.94-1.05x (5-95 %
+# of 200 draws of 300 against 300), the sample's 4 held-out X-rays 0.86x and its 2 test X-rays 1.19x of its 10 training
+# ones (benchmarks/artefact_calibration.py); the 1.5x of issue 20, above which a checkerboard or banding is visible in
+# the grids (make run galleries at 2.5x)
+ARTEFACT_MAX = 1.5
 
 
 def min_fidelity(num_classes: int) -> float:
@@ -174,17 +180,24 @@ def ranking_kid(row: dict[str, Any], class_names: Sequence[str] | None = None) -
 def rule_text(num_classes: int) -> str:
     """The best-generator rule in words (best.json's `rule`)."""
     return ("lowest class-balanced KID (the mean of the per-class KIDs against the held-out reference) among "
-            f"evaluations without a collapse alarm and with fidelity >= {min_fidelity(num_classes):.3g} "
-            "(cxr_utils.gan.tracker.select_best)")
+            f"evaluations without a collapse alarm, with fidelity >= {min_fidelity(num_classes):.3g} and an artefact "
+            f"score (high-frequency energy) at most {ARTEFACT_MAX}x the training images' (cxr_utils.gan.tracker.select_best)")
+
+
+def artefact_ok(row: dict[str, Any]) -> bool:
+    """True unless the row's artefact score is over ARTEFACT_MAX x the real images' (a row without one passes)."""
+    v = finite(row.get("hf_share_vs_real"))
+    return v is None or v <= ARTEFACT_MAX
 
 
 def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAMES),
                 class_names: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The evaluation whose generator is kept as generator-best.keras.
 
-    Rule: among evaluations without a collapse alarm and with fidelity >= min_fidelity(K), the lowest class-balanced
-    KID: the mean over classes of each class's KID (synthetic images of class c against the reference images of
-    class c); a tie goes to the later epoch; with no such evaluation, the lowest of all. Rows without per-class KIDs
+    Rule: among evaluations without a collapse alarm, with fidelity >= min_fidelity(K) and an artefact score at most
+    ARTEFACT_MAX x the training images' (artefact_ok), the lowest class-balanced KID: the mean over classes of each
+    class's KID (synthetic images of class c against the reference images of class c); a tie goes to the later epoch;
+    with no such evaluation, the same without the artefact gate, then the lowest of all. Rows without per-class KIDs
     fall back to the overall KID.
     Why KID: it is unbiased at small sample sizes (FID is not when images < feature dimensions) and is what
     keras-io's gan_ada monitors; it compares whole distributions, so it rewards fidelity and variety together.
@@ -197,16 +210,17 @@ def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAM
     weigh every class alike whatever its share of the data, and are already in every quality.csv row, so rows written
     before this rule are ranked on the same scale. The price: each class's KID rests on that class's images only
     (noisier for a small class).
-    The gates stop it from preferring images a person would reject: a collapsed generator (one image per class) or
-    one that draws the wrong class can still sit close to the reference in a feature space built from a handful of
-    real images.
+    The gates stop it from preferring images a person would reject: a collapsed generator (one image per class), one
+    that draws the wrong class, or one whose images carry a checkerboard or banding can still sit close to the reference
+    in a feature space built from a handful of real images (on the sample, KID from 4 val images kept a step-1500
+    generator at 2.4x the real high-frequency energy over one at 1.46x: benchmarks/xray_recipes.py, issue 20).
     """
     scored = [r for r in rows if ranking_kid(r, class_names) is not None]
     if not scored:
         return None
     gate = min_fidelity(num_classes)
     ok = [r for r in scored if not r.get("alarm") and (finite(r.get("fidelity")) or 0.0) >= gate]
-    pool = ok or scored
+    pool = [r for r in ok if artefact_ok(r)] or ok or scored
     return min(pool, key=lambda r: (ranking_kid(r, class_names), -int(r["epoch"])))
 
 

@@ -1,0 +1,28 @@
+"""benchmarks/artefact_calibration.py: the artefact bar's calibration on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import artefact_calibration as AC
+from cxr_utils.metrics.artefacts import high_frequency_share
+
+
+def test_the_share_is_class_balanced() -> None:
+    """3 NORMAL images and 1 PNEUMONIA image: the mean of the two class means, not of the four images."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4, 16, 16)).astype(np.uint8)
+    x[3] = np.rint(128 + 60 * np.cos(np.arange(16) * 2 * np.pi / 16))[None, :]  # smooth: almost no high frequency
+    y = np.array([0, 0, 0, 1])
+    h = high_frequency_share(x)
+    v, per = AC.balanced_share(x, y)
+    assert per == {"NORMAL": pytest.approx(h[:3].mean()), "PNEUMONIA": pytest.approx(h[3])}
+    assert v == pytest.approx((h[:3].mean() + h[3]) / 2) and v != pytest.approx(h.mean())
+
+
+def test_halves_of_real_digits_score_about_one() -> None:
+    d = AC.digits_part(draws=30, half=200, seed=1)
+    q = d["ratio_percentiles"]
+    assert d["images"] == 1797 and q["p5"] <= q["p50"] <= q["p95"]
+    assert 0.85 < q["p5"] and q["p95"] < 1.15  # real images of one kind: far inside the 1.5x gate
