@@ -282,7 +282,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     never used to choose. TRTR trains the same classifier on the same fit part the GAN saw (comparable);
     `trtr_full_train` (the whole 70 %) is reported beside it.
     """
-    from cxr_utils import runs, sample, synthetic, train
+    from cxr_utils import run_folder, runs, sample, synthetic, train
 
     plan = plan or Plan()
     t_start = time.perf_counter()
@@ -341,7 +341,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
                 best = point
                 shutil.rmtree(best_dir, ignore_errors=True)
                 best_dir.mkdir(parents=True)
-                for name in ("generator.keras", "config.json"):
+                for name in (run_folder.GENERATOR, run_folder.CONFIG):
                     shutil.copy2(run_dir / name, best_dir / name)
             if progress:
                 print(f"  epoch {ep:4d} step {ep * spe:5d}  {train_seconds:6.1f} s  TSTR val {val_i:.4f}  "

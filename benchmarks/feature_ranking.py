@@ -65,8 +65,9 @@ def score_run(run_dir: Path, npz: Path, grids: Path | None = None, log: Any = pr
     """Every evaluated epoch scored in each feature space (val and train references) and the epoch each KID keeps."""
     from cxr_utils import data, metrics, plots, runs, sample, train
     from cxr_utils.io import read_json
+    from cxr_utils.run_folder import RunFolder
 
-    cfg = runs.config_of(read_json(run_dir / "config.json"))
+    cfg = runs.config_of(read_json(RunFolder(run_dir).config))
     ds = data.load(npz)
     (x, y), (xv, yv) = ds.subset("train"), ds.subset("val")
     probes = {f: train.quality_probe(cfg, x, y, (xv, yv, "val split"), run_dir, features=f) for f in SPACES}

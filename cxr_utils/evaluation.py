@@ -36,7 +36,7 @@ from .classifier import (  # noqa: F401  re-exported: the evaluation's classifie
     start_fit,
     to_vgg_input,
 )
-from .config import CLASS_NAMES, SMOKE
+from .config import CLASS_NAMES, smoke_mode
 from .errors import UserError
 from .io import atomic_write_json
 
@@ -199,7 +199,7 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
     per-seed entries as stored (probabilities rounded to 6 decimals), so reused entries give the same result."""
     import keras
 
-    cfg = (cfg or (EvalConfig.smoke() if SMOKE else EvalConfig())).validate()
+    cfg = (cfg or (EvalConfig.smoke() if smoke_mode() else EvalConfig())).validate()
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: must be >= 1")
     x_te, y_te = real["test"]
@@ -268,7 +268,7 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         "ci95": bootstrap_ci(y_te, probs_all, cfg.bootstrap, seed=cfg.seed, threshold=cfg.threshold),
         "ci95_method": f"percentile bootstrap over test images ({cfg.bootstrap} resamples) of the seed-mean",
         "per_seed": per_seed, "test_labels": [int(v) for v in np.asarray(y_te).ravel()],
-        "config": dataclasses.asdict(cfg), "smoke": bool(SMOKE), **(provenance or {}),
+        "config": dataclasses.asdict(cfg), "smoke": smoke_mode(), **(provenance or {}),
     }
     return result
 

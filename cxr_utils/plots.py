@@ -390,8 +390,9 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
 
     from . import quality as Q
     from .quality_baseline import REAL_BARS
+    from .run_folder import RunFolder
 
-    path = Path(run_dir) / Q.QUALITY_FILE
+    path = RunFolder(run_dir).quality_csv
     df = pd.read_csv(path) if path.is_file() and path.stat().st_size else None
     if df is None or df.empty:
         return None

@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from . import io as cio
+from . import run_folder
 
-BASELINE_FILE = "quality-baseline.json"
+BASELINE_FILE = run_folder.BASELINE
 FORMAT_VERSION = 2  # 2: the train side holds hf_share (the artefact score); a version-1 file is measured again
 MIN_STAND_INS = 2  # per class, for a baseline at all: one image has no spread and covers one training image
 # per class, for the bars to be fractions of the baseline. Measured on real digits (benchmarks/quality_bars.py,
