@@ -285,7 +285,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     from cxr_utils.evaluation import synthetic
     from cxr_utils.gan import fit as train
     from cxr_utils.gan import generate as sample
-    from cxr_utils.gan import runs
+    from cxr_utils.gan import run_folder, runs
 
     plan = plan or Plan()
     t_start = time.perf_counter()
@@ -344,7 +344,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
                 best = point
                 shutil.rmtree(best_dir, ignore_errors=True)
                 best_dir.mkdir(parents=True)
-                for name in ("generator.keras", "config.json"):
+                for name in (run_folder.GENERATOR, run_folder.CONFIG):
                     shutil.copy2(run_dir / name, best_dir / name)
             if progress:
                 print(f"  epoch {ep:4d} step {ep * spe:5d}  {train_seconds:6.1f} s  TSTR val {val_i:.4f}  "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr_utils import files as cio
+from cxr_utils.gan.run_folder import RunFolder
 
 
 def make_run_folder(run_dir: Path, cfg: Any = None) -> dict[str, Any]:
@@ -24,9 +25,9 @@ def make_run_folder(run_dir: Path, cfg: Any = None) -> dict[str, Any]:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     g = models.build_generator(cfg, dtype="float32", name="ema_generator")
-    with cio.atomic_path(run_dir / "generator.keras") as tmp:
+    with cio.atomic_path(RunFolder(run_dir).generator) as tmp:
         g.save(tmp)
-    cio.atomic_write_json(run_dir / "config.json", {**cfg.to_dict(), "data": {"note": "benchmark run folder: untrained generator"}})
+    cio.atomic_write_json(RunFolder(run_dir).config, {**cfg.to_dict(), "data": {"note": "benchmark run folder: untrained generator"}})
     return {"generator_params": int(g.count_params()), "weights": "untrained (random init): export speed does not depend on them"}
 
 

@@ -71,9 +71,10 @@ def score_run(run_dir: Path, npz: Path, grids: Path | None = None, log: Any = pr
     from cxr_utils.gan import fit as train
     from cxr_utils.gan import generate as sample
     from cxr_utils.gan import runs
+    from cxr_utils.gan.run_folder import RunFolder
     from cxr_utils.metrics import distributions as metrics
 
-    cfg = runs.config_of(read_json(run_dir / "config.json"))
+    cfg = runs.config_of(read_json(RunFolder(run_dir).config))
     ds = data.load(npz)
     (x, y), (xv, yv) = ds.subset("train"), ds.subset("val")
     probes = {f: train.quality_probe(cfg, x, y, (xv, yv, "val split"), run_dir, features=f) for f in SPACES}

@@ -26,6 +26,7 @@ from typing import Any
 
 from cxr_utils.config import project_root
 from cxr_utils.files import atomic_write_json, read_json
+from cxr_utils.gan.run_folder import RunFolder
 
 from .rehearsal_tree import LOAD_TEST
 
@@ -158,7 +159,7 @@ def run(work: Path, scale: float = 1.0, seed: int = 0, stages: tuple[str, ...] =
         res["train"].update(_train_counts(run_dir))
     if ok and "export" in stages:
         n_export = export_counts(npz)
-        which = "best" if (run_dir / "generator-best.keras").is_file() else "last"
+        which = "best" if RunFolder(run_dir).best_generator.is_file() else "last"
         ok = stage("export", _py("-m", "cxr_utils", "sample", "--run-dir", str(run_dir), "--n-per-class",
                                  ",".join(map(str, n_export)), "--out", str(syn), "--which", which))
         if ok:
@@ -188,13 +189,13 @@ def _train_counts(run_dir: Path) -> dict[str, Any]:
     metrics.csv) and the quality evaluation's (quality.csv)."""
     import csv
 
-    cfg = read_json(run_dir / "config.json")
+    run = RunFolder(run_dir)
+    cfg = read_json(run.config)
 
-    def rows(name: str) -> list[dict[str, str]]:
-        p = run_dir / name
+    def rows(p: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(p.open(encoding="utf-8"))) if p.is_file() else []
 
-    epoch, quality = rows("metrics.csv"), rows("quality.csv")
+    epoch, quality = rows(run.metrics_csv), rows(run.quality_csv)
     return {"images": cfg["data"]["n_train"], "per_class": cfg["data"]["per_class"],
             "steps": cfg["data"]["steps_per_epoch"], "batch_size": cfg["batch_size"],
             "precision": cfg["data"].get("precision_resolved"), "g_base_filters": cfg["g_base_filters"],

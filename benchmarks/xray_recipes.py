@@ -119,9 +119,10 @@ def add_time_to_bar(res: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     evaluations themselves are not counted), and the result gets `time_to_bar`: the first evaluation whose scores
     reach the "learned" bar (None if none did)."""
     from cxr_utils.gan.fit import read_metrics
+    from cxr_utils.gan.run_folder import RunFolder
 
     elapsed, total = {}, 0.0
-    for row in read_metrics(run_dir / "metrics.csv"):
+    for row in read_metrics(RunFolder(run_dir).metrics_csv):
         total += float(row["seconds"])
         elapsed[int(row["epoch"])] = total
     first = None
@@ -177,23 +178,24 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
     """Train every recipe (None: all; [] none) on the sample's train split; the JSON-ready result, with the `carried`
     entries after the measured ones (those with a `run_dir` are drawn in the grid too)."""
     from cxr_utils import data
-    from cxr_utils.config import RECIPES, SMOKE
+    from cxr_utils.config import RECIPES, smoke_mode
     from cxr_utils.gan import tracker as quality
 
+    smoke = smoke_mode()  # read once, when the benchmark runs
     recipes = list(RECIPES) if recipes is None else recipes
     carried = [dict(r) for r in carried or []]
     npz = Path(data.prepare(source="sample", size=64, progress=False))
     own = work is None
     work = Path(work) if work is not None else Path(tempfile.mkdtemp(prefix="xray-recipes-"))
     overrides: dict[str, Any] = {}
-    if SMOKE:  # CI: the same code path on tiny models
+    if smoke:  # CI: the same code path on tiny models
         from cxr_utils.config import smoke_overrides
 
         overrides = {k: v for k, v in smoke_overrides().items() if k not in ("epochs", "batch_size")}
     x, y = data.load(npz).subset("train")
     head = {"benchmark": "x-ray recipes on the real sample (issue 10)", "data": f"sample source, train split: {len(y)} real "
             f"Kaggle chest X-rays ({int((y == 0).sum())} NORMAL, {int((y == 1).sum())} PNEUMONIA), 64 px",
-            "steps": steps, "seed": seed, "quick": quick, "smoke": SMOKE, "can_show": CAN_SHOW,
+            "steps": steps, "seed": seed, "quick": quick, "smoke": smoke, "can_show": CAN_SHOW,
             "bar": {"diversity": quality.LEARNED_DIVERSITY, "train_coverage": quality.LEARNED_TRAIN_COVERAGE,
                     "of": int(len(y))}}
     try:

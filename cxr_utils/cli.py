@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .config import DEFAULT_RECIPE, RECIPES
+from .config import DEFAULT_RECIPE, RECIPES, smoke_mode
 from .errors import TrainingDiverged, UserError
 
 
@@ -198,37 +198,26 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """`train`: config file or the run's saved config, then flags, then --smoke sizes."""
-    from . import files as cio
-    from .config import GANConfig, smoke_overrides
+    """`train`: train_setup.assemble (config file or the run's saved config, recipe, --smoke sizes, flags, the data's
+    plan), then train.train_from_npz."""
     from .gan import fit as train
-    from .gan.runs import config_of
+    from .gan import train_setup
+    from .gan.run_folder import RunFolder
 
     run_dir = Path(args.run_dir)
-    saved = run_dir / "config.json"
-    resumed = args.resume and saved.is_file()  # the run's own config.json defines it
-    if args.config:
-        cfg = GANConfig.from_file(args.config)
-    elif resumed:  # config_of: a config.json older than a field resumes with the value its run used
-        cfg = config_of(cio.read_json(saved))
-    else:
-        cfg = GANConfig()
-    if args.recipe and resumed and not args.config:
+    if args.recipe and args.resume and not args.config and RunFolder(run_dir).config.is_file():
         raise UserError(f"--recipe: {run_dir} is resumed with its saved config.json; drop --recipe (or start a new --run-dir)")
-    # a new run without --config gets the recipe measured best on X-rays
-    recipe_name = args.recipe or (None if args.config or resumed else DEFAULT_RECIPE)
-    if recipe_name:
-        cfg = cfg.with_recipe(recipe_name)
-    if args.smoke:
-        cfg = cfg.replace(**smoke_overrides())
-    # a new run without --config, --epochs or --batch-size is fitted to its data (the 16-image sample has 10 train images)
-    plan = not (args.config or resumed or args.epochs or args.batch_size or args.smoke)
-    cfg = cfg.replace(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
-                      max_per_class=args.max_per_class, label_prior=args.label_prior,
-                      deterministic=True if args.deterministic else None,
-                      jit=args.jit, checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
-                      sample_every=args.sample_every)
-    out = train.train_from_npz(args.data, run_dir, cfg, resume=args.resume, plan=plan)
+    fields = dict(epochs=args.epochs, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
+                  max_per_class=args.max_per_class, label_prior=args.label_prior,
+                  deterministic=True if args.deterministic else None, jit=args.jit,
+                  checkpoint_every=args.checkpoint_every, checkpoint_minutes=args.checkpoint_minutes,
+                  sample_every=args.sample_every)
+    setup = train_setup.assemble(args.data, run_dir, args.recipe, fields, config_file=args.config,
+                                 smoke=args.smoke, resume=args.resume)
+    if setup.planned:
+        print(f"note: {setup.describe()}", file=sys.stderr)
+    cfg = setup.cfg
+    out = train.train_from_npz(args.data, run_dir, cfg, resume=args.resume)
     m = out["metrics"]
     print(f"trained {run_dir}: epoch {m.get('epoch', out['epochs'])}/{out['epochs']}, step {out['step']}, "
           f"{out['precision']}, d_loss {m.get('d_loss', float('nan')):.4f}, g_loss {m.get('g_loss', float('nan')):.4f}; "
@@ -254,11 +243,10 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """`evaluate`: one protocol, results JSON written atomically."""
-    from .config import SMOKE
     from .evaluation import classifier, protocols
     from .evaluation import tables as report
 
-    smoke = bool(args.smoke or SMOKE)
+    smoke = bool(args.smoke or smoke_mode())
     cfg = classifier.eval_config(smoke, args.epochs, args.input_size, args.bootstrap, precision=args.precision,
                                  deterministic=True if args.deterministic else None)
     options = protocols.RunOptions(weights=args.weights, seeds=args.seeds, cfg=cfg, verbose=_verbosity())
@@ -273,11 +261,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_metrics(args: argparse.Namespace) -> int:
     """`metrics`: write generative metrics JSON for a synthetic folder."""
-    from .config import SMOKE
     from .evaluation import folder_metrics as generative
 
     res = generative.run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
-                                 smoke=bool(args.smoke or SMOKE), out=args.out, command=command_line(args, "metrics"))
+                                 smoke=bool(args.smoke or smoke_mode()), out=args.out, command=command_line(args, "metrics"))
     for note in res["notes"]:
         print(note)
     for ex, entry in res["extractors"].items():
@@ -298,11 +285,10 @@ def run_metrics(args: argparse.Namespace) -> int:
 
 def run_study(args: argparse.Namespace) -> int:
     """`study`: the whole notebook-04 evaluation through study.run_study."""
-    from .config import SMOKE
     from .evaluation import study
     from .evaluation.tables import summary_line
 
-    smoke = bool(args.smoke or SMOKE)
+    smoke = bool(args.smoke or smoke_mode())
     res = study.run_study(args.data, args.synthetic, args.out, protocols=args.protocols,
                           weights=args.weights or "auto",
                           seeds=args.seeds, epochs=args.epochs,

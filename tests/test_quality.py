@@ -10,7 +10,7 @@ import pytest
 from cxr_utils import drawing
 from cxr_utils.gan import probe as gan_probe
 from cxr_utils.gan import tracker
-from cxr_utils.metrics import real_baseline, sample_scores
+from cxr_utils.metrics import sample_scores
 
 S = 16
 NAMES = ("NORMAL", "PNEUMONIA")
@@ -198,7 +198,7 @@ def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_
     # sample's 2 + 2 val images stand in (ratios recorded) but are too few to judge by, and every row says so
     assert tracker.load_baseline(run) == probe.baseline and probe.baseline["sides"]["train"]["per_class"] == {"NORMAL": 2,
                                                                                                       "PNEUMONIA": 2}
-    assert (tmp_path / "recomputed.json").read_bytes() == (run / real_baseline.BASELINE_FILE).read_bytes()
+    assert (tmp_path / "recomputed.json").read_bytes() == (run / tracker.BASELINE_FILE).read_bytes()
     assert {r["bars"] for r in rows} == {"fixed: " + probe.baseline["fallback"]}
     # 2 val images per class cannot be split into stand-ins and a reference: no KID / PRDC baseline on the sample
     assert "missing" in probe.baseline["sides"]["reference"] and {r["kid_real"] for r in rows} == {""}
@@ -224,14 +224,14 @@ def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_n
     assert [int(r["epoch"]) for r in tracker.read_rows(run / tracker.QUALITY_FILE)] == [2]
     assert (run / "checkpoints" / "ckpt-0004.npz").is_file()  # the evaluated epoch was checkpointed first
     monkeypatch.setattr(gan_probe.QualityProbe, "score", real_score)
-    baseline = (run / real_baseline.BASELINE_FILE).read_bytes()
+    baseline = (run / tracker.BASELINE_FILE).read_bytes()
     out = train.train_from_npz(sample_npz, run, _cfg(epochs=6), resume=True, progress=0, show_samples=False)
     assert out["resumed_from_epoch"] == 4
     rows = tracker.read_rows(run / tracker.QUALITY_FILE)
     assert [int(r["epoch"]) for r in rows] == [2, 4, 6]  # epoch 4 caught up on resume, nothing twice
     assert tracker.load_best(run)["epoch"] == int(tracker.select_best(rows)["epoch"])
     # the resume read the run's baseline back: the file is untouched and every row is set beside the same numbers
-    assert (run / real_baseline.BASELINE_FILE).read_bytes() == baseline
+    assert (run / tracker.BASELINE_FILE).read_bytes() == baseline
     assert len({(r["kid_real"], r["kid_balanced_real"], r["bars"]) for r in rows}) == 1
 
 

@@ -346,7 +346,7 @@ def test_a_baseline_file_of_the_earlier_format_is_measured_again(tmp_path) -> No
     x_tr, y_tr = _images(rng, (10, 12))
     x_val, y_val = _images(rng, (20, 23))
     p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=10)
-    path = tmp_path / QB.BASELINE_FILE
+    path = tmp_path / tracker.BASELINE_FILE
     old = {**p.baseline, "version": 1, "scores": {k: v for k, v in p.baseline["scores"].items() if k != "hf_share"}}
     del old["artefact"]
     from cxr_utils import files as cio

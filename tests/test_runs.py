@@ -138,7 +138,7 @@ def test_a_default_generator_loads_in_a_new_process_that_imported_only_runs(tmp_
     run.mkdir()
     g.save(run / "generator.keras")
     io.atomic_write_json(run / "config.json", cfg.to_dict())
-    code = ("import sys; from cxr_utils import runs; g, _ = runs.load_generator(sys.argv[1]); "
+    code = ("import sys; from cxr_utils.gan import runs; g, _ = runs.load_generator(sys.argv[1]); "
             "print(sorted({type(x).__name__ for x in g.layers} & {'ClassAffine', 'LayerNormalization'}))")
     out = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

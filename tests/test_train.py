@@ -69,7 +69,7 @@ def ref_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """One uninterrupted deterministic 2-epoch run shared by the read-only tests."""
     run = tmp_path_factory.mktemp("ref") / "run"
     x, y = tiny_data()
-    out = fit.train(tiny_cfg(), run, x, y, progress=False, data_info={"npz": "in-memory"})
+    out = fit.train(tiny_cfg(), run, x, y, progress=False, source=fit.TrainSource({"npz": "in-memory"}))
     return run, out
 
 

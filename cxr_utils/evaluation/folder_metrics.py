@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import CLASS_NAMES, SMOKE
+from ..config import CLASS_NAMES
 from ..errors import UserError
 from ..files import atomic_write_json
 from ..metrics.distributions import feature_metrics
@@ -36,7 +36,7 @@ def evaluate_synthetic(real_images: dict[str, np.ndarray], real_labels: dict[str
 
 
 def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0,
-                smoke: bool = SMOKE, out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
+                smoke: bool = False, out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
     """Everything `python -m cxr_utils metrics` reports for a cache and a synthetic folder; writes JSON if `out`."""
     from .inputs import load_real, load_synthetic_folder
 
@@ -46,7 +46,7 @@ def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor:
 
 
 def metrics_of(real: dict[str, tuple[np.ndarray, np.ndarray]], syn: tuple[np.ndarray, np.ndarray], prov: dict[str, Any],
-               synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0, smoke: bool = SMOKE,
+               synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0, smoke: bool = False,
                out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
     """run_metrics on arrays already loaded (evaluation.load_real / load_synthetic_folder), as the study holds them."""
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = real["train"], real["val"], real["test"]

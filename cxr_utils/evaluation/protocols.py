@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import CLASS_NAMES, SMOKE
+from ..config import CLASS_NAMES, smoke_mode
 from ..errors import UserError
 from ..files import atomic_write_json
 from ..metrics import imagenet
@@ -128,7 +128,7 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
 
     o = options or RunOptions()
     weights, seeds, verbose, log, resolved, done, on_seed = o.weights, o.seeds, o.verbose, o.log, o.resolved, o.done, o.on_seed
-    cfg = (o.cfg or (EvalConfig.smoke() if SMOKE else EvalConfig())).validate()
+    cfg = (o.cfg or (EvalConfig.smoke() if smoke_mode() else EvalConfig())).validate()
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: must be >= 1")
     x_te, y_te = real["test"]
@@ -197,7 +197,7 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         "ci95": bootstrap_ci(y_te, probs_all, cfg.bootstrap, seed=cfg.seed, threshold=cfg.threshold),
         "ci95_method": f"percentile bootstrap over test images ({cfg.bootstrap} resamples) of the seed-mean",
         "per_seed": per_seed, "test_labels": [int(v) for v in np.asarray(y_te).ravel()],
-        "config": dataclasses.asdict(cfg), "smoke": bool(SMOKE), **(provenance or {}),
+        "config": dataclasses.asdict(cfg), "smoke": smoke_mode(), **(provenance or {}),
     }
     return result
 

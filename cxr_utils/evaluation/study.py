@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from .. import drawing
-from ..config import SMOKE
 from ..errors import UserError
 from ..files import atomic_write_bytes, atomic_write_json
 from ..metrics import classification
@@ -154,7 +153,7 @@ def compare_to_trtr(results: Sequence[dict[str, Any]], n_boot: int, seed: int = 
 def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[Any], out: str | os.PathLike,
               protocols: str | Sequence[str] = proto.PROTOCOLS, weights: str = "auto", seeds: int | None = 1,
               epochs: int | None = None, input_size: int | None = None, bootstrap: int | None = None,
-              extractor: str = "auto", smoke: bool = SMOKE, figures_dir: str | os.PathLike | None = None,
+              extractor: str = "auto", smoke: bool = False, figures_dir: str | os.PathLike | None = None,
               verbose: int = 0, command: str | None = None, log: Callable[[str], None] = print,
               ratios: str | float | Sequence[Any] = DEFAULT_RATIOS, precision: str | None = None,
               deterministic: bool | None = None, fresh: bool = False) -> Study:

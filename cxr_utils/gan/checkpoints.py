@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import files as cio
 from ..errors import RunLocked, UserError
+from .run_folder import CHECKPOINT_GLOB, RunFolder
 
 if TYPE_CHECKING:
     import keras
@@ -164,7 +165,7 @@ class RunLock:
     """An exclusive flock on run_dir/lock; the OS drops it when the process dies, even on kill -9."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        self.path = Path(run_dir) / "lock"
+        self.path = RunFolder(run_dir).lock
         self.fd: int | None = None
 
     def __enter__(self) -> RunLock:
@@ -207,10 +208,11 @@ class Checkpoints:
     """ckpt-EEEE.npz files (all state, written atomically) + latest.json; the newest KEEP_CHECKPOINTS are kept."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        self.dir = Path(run_dir) / "checkpoints"
+        self.run = RunFolder(run_dir)
+        self.dir = self.run.checkpoints
 
     def path(self, epoch: int) -> Path:
-        return self.dir / f"ckpt-{epoch:04d}.npz"
+        return self.run.checkpoint(epoch)
 
     def save(self, epoch: int, state: dict[str, np.ndarray], meta: dict[str, str | int] | None = None) -> Path:
         """Write one checkpoint, then point latest.json at it, then prune old ones (each step atomic)."""
@@ -219,7 +221,7 @@ class Checkpoints:
         arrays.update({f"meta_{k}": np.asarray(v) for k, v in (meta or {}).items()})  # str -> a unicode array, no pickle
         # uncompressed: zlib spends seconds on float weights for a few percent
         cio.atomic_save_npz(p, compress=False, meta_epoch=np.int64(epoch), **arrays)
-        cio.atomic_write_json(self.dir / "latest.json", {"file": p.name, "epoch": epoch, "step": int(state["step"])})
+        cio.atomic_write_json(self.run.latest_json, {"file": p.name, "epoch": epoch, "step": int(state["step"])})
         for old in self.files()[KEEP_CHECKPOINTS:]:
             with contextlib.suppress(OSError):
                 old.unlink()
@@ -229,7 +231,7 @@ class Checkpoints:
         """Checkpoint files, newest epoch first (temp files of interrupted writes are ignored)."""
         if not self.dir.is_dir():
             return []
-        found = [p for p in self.dir.glob("ckpt-*.npz") if p.stem[5:].isdigit()]
+        found = [p for p in self.dir.glob(CHECKPOINT_GLOB) if p.stem[5:].isdigit()]
         return sorted(found, key=self.epoch_of, reverse=True)
 
     @staticmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,8 +51,9 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
     from ..metrics import real_baseline
     from ..metrics.real_baseline import REAL_BARS
     from . import tracker
+    from .run_folder import RunFolder
 
-    path = Path(run_dir) / tracker.QUALITY_FILE
+    path = RunFolder(run_dir).quality_csv
     df = pd.read_csv(path) if path.is_file() and path.stat().st_size else None
     if df is None or df.empty:
         return None

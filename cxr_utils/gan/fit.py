@@ -1,9 +1,10 @@
 """Train a ConditionalGAN into a run folder: the fit loop, exact resume, NaN guard, sample grids, quality tracking.
 
-Run folder: config.json, checkpoints/ (ckpt-EEEE.npz + latest.json, the last 2 kept; every checkpoint_every epochs
-but at most once per checkpoint_minutes, after the last epoch and on an interruption between epochs),
-samples/epoch-NNNN.png (every sample_every epochs), metrics.csv, tb/, generator.keras (the EMA generator), lock.
-The GAN is built for the machine by `build`, checkpoints and the lock are `checkpoints`'; `runs` reads a run back.
+The run folder's files (config.json, checkpoints/, samples/, metrics.csv, tb/, generator.keras, lock, the quality
+files) are named by `run_folder`. Checkpoints are written every checkpoint_every epochs but at most once per
+checkpoint_minutes, after the last epoch and on an interruption between epochs; the per-epoch work is
+`train_callback`'s. The GAN is built for the machine by `build`, checkpoints and the lock are `checkpoints`'; `runs`
+reads a run back; `train_setup` assembles the config the CLI and notebook 02 pass in.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +26,17 @@ from ..config import GANConfig, saved_fields
 from ..errors import TrainingDiverged, UserError
 from . import runs
 from . import tracker as quality
-from .checkpoints import Checkpoints, RunLock, get_state, restore
+from .callback import METRIC_COLUMNS as METRIC_COLUMNS
+from .callback import METRICS_SECONDS as METRICS_SECONDS
+from .callback import RunCallback, read_metrics, write_metrics
+from .checkpoints import Checkpoints, Found, RunLock, get_state, restore
 from .device import build_gan, epoch_steps, make_strategy, resolve_precision, steps_per_execution
-from .generate import png_bytes
-from .model import METRIC_NAMES, ConditionalGAN
+from .model import ConditionalGAN
+from .run_folder import RunFolder
 
-METRIC_COLUMNS = ["epoch", *METRIC_NAMES, "seconds", "images_per_second"]
 # config fields that may change when resuming; everything else defines the run and must match config.json
 RESUMABLE_CHANGES = {"epochs", "checkpoint_every", "checkpoint_minutes", "sample_every", "g_lr", "d_lr", "deterministic",
                      "precision", "jit", "eval_every", "eval_n_per_class"}
-METRICS_SECONDS = 30.0  # metrics.csv is rewritten at least this often (and before every grid and checkpoint)
 
 
 # ---------------------------------------------------------------- data
@@ -127,181 +130,39 @@ def make_dataset(images_u8: np.ndarray, labels: np.ndarray, batch_size: int, see
     return ds.map(fetch_tf, num_parallel_calls=1, deterministic=True).prefetch(2)
 
 
-# ---------------------------------------------------------------- run folder pieces
-
-def read_metrics(path: Path, max_epoch: int | None = None) -> list[dict[str, str]]:
-    """Rows of metrics.csv (epoch <= max_epoch if given)."""
-    return cio.read_epoch_csv(path, max_epoch)
-
-
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.csv atomically."""
-    cio.atomic_write_csv(path, rows, METRIC_COLUMNS)
-
-
-class RunCallback(keras.callbacks.Callback):
-    """The run folder's side of `fit`, once per epoch and in this order (see on_epoch_end): the divergence check,
-    the metrics row, the sample grid, the checkpoint. Nothing runs per batch: the NaN guard lives in the train step's
-    graph (ConditionalGAN._guard), so no step waits for the host."""
-
-    def __init__(self, run_dir: Path, gan: ConditionalGAN, ckpts: Checkpoints, rows: list[dict[str, Any]],
-                 steps_per_epoch: int, last_good: tuple[int, Path], show_samples: bool, meta: dict[str, Any]):
-        super().__init__()
-        self.run_dir, self.gan, self.ckpts, self.rows = run_dir, gan, ckpts, rows
-        self.cfg = gan.cfg
-        self.steps_per_epoch = steps_per_epoch
-        self.last_good = last_good
-        self.show_samples = show_samples
-        self.meta = meta  # precision and replicas, stored in each checkpoint
-        self.bad: dict[str, Any] | None = None
-        # flushed every 10 s and at the end, not after every (possibly fraction-of-a-second) epoch
-        self.writer = tf.summary.create_file_writer(str(run_dir / "tb"), flush_millis=10_000)
-        self.fixed = gan.fixed_noise(self.cfg.n_fixed_noise)
-        self._render = None  # the EMA generator on the fixed noise, traced once
-        self.display = None  # the notebook's one sample-grid output, updated in place
-        self.t0 = time.perf_counter()
-        self.last_checkpoint_time = self.metrics_written = time.monotonic()
-        self.images_seen = 0
-        self.train_seconds = 0.0
-        self.epoch_ends: list[float] = []  # wall clock after each epoch's own work (steady-state speed)
-        self.tracker: quality.QualityTracker | None = None  # set by train() when quality tracking is on
-
-    def on_epoch_begin(self, epoch: int, logs=None) -> None:
-        self.t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs=None) -> None:
-        e = epoch + 1
-        secs = time.perf_counter() - self.t0
-        if self.diverged():
-            return  # never record or checkpoint a diverged state
-        grid = self.grid_due(e)
-        evaluate = self.tracker is not None and self.tracker.due(e)
-        # an evaluated epoch is always checkpointed: its quality row and generator-best.keras then never describe a
-        # state that a resume could lose (see quality.QualityTracker)
-        ckpt = self.checkpoint_due(e) or evaluate
-        # order matters for kill -9: the row, then the samples, then the checkpoint (resume truncates metrics.csv to
-        # it), then the quality evaluation; metrics.csv is on disk before every grid and checkpoint, and at least every
-        # METRICS_SECONDS
-        self.record(e, secs, logs or {}, write=grid or ckpt)
-        self.after_record(e, grid, ckpt)
-        if evaluate:  # after its checkpoint (an interrupted evaluation is caught up on resume: QualityTracker.reconcile)
-            self.tracker.evaluate(e, int(self.gan.step.numpy()), self.gan.ema_generator)
-        self.epoch_ends.append(time.perf_counter())
-
-    def after_record(self, e: int, grid: bool, ckpt: bool) -> None:
-        """The steps after epoch e's row is recorded, in order (also run by on_interrupt): sample grid, checkpoint."""
-        if grid:
-            self.sample_grid(e)
-        if ckpt:
-            self.checkpoint(e)
-
-    # ------------------------------------------------------------ the steps of an epoch end
-
-    def diverged(self) -> bool:
-        """Read the in-graph guard (the one host read per epoch); on a non-finite step, stop training."""
-        bad_step = int(self.gan.bad_step.numpy())
-        if not bad_step:
-            return False
-        values = [float(v) for v in self.gan.bad_losses.numpy()]
-        name, value = next(((n, v) for n, v in zip(("d_loss", "g_loss"), values, strict=True) if not np.isfinite(v)),
-                           ("d_loss", values[0]))
-        self.bad = {"name": name, "value": value, "step": bad_step, "epoch": (bad_step - 1) // self.steps_per_epoch + 1}
-        self.model.stop_training = True
-        return True
-
-    def record(self, e: int, secs: float, logs: dict[str, Any], write: bool = True) -> dict[str, Any]:
-        """Add epoch e's row to TensorBoard and the rows; rewrite metrics.csv (atomically, so with two fsyncs) if
-        `write` or METRICS_SECONDS have passed since it was last written."""
-        n_img = self.steps_per_epoch * self.cfg.batch_size
-        self.train_seconds += secs
-        self.images_seen += n_img
-        row: dict[str, Any] = {"epoch": e}
-        for k in METRIC_NAMES:
-            row[k] = f"{float(np.asarray(logs[k])):.6g}"
-        row["seconds"] = f"{secs:.3f}"
-        row["images_per_second"] = f"{n_img / max(secs, 1e-9):.2f}"
-        self.rows.append(row)
-        if write or time.monotonic() - self.metrics_written >= METRICS_SECONDS:
-            self.write_metrics()
-        with self.writer.as_default():
-            for k in METRIC_COLUMNS[1:]:
-                tf.summary.scalar(k, float(row[k]), step=e)
-        return row
-
-    def write_metrics(self) -> None:
-        """metrics.csv with every recorded row."""
-        write_metrics(self.run_dir / "metrics.csv", self.rows)
-        self.metrics_written = time.monotonic()
-
-    def grid_path(self, e: int) -> Path:
-        return self.run_dir / "samples" / f"epoch-{e:04d}.png"
-
-    def sample_grid(self, e: int) -> Path:
-        """samples/epoch-EEEE.png: the EMA generator on the fixed noise, one row per class, composed from pixels."""
-        from .. import drawing as plots  # matplotlib: only when a grid is drawn
-
-        if self._render is None:
-            z, labels = (tf.constant(a) for a in self.fixed)
-            ema = self.gan.ema_generator
-            self._render = tf.function(lambda: ema([z, labels], training=False))
-        imgs = self._render().numpy()
-        n = self.cfg.n_fixed_noise
-        rows = [imgs[i * n:(i + 1) * n] for i in range(self.cfg.num_classes)]
-        grid = plots.pixel_grid(rows, row_titles=list(self.cfg.class_names),
-                                title=f"epoch {e}, EMA generator, fixed noise")
-        png = png_bytes(grid, {"Description": f"epoch {e}: sample grid, one row per class "
-                                                    f"({', '.join(self.cfg.class_names)})"})
-        path = self.grid_path(e)
-        cio.atomic_write_bytes(path, png)
-        if self.show_samples:  # one output in the notebook, replaced each time: a 200-epoch notebook stays small
-            from IPython.display import Image, display
-
-            if self.display is None:
-                self.display = display(Image(data=png), display_id=True)
-            else:
-                self.display.update(Image(data=png))
-        return path
-
-    def grid_due(self, e: int) -> bool:
-        """Every sample_every epochs and after the last one."""
-        return quality.is_eval_epoch(e, self.cfg.sample_every, self.cfg.epochs)
-
-    def checkpoint_due(self, e: int) -> bool:
-        """After the last epoch, and every checkpoint_every epochs once checkpoint_minutes have passed since the last
-        checkpoint: ~100 MB are not written after every fraction-of-a-second epoch of a small data set, while a long
-        run loses at most a few minutes (plus an epoch) to a kill."""
-        if e == self.cfg.epochs:
-            return True
-        waited = time.monotonic() - self.last_checkpoint_time >= 60.0 * self.cfg.checkpoint_minutes
-        return e % self.cfg.checkpoint_every == 0 and waited
-
-    def checkpoint(self, e: int) -> Path:
-        """Write epoch e's checkpoint (all state) and make it the last good one."""
-        p = self.ckpts.save(e, get_state(self.gan), self.meta)
-        self.last_good = (e, p)
-        self.last_checkpoint_time = time.monotonic()
-        return p
-
-    def on_interrupt(self) -> str:
-        """After a KeyboardInterrupt: checkpoint the last recorded epoch if the model is still exactly at its end.
-
-        The interrupt may land mid-epoch (the state is then between epochs: not saved) or in an epoch's end work
-        (its row is recorded and the weights are those of its last step: the rest of that work is done, then the
-        checkpoint written). Returns the line to show.
-        """
-        e = int(self.rows[-1]["epoch"]) if self.rows else self.last_good[0]
-        consistent = self.bad is None and e > self.last_good[0] and int(self.gan.step.numpy()) == e * self.steps_per_epoch
-        if consistent:
-            self.write_metrics()  # the row may not be on disk yet
-            grid = self.grid_due(e) and not self.grid_path(e).is_file()
-            self.after_record(e, grid, ckpt=True)
-            p = self.last_good[1]
-            return f"interrupted: wrote checkpoint {p} (epoch {e}); rerun with --resume to continue"
-        e, p = self.last_good
-        return f"interrupted: the last checkpoint is {p} (epoch {e}); rerun with --resume to continue from it"
-
-
 # ---------------------------------------------------------------- the public entry points
+
+@dataclass(frozen=True)
+class TrainSource:
+    """Where the training images come from: `info` is config.json's "data" record (provenance: npz, digests, split);
+    `reference` = (images, labels, name) of real images the GAN never trains on (the val split), against which the
+    quality evaluations measure KID and PRDC (without it they use the training images and say so)."""
+
+    info: dict[str, Any] | None = None
+    reference: tuple[np.ndarray, np.ndarray, str] | None = None
+
+
+@dataclass
+class _Session:
+    """One call of `train`, the run folder locked: what it trains on and how it runs, then what it builds."""
+
+    cfg: GANConfig
+    run: RunFolder
+    x: np.ndarray
+    y: np.ndarray
+    resume: bool
+    progress: Any
+    distribute: str
+    show_samples: bool | None
+    source: TrainSource
+    found: Found | None = None  # the checkpoint resumed from
+    saved: dict[str, Any] | None = None  # the run's config.json before this call
+    steps: int = 0  # per epoch
+    precision: str = "fp32"
+    replicas: int = 1
+    note: str | None = None  # what restore() changed
+
+
 def _steady_speed(epoch_ends: list[float], images_per_epoch: int) -> float | None:
     """Images/s between the first and the last epoch end: training plus every epoch's own work, without tracing."""
     if len(epoch_ends) < 2:
@@ -323,20 +184,13 @@ def _check_resumable(saved: dict[str, Any], cfg: GANConfig, run_dir: Path) -> No
         if k in RESUMABLE_CHANGES or k not in now:  # "data" (provenance) is not a config field
             continue
         if now[k] != v:
-            raise UserError(f"{run_dir / 'config.json'}: the run was trained with {k}={v!r}, now {k}={now[k]!r}; "
+            raise UserError(f"{RunFolder(run_dir).config}: the run was trained with {k}={v!r}, now {k}={now[k]!r}; "
                             f"resume with the same settings or choose another --run-dir")
 
 
-def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray, resume: bool = False,
-          progress: str | bool | int = "auto", *, data_info: dict[str, Any] | None = None, distribute: str = "auto",
-          show_samples: bool | None = None, reference: tuple[np.ndarray, np.ndarray, str] | None = None) -> dict[str, Any]:
-    """Train (or resume) a ConditionalGAN on uint8 images (N,S,S[,C]) and int labels into run_dir; returns a summary.
-
-    `reference` = (images, labels, name) of real images the GAN never trains on (the val split), against which the
-    quality evaluations measure KID and PRDC; without it they use the training images and say so.
-    """
-    cfg = cfg.validate()
-    run_dir = Path(run_dir)
+def _checked_data(cfg: GANConfig, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The grey training images and labels after max_per_class; a shape, label or count the run cannot use is a
+    UserError."""
     images = np.asarray(images)
     labels = np.asarray(labels).astype(np.int64)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[1:3] != (cfg.image_size, cfg.image_size):
@@ -349,14 +203,30 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
     x, y = data.gray_images(images[keep]), labels[keep]  # the dataset makes the model view (channels) per batch
     if len(x) < cfg.batch_size:
         raise UserError(f"data: {len(x)} training images is fewer than batch_size={cfg.batch_size}; lower --batch-size")
+    return x, y
 
-    with RunLock(run_dir):
+
+def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels: np.ndarray, resume: bool = False,
+          progress: str | bool | int = "auto", *, distribute: str = "auto", show_samples: bool | None = None,
+          source: TrainSource | None = None) -> dict[str, Any]:
+    """Train (or resume) a ConditionalGAN on uint8 images (N,S,S[,C]) and int labels into run_dir; returns a summary.
+
+    progress: "auto" (a bar on a terminal, a line per epoch elsewhere), or Keras's verbosity; distribute: the device
+    strategy (build.make_strategy); show_samples: the sample grid as one notebook output (None: in a notebook);
+    source: the data's provenance and held-out reference (TrainSource). Nine parameters: the data, the run folder and
+    the knobs the CLI, notebook 02 and the tests turn, passed on as one _Session.
+    """
+    cfg = cfg.validate()
+    run = RunFolder(run_dir)
+    x, y = _checked_data(cfg, images, labels)
+    s = _Session(cfg, run, x, y, resume, progress, distribute, show_samples, source or TrainSource())
+    with RunLock(run.path):
         try:
-            return _train_locked(cfg, run_dir, x, y, resume, progress, data_info, distribute, show_samples, reference)
+            return _train_locked(s)
         except OSError as e:  # disk full, read-only folder: every write is atomic, so the last checkpoint is intact
             where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-            raise UserError(f"{run_dir}: cannot write the run folder{where}: {e.strerror or e}; free disk space or make "
-                            f"it writable, then rerun with --resume (the last complete checkpoint is kept)") from None
+            raise UserError(f"{run.path}: cannot write the run folder{where}: {e.strerror or e}; free disk space or "
+                            f"make it writable, then rerun with --resume (the last complete checkpoint is kept)") from None
 
 
 def quality_probe(cfg: GANConfig, x: np.ndarray, y: np.ndarray, reference: tuple[np.ndarray, np.ndarray, str] | None,
@@ -371,135 +241,161 @@ def quality_probe(cfg: GANConfig, x: np.ndarray, y: np.ndarray, reference: tuple
     else:
         x_ref, y_ref, ref_name = None, None, f"train split ({len(y)} images; no held-out split was given)"
     keep = cap_per_class(y, max(1, cfg.eval_n_per_class), cfg.seed)
+    run = RunFolder(run_dir) if run_dir else None
     return quality.build_probe(cfg.class_names, x, y, x_ref, y_ref, ref_name, cfg.latent_dim, cfg.eval_n_per_class,
-                               cfg.seed, classifier_path=run_dir / quality.CLASSIFIER_FILE if run_dir else None,
-                               coverage_keep=keep, baseline_path=run_dir / quality.BASELINE_FILE if run_dir else None,
+                               cfg.seed, classifier_path=run.classifier if run else None,
+                               coverage_keep=keep, baseline_path=run.baseline if run else None,
                                features=features)
 
 
-def _train_locked(cfg: GANConfig, run_dir: Path, x: np.ndarray, y: np.ndarray, resume: bool, progress: Any,
-                  data_info: dict[str, Any] | None, distribute: str, show_samples: bool | None,
-                  reference: tuple[np.ndarray, np.ndarray, str] | None = None) -> dict[str, Any]:
-    ckpts = Checkpoints(run_dir)
-    found = ckpts.load_latest()
-    if found is not None and not resume:
-        raise UserError(f"{run_dir}: already holds a run (checkpoint {found.path.name}); pass --resume to continue it "
-                        f"or choose another --run-dir")
-    cfg_path = run_dir / "config.json"
-    saved = cio.read_json(cfg_path) if cfg_path.is_file() else None
+def _open(s: _Session) -> None:
+    """Find the checkpoint to resume and the saved config.json; refuse a run folder that holds another run."""
+    found = Checkpoints(s.run.path).load_latest()
+    if found is not None and not s.resume:
+        raise UserError(f"{s.run.path}: already holds a run (checkpoint {found.path.name}); pass --resume to continue "
+                        f"it or choose another --run-dir")
+    saved = cio.read_json(s.run.config) if s.run.config.is_file() else None
     if found is not None and saved is not None:
-        _check_resumable(saved, cfg, run_dir)
+        _check_resumable(saved, s.cfg, s.run.path)
+    s.found, s.saved = found, saved
+    s.steps = _run_steps(len(s.x), s.cfg.batch_size, saved.get("data") if found is not None and saved else None)
 
-    steps = _run_steps(len(x), cfg.batch_size, saved.get("data") if found is not None and saved else None)
-    interval = quality.eval_interval(cfg.eval_every, steps)
+
+def _data_record(s: _Session, per_call: int) -> dict[str, Any]:
+    """config.json's "data": the caller's provenance, the class counts and priors, how the run executes."""
+    cfg = s.cfg
+    counts = dict(zip(cfg.class_names, (int(c) for c in np.bincount(s.y, minlength=cfg.num_classes)), strict=True))
+    info = dict(s.source.info or {})
+    info.update(n_train=int(len(s.y)), per_class=counts)
+    # the prior of the labels the GAN trains on (after max_per_class), and the one its generated labels follow
+    prior = {c: n / len(s.y) for c, n in counts.items()}
+    info.update(class_prior=prior, generated_label_prior=prior if cfg.label_prior == "data"
+                else {c: 1.0 / cfg.num_classes for c in cfg.class_names})
+    info.update(precision_resolved=s.precision, replicas=s.replicas, steps_per_epoch=s.steps,
+                steps_per_execution=per_call)
+    if s.found is not None and s.saved is not None and "data" in s.saved:
+        info = {**s.saved["data"], **info}
+    return info
+
+
+def _build(s: _Session, strategy: tf.distribute.Strategy, per_call: int) -> ConditionalGAN:
+    """The GAN in the strategy's scope, the resumed checkpoint restored into it (a step that does not match the
+    epoch is a UserError)."""
+    class_counts = tuple(int(c) for c in np.bincount(s.y, minlength=s.cfg.num_classes))
+    with strategy.scope():
+        gan = build_gan(s.cfg, s.precision, per_call, class_counts=class_counts)
+        if s.found is not None:
+            f = s.found
+            s.note = restore(gan, f, s.precision, s.replicas, (s.saved or {}).get("data", {}))
+            if int(f.state["step"]) != f.epoch * s.steps:
+                raise UserError(f"{f.path}: step {int(f.state['step'])} does not match epoch {f.epoch} x {s.steps} "
+                                f"steps; the data or batch size changed since the run started")
+            if s.note:
+                print(s.note, file=sys.stderr)
+    return gan
+
+
+def _verbosity(progress: Any) -> int:
+    """Keras's verbose for `progress`: "auto" is a progress bar on a terminal, one line per epoch elsewhere,
+    notebooks included (a saved notebook keeps every redraw of a bar: a long run would weigh megabytes)."""
+    if progress == "auto":
+        return 1 if (sys.stdout.isatty() and not cio.in_notebook()) else 2
+    return int(progress) if not isinstance(progress, bool) else (1 if progress else 0)
+
+
+def _train_locked(s: _Session) -> dict[str, Any]:
+    """Open the run, build (or restore) the GAN, write config.json and the first checkpoint, fit, save the generator."""
+    cfg, run = s.cfg, s.run
+    _open(s)
+    interval = quality.eval_interval(cfg.eval_every, s.steps)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    precision = resolve_precision(cfg.precision, cfg.deterministic)
-    strategy = make_strategy(distribute)
-    replicas = strategy.num_replicas_in_sync
-    if cfg.batch_size % replicas:
-        raise UserError(f"--batch-size {cfg.batch_size}: must be a multiple of the {replicas} devices")
-
-    class_counts = tuple(int(c) for c in np.bincount(y, minlength=cfg.num_classes))
-    counts = dict(zip(cfg.class_names, class_counts, strict=True))
-    info = dict(data_info or {})
-    info.update(n_train=int(len(y)), per_class=counts)
-    # the prior of the labels the GAN trains on (after max_per_class), and the one its generated labels follow
-    prior = {c: n / len(y) for c, n in counts.items()}
-    info.update(class_prior=prior, generated_label_prior=prior if cfg.label_prior == "data"
-                else {c: 1.0 / cfg.num_classes for c in cfg.class_names})
-    # GANConfig fields at the top level (GANConfig.from_dict reads them back); provenance under "data"
-    per_call = steps_per_execution(steps, replicas)
-    info.update(precision_resolved=precision, replicas=replicas, steps_per_epoch=steps, steps_per_execution=per_call)
-    if found is not None and saved is not None and "data" in saved:
-        info = {**saved["data"], **info}
-    meta = {"precision": precision, "replicas": replicas}
-    with strategy.scope():
-        gan = build_gan(cfg, precision, per_call, class_counts=class_counts)
-        note = None
-        if found is not None:
-            start_epoch, state, ckpt_path = found.epoch, found.state, found.path
-            note = restore(gan, found, precision, replicas, (saved or {}).get("data", {}))
-            if int(state["step"]) != start_epoch * steps:
-                raise UserError(f"{ckpt_path}: step {int(state['step'])} does not match epoch {start_epoch} x {steps} "
-                                f"steps; the data or batch size changed since the run started")
-            if note:
-                print(note, file=sys.stderr)
+    s.precision = resolve_precision(cfg.precision, cfg.deterministic)
+    strategy = make_strategy(s.distribute)
+    s.replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % s.replicas:
+        raise UserError(f"--batch-size {cfg.batch_size}: must be a multiple of the {s.replicas} devices")
+    per_call = steps_per_execution(s.steps, s.replicas)
+    info = _data_record(s, per_call)
+    gan = _build(s, strategy, per_call)
     probe = None
     if interval:
         # after the checkpoint is accepted (a refused resume changes nothing) and after the GAN is built (its random
         # draws are keyed by (seed, step), so the classifier's training cannot change them); outside the strategy
         # scope, so the classifier is an ordinary one-device model. A fresh run never reuses another run's classifier.
-        if found is None:
-            (run_dir / quality.CLASSIFIER_FILE).unlink(missing_ok=True)
-        probe = quality_probe(cfg, x, y, reference, run_dir)
+        if s.found is None:
+            run.classifier.unlink(missing_ok=True)
+        probe = quality_probe(cfg, s.x, s.y, s.source.reference, run.path)
         info.update(quality_reference=probe.reference, quality_features=probe.extractor.name)
+    meta = {"precision": s.precision, "replicas": s.replicas}
     with strategy.scope():
         # written only once the checkpoint restored: a refused resume leaves the run's config.json untouched
-        cio.atomic_write_json(cfg_path, {**cfg.to_dict(), "data": info})
-        if found is None:
-            start_epoch = 0
-            ckpt_path = ckpts.save(0, get_state(gan), meta)  # a fresh run is resumable (and has a last good state) at once
-        rows = read_metrics(run_dir / "metrics.csv", start_epoch)
-        write_metrics(run_dir / "metrics.csv", rows)  # drop epochs after the checkpoint (a kill after metrics, before ckpt)
-
-        if show_samples is None:
-            show_samples = cio.in_notebook()
-        if progress == "auto":
-            # a progress bar on a terminal; one line per epoch elsewhere, notebooks included: a saved notebook keeps
-            # every redraw of a bar, so a 200-epoch run of many steps would weigh megabytes
-            verbose = 1 if (sys.stdout.isatty() and not cio.in_notebook()) else 2
+        cio.atomic_write_json(run.config, {**cfg.to_dict(), "data": info})
+        if s.found is None:  # a fresh run is resumable (and has a last good state) at once
+            start_epoch, ckpt_path = 0, Checkpoints(run.path).save(0, get_state(gan), meta)
         else:
-            verbose = int(progress) if not isinstance(progress, bool) else (1 if progress else 0)
-        cb = RunCallback(run_dir, gan, ckpts, rows, steps, (start_epoch, ckpt_path), show_samples, meta)
+            start_epoch, ckpt_path = s.found.epoch, s.found.path
+        rows = read_metrics(run.metrics_csv, start_epoch)
+        write_metrics(run.metrics_csv, rows)  # drop epochs after the checkpoint (a kill after metrics, before ckpt)
+        show = cio.in_notebook() if s.show_samples is None else s.show_samples
+        cb = RunCallback(run.path, gan, rows, s.steps, (start_epoch, ckpt_path), meta, show)
         if probe is not None:
-            cb.tracker = quality.QualityTracker(run_dir, probe, interval, cfg.epochs, writer=cb.writer)
+            cb.tracker = quality.QualityTracker(run.path, probe, interval, cfg.epochs, writer=cb.writer)
             cb.tracker.reconcile(start_epoch, int(gan.step.numpy()), gan.ema_generator)
-        t0 = time.perf_counter()
-        try:
-            if start_epoch < cfg.epochs:
-                ds = make_dataset(x, y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs, cfg.channels, steps)
-                gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, verbose=verbose,
-                        shuffle=False, callbacks=[cb])
-        except KeyboardInterrupt:  # Ctrl-C, or a notebook's "interrupt kernel": keep the last completed epoch
-            print(cb.on_interrupt(), file=sys.stderr)
-            raise
-        finally:
-            cb.writer.close()
-        seconds = time.perf_counter() - t0
-        if cb.bad is not None:
-            cb.write_metrics()  # the good epochs since the last write, for reading (a resume trims them to the checkpoint)
-            e, p = cb.last_good
-            b = cb.bad
-            raise TrainingDiverged(f"{run_dir}: training diverged: {b['name']}={b['value']} at epoch {b['epoch']}, step "
-                                   f"{b['step']}; the last good checkpoint is {p} (epoch {e}); lower g_lr/d_lr and "
-                                   f"rerun with --resume")
-        gen_path = run_dir / "generator.keras"
-        with cio.atomic_path(gen_path) as tmp:
+        seconds = _fit(s, gan, cb, start_epoch)
+        with cio.atomic_path(run.generator) as tmp:
             gan.ema_generator.save(tmp)
-    last = rows[-1] if rows else {}
+    return _summary(s, gan, cb, start_epoch, seconds)
+
+
+def _fit(s: _Session, gan: ConditionalGAN, cb: RunCallback, start_epoch: int) -> float:
+    """Keras fit from start_epoch to cfg.epochs; the seconds it took. An interrupt keeps the last completed epoch
+    (RunCallback.on_interrupt); a divergence is TrainingDiverged naming the last good checkpoint."""
+    cfg = s.cfg
+    t0 = time.perf_counter()
+    try:
+        if start_epoch < cfg.epochs:
+            ds = make_dataset(s.x, s.y, cfg.batch_size, cfg.seed, start_epoch, cfg.epochs, cfg.channels, s.steps)
+            gan.fit(ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=s.steps,
+                    verbose=_verbosity(s.progress), shuffle=False, callbacks=[cb])
+    except KeyboardInterrupt:  # Ctrl-C, or a notebook's "interrupt kernel": keep the last completed epoch
+        print(cb.on_interrupt(), file=sys.stderr)
+        raise
+    finally:
+        cb.writer.close()
+    if cb.bad is not None:
+        cb.write_metrics()  # the good epochs since the last write, for reading (a resume trims them to the checkpoint)
+        e, p = cb.last_good
+        b = cb.bad
+        raise TrainingDiverged(f"{s.run.path}: training diverged: {b['name']}={b['value']} at epoch {b['epoch']}, "
+                               f"step {b['step']}; the last good checkpoint is {p} (epoch {e}); lower g_lr/d_lr and "
+                               f"rerun with --resume")
+    return time.perf_counter() - t0
+
+
+def _summary(s: _Session, gan: ConditionalGAN, cb: RunCallback, start_epoch: int, seconds: float) -> dict[str, Any]:
+    """What `train` returns: steps, speeds, precision, the last metrics row, the last quality row and the best."""
+    last = cb.rows[-1] if cb.rows else {}
     q_rows = cb.tracker.rows if cb.tracker is not None else []
     return {
-        "run_dir": str(run_dir), "epochs": cfg.epochs, "resumed_from_epoch": start_epoch if found else None,
+        "run_dir": str(s.run.path), "epochs": s.cfg.epochs, "resumed_from_epoch": start_epoch if s.found else None,
         "step": int(gan.step.numpy()), "seconds": seconds, "train_seconds": cb.train_seconds,
         "images_per_second": cb.images_seen / cb.train_seconds if cb.train_seconds else None,
-        "wall_images_per_second": _steady_speed(cb.epoch_ends, steps * cfg.batch_size),
-        "precision": precision, "replicas": replicas, "jit": bool(gan.jit_compile), "resume_note": note,
-        "generator": str(gen_path),
+        "wall_images_per_second": _steady_speed(cb.epoch_ends, s.steps * s.cfg.batch_size),
+        "precision": s.precision, "replicas": s.replicas, "jit": bool(gan.jit_compile), "resume_note": s.note,
+        "generator": str(s.run.generator),
         "metrics": {k: float(v) for k, v in last.items() if k != "epoch"} | ({"epoch": int(last["epoch"])} if last else {}),
-        "quality": q_rows[-1] if q_rows else None, "best": quality.load_best(run_dir),
+        "quality": q_rows[-1] if q_rows else None, "best": quality.load_best(s.run.path),
         "alarm": next((r["alarm"] for r in reversed(q_rows) if r.get("alarm")), None) if q_rows else None,
     }
 
 
 def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANConfig, resume: bool = False,
-                   plan: bool = False, **kwargs: Any) -> dict[str, Any]:
-    """Train on the `train` split of a cached dataset .npz (see cxr_utils.data); records its provenance.
-
-    plan=True fits the run to the data: the batch lowered to the training images (fit_batch_size) and the epochs
-    from plan_epochs (600 passes over the training images, 3,000 to 50,000 steps), as notebook 02 does.
-    """
+                   **kwargs: Any) -> dict[str, Any]:
+    """Train on the `train` split of a cached dataset .npz (see cxr_utils.data); records its provenance and holds
+    out its val split as the quality reference. Fit cfg to the data first with train_setup.assemble (the CLI and
+    notebook 02 do); kwargs go to `train`."""
     npz = Path(npz)
     ds = data.load(npz)
     images, labels = ds.subset("train")
@@ -509,11 +405,6 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
     if images.ndim >= 3 and images.shape[1] != cfg.image_size:
         print(f"note: image_size set to {images.shape[1]} to match {npz.name}", file=sys.stderr)
         cfg = cfg.replace(image_size=int(images.shape[1]))
-    if plan:
-        cfg = cfg.replace(batch_size=fit_batch_size(len(labels), cfg.batch_size))
-        cfg = cfg.replace(epochs=plan_epochs(len(labels), cfg.batch_size))
-        print(f"note: batch size {cfg.batch_size}, {cfg.epochs} epochs (planned for {len(labels)} training images)",
-              file=sys.stderr)
     manifest = data.manifest_path(npz)
     info = {"npz": str(npz.resolve()), "npz_sha256": cio.file_digest(npz), "manifest": str(manifest) if manifest.is_file() else None,
             "manifest_sha256": cio.file_digest(manifest) if manifest.is_file() else None, "split": "train"}
@@ -521,5 +412,5 @@ def train_from_npz(npz: str | os.PathLike, run_dir: str | os.PathLike, cfg: GANC
     if drift:  # one GAN trained on two different splits would be neither
         raise UserError(f"--data {drift}; resuming would mix the two: start a new run folder (notebook 02: FRESH = True) "
                         "or resume with the cache it was trained on")
-    kwargs.setdefault("reference", (x_val, y_val, "val split") if len(y_val) else None)
-    return train(cfg, run_dir, images, labels, resume=resume, data_info=info, **kwargs)
+    source = TrainSource(info, (x_val, y_val, "val split") if len(y_val) else None)
+    return train(cfg, run_dir, images, labels, resume=resume, source=source, **kwargs)

@@ -17,14 +17,15 @@ from typing import Any
 import numpy as np
 
 from .. import files as cio
-from ..config import SMOKE
+from ..config import smoke_mode
 from ..data import gray_images
 from ..metrics.real_baseline import REAL_COLUMNS, finite, one_blas_thread
 from ..metrics.sample_scores import diversity, train_coverage
 from .generate import generate, noise_for
 
 # the quality classifier: at least this many steps, early stopping only on a reference split this large
-MIN_CLASSIFIER_STEPS = 30 if SMOKE else 300  # smoke (CI): fewer steps, same code path
+MIN_CLASSIFIER_STEPS = 300
+SMOKE_CLASSIFIER_STEPS = 30  # smoke (CI): fewer steps, same code path
 MIN_EARLY_STOPPING = 50
 
 
@@ -163,7 +164,7 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
         # large enough to choose an epoch (4 val images would stop a 10-image classifier at a constant guess)
         stop_on = held_out and len(y_ref) >= MIN_EARLY_STOPPING
         clf = train_domain_classifier(x_all, y_all, x_ref if stop_on else None, y_ref if stop_on else None, epochs=15,
-                                      seed=seed, num_classes=len(class_names), min_steps=MIN_CLASSIFIER_STEPS)
+                                      seed=seed, num_classes=len(class_names), min_steps=SMOKE_CLASSIFIER_STEPS if smoke_mode() else MIN_CLASSIFIER_STEPS)
         if classifier_path is not None:
             with cio.atomic_path(classifier_path) as tmp:
                 clf.save(tmp)

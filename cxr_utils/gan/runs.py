@@ -19,6 +19,7 @@ from ..config import GANConfig, saved_fields
 from ..errors import UserError
 from . import tracker as quality
 from .checkpoints import Checkpoints, restore
+from .run_folder import RunFolder
 
 if TYPE_CHECKING:
     import keras
@@ -52,11 +53,12 @@ def generator_source(run_dir: str | os.PathLike, which: str | int | Path = "last
         return p, f"epoch {which} (EMA generator from {p.name})"
     if which not in ("best", "last"):
         raise UserError(f"--which {which!r}: use best, last or an epoch number")
-    last = run_dir / "generator.keras"
+    folder = RunFolder(run_dir)
+    last = folder.generator
     if which == "best":
         best = quality.load_best(run_dir)
-        if best is not None and (run_dir / quality.BEST_FILE).is_file():
-            return run_dir / quality.BEST_FILE, f"best (epoch {best['epoch']}, {best['rule']})"
+        if best is not None and folder.best_generator.is_file():
+            return folder.best_generator, f"best (epoch {best['epoch']}, {best['rule']})"
         if last.is_file():
             print(f"note: {run_dir} has no {quality.BEST_FILE} (quality tracking was off, or the run predates it); "
                   f"using generator.keras (the last epoch)", file=sys.stderr)
@@ -71,7 +73,7 @@ def load_generator(run_dir: str | os.PathLike, which: str | int | Path = "last",
     hint: what a missing generator's error tells the user to do (default: the train command).
     """
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
+    cfg_path = RunFolder(run_dir).config
     src, _ = generator_source(run_dir, which)
     if hint is not None and not src.is_file():
         raise UserError(f"{run_dir}: no trained GAN here ({src.name} missing); {hint}")
@@ -122,7 +124,7 @@ def cache_drift(run_dir: str | os.PathLike, npz: str | os.PathLike, digest: str 
     """One line if `npz` is not the cache the run was trained on (its sha256 differs from the one config.json
     recorded: rebuilt by a newer format, other files or another split rule since); None if it is, or if the run
     recorded none. `digest`: the npz's sha256 when the caller has it already."""
-    cfg_path = Path(run_dir) / "config.json"
+    cfg_path = RunFolder(run_dir).config
     recorded = ((cio.read_json(cfg_path) if cfg_path.is_file() else {}).get("data") or {}).get("npz_sha256")
     if not recorded:
         return None
@@ -138,7 +140,7 @@ def training_cache(run_dir: str | os.PathLike, source: str = "auto", size: int |
     split; if the run names none (or it moved), the one `data.prepare(source, size)` provides (size: the run's
     image_size, else 64). A cache that changed since the run (`cache_drift`) is returned with a one-line note on
     stderr: evaluating on it may test on images the GAN trained on."""
-    cfg_path = Path(run_dir) / "config.json"
+    cfg_path = RunFolder(run_dir).config
     saved = cio.read_json(cfg_path) if cfg_path.is_file() else {}
     npz = (saved.get("data") or {}).get("npz")
     if npz and Path(npz).is_file():

@@ -30,8 +30,9 @@ from typing import Any
 
 from .. import files as cio
 from ..config import CLASS_NAMES
-from ..metrics.real_baseline import BASELINE_FILE, REAL_BARS, REAL_COLUMNS, VS_REAL_COLUMNS, finite
+from ..metrics.real_baseline import REAL_BARS, REAL_COLUMNS, VS_REAL_COLUMNS, finite
 from ..metrics.real_baseline import describe as describe_baseline
+from . import run_folder
 from .probe import MIN_CLASSIFIER_STEPS as MIN_CLASSIFIER_STEPS
 from .probe import MIN_EARLY_STOPPING as MIN_EARLY_STOPPING
 from .probe import QualityProbe as QualityProbe
@@ -39,6 +40,7 @@ from .probe import balanced_kid as balanced_kid
 from .probe import build_probe as build_probe
 from .probe import diversity as diversity
 from .probe import train_coverage as train_coverage
+from .run_folder import RunFolder
 
 # The bars, as fractions of the real-vs-real baseline (metrics.real_baseline: a perfect generator scores ~1.0x). The
 # alarm: far below real images' variety. "Learned" (the make-run check of issue 10): at least 40 % of the spread of
@@ -80,10 +82,12 @@ def min_fidelity(num_classes: int) -> float:
 MIN_FIDELITY = min_fidelity(len(CLASS_NAMES))  # 0.75 for NORMAL vs PNEUMONIA
 # auto eval_every: about this many generator steps between evaluations
 AUTO_EVAL_STEPS = 500
-QUALITY_FILE = "quality.csv"
-BEST_FILE = "generator-best.keras"
-BEST_JSON = "best.json"
-CLASSIFIER_FILE = "quality-classifier.keras"
+# the run folder's names (run_folder owns them; these aliases are what tests and plots import)
+QUALITY_FILE = run_folder.QUALITY
+BEST_FILE = run_folder.BEST_GENERATOR
+BEST_JSON = run_folder.BEST_JSON
+CLASSIFIER_FILE = run_folder.CLASSIFIER
+BASELINE_FILE = run_folder.BASELINE
 # hf_share: the artefact score (quality_scores; high-frequency energy, 1.0x = as much as held-out real images)
 SUMMARY_KEYS = ("diversity", "train_coverage", "fidelity", "kid", "precision", "recall", "density", "coverage", "hf_share")
 
@@ -265,7 +269,7 @@ def summary(row: dict[str, Any]) -> str:
 
 def describe_run(run_dir: str | os.PathLike) -> list[str]:
     """Lines for a person: the kept generator (epoch, scores, rule), the last alarm if any, and the learned verdict."""
-    rows = read_rows(Path(run_dir) / QUALITY_FILE)
+    rows = read_rows(RunFolder(run_dir).quality_csv)
     if not rows:
         return ["no quality evaluation in this run (quality tracking off: eval_every -1)"]
     best = load_best(run_dir)
@@ -285,13 +289,13 @@ def describe_run(run_dir: str | os.PathLike) -> list[str]:
 
 def load_baseline(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """quality-baseline.json of a run (the real-vs-real baseline its scores sit beside), or None."""
-    p = Path(run_dir) / BASELINE_FILE
+    p = RunFolder(run_dir).baseline
     return cio.read_json(p) if p.is_file() else None
 
 
 def load_best(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """best.json of a run (epoch and scores of generator-best.keras), or None."""
-    p = Path(run_dir) / BEST_JSON
+    p = RunFolder(run_dir).best_json
     return cio.read_json(p) if p.is_file() else None
 
 
@@ -312,7 +316,7 @@ class QualityTracker:
         self.run_dir, self.probe, self.interval, self.last_epoch = Path(run_dir), probe, interval, last_epoch
         self.writer, self.log = writer, log
         self.num_classes = len(probe.class_names)
-        self.path = self.run_dir / QUALITY_FILE
+        self.path = RunFolder(run_dir).quality_csv
         self.rows: list[dict[str, Any]] = []
 
     def due(self, epoch: int) -> bool:
@@ -375,7 +379,7 @@ class QualityTracker:
         return row
 
     def _save_best(self, row: dict[str, Any], generator: Any) -> None:
-        with cio.atomic_path(self.run_dir / BEST_FILE) as tmp:
+        with cio.atomic_path(RunFolder(self.run_dir).best_generator) as tmp:
             generator.save(tmp)
         keys = (*SUMMARY_KEYS, "kid_balanced", "train_covered", "train_images", *VS_REAL_COLUMNS, *REAL_COLUMNS)
         scores: dict[str, Any] = {k: finite(row.get(k)) for k in keys}
@@ -383,7 +387,7 @@ class QualityTracker:
             scores["kid_balanced"] = balanced_kid(row, self.probe.class_names)
         # which bars judge these scores (learned_check reads it)
         scores["bars"] = row.get("bars") or "fixed: the row predates the real-vs-real baseline"
-        cio.atomic_write_json(self.run_dir / BEST_JSON, {
+        cio.atomic_write_json(RunFolder(self.run_dir).best_json, {
             "epoch": int(row["epoch"]), "step": int(row["step"]), "file": BEST_FILE, "scores": scores,
             "reference": row.get("reference"), "features": row.get("features"),
             "rule": rule_text(self.num_classes)})

@@ -40,7 +40,6 @@ import numpy as np
 
 from .. import files as cio
 
-BASELINE_FILE = "quality-baseline.json"
 FORMAT_VERSION = 3  # 2: the train side holds hf_share (the artefact score); 3: the artefact reference (the training
 # images' hf_share, `artefact`); an earlier file is measured again
 MIN_STAND_INS = 2  # per class, for a baseline at all: one image has no spread and covers one training image
