@@ -2,7 +2,7 @@
 
 No matplotlib backend is chosen at import: `_plt()` picks it when the first figure is drawn (headless: Agg;
 a notebook keeps its inline backend), so importing a module that can draw costs nothing until it draws.
-Training figures live in cxr_utils.gan.model.curves, evaluation figures in cxr_utils.evaluation.protocols.charts.
+Training figures live in cxr_utils.gan.curves, evaluation figures in cxr_utils.evaluation.charts.
 """
 
 from __future__ import annotations

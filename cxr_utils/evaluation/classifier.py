@@ -2,7 +2,7 @@
 
 `EvalConfig` holds every classifier setting a result records. `build_classifier` upsamples the S x S images to
 `input_size` inside the model and puts a small head on VGG16 (`include_top=False`); `fit_two_stage` trains the head
-on a frozen base, then the top conv block too. Precision follows the GAN's rule (`build.resolve_precision`): fp16
+on a frozen base, then the top conv block too. Precision follows the GAN's rule (`gan.device.resolve_precision`): fp16
 with loss scaling on GPUs of compute capability >= 7, bf16 on CPUs with AVX512-BF16 or AMX, else fp32; the output
 layer stays float32. `start_fit` makes a fit a pure function of its seed (and, with `deterministic`, bit-identical
 on CPU), so a study resumed in a new process trains what an uninterrupted one would have.
@@ -52,7 +52,7 @@ class EvalConfig:
     threshold: float = 0.5
     seed: int = 0  # seeds used: seed, seed+1, ...
     run_eagerly: str = "auto"  # auto (eager for tiny fits) | always | never
-    precision: str = "auto"  # auto (build.resolve_precision, as the GAN) | fp32 | bf16 | fp16
+    precision: str = "auto"  # auto (gan.device.resolve_precision, as the GAN) | fp32 | bf16 | fp16
     deterministic: bool = False  # bit-identical fits on CPU (op determinism; auto precision becomes fp32)
 
     @classmethod

@@ -3,7 +3,7 @@
 
 `python -m cxr_utils study` and notebooks/04_evaluate_vgg16.ipynb both call `run_study`, so a headless run writes the
 same results.json as the notebook on the same inputs (only the recorded "command" differs). Every classifier seed is
-saved to OUT/entries as soon as it is tested (`study_entries`), so a study killed at any moment resumes with what is
+saved to OUT/entries as soon as it is tested (`study_store`), so a study killed at any moment resumes with what is
 done, and results.json is assembled from those entries: a resumed study writes what an uninterrupted one does, apart
 from the fields in VARIES.
 """

@@ -3,7 +3,7 @@
 The run folder's files (config.json, checkpoints/, samples/, metrics.csv, tb/, generator.keras, lock, the quality
 files) are named by `run_folder`. Checkpoints are written every checkpoint_every epochs but at most once per
 checkpoint_minutes, after the last epoch and on an interruption between epochs; the per-epoch work is
-`train_callback`'s. The GAN is built for the machine by `build`, checkpoints and the lock are `checkpoints`'; `runs`
+`callback`'s. The GAN is built for the machine by `device`, checkpoints and the lock are `checkpoints`'; `runs`
 reads a run back; `train_setup` assembles the config the CLI and notebook 02 pass in.
 """
 
@@ -87,7 +87,7 @@ def plan_epochs(n_train: int, batch_size: int, epochs: int | None = None, min_st
     """Epochs to train: `epochs` if given, else the epochs that hold plan_steps generator steps (rounded up).
 
     The Kaggle set (~4,180 training images, batch 64, 65 steps per epoch): 600 epochs, 39,000 steps; the 10-image
-    sample (one step per epoch): 3,000 epochs; PneumoniaMNIST (4,708 images, 72 steps per epoch: build.epoch_steps): 600 epochs, 43,200 steps.
+    sample (one step per epoch): 3,000 epochs; PneumoniaMNIST (4,708 images, 72 steps per epoch: device.epoch_steps): 600 epochs, 43,200 steps.
     """
     if epochs is not None:
         return int(epochs)
@@ -103,7 +103,7 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 def make_dataset(images_u8: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, first_epoch: int,
                  epochs: int, channels: int = 1, steps: int | None = None) -> tf.data.Dataset:
     """Batches (float32 [-1, 1] (B,S,S,channels), int32) of grey uint8 images (N,S,S[,1]) for epochs
-    [first_epoch, epochs): `steps` batches per epoch (default build.epoch_steps), taken from the front of each epoch's
+    [first_epoch, epochs): `steps` batches per epoch (default device.epoch_steps), taken from the front of each epoch's
     epoch_order(); pixels from data.to_model_view."""
     images_u8 = np.asarray(images_u8)
     labs = np.asarray(labels, np.int32)
@@ -171,7 +171,7 @@ def _steady_speed(epoch_ends: list[float], images_per_epoch: int) -> float | Non
 
 
 def _run_steps(n: int, batch_size: int, saved_data: dict[str, Any] | None) -> int:
-    """Steps per epoch: build.epoch_steps for a new run; a resumed run keeps the steps it was started with (one started
+    """Steps per epoch: device.epoch_steps for a new run; a resumed run keeps the steps it was started with (one started
     before config.json recorded them took every full batch), so its epochs hold the same batches as before."""
     if not saved_data or saved_data.get("n_train") != n:
         return epoch_steps(n, batch_size)  # a new run, or other data (the checkpoint's step check then says so)
@@ -212,7 +212,7 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
     """Train (or resume) a ConditionalGAN on uint8 images (N,S,S[,C]) and int labels into run_dir; returns a summary.
 
     progress: "auto" (a bar on a terminal, a line per epoch elsewhere), or Keras's verbosity; distribute: the device
-    strategy (build.make_strategy); show_samples: the sample grid as one notebook output (None: in a notebook);
+    strategy (device.make_strategy); show_samples: the sample grid as one notebook output (None: in a notebook);
     source: the data's provenance and held-out reference (TrainSource). Nine parameters: the data, the run folder and
     the knobs the CLI, notebook 02 and the tests turn, passed on as one _Session.
     """

@@ -1,7 +1,7 @@
 """Sampling from a generator: noise from a seed, batched generation to uint8, galleries, interpolations, PNG bytes.
 
 The bottom of the generation side: it knows a generator only as a model [noise, labels] -> images in [-1, 1], never
-a run folder (`runs` finds and loads generators, `synthetic` exports them, `quality` scores them).
+a run folder (`gan.runs` finds and loads generators, `evaluation.synthetic` exports them, `gan.tracker` scores them).
 """
 
 from __future__ import annotations
