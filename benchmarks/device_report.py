@@ -3,7 +3,7 @@
 For the default X-ray recipe and the seed recipe it prints (and with --out writes as JSON) the devices TensorFlow
 sees, the precision and XLA setting `--precision auto` / `--jit auto` choose here, the device strategy, the steps per
 host sync of a full-size epoch, and the measured bare D+G step in fp32 and in the chosen precision; then how often the
-host syncs at the training-set sizes users run (build.epoch_steps). On a GPU (a Colab runtime, say) it measures the
+host syncs at the training-set sizes users run (device.epoch_steps). On a GPU (a Colab runtime, say) it measures the
 GPU; the tables are short enough to paste into an issue.
 """
 
@@ -28,22 +28,22 @@ def plan(recipe: str, batch_size: int = 64, image_size: int = 64, n_train: int =
     import tensorflow as tf
 
     from cxr_utils.config import GANConfig
-    from cxr_utils.gan import device as build
+    from cxr_utils.gan import device
 
     cfg = GANConfig().with_recipe(recipe).replace(batch_size=batch_size, image_size=image_size)
-    strategy = build.make_strategy()
-    steps = max(1, build.epoch_steps(n_train, batch_size))
+    strategy = device.make_strategy()
+    steps = max(1, device.epoch_steps(n_train, batch_size))
     return {
         "recipe": recipe,
         "batch_size": batch_size,
         "image_size": image_size,
-        "precision": build.resolve_precision(cfg.precision, cfg.deterministic),
-        "xla": build.resolve_jit(cfg.jit),
+        "precision": device.resolve_precision(cfg.precision, cfg.deterministic),
+        "xla": device.resolve_jit(cfg.jit),
         "replicas": int(strategy.num_replicas_in_sync),
         "strategy": type(strategy).__name__,
         "devices": [d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU", "TPU")],
         "steps_per_epoch": steps,
-        "steps_per_execution": build.steps_per_execution(steps, int(strategy.num_replicas_in_sync)),
+        "steps_per_execution": device.steps_per_execution(steps, int(strategy.num_replicas_in_sync)),
         "n_train": n_train,
     }
 
@@ -52,12 +52,12 @@ def host_sync(batch_size: int = 64, replicas: int = 1,
               sizes: tuple[tuple[int, str], ...] = SYNC_SIZES) -> list[dict[str, Any]]:
     """Per training-set size: the full batches, the steps train() runs per epoch and per host sync, and the images an
     epoch leaves out (the part batch plus the batches dropped so that a sync of 8..16 steps divides the epoch)."""
-    from cxr_utils.gan import device as build
+    from cxr_utils.gan import device
 
     rows = []
     for n, what in sizes:
-        steps = build.epoch_steps(n, batch_size)
-        per_call = build.steps_per_execution(steps, replicas)
+        steps = device.epoch_steps(n, batch_size)
+        per_call = device.steps_per_execution(steps, replicas)
         rows.append({"n_train": n, "what": what, "batch_size": batch_size, "full_batches": n // batch_size,
                      "steps_per_epoch": steps, "steps_per_execution": per_call, "syncs_per_epoch": steps // per_call,
                      "images_left_out": n - steps * batch_size, "replicas": replicas})

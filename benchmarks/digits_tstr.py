@@ -246,7 +246,7 @@ def time_to_target(curve: list[dict[str, Any]], ratio: float = TARGET_RATIO) -> 
 
 
 def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Steps per epoch of train.train (build.epoch_steps)."""
+    """Steps per epoch of fit.train (device.epoch_steps)."""
     from cxr_utils.gan.device import epoch_steps
 
     return max(1, epoch_steps(n_train, batch_size))
@@ -261,16 +261,16 @@ def chunk_schedule(steps: int, chunks: int, spe: int) -> list[int]:
 def save_grid(path: Path, x_real: np.ndarray, y_real: np.ndarray, x_syn: np.ndarray, y_syn: np.ndarray,
               n: int = 8) -> None:
     """A PNG with two rows per digit: n real test digits, then n synthetic ones, labelled as such."""
-    from cxr_utils import drawing as plots
+    from cxr_utils import drawing
 
     rows, titles = [], []
     for c in range(len(DIGIT_NAMES)):
         rows += [x_real[y_real == c][:n], x_syn[y_syn == c][:n]]
         titles += [f"{c} real", f"{c} SYNTHETIC"]
-    fig = plots.image_grid(rows, titles, title="Digits: real (test split) vs SYNTHETIC (exported by the GAN)",
+    fig = drawing.image_grid(rows, titles, title="Digits: real (test split) vs SYNTHETIC (exported by the GAN)",
                            cell_inches=0.45)
-    plots.save_figure(fig, path)
-    plots.close(fig)
+    drawing.save_figure(fig, path)
+    drawing.close(fig)
 
 
 def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progress: bool = False,
@@ -283,9 +283,7 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
     `trtr_full_train` (the whole 70 %) is reported beside it.
     """
     from cxr_utils.evaluation import synthetic
-    from cxr_utils.gan import fit as train
-    from cxr_utils.gan import generate as sample
-    from cxr_utils.gan import run_folder, runs
+    from cxr_utils.gan import fit, generate, run_folder, runs
 
     plan = plan or Plan()
     t_start = time.perf_counter()
@@ -320,13 +318,13 @@ def run(seed: int = 0, plan: Plan | None = None, work: Path | None = None, progr
                     stopped_by_budget = True
                     break
             t0 = time.perf_counter()
-            trained = train.train(cfg.replace(epochs=ep), run_dir, xfit, yfit, resume=i > 0, progress=progress)
+            trained = fit.train(cfg.replace(epochs=ep), run_dir, xfit, yfit, resume=i > 0, progress=progress)
             train_seconds += time.perf_counter() - t0
             fit_seconds += trained["train_seconds"]
             prev_epochs, epochs_done = epochs_done, ep
             t_eval = time.perf_counter()
             gen, _ = runs.load_generator(run_dir)
-            imgs = sample.gallery(gen, plan.n_per_class, cfg.num_classes, seed=10_000 + seed)
+            imgs = generate.gallery(gen, plan.n_per_class, cfg.num_classes, seed=10_000 + seed)
             imgs = imgs.reshape(-1, plan.size, plan.size)
             val_i, tstr_i = probe_accuracies(imgs, y_syn, [(xval, yval), (xte, yte)])
             # fit_seconds: the epochs' own time (as metrics.csv sums it), what one uninterrupted run pays; train_seconds

@@ -18,13 +18,13 @@ def make_run_folder(run_dir: Path, cfg: Any = None) -> dict[str, Any]:
     are written exactly as cxr_utils.gan.fit writes them (config dict at top level, atomic Keras save).
     """
     from cxr_utils.config import GANConfig
-    from cxr_utils.gan import networks as models
+    from cxr_utils.gan import networks
 
     cfg = cfg or GANConfig()
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    g = models.build_generator(cfg, dtype="float32", name="ema_generator")
+    g = networks.build_generator(cfg, dtype="float32", name="ema_generator")
     with cio.atomic_path(RunFolder(run_dir).generator) as tmp:
         g.save(tmp)
     cio.atomic_write_json(RunFolder(run_dir).config, {**cfg.to_dict(), "data": {"note": "benchmark run folder: untrained generator"}})

@@ -2,7 +2,7 @@
 
 A run trained with a checkpoint at every evaluated epoch (`--train-steps`: the x-ray recipe on the real sample, an
 evaluation and a checkpoint every 500 steps, `checkpoints.KEEP_CHECKPOINTS` raised so none is pruned) is re-scored here: each evaluated epoch's EMA generator
-renders the tracker's own noise and labels (train.quality_probe), and the images are scored in the tracker's feature
+renders the tracker's own noise and labels (fit.quality_probe), and the images are scored in the tracker's feature
 space (the run's domain classifier, penultimate 64-d) and in ImageNet VGG16's (block5 avg-pooled, 512-d): KID and PRDC
 against the held-out val split (what the tracker uses) and against the train split (more images). The JSON says which
 evaluation each space's KID keeps; `--grids` writes one image grid per evaluated epoch to judge them by eye.
@@ -36,11 +36,10 @@ KEYS = ("kid", "precision", "recall", "density", "coverage")
 
 def train_run(run_dir: Path, npz: Path, steps: int, every: int = 500, seed: int = 0) -> dict[str, Any]:
     """Train the default x-ray recipe on the cache's train split, evaluating and checkpointing every `every` steps and
-    keeping every checkpoint; train.train_from_npz's summary."""
+    keeping every checkpoint; fit.train_from_npz's summary."""
     from benchmarks.xray_recipes import recipe_config
     from cxr_utils import data
-    from cxr_utils.gan import checkpoints
-    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import checkpoints, fit
 
     n_train = int(len(data.load(npz).subset("train")[1]))
     cfg = recipe_config("xray", steps, n_train, seed)
@@ -49,47 +48,44 @@ def train_run(run_dir: Path, npz: Path, steps: int, every: int = 500, seed: int 
     cfg = cfg.replace(eval_every=ep, checkpoint_every=ep, sample_every=ep, checkpoint_minutes=0)
     keep, checkpoints.KEEP_CHECKPOINTS = checkpoints.KEEP_CHECKPOINTS, 10**6  # every evaluated epoch stays on disk
     try:
-        return train.train_from_npz(npz, run_dir, cfg, progress=False)
+        return fit.train_from_npz(npz, run_dir, cfg, progress=False)
     finally:
         checkpoints.KEEP_CHECKPOINTS = keep
 
 
 def evaluated_epochs(run_dir: Path) -> list[int]:
     """Epochs of quality.csv that have a checkpoint on disk."""
-    from cxr_utils.gan import tracker as quality
+    from cxr_utils.gan import tracker
     from cxr_utils.gan.checkpoints import Checkpoints
 
     have = {Checkpoints(run_dir).epoch_of(p) for p in Checkpoints(run_dir).files()}
-    return [int(r["epoch"]) for r in quality.read_rows(run_dir / quality.QUALITY_FILE) if int(r["epoch"]) in have]
+    return [int(r["epoch"]) for r in tracker.read_rows(run_dir / tracker.QUALITY_FILE) if int(r["epoch"]) in have]
 
 
 def score_run(run_dir: Path, npz: Path, grids: Path | None = None, log: Any = print) -> dict[str, Any]:
     """Every evaluated epoch scored in each feature space (val and train references) and the epoch each KID keeps."""
-    from cxr_utils import data
-    from cxr_utils import drawing as plots
+    from cxr_utils import data, drawing
     from cxr_utils.files import read_json
-    from cxr_utils.gan import fit as train
-    from cxr_utils.gan import generate as sample
-    from cxr_utils.gan import runs
+    from cxr_utils.gan import fit, generate, runs
     from cxr_utils.gan.run_folder import RunFolder
-    from cxr_utils.metrics import distributions as metrics
+    from cxr_utils.metrics import distributions
 
     cfg = runs.config_of(read_json(RunFolder(run_dir).config))
     ds = data.load(npz)
     (x, y), (xv, yv) = ds.subset("train"), ds.subset("val")
-    probes = {f: train.quality_probe(cfg, x, y, (xv, yv, "val split"), run_dir, features=f) for f in SPACES}
+    probes = {f: fit.quality_probe(cfg, x, y, (xv, yv, "val split"), run_dir, features=f) for f in SPACES}
     train_feats = {f: p.extractor(data.gray_images(x)) for f, p in probes.items()}
     rows = []
     for ep in evaluated_epochs(run_dir):
         gen, _ = runs.load_generator(run_dir, which=ep)
         p0 = probes[SPACES[0]]
-        imgs = sample.generate(gen, p0.noise, p0.labels)
+        imgs = generate.generate(gen, p0.noise, p0.labels)
         row: dict[str, Any] = {"epoch": ep}
         for f, p in probes.items():
             t0 = time.perf_counter()
             s = p.score_images(imgs)
             row[f] = {k: s[k] for k in KEYS} | {"seconds": round(time.perf_counter() - t0, 3)}
-            on_train = metrics.kid_and_prdc(train_feats[f], p.extractor(imgs), k=5, kid_subsets=50, seed=p.seed)
+            on_train = distributions.kid_and_prdc(train_feats[f], p.extractor(imgs), k=5, kid_subsets=50, seed=p.seed)
             row[f]["kid_vs_train"] = on_train["kid_mean"]
             row[f]["coverage_vs_train"] = (on_train["prdc"] or {}).get("coverage")
             for k in ("diversity", "train_coverage", "fidelity"):
@@ -101,12 +97,12 @@ def score_run(run_dir: Path, npz: Path, grids: Path | None = None, log: Any = pr
             n = 8
             real = [x[y == c][:n] for c in range(len(cfg.class_names))]
             syn = [imgs[p0.labels == c][:n] for c in range(len(cfg.class_names))]
-            fig = plots.image_grid([*real, *syn], [f"real {c} (train)" for c in cfg.class_names]
+            fig = drawing.image_grid([*real, *syn], [f"real {c} (train)" for c in cfg.class_names]
                                    + [f"SYNTHETIC {c}" for c in cfg.class_names],
                                    title=f"epoch {ep}: domain KID {row['domain']['kid']:+.3f}, VGG16 KID "
                                          f"{row['vgg16']['kid']:+.3f} (vs 4 val images)", cell_inches=0.9)
-            plots.save_figure(fig, grids / f"epoch-{ep:05d}.png", dpi=90)
-            plots.close(fig)
+            drawing.save_figure(fig, grids / f"epoch-{ep:05d}.png", dpi=90)
+            drawing.close(fig)
     kept = {}
     for f in SPACES:
         for ref in ("kid", "kid_vs_train"):

@@ -125,10 +125,8 @@ def cost(n_per_class: tuple[int, ...] = (128, 512), batch_size: int = 64, repeat
     """Seconds of one quality evaluation at full-scale sizes (random uint8 images: timing only) against the
     training seconds between two evaluations; the probe's one-off build beside it."""
     from cxr_utils.config import DEFAULT_RECIPE, GANConfig
-    from cxr_utils.gan import device as build
-    from cxr_utils.gan import fit as train
-    from cxr_utils.gan import tracker as quality
-    from cxr_utils.metrics import real_baseline as quality_baseline
+    from cxr_utils.gan import device, fit, tracker
+    from cxr_utils.metrics import real_baseline
 
     from .train_step import bare_step
 
@@ -141,11 +139,11 @@ def cost(n_per_class: tuple[int, ...] = (128, 512), batch_size: int = 64, repeat
     xt, yt = images(sizes["train"])
     xv, yv = images(sizes["val"])
     cfg = GANConfig(batch_size=batch_size).with_recipe(DEFAULT_RECIPE)
-    precision = build.resolve_precision(cfg.precision)
-    gan = build.build_gan(cfg, precision)
+    precision = device.resolve_precision(cfg.precision)
+    gan = device.build_gan(cfg, precision)
     out: dict[str, Any] = {"recipe": DEFAULT_RECIPE, "n_train": int(len(yt)), "n_val": int(len(yv)),
                            "per_class": {"train": list(sizes["train"]), "val": list(sizes["val"])}, "image_size": 64,
-                           "batch_size": batch_size, "precision": precision, "steps_between_evals": quality.AUTO_EVAL_STEPS,
+                           "batch_size": batch_size, "precision": precision, "steps_between_evals": tracker.AUTO_EVAL_STEPS,
                            "target_share": TARGET_EVAL_SHARE,
                            "note": "timing only: random uint8 images at Kaggle's full-scale sizes (the scores are "
                                    "meaningless)", "by_n_per_class": []}
@@ -155,10 +153,10 @@ def cost(n_per_class: tuple[int, ...] = (128, 512), batch_size: int = 64, repeat
         for i, n in enumerate(n_per_class):
             c = cfg.replace(eval_n_per_class=n)
             t0 = time.perf_counter()
-            probe = train.quality_probe(c, xt, yt, (xv, yv, "random val"), run_dir=Path(tmp))  # the classifier once
+            probe = fit.quality_probe(c, xt, yt, (xv, yv, "random val"), run_dir=Path(tmp))  # the classifier once
             build_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            quality_baseline.compute(probe, xv, yv)
+            real_baseline.compute(probe, xv, yv)
             base_s = time.perf_counter() - t0
             evals = []
             for _ in range(repeats):
@@ -166,7 +164,7 @@ def cost(n_per_class: tuple[int, ...] = (128, 512), batch_size: int = 64, repeat
                 probe.score(gan.ema_generator)
                 evals.append(time.perf_counter() - t0)
             ev = min(evals)  # best of the repeats, as the step (a burst of other load inflates single timings)
-            share = ev / (ev + quality.AUTO_EVAL_STEPS * step)
+            share = ev / (ev + tracker.AUTO_EVAL_STEPS * step)
             out["by_n_per_class"].append({
                 "eval_n_per_class": n, "coverage_train_per_class": [int((probe.y_train == k).sum()) for k in (0, 1)],
                 "stand_ins_per_class": {s: list(v["per_class"].values()) for s, v in probe.baseline["sides"].items()},

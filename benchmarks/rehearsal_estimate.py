@@ -62,13 +62,13 @@ def count_flops(n_train: int) -> dict[str, Any]:
 
     from cxr_utils.config import DEFAULT_RECIPE, GANConfig
     from cxr_utils.evaluation import classifier
-    from cxr_utils.gan import device as build
+    from cxr_utils.gan import device
 
     from .profiling import function_flops
     from .train_step import step_flops
 
     cfg = GANConfig().with_recipe(DEFAULT_RECIPE).replace(batch_size=64, precision="fp32")
-    gan = build.build_gan(cfg, "fp32")
+    gan = device.build_gan(cfg, "fp32")
     g_step = step_flops(gan, cfg)
     z = tf.TensorSpec([256, cfg.latent_dim], tf.float32)
     lab = tf.TensorSpec([256], tf.int32)

@@ -1,6 +1,6 @@
 """X-ray recipe benchmark: every named recipe trained on the real sample's chest X-rays for the same step budget.
 
-Each recipe of `cxr_utils.config.RECIPES` trains with the project's own trainer (`train.train_from_npz`, quality
+Each recipe of `cxr_utils.config.RECIPES` trains with the project's own trainer (`fit.train_from_npz`, quality
 tracking on) on the train split of the real `sample` source (10 real Kaggle chest X-rays: 5 NORMAL, 5 PNEUMONIA),
 for the same number of generator steps and the same seed. The JSON holds, per recipe, the steps, the wall time,
 the quality curve (quality.csv: diversity, train coverage, fidelity, KID, PRDC) and the scores of the generator the
@@ -91,20 +91,19 @@ def run_folder_name(name: str) -> str:
 
 def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed: int, **overrides: Any) -> dict[str, Any]:
     """Train one recipe into work/<name>; its steps, seconds, quality curve and kept generator's scores."""
-    from cxr_utils.gan import fit as train
-    from cxr_utils.gan import tracker as quality
+    from cxr_utils.gan import fit, tracker
 
     cfg = recipe_config(name, steps, n_train, seed, **overrides)
     run_dir = work / run_folder_name(name)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
-    out = train.train_from_npz(npz, run_dir, cfg, progress=False)
+    out = fit.train_from_npz(npz, run_dir, cfg, progress=False)
     seconds = time.perf_counter() - t0
-    rows = quality.read_rows(run_dir / quality.QUALITY_FILE)
-    best = quality.load_best(run_dir)
+    rows = tracker.read_rows(run_dir / tracker.QUALITY_FILE)
+    best = tracker.load_best(run_dir)
     # the ratios to the real-vs-real baseline and the row's bars: meets_bar judges a curve point as learned_check does
-    keep = ("epoch", "step", *quality.SUMMARY_KEYS, "kid_balanced", "train_covered", "train_images",
+    keep = ("epoch", "step", *tracker.SUMMARY_KEYS, "kid_balanced", "train_covered", "train_images",
             "diversity_vs_real", "train_coverage_vs_real", "hf_share_vs_real", "bars", "alarm")
     curve = [{k: _val(r.get(k)) for k in keep} for r in rows]
     res = {"recipe": name, "fields": dict(sorted(variant_fields(name).items())), "steps": int(out["step"]),
@@ -146,11 +145,9 @@ def _val(v: Any) -> Any:
 def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, seed: int = 0) -> Path:
     """One figure: the real training images per class, then n SYNTHETIC images per class from each recipe's kept
     generator (the same noise for every recipe)."""
-    from cxr_utils import data
-    from cxr_utils import drawing as plots
+    from cxr_utils import data, drawing
     from cxr_utils.config import CLASS_NAMES
-    from cxr_utils.gan import generate as sample
-    from cxr_utils.gan import runs
+    from cxr_utils.gan import generate, runs
 
     x, y = data.load(npz).subset("train")
     rows, titles = [], []
@@ -159,16 +156,16 @@ def save_grid(path: Path, npz: Path, results: list[dict[str, Any]], n: int = 8, 
         titles.append(f"real {cname}\n(train)")
     for r in results:
         g, _ = runs.load_run(r["run_dir"], which="best")
-        imgs = sample.gallery(g, n, len(CLASS_NAMES), seed=seed)
+        imgs = generate.gallery(g, n, len(CLASS_NAMES), seed=seed)
         ep = (r.get("best") or {}).get("epoch", "last")
         label = r["recipe"].replace(":", "\n").replace("+", "\n")  # a variant's changes, one per line
         for c, cname in enumerate(CLASS_NAMES):
             rows.append(imgs[c])
             titles.append(f"{label}\nSYNTHETIC {cname}\n(epoch {ep})")
-    fig = plots.image_grid(rows, titles, title="Real sample X-rays vs SYNTHETIC ones from each recipe's kept generator "
+    fig = drawing.image_grid(rows, titles, title="Real sample X-rays vs SYNTHETIC ones from each recipe's kept generator "
                                                f"({results[0]['steps']} steps each)", cell_inches=0.8)
-    plots.save_figure(fig, path, dpi=80)
-    plots.close(fig)
+    drawing.save_figure(fig, path, dpi=80)
+    drawing.close(fig)
     return path
 
 
@@ -179,7 +176,7 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
     entries after the measured ones (those with a `run_dir` are drawn in the grid too)."""
     from cxr_utils import data
     from cxr_utils.config import RECIPES, smoke_mode
-    from cxr_utils.gan import tracker as quality
+    from cxr_utils.gan import tracker
 
     smoke = smoke_mode()  # read once, when the benchmark runs
     recipes = list(RECIPES) if recipes is None else recipes
@@ -196,7 +193,7 @@ def run(recipes: list[str] | None = None, steps: int = DEFAULT_STEPS, seed: int 
     head = {"benchmark": "x-ray recipes on the real sample (issue 10)", "data": f"sample source, train split: {len(y)} real "
             f"Kaggle chest X-rays ({int((y == 0).sum())} NORMAL, {int((y == 1).sum())} PNEUMONIA), 64 px",
             "steps": steps, "seed": seed, "quick": quick, "smoke": smoke, "can_show": CAN_SHOW,
-            "bar": {"diversity": quality.LEARNED_DIVERSITY, "train_coverage": quality.LEARNED_TRAIN_COVERAGE,
+            "bar": {"diversity": tracker.LEARNED_DIVERSITY, "train_coverage": tracker.LEARNED_TRAIN_COVERAGE,
                     "of": int(len(y))}}
     try:
         results = []
@@ -292,11 +289,11 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
 def _measured_in(entry: dict[str, Any], works: list[Path]) -> Path | None:
     """The run folder under one of `works` that measured `entry`: the one whose best.json is the entry's kept
     generator (its epoch and scores), whatever the folder is named (a name can mean another configuration later)."""
-    from cxr_utils.gan import tracker as quality
+    from cxr_utils.gan import tracker
 
     for w in works:
         for folder in sorted(Path(w).iterdir()) if Path(w).is_dir() else []:
-            if (folder / quality.BEST_FILE).is_file() and quality.load_best(folder) == entry.get("best"):
+            if (folder / tracker.BEST_FILE).is_file() and tracker.load_best(folder) == entry.get("best"):
                 return folder
     return None
 

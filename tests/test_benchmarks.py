@@ -317,9 +317,9 @@ def test_loop_measures_train_against_the_bare_step_and_pairs_before_after(sample
     assert bare["images_per_second"] == pytest.approx(10 / bare["seconds_per_step"])
     assert r["ratios"]["loop_vs_bare_step"]["value"] == pytest.approx(tr["images_per_second"] / bare["images_per_second"])
     assert tr["run_folder_bytes"] > 0 and not (tmp_path / "loop" / "loop").exists()  # measured, then removed
-    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import fit
 
-    assert train.RunCallback.on_epoch_end.__name__ == "on_epoch_end"  # the timing hook is removed again
+    assert fit.RunCallback.on_epoch_end.__name__ == "on_epoch_end"  # the timing hook is removed again
     ab = tmp_path / "ab.json"
     slow = {**r, "train": {**tr, "seconds_per_epoch": 9.0}}
     ab.write_text(json.dumps({"command": "x", "rounds": 2,

@@ -10,12 +10,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from benchmarks import device_report  # noqa: E402
 from benchmarks.__main__ import main as bench_main  # noqa: E402
 from cxr_utils.config import DEFAULT_RECIPE  # noqa: E402
-from cxr_utils.gan import device as build  # noqa: E402
+from cxr_utils.gan import device  # noqa: E402
 
 
 def test_plan_is_what_train_would_choose_on_this_cpu() -> None:
     p = device_report.plan(DEFAULT_RECIPE)
-    assert p["precision"] == ("bf16" if build.cpu_supports_bf16() else "fp32")  # no GPU here
+    assert p["precision"] == ("bf16" if device.cpu_supports_bf16() else "fp32")  # no GPU here
     assert p["xla"] is False and p["replicas"] == 1 and p["strategy"] != "MirroredStrategy"
     assert p["steps_per_epoch"] == 4200 // 64 == 65
     assert p["steps_per_execution"] == 13  # the largest divisor of 65 up to 16: fit calls never straddle an epoch

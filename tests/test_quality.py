@@ -168,10 +168,10 @@ def _cfg(**over):
 def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_npz, tmp_path) -> None:
     import keras
 
-    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import fit
 
     run = tmp_path / "run"
-    out = train.train_from_npz(sample_npz, run, _cfg(), progress=0, show_samples=False)
+    out = fit.train_from_npz(sample_npz, run, _cfg(), progress=0, show_samples=False)
     rows = tracker.read_rows(run / tracker.QUALITY_FILE)
     assert [int(r["epoch"]) for r in rows] == [2, 4] and [int(r["step"]) for r in rows] == [4, 8]
     assert {r["reference"] for r in rows} == {"val split (4 images)"}
@@ -184,9 +184,9 @@ def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_
     # the kept file is that epoch's EMA generator: re-scored with the same probe it gives the recorded row
     x, y = __import__("cxr_utils").data.load(sample_npz).subset("train")
     xv, yv = __import__("cxr_utils").data.load(sample_npz).subset("val")
-    probe = gan_probe.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 8, 3,
-                          classifier_path=run / tracker.CLASSIFIER_FILE,
-                          coverage_keep=train.cap_per_class(y, 8, 3), baseline_path=tmp_path / "recomputed.json")
+    real = gan_probe.ProbeImages(x, y, xv, yv, "val split (4 images)", coverage_keep=fit.cap_per_class(y, 8, 3))
+    probe = gan_probe.build_probe(NAMES, real, gan_probe.ProbeSettings(16, 8, 3),
+                                  classifier_path=run / tracker.CLASSIFIER_FILE, baseline_path=tmp_path / "recomputed.json")
     g = keras.models.load_model(run / tracker.BEST_FILE, safe_mode=True, compile=False)
     again = probe.score(g)
     row = next(r for r in rows if int(r["epoch"]) == best["epoch"])
@@ -206,7 +206,7 @@ def test_training_records_quality_and_keeps_the_generator_the_rule_picks(sample_
 
 
 def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_npz, tmp_path, monkeypatch) -> None:
-    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import fit
 
     run = tmp_path / "run"
     real_score = gan_probe.QualityProbe.score
@@ -220,12 +220,12 @@ def test_a_crash_during_an_evaluation_resumes_with_each_evaluation_once(sample_n
 
     monkeypatch.setattr(gan_probe.QualityProbe, "score", failing_second)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train.train_from_npz(sample_npz, run, _cfg(epochs=6), progress=0, show_samples=False)
+        fit.train_from_npz(sample_npz, run, _cfg(epochs=6), progress=0, show_samples=False)
     assert [int(r["epoch"]) for r in tracker.read_rows(run / tracker.QUALITY_FILE)] == [2]
     assert (run / "checkpoints" / "ckpt-0004.npz").is_file()  # the evaluated epoch was checkpointed first
     monkeypatch.setattr(gan_probe.QualityProbe, "score", real_score)
     baseline = (run / tracker.BASELINE_FILE).read_bytes()
-    out = train.train_from_npz(sample_npz, run, _cfg(epochs=6), resume=True, progress=0, show_samples=False)
+    out = fit.train_from_npz(sample_npz, run, _cfg(epochs=6), resume=True, progress=0, show_samples=False)
     assert out["resumed_from_epoch"] == 4
     rows = tracker.read_rows(run / tracker.QUALITY_FILE)
     assert [int(r["epoch"]) for r in rows] == [2, 4, 6]  # epoch 4 caught up on resume, nothing twice
@@ -331,11 +331,10 @@ def test_quality_curves_and_description_without_evaluations(tmp_path) -> None:
 
 def test_which_epoch_loads_a_checkpoints_ema_generator_even_before_the_run_ends(sample_npz, tmp_path) -> None:
     from cxr_utils.errors import UserError
-    from cxr_utils.gan import fit as train
-    from cxr_utils.gan import runs
+    from cxr_utils.gan import fit, runs
 
     run = tmp_path / "run"
-    train.train_from_npz(sample_npz, run, _cfg(epochs=2, eval_every=-1, checkpoint_every=1, checkpoint_minutes=0),
+    fit.train_from_npz(sample_npz, run, _cfg(epochs=2, eval_every=-1, checkpoint_every=1, checkpoint_minutes=0),
                          progress=0, show_samples=False)
 
     def weights(which):
@@ -418,9 +417,10 @@ def test_the_probe_can_measure_kid_and_prdc_in_imagenet_vgg16_features(sample_np
     monkeypatch.setattr(imagenet, "vgg16_weights", lambda log=print: (fake_vgg16_weights, imagenet.OFFLINE_SOURCE, "note"))
     ds = data.load(sample_npz)
     (x, y), (xv, yv) = ds.subset("train"), ds.subset("val")
-    probe = gan_probe.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="vgg16")
+    real = gan_probe.ProbeImages(x, y, xv, yv, "val split (4 images)")
+    probe = gan_probe.build_probe(NAMES, real, gan_probe.ProbeSettings(16, 4, 3, features="vgg16"))
     assert probe.extractor.name.startswith("VGG16 ImageNet block5 avg-pooled (512-d") and probe.ref_feats.shape == (4, 512)
     row = probe.score_images(np.concatenate([x[y == 0][:4], x[y == 1][:4]]))
     assert row["kid"] is not None and 0 <= row["coverage"] <= 1
     with pytest.raises(ValueError, match="features must be domain or vgg16, got 'inception'"):
-        gan_probe.build_probe(NAMES, x, y, xv, yv, "val split (4 images)", 16, 4, 3, features="inception")
+        gan_probe.build_probe(NAMES, real, gan_probe.ProbeSettings(16, 4, 3, features="inception"))

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr_utils.gan import checkpoints, run_folder
-from cxr_utils.gan import tracker as quality
+from cxr_utils.gan import checkpoints, run_folder, tracker
 from cxr_utils.gan.run_folder import RunFolder
 
 
@@ -24,10 +23,10 @@ def _cfg(**over):
 def test_a_smoke_run_writes_only_files_run_folder_names(sample_npz: Path, tmp_path: Path) -> None:
     """Train a tiny run with quality tracking on the real sample; every file on disk is one RunFolder names, at the
     path its property gives, and every name of the layout a finished tracked run has is on disk."""
-    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import fit
 
     run = RunFolder(tmp_path / "run")
-    out = train.train_from_npz(sample_npz, run.path, _cfg(), progress=0, show_samples=False)
+    out = fit.train_from_npz(sample_npz, run.path, _cfg(), progress=0, show_samples=False)
     on_disk = {p for p in run.path.rglob("*") if p.is_file()}
     assert on_disk and {p for p in on_disk if not run.owns(p)} == set()
     named = {run.config, run.metrics_csv, run.generator, run.best_generator, run.best_json, run.quality_csv,
@@ -42,8 +41,8 @@ def test_a_smoke_run_writes_only_files_run_folder_names(sample_npz: Path, tmp_pa
 
 def test_run_folder_names_are_the_ones_the_modules_use(tmp_path: Path) -> None:
     run = RunFolder(tmp_path)
-    assert (quality.QUALITY_FILE, quality.BEST_FILE, quality.BEST_JSON, quality.CLASSIFIER_FILE,
-            quality.BASELINE_FILE) == (run.quality_csv.name, run.best_generator.name, run.best_json.name,
+    assert (tracker.QUALITY_FILE, tracker.BEST_FILE, tracker.BEST_JSON, tracker.CLASSIFIER_FILE,
+            tracker.BASELINE_FILE) == (run.quality_csv.name, run.best_generator.name, run.best_json.name,
                                                 run.classifier.name, run.baseline.name)
     assert (run.config.name, run.metrics_csv.name, run.generator.name, run.lock.name) == \
         ("config.json", "metrics.csv", "generator.keras", "lock")

@@ -52,7 +52,7 @@ def test_a_cache_rebuilt_since_the_run_is_named_in_one_line_and_refused_on_resum
 
     from cxr_utils import data
     from cxr_utils.config import GANConfig
-    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import fit
 
     root = make_folder(tmp_path / "flat", flat_k=6)
     npz = data.prepare("folder", path=root, out=tmp_path / "c.npz", progress=False)
@@ -73,7 +73,7 @@ def test_a_cache_rebuilt_since_the_run_is_named_in_one_line_and_refused_on_resum
                                        "(retrain the GAN on it for a clean one)\n")
     with pytest.raises(UserError, match=r"^--data .* is not the cache run gan was trained on .*; resuming would mix the "
                                         r"two: start a new run folder \(notebook 02: FRESH = True\)"):
-        train.train_from_npz(npz, run, GANConfig(), resume=True)
+        fit.train_from_npz(npz, run, GANConfig(), resume=True)
     io.atomic_write_json(run / "config.json", {"data": {"npz": str(npz)}})  # a run that recorded no sha256: no claim
     assert runs.cache_drift(run, npz) is None
 
@@ -128,12 +128,12 @@ def test_a_default_generator_loads_in_a_new_process_that_imported_only_runs(tmp_
     import sys
 
     from cxr_utils.config import GANConfig
-    from cxr_utils.gan import networks as models
+    from cxr_utils.gan import networks
 
     cfg = GANConfig().with_recipe("xray").replace(image_size=16, g_base_filters=4, d_base_filters=4, latent_dim=8,
                                                  embed_dim=4)
     assert cfg.g_norm == "class_layer"
-    g = models.build_generator(cfg)
+    g = networks.build_generator(cfg)
     run = tmp_path / "run"
     run.mkdir()
     g.save(run / "generator.keras")

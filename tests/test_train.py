@@ -17,14 +17,13 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from cxr_utils import drawing as plots
+from cxr_utils import drawing
 from cxr_utils import files as cio
 from cxr_utils.cli import main as cli_main
 from cxr_utils.config import GANConfig
 from cxr_utils.errors import RunLocked, TrainingDiverged, UserError
 from cxr_utils.gan import checkpoints as CK
 from cxr_utils.gan import device, fit, runs
-from cxr_utils.gan import device as B
 from cxr_utils.gan.checkpoints import get_state, legacy_keys, set_state, state_variables
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,22 +307,22 @@ def test_cap_per_class_and_epoch_order() -> None:
 # ---------------------------------------------------------------- precision and devices
 
 def test_precision_resolution() -> None:
-    assert B.cpu_supports_bf16("flags\t: fpu sse avx512f avx512_bf16\n")
-    assert B.cpu_supports_bf16("flags\t: fpu amx_bf16 amx_tile\n")
-    assert not B.cpu_supports_bf16("flags\t: fpu sse avx2\n")
-    assert B.resolve_precision("fp16") == "fp16" and B.resolve_precision("auto", deterministic=True) == "fp32"
-    expected = "bf16" if B.cpu_supports_bf16() else "fp32"  # this machine has no GPU
-    assert B.resolve_precision("auto") == expected
+    assert device.cpu_supports_bf16("flags\t: fpu sse avx512f avx512_bf16\n")
+    assert device.cpu_supports_bf16("flags\t: fpu amx_bf16 amx_tile\n")
+    assert not device.cpu_supports_bf16("flags\t: fpu sse avx2\n")
+    assert device.resolve_precision("fp16") == "fp16" and device.resolve_precision("auto", deterministic=True) == "fp32"
+    expected = "bf16" if device.cpu_supports_bf16() else "fp32"  # this machine has no GPU
+    assert device.resolve_precision("auto") == expected
 
 
 def test_precision_auto_has_no_tpu_branch(monkeypatch: pytest.MonkeyPatch) -> None:
     """A TPU that TensorFlow lists is not used (no TPUStrategy connects it): the CPU decides, as on a Colab TPU runtime."""
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["/physical_device:TPU:0"]
                         if kind == "TPU" else [])
-    monkeypatch.setattr(B, "cpu_supports_bf16", lambda cpuinfo=None: False)
-    assert B.resolve_precision("auto") == "fp32"
-    monkeypatch.setattr(B, "cpu_supports_bf16", lambda cpuinfo=None: True)
-    assert B.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda cpuinfo=None: False)
+    assert device.resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda cpuinfo=None: True)
+    assert device.resolve_precision("auto") == "bf16"
 
 
 def test_bf16_and_fp16_build_and_train_one_step(tmp_path: Path) -> None:
@@ -351,7 +350,7 @@ sys.path.insert(0, {tests!r})
 from test_train import tiny_cfg, tiny_data
 from cxr_utils import files as cio
 from cxr_utils.gan import checkpoints as CK
-from cxr_utils.gan import device as B
+from cxr_utils.gan import device
 from cxr_utils.gan import fit
 from cxr_utils.gan.checkpoints import get_state
 x, y = tiny_data(32)
@@ -376,9 +375,9 @@ for first, second, ref in (("default", "mirrored", "one"), ("mirrored", "default
         (fit.Path(run) / "checkpoints" / p).unlink()
     # the weights right after restore equal the checkpoint's, on the new layout
     found = CK.Checkpoints(run).load_latest()
-    strategy = B.make_strategy(second)
+    strategy = device.make_strategy(second)
     with strategy.scope():
-        gan = B.build_gan(cfg, "fp32")
+        gan = device.build_gan(cfg, "fp32")
         note = CK.restore(gan, found, "fp32", strategy.num_replicas_in_sync, {{}})
     restored = get_state(gan)
     exact = all(np.array_equal(restored[k], found.state[k]) for k in restored)
@@ -523,7 +522,7 @@ def test_resume_across_precisions(one_epoch_per_precision: Path, tmp_path: Path,
     found = CK.Checkpoints(run).load_latest()
     assert found.meta == {"precision": was, "replicas": 1}
     # right after restore, every weight and optimizer slot equals the checkpoint's (cast to the variable's dtype)
-    gan = B.build_gan(tiny16(precision=now), now)
+    gan = device.build_gan(tiny16(precision=now), now)
     note = CK.restore(gan, found, now, 1, {})
     restored = get_state(gan)
     common = set(restored) & set(found.state)
@@ -573,7 +572,7 @@ def test_old_positional_checkpoints_still_resume_bit_identical(ref_run: tuple[Pa
         p.unlink()
     epoch1 = {k.replace(".", "/"): v for k, v in cio.load_npz(ref / "checkpoints" / "ckpt-0001.npz").items()
               if not k.startswith("meta")}
-    gan = B.build_gan(tiny_cfg(), "fp32")
+    gan = device.build_gan(tiny_cfg(), "fp32")
     cio.atomic_save_npz(ck.path(1), compress=False, meta_epoch=np.int64(1),
                         **{k.replace("/", "."): v for k, v in _positional(epoch1, gan).items()})
     x, y = tiny_data()
@@ -601,13 +600,13 @@ def test_old_positional_checkpoints_still_resume_bit_identical(ref_run: tuple[Pa
 def test_old_positional_layouts_map_for_both_optimizer_kinds() -> None:
     cfg = tiny16()
     for was, now in (("fp16", "fp32"), ("fp32", "fp16")):
-        src = B.build_gan(cfg, was)
+        src = device.build_gan(cfg, was)
         rng = np.random.default_rng(0)
         for v in state_variables(src).values():  # distinct values, so a wrong mapping cannot pass
             if v.dtype == "float32":
                 v.assign(rng.normal(size=v.shape).astype(np.float32))
         state = get_state(src)
-        dst = B.build_gan(cfg, now)
+        dst = device.build_gan(cfg, now)
         mapping = legacy_keys(dst, _positional(state, src))
         mapped = {mapping.get(k, k): v for k, v in _positional(state, src).items()}
         assert mapped.keys() == state.keys() and all(np.array_equal(mapped[k], state[k]) for k in state)
@@ -653,7 +652,7 @@ def test_interrupt_between_epochs_checkpoints_the_last_epoch(ref_run: tuple[Path
 
     monkeypatch.setattr(fit.RunCallback, "record", interrupted_record)
     # one step per fit call (the reference ran 5): the same state, bit for bit, and a mid-epoch moment to interrupt
-    monkeypatch.setattr(B, "MAX_STEPS_PER_EXECUTION", 1)
+    monkeypatch.setattr(device, "MAX_STEPS_PER_EXECUTION", 1)
     cfg = tiny_cfg(epochs=3, checkpoint_every=10, checkpoint_minutes=0)
     with pytest.raises(KeyboardInterrupt):
         fit.train(cfg, run, x, y, progress=False)
@@ -702,30 +701,30 @@ def test_notebook_shows_one_sample_grid_updated_in_place(tmp_path: Path, monkeyp
 
 def test_pixel_grid_places_each_image_and_titles() -> None:
     rows = [np.full((2, 4, 4, 1), -1.0, np.float32), np.zeros((1, 4, 4, 3), np.float32)]
-    g = plots.pixel_grid(rows)  # no titles: 2 px padding around 4 px cells
+    g = drawing.pixel_grid(rows)  # no titles: 2 px padding around 4 px cells
     expected = np.full((14, 14), 255, np.uint8)
     expected[2:6, 2:6] = expected[2:6, 8:12] = 0  # -1 -> black
     expected[8:12, 2:6] = 128  # 0 -> mid grey (3 channels averaged)
     assert np.array_equal(g, expected)
-    titled = plots.pixel_grid(rows, row_titles=["NORMAL", "PNEUMONIA"], title="epoch 3")
+    titled = drawing.pixel_grid(rows, row_titles=["NORMAL", "PNEUMONIA"], title="epoch 3")
     assert titled.dtype == np.uint8 and titled.shape[0] > 14 and titled.shape[1] > 14 + 40  # a left strip and a header
     assert (titled[:, :40] < 128).any()  # the row titles are drawn
 
 
 def test_every_training_set_size_syncs_at_most_every_8_steps_and_drops_at_most_3_batches() -> None:
     # PneumoniaMNIST's 4,708 training images at batch 64: 73 full batches, no divisor in 8..16 -> 72 steps, 12 per call
-    assert (B.epoch_steps(4708, 64), B.steps_per_execution(B.epoch_steps(4708, 64))) == (72, 12)
+    assert (device.epoch_steps(4708, 64), device.steps_per_execution(device.epoch_steps(4708, 64))) == (72, 12)
     # Kaggle-sized train sets of 58, 59, 61, 62, 65, 67 full batches (a divisor alone gave 2, 1, 1, 2, 13, 1 per call)
-    assert [B.epoch_steps(s * 64, 64) for s in (58, 59, 61, 62, 65, 67)] == [56, 56, 60, 60, 65, 66]
-    assert [B.steps_per_execution(B.epoch_steps(s * 64, 64)) for s in (58, 59, 61, 62, 65, 67)] == [14, 14, 15, 15, 13, 11]
+    assert [device.epoch_steps(s * 64, 64) for s in (58, 59, 61, 62, 65, 67)] == [56, 56, 60, 60, 65, 66]
+    assert [device.steps_per_execution(device.epoch_steps(s * 64, 64)) for s in (58, 59, 61, 62, 65, 67)] == [14, 14, 15, 15, 13, 11]
     for n in range(10, 6001):  # every size the notebooks plan for (the batch lowered to the images when fewer)
         b = fit.fit_batch_size(n, 64)
-        full, steps = n // b, B.epoch_steps(n, b)
-        per_call = B.steps_per_execution(steps)
+        full, steps = n // b, device.epoch_steps(n, b)
+        per_call = device.steps_per_execution(steps)
         assert steps % per_call == 0 and per_call <= 16, n  # every call stays inside one epoch
         assert per_call >= min(8, steps), n  # the host waits at most every 8 steps unless an epoch is shorter
         assert 0 <= full - steps <= 3 and (full > 16 or steps == full), n  # at most 3 batches of an epoch dropped
-    drops = [s - B.epoch_steps(s, 1) for s in range(1, 20_000)]
+    drops = [s - device.epoch_steps(s, 1) for s in range(1, 20_000)]
     assert max(drops) == 7 and drops.index(7) + 1 == 359  # at any size, at most 7 (359 full batches -> 352)
 
 
@@ -790,23 +789,23 @@ def test_loop_does_not_sync_per_step_and_jit_is_a_flag(monkeypatch: pytest.Monke
     # no batch-end hook, and fit runs up to 16 steps per call: Keras waits for the device (to turn the logs into floats)
     # once per call; a divisor of the epoch's steps, so every call stays inside one epoch
     assert fit.RunCallback.on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
-    assert [B.steps_per_execution(n) for n in (1, 5, 7, 17, 80, 81, 163)] == [1, 5, 7, 1, 16, 9, 1]
-    assert B.steps_per_execution(80, replicas=2) == 1  # one step per call under MirroredStrategy
-    assert B.build_gan(tiny16(), "fp32", 5).steps_per_execution == 5
-    assert B.resolve_jit("on") and not B.resolve_jit("off")
+    assert [device.steps_per_execution(n) for n in (1, 5, 7, 17, 80, 81, 163)] == [1, 5, 7, 1, 16, 9, 1]
+    assert device.steps_per_execution(80, replicas=2) == 1  # one step per call under MirroredStrategy
+    assert device.build_gan(tiny16(), "fp32", 5).steps_per_execution == 5
+    assert device.resolve_jit("on") and not device.resolve_jit("off")
     import tensorflow as tf
 
     gpu = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]
     with monkeypatch.context() as m:  # auto follows the devices TensorFlow sees, on any machine
         m.setattr(tf.config, "list_physical_devices", lambda kind=None: gpu if kind == "GPU" else [])
-        assert B.resolve_jit("auto")
+        assert device.resolve_jit("auto")
         m.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
-        assert not B.resolve_jit("auto")
+        assert not device.resolve_jit("auto")
     seen = []
     real = keras.Model.compile
     monkeypatch.setattr(keras.Model, "compile", lambda self, **kw: (seen.append(kw["jit_compile"]), real(self, **kw))[1])
-    B.build_gan(tiny16(jit="on"))
-    B.build_gan(tiny16(jit="off"))
+    device.build_gan(tiny16(jit="on"))
+    device.build_gan(tiny16(jit="off"))
     assert seen == [True, False]  # (Keras itself turns XLA off again while op determinism is enabled)
     with pytest.raises(UserError, match="jit must be auto|on|off"):
         tiny_cfg(jit="yes").validate()

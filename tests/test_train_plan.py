@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-from cxr_utils.gan import fit as train
+from cxr_utils.gan import fit
 
 
 def test_fit_batch_size_never_exceeds_the_training_images() -> None:
-    assert train.fit_batch_size(10, 64) == 10
-    assert train.fit_batch_size(4200, 64) == 64
-    assert train.fit_batch_size(1, 64) == 2  # the trainer's own minimum; it then refuses 1 image with a clear line
+    assert fit.fit_batch_size(10, 64) == 10
+    assert fit.fit_batch_size(4200, 64) == 64
+    assert fit.fit_batch_size(1, 64) == 2  # the trainer's own minimum; it then refuses 1 image with a clear line
 
 
 def test_plan_is_600_passes_within_3000_and_50000_steps() -> None:
-    assert train.plan_epochs(10, 10) == 3000  # the sample: one step per epoch, the 3,000-step floor (make run)
-    assert (train.plan_steps(4180, 64), train.plan_epochs(4180, 64)) == (39_000, 600)  # Kaggle: 65 steps per epoch
-    assert (train.plan_steps(4708, 64), train.plan_epochs(4708, 64)) == (43_200, 600)  # PneumoniaMNIST: 72 per epoch (build.epoch_steps)
-    assert train.plan_steps(1069, 64) == 9_600  # the digits benchmark's 1,069 images: 16 steps per epoch
-    assert (train.plan_steps(300, 64), train.plan_epochs(300, 64)) == (3000, 750)  # 4 steps per epoch: the floor
-    assert (train.plan_steps(20_000, 64), train.plan_epochs(20_000, 64)) == (50_000, 161)  # 312 per epoch: the cap
-    assert train.plan_epochs(10, 10, 5) == 5  # an explicit number always wins
-    assert train.plan_epochs(4180, 64, None, min_steps=100, passes=2) == 2  # the knobs, for callers that plan otherwise
+    assert fit.plan_epochs(10, 10) == 3000  # the sample: one step per epoch, the 3,000-step floor (make run)
+    assert (fit.plan_steps(4180, 64), fit.plan_epochs(4180, 64)) == (39_000, 600)  # Kaggle: 65 steps per epoch
+    assert (fit.plan_steps(4708, 64), fit.plan_epochs(4708, 64)) == (43_200, 600)  # PneumoniaMNIST: 72 per epoch (build.epoch_steps)
+    assert fit.plan_steps(1069, 64) == 9_600  # the digits benchmark's 1,069 images: 16 steps per epoch
+    assert (fit.plan_steps(300, 64), fit.plan_epochs(300, 64)) == (3000, 750)  # 4 steps per epoch: the floor
+    assert (fit.plan_steps(20_000, 64), fit.plan_epochs(20_000, 64)) == (50_000, 161)  # 312 per epoch: the cap
+    assert fit.plan_epochs(10, 10, 5) == 5  # an explicit number always wins
+    assert fit.plan_epochs(4180, 64, None, min_steps=100, passes=2) == 2  # the knobs, for callers that plan otherwise
 
 
 def test_cli_train_without_sizes_fits_the_run_to_the_data(sample_npz, tmp_path, monkeypatch) -> None:
@@ -32,7 +32,7 @@ def test_cli_train_without_sizes_fits_the_run_to_the_data(sample_npz, tmp_path, 
         seen["cfg"] = cfg
         return {"metrics": {}, "epochs": cfg.epochs, "step": 0, "precision": "fp32", "generator": "-"}
 
-    monkeypatch.setattr(train, "train", fake_train)
+    monkeypatch.setattr(fit, "train", fake_train)
     assert main(["train", "--data", str(sample_npz), "--run-dir", str(tmp_path / "a")]) == 0
     cfg = seen["cfg"]
     assert (cfg.batch_size, cfg.epochs) == (10, 3000)  # 10 training images: batch 10, 3,000 one-step epochs

@@ -12,8 +12,7 @@ from cxr_utils import files as cio
 from cxr_utils.cli import main as cli_main
 from cxr_utils.config import DEFAULT_RECIPE, GANConfig, smoke_overrides
 from cxr_utils.errors import UserError
-from cxr_utils.gan import fit as train
-from cxr_utils.gan import train_setup
+from cxr_utils.gan import fit, train_setup
 
 ROOT = Path(__file__).resolve().parent.parent
 NB02 = ROOT / "notebooks" / "02_train_cgan.ipynb"
@@ -25,14 +24,14 @@ def _notebook_fields(**over) -> dict:
 
 
 def _cli_cfg(monkeypatch: pytest.MonkeyPatch, *argv: str) -> GANConfig:
-    """The GANConfig the CLI's `train` hands the trainer (train.train replaced: the wiring only)."""
+    """The GANConfig the CLI's `train` hands the trainer (fit.train replaced: the wiring only)."""
     seen = {}
 
     def fake_train(cfg, run_dir, images, labels, **kw):
         seen["cfg"] = cfg
         return {"metrics": {}, "epochs": cfg.epochs, "step": 0, "precision": "fp32", "generator": "-"}
 
-    monkeypatch.setattr(train, "train", fake_train)
+    monkeypatch.setattr(fit, "train", fake_train)
     assert cli_main(["train", *argv]) == 0
     return seen["cfg"]
 
@@ -76,7 +75,7 @@ def test_resuming_a_run_without_label_prior_through_the_notebook_path(sample_npz
                 batch_size=4, precision="fp32", deterministic=True, n_fixed_noise=2, seed=7, eval_every=-1,
                 sample_every=5, checkpoint_minutes=0)
     run = tmp_path / "legacy"
-    train.train_from_npz(sample_npz, run, GANConfig(**tiny, epochs=1, label_prior="balanced"), progress=0,
+    fit.train_from_npz(sample_npz, run, GANConfig(**tiny, epochs=1, label_prior="balanced"), progress=0,
                          show_samples=False)
     saved = cio.read_json(run / "config.json")
     del saved["label_prior"]  # as every run before the field wrote it
@@ -89,10 +88,10 @@ def test_resuming_a_run_without_label_prior_through_the_notebook_path(sample_npz
     assert setup.cfg == GANConfig(**{**tiny, "epochs": 2, "label_prior": "balanced"})
     assert f"note: {run} is resumed with its saved config.json; recipe {DEFAULT_RECIPE} (" in err
     assert setup.describe().startswith("the run's saved config.json: batch size 4, 2 epochs")
-    out = train.train_from_npz(sample_npz, run, setup.cfg, resume=setup.resume, progress=0, show_samples=False)
+    out = fit.train_from_npz(sample_npz, run, setup.cfg, resume=setup.resume, progress=0, show_samples=False)
     assert out["resumed_from_epoch"] == 1 and out["step"] == 2 * setup.steps_per_epoch
     assert cio.read_json(run / "config.json")["label_prior"] == "balanced"  # now written out
     # a parameter that contradicts the saved run: the existing one-line refusal
     setup = train_setup.assemble(sample_npz, run, DEFAULT_RECIPE, {**fields, "epochs": 3, "seed": 8})
     with pytest.raises(UserError, match=r"trained with seed=7, now seed=8; resume with the same settings"):
-        train.train_from_npz(sample_npz, run, setup.cfg, resume=setup.resume, progress=0, show_samples=False)
+        fit.train_from_npz(sample_npz, run, setup.cfg, resume=setup.resume, progress=0, show_samples=False)

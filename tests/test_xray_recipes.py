@@ -12,24 +12,24 @@ def test_recipes_benchmark_smoke(sample_data_dir, tmp_path, monkeypatch) -> None
     from PIL import Image
 
     from benchmarks import xray_recipes as X
-    from cxr_utils.gan import tracker as quality
+    from cxr_utils.gan import tracker
 
     monkeypatch.setenv("CXR_DATA_DIR", str(sample_data_dir))
-    from cxr_utils import drawing as plots
+    from cxr_utils import drawing
 
     drawn = {}
-    real_grid = plots.image_grid
+    real_grid = drawing.image_grid
 
     def spy_grid(rows, row_titles=None, **kw):  # what the figure shows, row by row
         drawn.update(rows=[len(r) for r in rows], titles=list(row_titles))
         return real_grid(rows, row_titles, **kw)
 
-    monkeypatch.setattr(plots, "image_grid", spy_grid)
+    monkeypatch.setattr(drawing, "image_grid", spy_grid)
     grid = tmp_path / "grid.png"
     res = X.run(["xray", "seed"], steps=3, work=tmp_path / "work", grid=grid, quick=True,
                 partial=tmp_path / "partial.json")
     assert [r["recipe"] for r in res["recipes"]] == ["xray", "seed"]
-    assert res["bar"] == {"diversity": quality.LEARNED_DIVERSITY, "train_coverage": quality.LEARNED_TRAIN_COVERAGE, "of": 10}
+    assert res["bar"] == {"diversity": tracker.LEARNED_DIVERSITY, "train_coverage": tracker.LEARNED_TRAIN_COVERAGE, "of": 10}
     for r in res["recipes"]:
         assert r["steps"] == 3 and r["batch_size"] == 10  # the same budget for every recipe, the whole train split
         epochs = [p["epoch"] for p in r["curve"]]

@@ -20,7 +20,7 @@ from ..files import read_json
 from . import sources
 from .archive import KAGGLE_DATASET
 from .audit import duplicate_audit
-from .cache import cache_is_current, cache_key, format_note, recorded_test_patients, write_cache
+from .cache import CacheWrite, cache_is_current, cache_key, format_note, recorded_test_patients, write_cache
 from .decode import decode_files
 from .folders import Scan, scan_folder
 from .messages import log
@@ -86,83 +86,121 @@ def _build_from_scan(scan: Scan, source: str, size: int, seed: int, workers: int
     return arrays, meta
 
 
-def _write_cache(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str, reason: str,
-                 size: int, seed: int, key: str, origin: dict[str, Any], test_patients: str) -> None:
-    meta["test_patients"] = test_patients  # recorded for every source, as it is part of every cache key
-    dup = duplicate_audit(arrays["images"], arrays["split"], [e["path"] for e in meta["entries"]], meta.pop("file_sha256"))
-    write_cache(out, arrays, meta, source, reason, size, seed, key, origin, dup)
+@dataclass(frozen=True)
+class _Request:
+    """One prepare call's settings, checked by prepare_verbose; the same for every source `auto` tries."""
+
+    size: int
+    seed: int
+    workers: int | None
+    force: bool
+    progress: bool
+    test_patients: str | None  # None: the rule the cache was built with, else DEFAULT_TEST_PATIENTS
 
 
-def _prepare_one(source: str, reason: str, path: str | os.PathLike | None, size: int, out: Path | None,
-                 workers: int | None, seed: int, force: bool, progress: bool, test_patients: str | None,
-                 ) -> PrepareResult:
-    out = Path(out) if out is not None else data_dir() / f"{source}-{size}.npz"
-    # no rule given: the one this cache was built with (so notebooks 02-04 keep notebook 01's choice), else the default
-    test_patients = test_patients or recorded_test_patients(out) or DEFAULT_TEST_PATIENTS
-    old = format_note(out) if out.is_file() else None
-    if old:  # said before any download: a cache of another format is never reused (nor mixed with a current one)
-        log(f"{source}: cache {out} was built by {old}: rebuilding")
-    origin: dict[str, Any] = {"source": source, "path": str(path) if path is not None else None}
-    # 1) locate the raw input without downloading, to answer "is the cache current?" cheaply
+@dataclass
+class _Provenance:
+    """What one source's cache is built from and recorded with: the source and why, the settings, the raw input,
+    the cache key and the origin the manifest states (filled in as _prepare_one locates and fetches the input)."""
+
+    source: str
+    reason: str
+    size: int
+    seed: int
+    test_patients: str
+    origin: dict[str, Any]
     raw: Path | None = None
+    key: str = ""
+
+
+def _write_cache(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], w: _Provenance) -> None:
+    meta["test_patients"] = w.test_patients  # recorded for every source, as it is part of every cache key
+    dup = duplicate_audit(arrays["images"], arrays["split"], [e["path"] for e in meta["entries"]], meta.pop("file_sha256"))
+    write_cache(out, CacheWrite(arrays, meta, w.source, w.reason, w.size, w.seed, w.key, w.origin, dup))
+
+
+def _locate_raw(source: str, path: str | os.PathLike | None) -> Path | None:
+    """The raw input already on disk, found without downloading (None: not here; kaggle: decided by fetch_kaggle)."""
     if source == "sample":
-        raw = sources.sample_root() if (sources.sample_root() / "SOURCE.json").is_file() else None
-    elif source == "kaggle":
-        raw = None  # decided after sources.fetch_kaggle (cheap when already extracted)
-    elif source == "medmnist":
+        return sources.sample_root() if (sources.sample_root() / "SOURCE.json").is_file() else None
+    if source == "medmnist":
         cand = Path(path) if path is not None else sources.raw_dir() / "medmnist" / sources.MEDMNIST_FILE
-        raw = cand if cand.is_file() else None
-        if path is not None and raw is None:
+        if path is not None and not cand.is_file():
             raise UserError(f"--path {cand}: file not found; pass {sources.MEDMNIST_FILE} or omit --path to download it")
-    elif source == "folder":
+        return cand if cand.is_file() else None
+    if source == "folder":
         if path is None:
             raise UserError("--source folder needs --path FOLDER (holding NORMAL/ and PNEUMONIA/)")
         raw = Path(path)
         if not raw.is_dir():
             raise UserError(f"--path {raw}: folder not found; pass a folder holding NORMAL/ and PNEUMONIA/")
+        return raw
+    return None
+
+
+def _fetch_raw(p: _Provenance, path: str | os.PathLike | None) -> Path:
+    """Download the raw input of sample or medmnist if it is not here; the origin records where it came from."""
+    raw = p.raw
+    if p.source == "sample":
+        if raw is None:
+            raw = sources.fetch_sample(path)
+        p.origin.update(read_json(raw / "SOURCE.json"))
+    elif p.source == "medmnist" and raw is None:
+        raw = sources.fetch_medmnist()
+        p.origin.update(url=sources.MEDMNIST_URL, md5_expected=sources.MEDMNIST_MD5)
+    assert raw is not None
+    return raw
+
+
+def _build(p: _Provenance, path: str | os.PathLike | None, req: _Request) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Decode, split and describe the raw input: the arrays and meta a cache is written from."""
+    assert p.raw is not None
+    if p.source == "medmnist":
+        return sources.build_medmnist(p.raw, p.size)
+    scan = scan_folder(p.raw, flag="--path" if path is not None else p.source)
+    if p.source == "sample":
+        scan.notes.append("all 16 images come from the Kaggle val split; the train/val/test split is redrawn (see the split policy)")
+    return _build_from_scan(scan, p.source, p.size, p.seed, req.workers, req.progress, p.test_patients)
+
+
+def _prepare_one(source: str, reason: str, path: str | os.PathLike | None, out: Path | None, req: _Request,
+                 ) -> PrepareResult:
+    out = Path(out) if out is not None else data_dir() / f"{source}-{req.size}.npz"
+    # no rule given: the one this cache was built with (so notebooks 02-04 keep notebook 01's choice), else the default
+    tp = req.test_patients or recorded_test_patients(out) or DEFAULT_TEST_PATIENTS
+    p = _Provenance(source, reason, req.size, req.seed, tp, {"source": source, "path": str(path) if path is not None else None})
+    old = format_note(out) if out.is_file() else None
+    if old:  # said before any download: a cache of another format is never reused (nor mixed with a current one)
+        log(f"{source}: cache {out} was built by {old}: rebuilding")
+    # 1) locate the raw input without downloading, to answer "is the cache current?" cheaply
+    p.raw = _locate_raw(source, path)
     if source == "kaggle":
-        if path is None and sources.kaggle_local_tree() is None and not force \
-                and cache_is_current(out, None, source, size, seed, test_patients):
+        if path is None and sources.kaggle_local_tree() is None and not req.force \
+                and cache_is_current(out, None, source, req.size, req.seed, tp):
             return PrepareResult(out, source, reason + "; cached (raw files not present)", False)
-        raw, stats = sources.fetch_kaggle(path, progress=progress)
-        origin.update(dataset=KAGGLE_DATASET, archive=stats)
-    if raw is None and not force and source in ("sample", "medmnist") and path is None \
-            and cache_is_current(out, None, source, size, seed, test_patients):
+        p.raw, stats = sources.fetch_kaggle(path, progress=req.progress)
+        p.origin.update(dataset=KAGGLE_DATASET, archive=stats)
+    if p.raw is None and not req.force and source in ("sample", "medmnist") and path is None \
+            and cache_is_current(out, None, source, req.size, req.seed, tp):
         # the raw download is gone but it is pinned (sha256 / MD5): the cache built from it is still current
         return PrepareResult(out, source, reason + "; cached (raw files not present)", False)
     # 2) fetch if needed
-    if source == "sample":
-        if raw is None:
-            raw = sources.fetch_sample(path)
-        origin.update(read_json(raw / "SOURCE.json"))
-    elif source == "medmnist" and raw is None:
-        raw = sources.fetch_medmnist()
-        origin.update(url=sources.MEDMNIST_URL, md5_expected=sources.MEDMNIST_MD5)
-    assert raw is not None
-    fp = sources.fingerprint_file(raw) if source == "medmnist" else sources.fingerprint_tree(raw)
-    key = cache_key(source, size, seed, fp, test_patients)
-    if not force and cache_is_current(out, key, source, size, seed, test_patients):
+    p.raw = _fetch_raw(p, path)
+    fp = sources.fingerprint_file(p.raw) if source == "medmnist" else sources.fingerprint_tree(p.raw)
+    p.key = cache_key(source, req.size, req.seed, fp, tp)
+    if not req.force and cache_is_current(out, p.key, source, req.size, req.seed, tp):
         return PrepareResult(out, source, reason + "; cache is current", False)
     # 3) build
     if out.is_file() and not old:
-        log(f"{source}: cache {out} {'was forced' if force else 'is stale (source files or settings changed)'}; rebuilding")
-    if source == "medmnist":
-        arrays, meta = sources.build_medmnist(raw, size)
-    else:
-        flag = "--path" if path is not None else source
-        scan = scan_folder(raw, flag=flag)
-        if source == "sample":
-            scan.notes.append("all 16 images come from the Kaggle val split; the train/val/test split is redrawn (see the split policy)")
-        arrays, meta = _build_from_scan(scan, source, size, seed, workers, progress, test_patients)
-    _write_cache(out, arrays, meta, source, reason, size, seed, key, origin, test_patients)
+        log(f"{source}: cache {out} {'was forced' if req.force else 'is stale (source files or settings changed)'}; rebuilding")
+    arrays, meta = _build(p, path, req)
+    _write_cache(out, arrays, meta, p)
     return PrepareResult(out, source, reason, True)
 
 
-def prepare_verbose(source: str = "auto", path: str | os.PathLike | None = None, size: int = 64,
-                    out: str | os.PathLike | None = None, workers: int | None = None, seed: int = 0,
-                    force: bool = False, progress: bool = True, test_patients: str | None = None,
-                    ) -> PrepareResult:
-    """Like `prepare` but returns the source used, why, and whether the cache was rebuilt."""
+def _check_request(source: str, size: int, out: str | os.PathLike | None, workers: int | None,
+                   test_patients: str | None) -> Path | None:
+    """One clear line for a bad flag; the --out path (None: the default per source)."""
     if test_patients is not None and test_patients not in TEST_PATIENT_RULES:
         raise UserError(f"--test-patients {test_patients}: unknown; choose {', '.join(TEST_PATIENT_RULES[:-1])} or "
                         f"{TEST_PATIENT_RULES[-1]}")
@@ -175,8 +213,21 @@ def prepare_verbose(source: str = "auto", path: str | os.PathLike | None = None,
     outp = Path(out) if out is not None else None
     if outp is not None and outp.suffix != ".npz":
         raise UserError(f"--out {outp}: must end in .npz")
+    return outp
+
+
+def prepare_verbose(source: str = "auto", path: str | os.PathLike | None = None, size: int = 64,
+                    out: str | os.PathLike | None = None, workers: int | None = None, seed: int = 0,
+                    force: bool = False, progress: bool = True, test_patients: str | None = None,
+                    ) -> PrepareResult:
+    """Like `prepare` but returns the source used, why, and whether the cache was rebuilt.
+
+    Nine parameters: one per `prepare` flag of the CLI (`python -m cxr_utils prepare --help`), as notebook 01 passes
+    them; inside they travel as one _Request."""
+    outp = _check_request(source, size, out, workers, test_patients)
+    req = _Request(size, seed, workers, force, progress, test_patients)
     if source != "auto":
-        res = _prepare_one(source, f"--source {source}", path, size, outp, workers, seed, force, progress, test_patients)
+        res = _prepare_one(source, f"--source {source}", path, outp, req)
     else:
         if path is not None:
             raise UserError("--path needs an explicit --source (kaggle, medmnist, folder or sample)")
@@ -185,7 +236,7 @@ def prepare_verbose(source: str = "auto", path: str | os.PathLike | None = None,
         for cand, why in sources.resolve_auto():
             log(f"auto: trying {cand}: {why}")
             try:
-                res = _prepare_one(cand, f"auto: {why}", None, size, outp, workers, seed, force, progress, test_patients)
+                res = _prepare_one(cand, f"auto: {why}", None, outp, req)
                 break
             except sources.NetworkError as e:
                 errors.append(str(e))
@@ -201,6 +252,7 @@ def prepare(source: str = "auto", path: str | os.PathLike | None = None, size: i
             force: bool = False, progress: bool = True, test_patients: str | None = None) -> Path:
     """Build (or reuse, when current) the cached dataset from a source; returns the .npz path.
 
+    Nine parameters: one per `prepare` flag of the CLI, the public face notebooks and scripts call by keyword.
     test_patients: which train/val images an official test image excludes: "series" (those of the same numbered
     series, i.e. patient number and diagnosis; Kaggle numbers each diagnosis list apart), "exclude" (every image of a
     shared patient number) or "keep" (none); None: the rule the cache at `out` was built with, else "series". Part of

@@ -105,18 +105,34 @@ def cache_lock(out: Path, exclusive: bool) -> Iterator[None]:
         os.close(fd)  # closing releases the lock (also when the process is killed)
 
 
-def _write_cache_files(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str, reason: str,
-                       size: int, seed: int, key: str, origin: dict[str, Any], dup: dict[str, Any]) -> None:
-    atomic_save_npz(out, **arrays)
+@dataclass(frozen=True)
+class CacheWrite:
+    """What one cache write carries: the arrays and the builder's meta (`test_patients` recorded), the provenance the
+    manifest states (source, why it was chosen, size, seed, cache key, origin) and the duplicate audit."""
+
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    source: str
+    reason: str
+    size: int
+    seed: int
+    key: str
+    origin: dict[str, Any]
+    duplicates: dict[str, Any]
+
+
+def _write_cache_files(out: Path, w: CacheWrite) -> None:
+    atomic_save_npz(out, **w.arrays)
+    meta = w.meta
     manifest = {
-        "format": FORMAT_VERSION, "source": source, "source_reason": reason, "size": size, "seed": seed,
+        "format": FORMAT_VERSION, "source": w.source, "source_reason": w.reason, "size": w.size, "seed": w.seed,
         "test_patients": meta["test_patients"], "test_overlap": meta.get("test_overlap"),
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "cache_key": key,
-        "npz": out.name, "npz_size": out.stat().st_size, "n_images": int(len(arrays["labels"])),
-        "class_names": list(CLASS_NAMES), "counts": split_counts(arrays["labels"], arrays["split"]),
-        "origin": origin, "root": meta["root"], "split_policy": meta["split_policy"],
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "cache_key": w.key,
+        "npz": out.name, "npz_size": out.stat().st_size, "n_images": int(len(w.arrays["labels"])),
+        "class_names": list(CLASS_NAMES), "counts": split_counts(w.arrays["labels"], w.arrays["split"]),
+        "origin": w.origin, "root": meta["root"], "split_policy": meta["split_policy"],
         "patient_ids": meta["patient_ids"], "decode_methods": meta["decode_methods"], "notes": meta["notes"],
-        "skipped": meta["skipped"], "excluded": meta["excluded"], "duplicates": dup, "images": meta["entries"],
+        "skipped": meta["skipped"], "excluded": meta["excluded"], "duplicates": w.duplicates, "images": meta["entries"],
     }
     for k in ("md5", "md5_matches_official"):
         if k in meta:
@@ -124,11 +140,10 @@ def _write_cache_files(out: Path, arrays: dict[str, np.ndarray], meta: dict[str,
     atomic_write_json(manifest_path(out), manifest)  # last: a manifest always describes a complete .npz
 
 
-def write_cache(out: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str, reason: str,
-                size: int, seed: int, key: str, origin: dict[str, Any], dup: dict[str, Any]) -> None:
-    """Write the .npz and then its manifest under the folder's exclusive lock (`meta` as the builders return it)."""
+def write_cache(out: Path, w: CacheWrite) -> None:
+    """Write the .npz and then its manifest under the folder's exclusive lock (`w.meta` as the builders return it)."""
     with cache_lock(out, exclusive=True):  # the .npz and its manifest change together, never interleaved
-        _write_cache_files(out, arrays, meta, source, reason, size, seed, key, origin, dup)
+        _write_cache_files(out, w)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from .. import files as cio
-from . import tracker as quality
+from . import tracker
 from .checkpoints import Checkpoints, get_state
 from .generate import png_bytes
 from .model import METRIC_NAMES, ConditionalGAN
@@ -62,7 +62,7 @@ class RunCallback(keras.callbacks.Callback):
         self.images_seen = 0
         self.train_seconds = 0.0
         self.epoch_ends: list[float] = []  # wall clock after each epoch's own work (steady-state speed)
-        self.tracker: quality.QualityTracker | None = None  # set by train() when quality tracking is on
+        self.tracker: tracker.QualityTracker | None = None  # set by train() when quality tracking is on
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self.t0 = time.perf_counter()
@@ -75,7 +75,7 @@ class RunCallback(keras.callbacks.Callback):
         grid = self.grid_due(e)
         evaluate = self.tracker is not None and self.tracker.due(e)
         # an evaluated epoch is always checkpointed: its quality row and generator-best.keras then never describe a
-        # state that a resume could lose (see quality.QualityTracker)
+        # state that a resume could lose (see tracker.QualityTracker)
         ckpt = self.checkpoint_due(e) or evaluate
         # order matters for kill -9: the row, then the samples, then the checkpoint (resume truncates metrics.csv to
         # it), then the quality evaluation; metrics.csv is on disk before every grid and checkpoint, and at least every
@@ -136,7 +136,7 @@ class RunCallback(keras.callbacks.Callback):
 
     def sample_grid(self, e: int) -> Path:
         """samples/epoch-EEEE.png: the EMA generator on the fixed noise, one row per class, composed from pixels."""
-        from .. import drawing as plots  # matplotlib: only when a grid is drawn
+        from .. import drawing  # matplotlib: only when a grid is drawn
 
         if self._render is None:
             z, labels = (tf.constant(a) for a in self.fixed)
@@ -145,7 +145,7 @@ class RunCallback(keras.callbacks.Callback):
         imgs = self._render().numpy()
         n = self.cfg.n_fixed_noise
         rows = [imgs[i * n:(i + 1) * n] for i in range(self.cfg.num_classes)]
-        grid = plots.pixel_grid(rows, row_titles=list(self.cfg.class_names),
+        grid = drawing.pixel_grid(rows, row_titles=list(self.cfg.class_names),
                                 title=f"epoch {e}, EMA generator, fixed noise")
         png = png_bytes(grid, {"Description": f"epoch {e}: sample grid, one row per class "
                                                     f"({', '.join(self.cfg.class_names)})"})
@@ -162,7 +162,7 @@ class RunCallback(keras.callbacks.Callback):
 
     def grid_due(self, e: int) -> bool:
         """Every sample_every epochs and after the last one."""
-        return quality.is_eval_epoch(e, self.cfg.sample_every, self.cfg.epochs)
+        return tracker.is_eval_epoch(e, self.cfg.sample_every, self.cfg.epochs)
 
     def checkpoint_due(self, e: int) -> bool:
         """After the last epoch, and every checkpoint_every epochs once checkpoint_minutes have passed since the last

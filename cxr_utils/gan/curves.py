@@ -11,6 +11,7 @@ from ..drawing import _plt
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
+    import pandas as pd
 
 
 def training_curves(metrics_csv: str | os.PathLike, title: str = "GAN training") -> plt.Figure:
@@ -44,12 +45,8 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
     held-out real images reach (quality-baseline.json: a grey line per score), with the learned bar and the collapse
     alarm; the kept generator's epoch dashed. Without a baseline (no held-out split, an older run) the variety panel
     shows the absolute scores against the fixed bars. None when the run has no quality evaluation (eval_every -1)."""
-    import textwrap
-
     import pandas as pd
 
-    from ..metrics import real_baseline
-    from ..metrics.real_baseline import REAL_BARS
     from . import tracker
     from .run_folder import RunFolder
 
@@ -59,60 +56,10 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
         return None
     best_epoch = (tracker.load_best(run_dir) or {}).get("epoch")
     base = tracker.load_baseline(run_dir) or {}
-    real = base.get("scores") or {}
     fig, axes = _plt().subplots(1, 3, figsize=(13, 3.4))
-    x = df["epoch"]
-    last = df.iloc[-1]
-
-    def col(name: str) -> pd.Series:
-        return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series(np.nan, index=df.index)
-
-    ax = axes[0]
-    # the panel shows the bars that judge the run: fractions of the baseline, or the fixed bars (and why)
-    bars = str(last.get("bars")) if "bars" in df and isinstance(last.get("bars"), str) else ""
-    ratios = bars == REAL_BARS and col("diversity_vs_real").notna().any() and col("train_coverage_vs_real").notna().any()
-    n, of = real_baseline.finite(last.get("train_covered")), real_baseline.finite(last.get("train_images"))
-    covered = f"{n:.0f} of {of:.0f}" if n is not None and of is not None else "n/a"
-    if ratios:
-        ax.plot(x, col("diversity_vs_real"), "o-", ms=3, label=f"within-class diversity (last {real_baseline.finite(last.get('diversity')) or 0:.2f})")
-        ax.plot(x, col("train_coverage_vs_real"), "s-", ms=3, label=f"training images covered (last {covered})")
-        ax.axhline(1.0, color="grey", lw=1.2, label="held-out real images (= 1)")
-        for v, c, what in ((tracker.LEARNED_DIVERSITY_VS_REAL, "C0", "learned"), (tracker.LEARNED_COVERAGE_VS_REAL, "C1", "learned"),
-                           (tracker.ALARM_DIVERSITY_VS_REAL, "C0", "alarm"), (tracker.ALARM_COVERAGE_VS_REAL, "C1", "alarm")):
-            ax.axhline(v, color=c, ls="--" if what == "learned" else ":", lw=0.8, label=f"{what} bar {v}x")
-        ax.set_ylabel("x what held-out real images reach", fontsize=8)
-        ax.set_title("variety vs held-out real images (pixel space)", fontsize=9)
-        top = np.nanmax(col("diversity_vs_real").tolist() + col("train_coverage_vs_real").tolist() + [1.0])
-    else:
-        ax.plot(x, col("diversity"), "o-", ms=3, label="within-class diversity / real")
-        ax.plot(x, col("train_coverage"), "s-", ms=3, label=f"training images covered (share; last {covered})")
-        for v, c, what in ((tracker.LEARNED_DIVERSITY, "C0", "learned"), (tracker.LEARNED_TRAIN_COVERAGE, "C1", "learned"),
-                           (tracker.ALARM_DIVERSITY, "C0", "alarm"), (tracker.ALARM_TRAIN_COVERAGE, "C1", "alarm")):
-            ax.axhline(v, color=c, ls="--" if what == "learned" else ":", lw=0.8, label=f"{what} bar {v}")
-        why = bars[len("fixed: "):] if bars.startswith("fixed: ") else "no real-vs-real baseline"
-        ax.set_title(f"variety vs the training images (fixed bars:\n{textwrap.shorten(why, 70)})", fontsize=8)
-        top = np.nanmax(col("diversity").tolist() + col("train_coverage").tolist() + [1.0])
-    ax.set_ylim(0, float(top) + 0.08)
-    axes[1].plot(x, col("fidelity"), "o-", ms=3, color="C2", label="synthetic")
-    if real_baseline.finite(real.get("fidelity")) is not None:
-        axes[1].axhline(real["fidelity"], color="grey", lw=1.2, label=f"held-out real images ({real['fidelity']:.2f})")
-    classes = base.get("class_names") or [c for c in df if c.startswith("fidelity_") and c != "fidelity_vs_real"]
-    gate = tracker.min_fidelity(max(1, len(classes)))
-    axes[1].axhline(gate, color="C2", ls=":", lw=0.8, label=f"gate of the kept generator ({gate:.2f})")
-    axes[1].set_ylim(-0.02, 1.02)
-    axes[1].set_title("class fidelity (real-trained classifier agrees)", fontsize=9)
-    kid_b = col("kid_balanced")
-    if kid_b.isna().all():  # rows written before the column: the same mean of the per-class KIDs
-        kid_b = pd.Series([tracker.ranking_kid(r.to_dict()) for _, r in df.iterrows()], index=df.index, dtype=float)
-    axes[2].plot(x, kid_b, "o-", ms=3, color="C3", label="class-balanced KID (ranks the kept generator)")
-    axes[2].plot(x, col("kid"), ".-", ms=2, lw=0.8, color="C4", alpha=0.7, label="KID of all images")
-    for key, ls in (("kid_balanced", "-"), ("kid", "--")):
-        v = real_baseline.finite(real.get(key))
-        if v is not None:
-            axes[2].axhline(v, color="grey", lw=1.2 if ls == "-" else 0.8, ls=ls,
-                            label=f"held-out real images ({'balanced' if key == 'kid_balanced' else 'all'}: {v:.4f})")
-    ref = str(df["reference"].iloc[-1]) if "reference" in df and len(df) else "?"
-    axes[2].set_title(f"KID vs {ref} (lower is closer)", fontsize=9)
+    _variety_panel(axes[0], df)
+    _fidelity_panel(axes[1], df, base)
+    _kid_panel(axes[2], df, base.get("scores") or {})
     for a in axes:
         a.set_xlabel("epoch")
         if best_epoch is not None:
@@ -121,3 +68,86 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
     fig.suptitle(title + (f" (dashed: generator-best.keras, epoch {best_epoch})" if best_epoch is not None else ""), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _column(df: pd.DataFrame, name: str) -> pd.Series:
+    """A quality.csv column as numbers (NaN where empty, all NaN when a run's rows predate it)."""
+    import pandas as pd
+
+    return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series(np.nan, index=df.index)
+
+
+def _variety_panel(ax: plt.Axes, df: pd.DataFrame) -> None:
+    """Diversity and train coverage with the bars that judge the run: fractions of the real-vs-real baseline, or the
+    fixed bars (and why)."""
+    import textwrap
+
+    from ..metrics import real_baseline
+    from ..metrics.real_baseline import REAL_BARS
+    from . import tracker
+
+    x, last = df["epoch"], df.iloc[-1]
+    bars = str(last.get("bars")) if "bars" in df and isinstance(last.get("bars"), str) else ""
+    ratios = bars == REAL_BARS and _column(df, "diversity_vs_real").notna().any() \
+        and _column(df, "train_coverage_vs_real").notna().any()
+    n, of = real_baseline.finite(last.get("train_covered")), real_baseline.finite(last.get("train_images"))
+    covered = f"{n:.0f} of {of:.0f}" if n is not None and of is not None else "n/a"
+    if ratios:
+        div, cov = _column(df, "diversity_vs_real"), _column(df, "train_coverage_vs_real")
+        ax.plot(x, div, "o-", ms=3, label=f"within-class diversity (last {real_baseline.finite(last.get('diversity')) or 0:.2f})")
+        ax.plot(x, cov, "s-", ms=3, label=f"training images covered (last {covered})")
+        ax.axhline(1.0, color="grey", lw=1.2, label="held-out real images (= 1)")
+        for v, c, what in ((tracker.LEARNED_DIVERSITY_VS_REAL, "C0", "learned"), (tracker.LEARNED_COVERAGE_VS_REAL, "C1", "learned"),
+                           (tracker.ALARM_DIVERSITY_VS_REAL, "C0", "alarm"), (tracker.ALARM_COVERAGE_VS_REAL, "C1", "alarm")):
+            ax.axhline(v, color=c, ls="--" if what == "learned" else ":", lw=0.8, label=f"{what} bar {v}x")
+        ax.set_ylabel("x what held-out real images reach", fontsize=8)
+        ax.set_title("variety vs held-out real images (pixel space)", fontsize=9)
+    else:
+        div, cov = _column(df, "diversity"), _column(df, "train_coverage")
+        ax.plot(x, div, "o-", ms=3, label="within-class diversity / real")
+        ax.plot(x, cov, "s-", ms=3, label=f"training images covered (share; last {covered})")
+        for v, c, what in ((tracker.LEARNED_DIVERSITY, "C0", "learned"), (tracker.LEARNED_TRAIN_COVERAGE, "C1", "learned"),
+                           (tracker.ALARM_DIVERSITY, "C0", "alarm"), (tracker.ALARM_TRAIN_COVERAGE, "C1", "alarm")):
+            ax.axhline(v, color=c, ls="--" if what == "learned" else ":", lw=0.8, label=f"{what} bar {v}")
+        why = bars[len("fixed: "):] if bars.startswith("fixed: ") else "no real-vs-real baseline"
+        ax.set_title(f"variety vs the training images (fixed bars:\n{textwrap.shorten(why, 70)})", fontsize=8)
+    top = np.nanmax(div.tolist() + cov.tolist() + [1.0])
+    ax.set_ylim(0, float(top) + 0.08)
+
+
+def _fidelity_panel(ax: plt.Axes, df: pd.DataFrame, base: dict) -> None:
+    """Label fidelity beside the held-out real images' and the kept generator's gate ((1 + 1/K) / 2)."""
+    from ..metrics import real_baseline
+    from . import tracker
+
+    real = base.get("scores") or {}
+    ax.plot(df["epoch"], _column(df, "fidelity"), "o-", ms=3, color="C2", label="synthetic")
+    if real_baseline.finite(real.get("fidelity")) is not None:
+        ax.axhline(real["fidelity"], color="grey", lw=1.2, label=f"held-out real images ({real['fidelity']:.2f})")
+    classes = base.get("class_names") or [c for c in df if c.startswith("fidelity_") and c != "fidelity_vs_real"]
+    gate = tracker.min_fidelity(max(1, len(classes)))
+    ax.axhline(gate, color="C2", ls=":", lw=0.8, label=f"gate of the kept generator ({gate:.2f})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("class fidelity (real-trained classifier agrees)", fontsize=9)
+
+
+def _kid_panel(ax: plt.Axes, df: pd.DataFrame, real: dict) -> None:
+    """The class-balanced KID (what ranks the kept generator) and the KID of all images, beside the real images'."""
+    import pandas as pd
+
+    from ..metrics import real_baseline
+    from . import tracker
+
+    x = df["epoch"]
+    kid_b = _column(df, "kid_balanced")
+    if kid_b.isna().all():  # rows written before the column: the same mean of the per-class KIDs
+        kid_b = pd.Series([tracker.ranking_kid(r.to_dict()) for _, r in df.iterrows()], index=df.index, dtype=float)
+    ax.plot(x, kid_b, "o-", ms=3, color="C3", label="class-balanced KID (ranks the kept generator)")
+    ax.plot(x, _column(df, "kid"), ".-", ms=2, lw=0.8, color="C4", alpha=0.7, label="KID of all images")
+    for key, ls in (("kid_balanced", "-"), ("kid", "--")):
+        v = real_baseline.finite(real.get(key))
+        if v is not None:
+            ax.axhline(v, color="grey", lw=1.2 if ls == "-" else 0.8, ls=ls,
+                       label=f"held-out real images ({'balanced' if key == 'kid_balanced' else 'all'}: {v:.4f})")
+    ref = str(df["reference"].iloc[-1]) if "reference" in df and len(df) else "?"
+    ax.set_title(f"KID vs {ref} (lower is closer)", fontsize=9)

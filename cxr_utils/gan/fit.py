@@ -24,14 +24,14 @@ from .. import data
 from .. import files as cio
 from ..config import GANConfig, saved_fields
 from ..errors import TrainingDiverged, UserError
-from . import runs
-from . import tracker as quality
+from . import runs, tracker
 from .callback import METRIC_COLUMNS as METRIC_COLUMNS
 from .callback import METRICS_SECONDS as METRICS_SECONDS
 from .callback import RunCallback, read_metrics, write_metrics
 from .checkpoints import Checkpoints, Found, RunLock, get_state, restore
 from .device import build_gan, epoch_steps, make_strategy, resolve_precision, steps_per_execution
 from .model import ConditionalGAN
+from .probe import ProbeImages, ProbeSettings, QualityProbe, build_probe
 from .run_folder import RunFolder
 
 # config fields that may change when resuming; everything else defines the run and must match config.json
@@ -230,9 +230,9 @@ def train(cfg: GANConfig, run_dir: str | os.PathLike, images: np.ndarray, labels
 
 
 def quality_probe(cfg: GANConfig, x: np.ndarray, y: np.ndarray, reference: tuple[np.ndarray, np.ndarray, str] | None,
-                  run_dir: Path | None = None, features: str = "domain") -> quality.QualityProbe:
+                  run_dir: Path | None = None, features: str = "domain") -> QualityProbe:
     """The run's quality probe; its classifier and real-vs-real baseline are kept in run_dir (if given) so that a
-    resume scores alike (features: KID/PRDC's feature space, quality.build_probe). Diversity and train coverage
+    resume scores alike (features: KID/PRDC's feature space, probe.build_probe). Diversity and train coverage
     compare with eval_n_per_class training images per class (all
     of a smaller class): as many as the synthetic images, so coverage is neither capped nor saturated."""
     if reference is not None and len(reference[0]):
@@ -242,10 +242,9 @@ def quality_probe(cfg: GANConfig, x: np.ndarray, y: np.ndarray, reference: tuple
         x_ref, y_ref, ref_name = None, None, f"train split ({len(y)} images; no held-out split was given)"
     keep = cap_per_class(y, max(1, cfg.eval_n_per_class), cfg.seed)
     run = RunFolder(run_dir) if run_dir else None
-    return quality.build_probe(cfg.class_names, x, y, x_ref, y_ref, ref_name, cfg.latent_dim, cfg.eval_n_per_class,
-                               cfg.seed, classifier_path=run.classifier if run else None,
-                               coverage_keep=keep, baseline_path=run.baseline if run else None,
-                               features=features)
+    real = ProbeImages(x, y, x_ref, y_ref, ref_name, coverage_keep=keep)
+    return build_probe(cfg.class_names, real, ProbeSettings(cfg.latent_dim, cfg.eval_n_per_class, cfg.seed, features),
+                       classifier_path=run.classifier if run else None, baseline_path=run.baseline if run else None)
 
 
 def _open(s: _Session) -> None:
@@ -307,7 +306,7 @@ def _train_locked(s: _Session) -> dict[str, Any]:
     """Open the run, build (or restore) the GAN, write config.json and the first checkpoint, fit, save the generator."""
     cfg, run = s.cfg, s.run
     _open(s)
-    interval = quality.eval_interval(cfg.eval_every, s.steps)
+    interval = tracker.eval_interval(cfg.eval_every, s.steps)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -341,7 +340,7 @@ def _train_locked(s: _Session) -> dict[str, Any]:
         show = cio.in_notebook() if s.show_samples is None else s.show_samples
         cb = RunCallback(run.path, gan, rows, s.steps, (start_epoch, ckpt_path), meta, show)
         if probe is not None:
-            cb.tracker = quality.QualityTracker(run.path, probe, interval, cfg.epochs, writer=cb.writer)
+            cb.tracker = tracker.QualityTracker(run.path, probe, interval, cfg.epochs, writer=cb.writer)
             cb.tracker.reconcile(start_epoch, int(gan.step.numpy()), gan.ema_generator)
         seconds = _fit(s, gan, cb, start_epoch)
         with cio.atomic_path(run.generator) as tmp:
@@ -386,7 +385,7 @@ def _summary(s: _Session, gan: ConditionalGAN, cb: RunCallback, start_epoch: int
         "precision": s.precision, "replicas": s.replicas, "jit": bool(gan.jit_compile), "resume_note": s.note,
         "generator": str(s.run.generator),
         "metrics": {k: float(v) for k, v in last.items() if k != "epoch"} | ({"epoch": int(last["epoch"])} if last else {}),
-        "quality": q_rows[-1] if q_rows else None, "best": quality.load_best(s.run.path),
+        "quality": q_rows[-1] if q_rows else None, "best": tracker.load_best(s.run.path),
         "alarm": next((r["alarm"] for r in reversed(q_rows) if r.get("alarm")), None) if q_rows else None,
     }
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -173,6 +176,49 @@ def _replica_id() -> tf.Tensor | int:
     return 0 if ctx is None else ctx.replica_id_in_sync_group
 
 
+@dataclass(frozen=True)
+class _StepDraws:
+    """The random draws of one train step on one replica: each keyed by (seed, step, stream) and drawn for the
+    GLOBAL batch, of which the replica takes rows [offset, offset + local), as a single device would."""
+
+    cfg: GANConfig
+    class_counts: tuple[int, ...]
+    step: tf.Tensor
+    offset: tf.Tensor
+    local: tf.Tensor
+
+    def noise(self, stream: int) -> tf.Tensor:
+        """The generator's input noise (local, latent_dim)."""
+        z = tf.random.stateless_normal([self.cfg.batch_size, self.cfg.latent_dim], rng_key(self.cfg.seed, self.step, stream))
+        return z[self.offset:self.offset + self.local]
+
+    def labels(self, stream: int) -> tf.Tensor:
+        """The generated images' labels (local,): balanced_labels or the data prior's prior_labels."""
+        key = rng_key(self.cfg.seed, self.step, stream)
+        if self.cfg.label_prior == "balanced":
+            drawn = balanced_labels(self.cfg.batch_size, self.cfg.num_classes, key)
+        else:
+            drawn = prior_labels(self.cfg.batch_size, self.class_counts, key)
+        return drawn[self.offset:self.offset + self.local]
+
+    def augment(self, x: tf.Tensor, stream: int) -> tf.Tensor:
+        """DiffAugment per cfg.diffaugment, this replica's rows of the global batch's parameters."""
+        return diff_augment(x, self.cfg.diffaugment, rng_key(self.cfg.seed, self.step, stream), self.offset,
+                            self.cfg.batch_size)
+
+
+class _DStep(NamedTuple):
+    """What the discriminator step hands on: the per-example loss, the global loss, D's outputs, the fake labels."""
+
+    per_ex: tf.Tensor
+    loss: tf.Tensor
+    r_score: tf.Tensor
+    r_logits: tf.Tensor
+    f_score: tf.Tensor
+    f_logits: tf.Tensor
+    fake_labels: tf.Tensor
+
+
 class ConditionalGAN(keras.Model):
     """ACGAN: G(noise, label) vs D(image, label) -> (real score, class logits), trained by `fit`.
 
@@ -231,43 +277,29 @@ class ConditionalGAN(keras.Model):
 
     def train_step(self, data):
         """One D update and one G update on a (real images, labels) batch; returns the running metrics."""
-        cfg = self.cfg
         real, labels = data
         real = tf.cast(real, tf.float32)
         labels = tf.cast(labels, tf.int32)
-        rid = _replica_id()
         local = tf.shape(real)[0]
-        gb = cfg.batch_size
-        offset = tf.cast(rid, tf.int32) * local
-        step = self.step.value
-        seed = cfg.seed
-        k = cfg.num_classes
+        draws = _StepDraws(self.cfg, self.class_counts, self.step.value, tf.cast(_replica_id(), tf.int32) * local, local)
+        d = self._discriminator_step(real, labels, draws)
+        g_per_ex, g_loss = self._generator_step(draws)
+        self._guard(draws.step, d.loss, g_loss)
+        self._update_ema(draws.step)
+        self.step.assign_add(1)
+        return self._record(local, labels, d, g_per_ex)
 
-        def noise(stream: int) -> tf.Tensor:
-            z = tf.random.stateless_normal([gb, cfg.latent_dim], rng_key(seed, step, stream))
-            return z[offset:offset + local]
-
-        def gen_labels(stream: int) -> tf.Tensor:
-            # the global batch's labels are drawn and each replica takes its slice, as a single device would
-            key = rng_key(seed, step, stream)
-            if cfg.label_prior == "balanced":
-                drawn = balanced_labels(gb, k, key)
-            else:
-                drawn = prior_labels(gb, self.class_counts, key)
-            return drawn[offset:offset + local]
-
-        def aug(x: tf.Tensor, stream: int) -> tf.Tensor:
-            return diff_augment(x, cfg.diffaugment, rng_key(seed, step, stream), offset, gb)
-
-        # discriminator step
-        z, fake_labels = noise(S_NOISE_D), gen_labels(S_LABELS_D)
+    def _discriminator_step(self, real: tf.Tensor, labels: tf.Tensor, draws: _StepDraws) -> _DStep:
+        """D's update on real images and G's images of fresh noise and labels (R1 and the fake class loss per cfg)."""
+        cfg, gb = self.cfg, self.cfg.batch_size
+        z, fake_labels = draws.noise(S_NOISE_D), draws.labels(S_LABELS_D)
         fake = self.generator([z, fake_labels], training=True)
-        real_in = aug(real, S_AUG_REAL)
+        real_in = draws.augment(real, S_AUG_REAL)
         with tf.GradientTape() as tape:
             with tf.GradientTape(watch_accessed_variables=False) as r1_tape:
                 r1_tape.watch(real_in)
                 r_score, r_logits = self.discriminator([real_in, labels], training=True)
-            f_score, f_logits = self.discriminator([aug(fake, S_AUG_FAKE), fake_labels], training=True)
+            f_score, f_logits = self.discriminator([draws.augment(fake, S_AUG_FAKE), fake_labels], training=True)
             per_ex = adversarial_d_loss(cfg.adv_loss, r_score, f_score) + cfg.class_loss_weight * class_loss(labels, r_logits)
             if cfg.r1_gamma > 0:  # Mescheder et al. 2018: penalise D's gradient on real images (double backprop)
                 grad = r1_tape.gradient(r_score, real_in)  # a non-scalar target: the gradient of its sum
@@ -280,12 +312,15 @@ class ConditionalGAN(keras.Model):
             d_scaled = self.d_optimizer.scale_loss(d_loss)
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply(tape.gradient(d_scaled, d_vars), d_vars)
+        return _DStep(per_ex, d_loss, r_score, r_logits, f_score, f_logits, fake_labels)
 
-        # generator step (fresh noise and labels)
-        z2, labels2 = noise(S_NOISE_G), gen_labels(S_LABELS_G)
+    def _generator_step(self, draws: _StepDraws) -> tuple[tf.Tensor, tf.Tensor]:
+        """G's update on fresh noise and labels: (per-example loss, the replica's share of the global loss)."""
+        cfg, gb = self.cfg, self.cfg.batch_size
+        z2, labels2 = draws.noise(S_NOISE_G), draws.labels(S_LABELS_G)
         with tf.GradientTape() as tape:
             fake2 = self.generator([z2, labels2], training=True)
-            g_score, g_logits = self.discriminator([aug(fake2, S_AUG_G), labels2], training=True)
+            g_score, g_logits = self.discriminator([draws.augment(fake2, S_AUG_G), labels2], training=True)
             g_w = cfg.class_loss_weight if cfg.g_class_loss_weight is None else cfg.g_class_loss_weight
             per_ex_g = adversarial_g_loss(cfg.adv_loss, g_score) + g_w * class_loss(labels2, g_logits)
             g_loss = tf.reduce_sum(per_ex_g) / gb
@@ -295,20 +330,20 @@ class ConditionalGAN(keras.Model):
             g_scaled = self.g_optimizer.scale_loss(g_loss)
         g_vars = self.generator.trainable_variables
         self.g_optimizer.apply(tape.gradient(g_scaled, g_vars), g_vars)
+        return per_ex_g, g_loss
 
-        self._guard(step, d_loss, g_loss)
-        self._update_ema(step)
-        self.step.assign_add(1)
-
-        thr = real_threshold(cfg.adv_loss)
+    def _record(self, local: tf.Tensor, labels: tf.Tensor, d: _DStep, g_per_ex: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Update the running means (METRIC_NAMES) with this replica's batch; returns their values."""
+        thr = real_threshold(self.cfg.adv_loss)
         n_local = tf.cast(local, tf.float32)
         t = self.trackers
-        t["d_loss"].update_state(tf.reduce_sum(per_ex) / n_local, sample_weight=n_local)
-        t["g_loss"].update_state(tf.reduce_sum(per_ex_g) / n_local, sample_weight=n_local)
-        t["d_acc_real"].update_state(tf.cast(tf.reshape(r_score, [-1]) > thr, tf.float32))
-        t["d_acc_fake"].update_state(tf.cast(tf.reshape(f_score, [-1]) <= thr, tf.float32))
-        t["d_class_acc_real"].update_state(tf.cast(tf.argmax(r_logits, -1, output_type=tf.int32) == labels, tf.float32))
-        t["d_class_acc_fake"].update_state(tf.cast(tf.argmax(f_logits, -1, output_type=tf.int32) == fake_labels, tf.float32))
+        t["d_loss"].update_state(tf.reduce_sum(d.per_ex) / n_local, sample_weight=n_local)
+        t["g_loss"].update_state(tf.reduce_sum(g_per_ex) / n_local, sample_weight=n_local)
+        t["d_acc_real"].update_state(tf.cast(tf.reshape(d.r_score, [-1]) > thr, tf.float32))
+        t["d_acc_fake"].update_state(tf.cast(tf.reshape(d.f_score, [-1]) <= thr, tf.float32))
+        t["d_class_acc_real"].update_state(tf.cast(tf.argmax(d.r_logits, -1, output_type=tf.int32) == labels, tf.float32))
+        t["d_class_acc_fake"].update_state(tf.cast(tf.argmax(d.f_logits, -1, output_type=tf.int32) == d.fake_labels,
+                                                   tf.float32))
         return {name: m.result() for name, m in t.items()}
 
     def _guard(self, step: tf.Tensor, d_loss: tf.Tensor, g_loss: tf.Tensor) -> None:

@@ -142,6 +142,56 @@ def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "gener
     return keras.Model([noise, label], out, name=name)
 
 
+class _DiscriminatorLayers:
+    """The discriminator's layer makers, spectrally normalized per cfg: the convolutions with norm "none", and with
+    spectral_all also the heads and the label embeddings (each then an SN'd bias-free Dense on the one-hot label)."""
+
+    def __init__(self, cfg: GANConfig, dtype: str | None, label: keras.KerasTensor):
+        self.cfg, self.dtype, self.label = cfg, dtype, label
+        self.spectral = cfg.norm == "none"
+        self.sn_all = self.spectral and cfg.spectral_all
+        self.one_hot = layers.CategoryEncoding(cfg.num_classes, output_mode="one_hot", name="label_one_hot",
+                                               dtype="float32")(label) if self.sn_all else None
+
+    @staticmethod
+    def sn(layer: layers.Layer, dtype_: str | None) -> layers.Layer:
+        return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=dtype_)
+
+    def conv(self, f: int, n: str) -> layers.Layer:
+        c = layers.Conv2D(f, 4, strides=2, padding="same", name=n, dtype=self.dtype)
+        return self.sn(c, self.dtype) if self.spectral else c
+
+    def embed(self, n_out: int, n: str, dtype_: str | None):
+        """The label embedded to n_out values: an Embedding, or under spectral_all an SN'd bias-free Dense on the one-hot."""
+        if self.sn_all:
+            return self.sn(layers.Dense(n_out, use_bias=False, name=n, dtype=dtype_), dtype_)(self.one_hot)
+        return layers.Embedding(self.cfg.num_classes, n_out, name=n, dtype=dtype_)(self.label)
+
+    def head(self, units: int, n: str) -> layers.Layer:
+        # heads in float32: losses and accuracies must not see bf16/fp16 rounding
+        d = layers.Dense(units, name=n, dtype="float32")
+        return self.sn(d, "float32") if self.sn_all else d
+
+
+def _d_blocks(x, cfg: GANConfig, dtype: str | None, parts: _DiscriminatorLayers):
+    """The strided conv blocks from the image-and-label input down to D's features (before the heads)."""
+    s = cfg.image_size
+    for i, f in enumerate(discriminator_filters(cfg)):
+        x = parts.conv(f, f"down{i}_conv")(x)
+        if i > 0:  # no norm on the first block (DCGAN practice): it would wash out the image statistics
+            x = _norm(x, cfg.norm, f"down{i}_norm", dtype)
+        x = layers.LeakyReLU(0.2, name=f"down{i}_lrelu", dtype=dtype)(x)
+        if i == 0 and cfg.label_into_features:
+            # seed variant: the label also enters as a map beside the first feature maps
+            h = s // 2
+            fmap = parts.embed(h * h, "label_feature_embedding", dtype)
+            fmap = layers.Reshape((h, h, 1), name="label_feature_map", dtype=dtype)(fmap)
+            x = layers.Concatenate(name="features_and_label", dtype=dtype)([x, fmap])
+    if cfg.minibatch_std:
+        x = MinibatchStdDev(name="minibatch_std", dtype=dtype)(x)
+    return layers.Flatten(name="flatten", dtype=dtype)(x)
+
+
 def build_discriminator(cfg: GANConfig, dtype: str | None = None, name: str = "discriminator") -> keras.Model:
     """D([images (B, S, S, C), labels (B,) int32]) -> [score (B, 1) float32, class logits (B, K) float32].
 
@@ -149,57 +199,22 @@ def build_discriminator(cfg: GANConfig, dtype: str | None = None, name: str = "d
     projection discriminator (Miyato et al. 2018; Miyato & Koyama 2018): the convolutions, the score and class heads,
     and the label embeddings, each a bias-free Dense on the one-hot label (the same function as an Embedding, with a
     `kernel` that keras's SpectralNormalization wraps). Without it only the convolutions are (norm "none").
+    The layers are made in a fixed order (names and weight order are what saved .keras files and checkpoints hold).
     """
     s = cfg.image_size
     image = keras.Input(shape=(s, s, cfg.channels), dtype="float32", name="image")
     label = keras.Input(shape=(), dtype="int32", name="label")
-    spectral = cfg.norm == "none"
-    sn_all = spectral and cfg.spectral_all
-
-    def sn(layer: layers.Layer, dtype_: str | None) -> layers.Layer:
-        return layers.SpectralNormalization(layer, name=f"{layer.name}_sn", dtype=dtype_)
-
-    def conv(f: int, n: str) -> layers.Layer:
-        c = layers.Conv2D(f, 4, strides=2, padding="same", name=n, dtype=dtype)
-        return sn(c, dtype) if spectral else c
-
-    one_hot = layers.CategoryEncoding(cfg.num_classes, output_mode="one_hot", name="label_one_hot",
-                                      dtype="float32")(label) if sn_all else None
-
-    def embed(n_out: int, n: str, dtype_: str | None):
-        """The label embedded to n_out values: an Embedding, or under spectral_all an SN'd bias-free Dense on the one-hot."""
-        if sn_all:
-            return sn(layers.Dense(n_out, use_bias=False, name=n, dtype=dtype_), dtype_)(one_hot)
-        return layers.Embedding(cfg.num_classes, n_out, name=n, dtype=dtype_)(label)
-
-    def head(units: int, n: str):
-        # heads in float32: losses and accuracies must not see bf16/fp16 rounding
-        d = layers.Dense(units, name=n, dtype="float32")
-        return sn(d, "float32") if sn_all else d
-
-    lmap = embed(s * s, "label_map_embedding", dtype)
+    parts = _DiscriminatorLayers(cfg, dtype, label)
+    lmap = parts.embed(s * s, "label_map_embedding", dtype)
     lmap = layers.Reshape((s, s, 1), name="label_map", dtype=dtype)(lmap)
     x = layers.Concatenate(name="image_and_label", dtype=dtype)([image, lmap])
-    for i, f in enumerate(discriminator_filters(cfg)):
-        x = conv(f, f"down{i}_conv")(x)
-        if i > 0:  # no norm on the first block (DCGAN practice): it would wash out the image statistics
-            x = _norm(x, cfg.norm, f"down{i}_norm", dtype)
-        x = layers.LeakyReLU(0.2, name=f"down{i}_lrelu", dtype=dtype)(x)
-        if i == 0 and cfg.label_into_features:
-            # seed variant: the label also enters as a map beside the first feature maps
-            h = s // 2
-            fmap = embed(h * h, "label_feature_embedding", dtype)
-            fmap = layers.Reshape((h, h, 1), name="label_feature_map", dtype=dtype)(fmap)
-            x = layers.Concatenate(name="features_and_label", dtype=dtype)([x, fmap])
-    if cfg.minibatch_std:
-        x = MinibatchStdDev(name="minibatch_std", dtype=dtype)(x)
-    x = layers.Flatten(name="flatten", dtype=dtype)(x)
-    score = head(1, "score")(x)
+    x = _d_blocks(x, cfg, dtype, parts)
+    score = parts.head(1, "score")(x)
     if cfg.projection:
         # projection discriminator (Miyato & Koyama 2018): the score also asks "do these features match this
         # label?", which conditions G without pulling it towards the class head's most typical images
-        y_emb = embed(x.shape[-1], "projection_embedding", "float32")
+        y_emb = parts.embed(x.shape[-1], "projection_embedding", "float32")
         proj = layers.Dot(axes=1, name="projection", dtype="float32")([x, y_emb])
         score = layers.Add(name="projected_score", dtype="float32")([score, proj])
-    logits = head(cfg.num_classes, "class_logits")(x)
+    logits = parts.head(cfg.num_classes, "class_logits")(x)
     return keras.Model([image, label], [score, logits], name=name)

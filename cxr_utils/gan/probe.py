@@ -126,10 +126,33 @@ class QualityProbe:
         return self.score_images(generate(generator, self.noise, self.labels))
 
 
-def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.ndarray, x_ref: np.ndarray | None,
-                y_ref: np.ndarray | None, reference: str, latent_dim: int, n_per_class: int, seed: int,
-                classifier_path: Path | None = None, coverage_keep: np.ndarray | None = None,
-                baseline_path: Path | None = None, features: str = "domain") -> QualityProbe:
+@dataclass(frozen=True)
+class ProbeImages:
+    """The real images a probe judges by: the training split (the classifier learns all of it; diversity and train
+    coverage compare with the rows at `coverage_keep`, all if None) and the held-out reference, named (e.g.
+    "val split (4 images)"); x_ref None or empty: the training images serve as the reference."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_ref: np.ndarray | None
+    y_ref: np.ndarray | None
+    reference: str
+    coverage_keep: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What a probe renders and where it scores: the generator's latent size, synthetic images per class, the seed
+    (the noise is seed + 7919's, never the training noise), and KID/PRDC's feature space ("domain" or "vgg16")."""
+
+    latent_dim: int
+    n_per_class: int
+    seed: int
+    features: str = "domain"
+
+
+def build_probe(class_names: Sequence[str], real: ProbeImages, settings: ProbeSettings,
+                classifier_path: Path | None = None, baseline_path: Path | None = None) -> QualityProbe:
     """A probe for one run; the classifier is trained on the real train split (or loaded from classifier_path).
 
     features: the space of KID and PRDC, "domain" (the classifier's penultimate layer) or "vgg16" (ImageNet VGG16,
@@ -139,44 +162,53 @@ def build_probe(class_names: Sequence[str], x_train: np.ndarray, y_train: np.nda
     `coverage_keep` (all if None). The trainer keeps n_per_class per class there (all of a smaller class): as many
     training images as synthetic ones, so a coverage score is neither saturated (many more synthetic images than
     training images) nor capped (a 3,100-image class cannot be covered by 128). Without a held-out reference (x_ref
-    None or empty) the training images serve. The real-vs-real baseline (quality_baseline) is read back from
+    None or empty) the training images serve. The real-vs-real baseline (metrics.real_baseline) is read back from
     baseline_path when the classifier was too (a resume), else measured now and written there.
     """
+    from ..metrics import real_baseline
+    from ..metrics.features import domain_extractor, vgg16_extractor
+
+    if settings.features not in ("domain", "vgg16"):
+        raise ValueError(f"build_probe: features must be domain or vgg16, got {settings.features!r}")
+    k, seed = len(class_names), settings.seed
+    x_all, y_all = gray_images(real.x_train), np.asarray(real.y_train).astype(np.int64)
+    held_out = real.x_ref is not None and len(real.x_ref) > 0
+    x_ref, y_ref = (gray_images(real.x_ref), np.asarray(real.y_ref).astype(np.int64)) if held_out else (x_all, y_all)
+    clf, loaded = _probe_classifier(classifier_path, x_all, y_all, (x_ref, y_ref) if held_out else None, k, seed)
+    extractor = vgg16_extractor() if settings.features == "vgg16" else domain_extractor(clf)
+    keep = np.arange(len(y_all)) if real.coverage_keep is None else np.asarray(real.coverage_keep)
+    probe = QualityProbe(tuple(class_names), x_all[keep], y_all[keep], y_ref, extractor(x_ref), real.reference, clf,
+                         extractor, noise_for(seed + 7919, k * settings.n_per_class, settings.latent_dim),  # never the training noise
+                         np.repeat(np.arange(k, dtype=np.int32), settings.n_per_class), seed)
+    # a baseline belongs to the classifier it was measured with: read back only alongside it
+    probe.baseline = real_baseline.load_or_compute(baseline_path, loaded, probe, x_ref if held_out else None,
+                                                   y_ref if held_out else None)
+    return probe
+
+
+def _probe_classifier(path: Path | None, x: np.ndarray, y: np.ndarray, held_out: tuple[np.ndarray, np.ndarray] | None,
+                      num_classes: int, seed: int) -> tuple[Any, bool]:
+    """(the probe's classifier, whether it was loaded from `path`): loaded when readable, else trained on (x, y) and
+    saved there; it is a pure function of the data, so an unreadable file (e.g. an older format) is retrained."""
     import keras
 
-    from ..metrics import real_baseline as quality_baseline
-    from ..metrics.features import domain_extractor, train_domain_classifier, vgg16_extractor
+    from ..metrics.features import train_domain_classifier
 
-    if features not in ("domain", "vgg16"):
-        raise ValueError(f"build_probe: features must be domain or vgg16, got {features!r}")
-    x_all, y_all = gray_images(x_train), np.asarray(y_train).astype(np.int64)
-    held_out = x_ref is not None and len(x_ref) > 0
-    x_ref, y_ref = (gray_images(x_ref), np.asarray(y_ref).astype(np.int64)) if held_out else (x_all, y_all)
-    clf = None
-    if classifier_path is not None and classifier_path.is_file():
+    if path is not None and path.is_file():
         try:
-            clf = keras.models.load_model(classifier_path, safe_mode=True, compile=False)
+            return keras.models.load_model(path, safe_mode=True, compile=False), True
         except Exception:  # an unreadable file (e.g. an older format): retrain, it is a pure function of the data
-            clf = None
-    loaded = clf is not None
-    if clf is None:
-        # the reference split doubles as the classifier's early-stopping set only when it is really held out and
-        # large enough to choose an epoch (4 val images would stop a 10-image classifier at a constant guess)
-        stop_on = held_out and len(y_ref) >= MIN_EARLY_STOPPING
-        clf = train_domain_classifier(x_all, y_all, x_ref if stop_on else None, y_ref if stop_on else None, epochs=15,
-                                      seed=seed, num_classes=len(class_names), min_steps=SMOKE_CLASSIFIER_STEPS if smoke_mode() else MIN_CLASSIFIER_STEPS)
-        if classifier_path is not None:
-            with cio.atomic_path(classifier_path) as tmp:
-                clf.save(tmp)
-    extractor = vgg16_extractor() if features == "vgg16" else domain_extractor(clf)
-    keep = np.arange(len(y_all)) if coverage_keep is None else np.asarray(coverage_keep)
-    probe = QualityProbe(tuple(class_names), x_all[keep], y_all[keep], y_ref, extractor(x_ref), reference, clf,
-                         extractor, noise_for(seed + 7919, len(class_names) * n_per_class, latent_dim),  # never the training noise
-                         np.repeat(np.arange(len(class_names), dtype=np.int32), n_per_class), seed)
-    # a baseline belongs to the classifier it was measured with: read back only alongside it
-    probe.baseline = quality_baseline.load_or_compute(baseline_path, loaded, probe, x_ref if held_out else None,
-                                                      y_ref if held_out else None)
-    return probe
+            pass
+    # the reference split doubles as the classifier's early-stopping set only when it is really held out and large
+    # enough to choose an epoch (4 val images would stop a 10-image classifier at a constant guess)
+    stop_on = held_out is not None and len(held_out[1]) >= MIN_EARLY_STOPPING
+    x_val, y_val = held_out if stop_on else (None, None)
+    clf = train_domain_classifier(x, y, x_val, y_val, epochs=15, seed=seed, num_classes=num_classes,
+                                  min_steps=SMOKE_CLASSIFIER_STEPS if smoke_mode() else MIN_CLASSIFIER_STEPS)
+    if path is not None:
+        with cio.atomic_path(path) as tmp:
+            clf.save(tmp)
+    return clf, False
 
 
 def balanced_kid(row: dict[str, Any], class_names: Sequence[str] | None = None) -> float | None:

@@ -17,7 +17,7 @@ from .. import data
 from .. import files as cio
 from ..config import GANConfig, saved_fields
 from ..errors import UserError
-from . import tracker as quality
+from . import tracker
 from .checkpoints import Checkpoints, restore
 from .run_folder import RunFolder
 
@@ -56,11 +56,11 @@ def generator_source(run_dir: str | os.PathLike, which: str | int | Path = "last
     folder = RunFolder(run_dir)
     last = folder.generator
     if which == "best":
-        best = quality.load_best(run_dir)
+        best = tracker.load_best(run_dir)
         if best is not None and folder.best_generator.is_file():
             return folder.best_generator, f"best (epoch {best['epoch']}, {best['rule']})"
         if last.is_file():
-            print(f"note: {run_dir} has no {quality.BEST_FILE} (quality tracking was off, or the run predates it); "
+            print(f"note: {run_dir} has no {tracker.BEST_FILE} (quality tracking was off, or the run predates it); "
                   f"using generator.keras (the last epoch)", file=sys.stderr)
     return last, "last (EMA generator at the end of training)"
 
@@ -89,7 +89,7 @@ def load_generator(run_dir: str | os.PathLike, which: str | int | Path = "last",
         return _generator_from_checkpoint(cfg, src), cfg
     import keras  # here, not at the top: reading a run's config or real images needs no TensorFlow
 
-    from . import networks as models  # noqa: F401  registers the project's layers (ClassAffine): a new process knows them only so
+    from . import networks  # noqa: F401  registers the project's layers (ClassAffine): a new process knows them only so
 
     try:
         model = keras.models.load_model(src, safe_mode=True, compile=False)

@@ -121,32 +121,26 @@ def random_cnn_extractor(image_size: int, seed: int = 0, width: int = 32) -> Ext
 
 
 def train_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: np.ndarray | None = None,
-                            val_labels: np.ndarray | None = None, epochs: int = 15, seed: int = 0,
+                            val_labels: np.ndarray | None = None, epochs: int = 15, seed: int = 0, *,
                             width: int = 16, num_classes: int = 2, min_steps: int = 0) -> Any:
     """A small CNN trained on real uint8 images (N, S, S) (NORMAL vs PNEUMONIA, or `num_classes` classes); classes
     weighted by their inverse frequency (Kaggle train is 1:3 NORMAL:PNEUMONIA); early stopping on the real val split
     if given. Small sets are repeated within each epoch until the run has at least `min_steps` steps (10 images are
-    one batch: 15 epochs would be 15 steps)."""
+    one batch: 15 epochs would be 15 steps).
+
+    Nine parameters: the training pair, the optional val pair, and independent knobs with defaults that each caller
+    sets by name (folder metrics: epochs, seed; the quality probe: also num_classes, min_steps); no two travel together.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
-    layers = keras.layers
     images = np.asarray(images)
     labels = np.asarray(labels).astype(np.int64)
     reps = max(1, -(-min_steps * 32 // (max(1, epochs) * max(1, len(labels)))))
     images, labels = np.tile(images, (reps, 1, 1)), np.tile(labels, reps)
-    s = images.shape[1]
-    inp = keras.Input((s, s, 1))
-    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
-    for f in (width, width * 2, width * 4):
-        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
-        x = layers.MaxPooling2D()(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    feats = layers.Dense(64, activation="relu", name="features")(x)
-    binary = num_classes == 2
-    out = layers.Dense(1 if binary else num_classes, activation="sigmoid" if binary else "softmax")(layers.Dropout(0.2)(feats))
-    model = keras.Model(inp, out)
+    model = _domain_cnn(images.shape[1], width, num_classes)
     steps = -(-len(images) // 32) * epochs
+    binary = num_classes == 2
     # a handful of steps runs faster eagerly than the graph takes to trace (same train_step)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy" if binary else "sparse_categorical_crossentropy",
                   metrics=["accuracy"], run_eagerly=steps <= 16)
@@ -159,6 +153,24 @@ def train_domain_classifier(images: np.ndarray, labels: np.ndarray, val_images: 
               batch_size=32, validation_data=val, callbacks=callbacks, verbose=0, shuffle=True,
               class_weight=balanced_class_weight(labels, num_classes))
     return model
+
+
+def _domain_cnn(size: int, width: int, num_classes: int) -> Any:
+    """The domain classifier's network: three conv-pool blocks, a 64-d `features` layer, a sigmoid (2 classes) or
+    softmax head; uint8-range input (N, S, S, 1)."""
+    import keras
+
+    layers = keras.layers
+    inp = keras.Input((size, size, 1))
+    x = layers.Rescaling(1 / 127.5, offset=-1.0)(inp)
+    for f in (width, width * 2, width * 4):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    feats = layers.Dense(64, activation="relu", name="features")(x)
+    binary = num_classes == 2
+    out = layers.Dense(1 if binary else num_classes, activation="sigmoid" if binary else "softmax")(layers.Dropout(0.2)(feats))
+    return keras.Model(inp, out)
 
 
 def balanced_class_weight(labels: np.ndarray, num_classes: int) -> dict[int, float]:

@@ -72,10 +72,10 @@ def tiny_npz(sample_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def tiny_run(tiny_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny run trained in-process for 2 epochs (read-only for tests: copy it with clone_run before changing it)."""
-    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import fit
 
     run = tmp_path_factory.mktemp("tiny-run") / "run"
-    train.train_from_npz(tiny_npz, run, tiny_config(epochs=2), progress=0, show_samples=False)
+    fit.train_from_npz(tiny_npz, run, tiny_config(epochs=2), progress=0, show_samples=False)
     return run
 
 

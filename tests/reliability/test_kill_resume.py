@@ -62,8 +62,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 @pytest.mark.slow  # ~2 min: make test-slow (CI runs it after make test); the single-kill tests stay in make test
 @pytest.mark.timeout(600)  # six CLI processes (TensorFlow start-up each): minutes on a busy 2-core machine
 def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tmp_path):
-    from cxr_utils.gan import fit as train
-    from cxr_utils.gan import runs
+    from cxr_utils.gan import fit, runs
 
     # own generator (the trainer reseeds the global one); CXR_KILL_SEED=<printed seed> replays a failing schedule
     kill_seed = int(os.environ.get("CXR_KILL_SEED") or int.from_bytes(os.urandom(4), "little"))
@@ -80,7 +79,7 @@ def test_many_kills_including_mid_checkpoint_write_resume_bit_exact(tiny_npz, tm
                     CXR_TEST_PAUSE_MARKER=str(marker))
     # meanwhile, in this process: the uninterrupted reference run (in-process == CLI bit for bit, same code path)
     ref = tmp_path / "reference"
-    train.train_from_npz(tiny_npz, ref, tiny_config(epochs=EPOCHS), progress=0, show_samples=False)
+    fit.train_from_npz(tiny_npz, ref, tiny_config(epochs=EPOCHS), progress=0, show_samples=False)
     p1.wait_for(marker.exists, what="the pause inside the ckpt-0002 write")
     # a second trainer on the same run folder refuses while the first one holds it, and touches nothing
     before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}

@@ -114,7 +114,7 @@ def _files_containing(root: Path, needle: bytes, max_bytes: int = 50_000_000) ->
 
 def test_kaggle_token_is_never_printed_logged_or_written(kaggle_isolated, sample_raw_dir, tiny_npz, tmp_path,
                                                          monkeypatch, capfd, caplog):
-    from cxr_utils.gan import fit as train
+    from cxr_utils.gan import fit
 
     caplog.set_level(logging.DEBUG)
     marker = f"SECRETMARK{uuid.uuid4().hex}"
@@ -129,7 +129,7 @@ def test_kaggle_token_is_never_printed_logged_or_written(kaggle_isolated, sample
     assert cli_main(["prepare", "--source", "kaggle", "--size", "32"]) == 2  # explicit kaggle: one clear error
     assert calls == ["auth", data.KAGGLE_DATASET] * 2
     run = tmp_path / "run"
-    train.train_from_npz(data_dir / "sample-32.npz", run, tiny_config(epochs=1), progress=0, show_samples=False)
+    fit.train_from_npz(data_dir / "sample-32.npz", run, tiny_config(epochs=1), progress=0, show_samples=False)
     out, err = capfd.readouterr()
     assert "kaggle" in out + err  # the attempt is reported...
     for text, where in ((out, "stdout"), (err, "stderr"), (caplog.text, "log")):
