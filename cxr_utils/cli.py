@@ -26,11 +26,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree for every subcommand."""
+    """The argparse tree for every subcommand (each subcommand's arguments in its own function below)."""
     p = _Parser(prog="python -m cxr_utils", description="Conditional GAN for chest X-rays: prepare, train, sample, evaluate.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _prepare_args(sub.add_parser("prepare", help="build the cached dataset (.npz + manifest) from a source"))
+    _train_args(sub.add_parser("train", help="train the conditional GAN into a run folder"))
+    _sample_args(sub.add_parser("sample", help="export synthetic PNGs + manifest from a run's EMA generator"))
+    _evaluate_args(sub.add_parser("evaluate", help="VGG16 protocols on the real test split"))
+    _metrics_args(sub.add_parser("metrics", help="FID/KID/PRDC/memorization/label fidelity of a synthetic folder"))
+    _study_args(sub.add_parser("study", help="what notebook 04 runs: every protocol, results.json, metrics.json, figures"))
+    return p
 
-    s = sub.add_parser("prepare", help="build the cached dataset (.npz + manifest) from a source")
+
+def _prepare_args(s: argparse.ArgumentParser) -> None:
+    """`prepare`: the source, the image size and the split rule of the cache."""
     s.add_argument("--source", default="auto", choices=["auto", "sample", "kaggle", "medmnist", "folder"])
     s.add_argument("--path", default=None, help="local archive (.zip), .npz or folder instead of downloading")
     s.add_argument("--size", type=int, default=64, choices=[32, 64, 128])
@@ -43,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "as Kaggle numbers each diagnosis apart; see README 'Data'), exclude (any shared patient number) "
                         "or keep (none); default: the rule the existing cache was built with, else series")
 
-    t = sub.add_parser("train", help="train the conditional GAN into a run folder")
+
+def _train_args(t: argparse.ArgumentParser) -> None:
+    """`train`: the data, the run folder, the recipe and the GANConfig overrides."""
     t.add_argument("--data", required=True, help="cached dataset .npz from `prepare`")
     t.add_argument("--run-dir", required=True)
     t.add_argument("--epochs", type=int, default=None)
@@ -68,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "frequencies; balanced: 1/K each, as runs before it; a resumed run keeps its own)")
     t.add_argument("--smoke", action="store_true", help="tiny sizes for a quick check (same code path)")
 
-    m = sub.add_parser("sample", help="export synthetic PNGs + manifest from a run's EMA generator")
+
+def _sample_args(m: argparse.ArgumentParser) -> None:
+    """`sample`: the run folder, how many PNGs per class and which generator."""
     m.add_argument("--run-dir", required=True)
     m.add_argument("--n-per-class", type=_counts, required=True,
                    help="PNGs per class: one count for every class, or one per class in class order (e.g. 2160,6200)")
@@ -79,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="best (generator-best.keras, kept by the quality rule; the default), last (generator.keras), "
                         "or an epoch that has a checkpoint")
 
-    e = sub.add_parser("evaluate", help="VGG16 protocols on the real test split")
+
+def _evaluate_args(e: argparse.ArgumentParser) -> None:
+    """`evaluate`: one VGG16 protocol at one synthetic ratio."""
     e.add_argument("--data", required=True)
     e.add_argument("--synthetic", default=None, help="folder written by `sample` (needed by tstr/augment/pretrain)")
     e.add_argument("--protocol", default="tstr", choices=["trtr", "tstr", "augment", "pretrain"])
@@ -95,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--smoke", action="store_true")
     e.add_argument("--out", required=True)
 
-    g = sub.add_parser("metrics", help="FID/KID/PRDC/memorization/label fidelity of a synthetic folder")
+
+def _metrics_args(g: argparse.ArgumentParser) -> None:
+    """`metrics`: the generative metrics of one synthetic folder."""
     g.add_argument("--data", required=True)
     g.add_argument("--synthetic", required=True)
     g.add_argument("--extractor", default="auto", choices=["auto", "inception", "vgg16", "domain", "random"])
@@ -103,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--smoke", action="store_true")
     g.add_argument("--out", required=True)
 
-    y = sub.add_parser("study", help="what notebook 04 runs: every protocol, results.json, metrics.json, figures")
+
+def _study_args(y: argparse.ArgumentParser) -> None:
+    """`study`: every protocol, ratio and synthetic folder, as notebook 04."""
     y.add_argument("--data", required=True, help="cached dataset .npz the GAN was trained on")
     y.add_argument("--synthetic", required=True, nargs="+",
                    help="folder(s) written by `sample`: several (space- or comma-separated) are GAN runs with different "
@@ -128,7 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--smoke", action="store_true", help="tiny sizes for a quick check (same code path)")
     y.add_argument("--figures", default=None, help="figure folder (default: OUT/figures)")
     y.add_argument("--out", required=True, help="folder for results.json and metrics.json")
-    return p
 
 
 def _classifier_precision_args(p: argparse.ArgumentParser) -> None:
@@ -199,9 +217,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """`train`: train_setup.assemble (config file or the run's saved config, recipe, --smoke sizes, flags, the data's
-    plan), then train.train_from_npz."""
-    from .gan import fit as train
-    from .gan import train_setup
+    plan), then fit.train_from_npz."""
+    from .gan import fit, train_setup
     from .gan.run_folder import RunFolder
 
     run_dir = Path(args.run_dir)
@@ -217,7 +234,7 @@ def run_train(args: argparse.Namespace) -> int:
     if setup.planned:
         print(f"note: {setup.describe()}", file=sys.stderr)
     cfg = setup.cfg
-    out = train.train_from_npz(args.data, run_dir, cfg, resume=args.resume)
+    out = fit.train_from_npz(args.data, run_dir, cfg, resume=args.resume)
     m = out["metrics"]
     print(f"trained {run_dir}: epoch {m.get('epoch', out['epochs'])}/{out['epochs']}, step {out['step']}, "
           f"{out['precision']}, d_loss {m.get('d_loss', float('nan')):.4f}, g_loss {m.get('g_loss', float('nan')):.4f}; "
@@ -243,8 +260,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """`evaluate`: one protocol, results JSON written atomically."""
-    from .evaluation import classifier, protocols
-    from .evaluation import tables as report
+    from .evaluation import classifier, protocols, tables
 
     smoke = bool(args.smoke or smoke_mode())
     cfg = classifier.eval_config(smoke, args.epochs, args.input_size, args.bootstrap, precision=args.precision,
@@ -254,17 +270,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
                              extra={"command": command_line(args, "evaluate"), "smoke": smoke}, options=options)
     for note in res["notes"]:
         print(note)
-    print(report.summary_line(res))
+    print(tables.summary_line(res))
     print(f"wrote {args.out} (weights: {res['weights']})")
     return 0
 
 
 def run_metrics(args: argparse.Namespace) -> int:
     """`metrics`: write generative metrics JSON for a synthetic folder."""
-    from .evaluation import folder_metrics as generative
+    from .evaluation import folder_metrics
 
-    res = generative.run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
-                                 smoke=bool(args.smoke or smoke_mode()), out=args.out, command=command_line(args, "metrics"))
+    res = folder_metrics.run_metrics(args.data, args.synthetic, extractor=args.extractor, seed=args.seed,
+                                    smoke=bool(args.smoke or smoke_mode()), out=args.out,
+                                    command=command_line(args, "metrics"))
     for note in res["notes"]:
         print(note)
     for ex, entry in res["extractors"].items():

@@ -2,7 +2,7 @@
 
 The real-beside-synthetic gallery rows, the class-swap pixel difference, the nearest-real-neighbour figure, the
 pixel-space memorization check and its table, and how many images per class an export writes. Generation lives in
-cxr_utils.gan.generate, the distances in cxr_utils.metrics.distributions; this module only puts them together.
+cxr_utils.gan.generate, the distances in cxr_utils.metrics.memorization; this module only puts them together.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..gan import generate as sample
-from ..gan import runs
-from ..metrics import memorization as metrics
+from ..gan import generate, runs
+from ..metrics import memorization
 from . import charts, synthetic
 
 MIN_EXPORT = 16  # images per class an export writes at least, however small the real training split
@@ -24,7 +23,7 @@ EXPORT_RATIO = 2.0  # notebook 03 exports 2 x real per class: enough for noteboo
 
 def real_vs_synthetic_rows(real_x: np.ndarray, real_y: np.ndarray, synthetic: np.ndarray, class_names: Sequence[str],
                            n: int) -> tuple[list[np.ndarray], list[str]]:
-    """Gallery rows (real training images of class k, then the SYNTHETIC row k of a sample.gallery) and their titles."""
+    """Gallery rows (real training images of class k, then the SYNTHETIC row k of a generate.gallery) and their titles."""
     rows: list[np.ndarray] = []
     titles: list[str] = []
     for k, c in enumerate(class_names):
@@ -34,7 +33,7 @@ def real_vs_synthetic_rows(real_x: np.ndarray, real_y: np.ndarray, synthetic: np
 
 
 def class_swap_difference(swap: np.ndarray) -> np.ndarray:
-    """Mean |pixel difference| (0-255) per column between the first and the last class of a sample.class_swap."""
+    """Mean |pixel difference| (0-255) per column between the first and the last class of a generate.class_swap."""
     return np.abs(swap[0].astype(int) - swap[-1].astype(int)).mean(axis=(1, 2))
 
 
@@ -48,18 +47,18 @@ def nearest_real_figure(generator: Any, real_x: np.ndarray, real_y: np.ndarray, 
                         n_per_class: int, seed: int = 0) -> Any:
     """Fresh synthetic images of every class above their nearest real training images, with the real-to-real scale."""
     k = len(class_names)
-    pairs = sample.gallery(generator, n_per_class, k, seed=seed)
-    ref = float(np.median(metrics.real_to_real_nn(real_x))) if len(real_x) > 1 else None
+    pairs = generate.gallery(generator, n_per_class, k, seed=seed)
+    ref = float(np.median(memorization.real_to_real_nn(real_x))) if len(real_x) > 1 else None
     return charts.nearest_figure(pairs.reshape(-1, *pairs.shape[2:]), np.repeat(np.arange(k), n_per_class), real_x,
                                  real_y, class_names, reference=ref)
 
 
 def memorization_check(generator: Any, num_classes: int, train_x: np.ndarray, held_x: np.ndarray, n_per_class: int,
                        seed: int = 0) -> dict[str, Any]:
-    """metrics.pixel_memorization of n_per_class fresh synthetic images per class against the training images, with
+    """memorization.pixel_memorization of n_per_class fresh synthetic images per class against the training images, with
     the held-out real images as the yardstick."""
-    syn = sample.gallery(generator, n_per_class, num_classes, seed=seed)
-    return metrics.pixel_memorization(train_x, syn.reshape(num_classes * n_per_class, *train_x.shape[1:]), held_x)
+    syn = generate.gallery(generator, n_per_class, num_classes, seed=seed)
+    return memorization.pixel_memorization(train_x, syn.reshape(num_classes * n_per_class, *train_x.shape[1:]), held_x)
 
 
 def memorization_table(memo: dict[str, Any]) -> Any:

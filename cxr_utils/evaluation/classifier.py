@@ -225,10 +225,14 @@ def compile_stage(model: Any, base: Any, stage: str, cfg: EvalConfig, steps: int
     return int(getattr(cfg, epochs_field))
 
 
-def fit_two_stage(model: Any, base: Any, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
-                  cfg: EvalConfig, verbose: int, tag: str, precision: str = "fp32") -> list[dict[str, Any]]:
-    """Stage 1 trains the head on a frozen base; stage 2 also trains the top conv block (block5)."""
+def fit_two_stage(model: Any, base: Any, phase: tuple[str, np.ndarray, np.ndarray],
+                  val: tuple[np.ndarray, np.ndarray] | None, cfg: EvalConfig, verbose: int = 0,
+                  precision: str = "fp32") -> list[dict[str, Any]]:
+    """Stage 1 trains the head on a frozen base; stage 2 also trains the top conv block (block5). phase: (name,
+    VGG inputs, labels), the name tagging each stage in the returned history."""
     import keras
+
+    tag, x, y = phase
 
     stages = []
     # stage 2 unfreezes only block5 for random init too: one code path, and the random-init numbers are
@@ -260,6 +264,6 @@ def fit_classifier(phases: Sequence[tuple[str, np.ndarray, np.ndarray]], val: tu
     start_fit(seed, cfg.deterministic)
     model, base = build_classifier(int(phases[0][1].shape[1]), cfg, weights_path, num_classes, precision)
     stages: list[dict[str, Any]] = []
-    for name, xx, yy in phases:
-        stages += fit_two_stage(model, base, xx, yy, val, cfg, verbose, name, precision)
+    for phase in phases:
+        stages += fit_two_stage(model, base, phase, val, cfg, verbose, precision)
     return model, stages

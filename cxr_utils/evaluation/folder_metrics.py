@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,16 @@ def evaluate_synthetic(real_images: dict[str, np.ndarray], real_labels: dict[str
     return results
 
 
+@dataclass(frozen=True)
+class MetricsOptions:
+    """How the metrics are computed: the feature extractor(s) (`build_extractors`), the seed of every random draw
+    (domain classifier, KID subsets, random CNN) and smoke sizes (fewer domain-classifier epochs and KID subsets)."""
+
+    extractor: str = "auto"
+    seed: int = 0
+    smoke: bool = False
+
+
 def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0,
                 smoke: bool = False, out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
     """Everything `python -m cxr_utils metrics` reports for a cache and a synthetic folder; writes JSON if `out`."""
@@ -42,13 +53,16 @@ def run_metrics(npz: str | os.PathLike, synthetic: str | os.PathLike, extractor:
 
     real, prov = load_real(npz)
     syn, _ = load_synthetic_folder(synthetic, int(real["train"][0].shape[1]))
-    return metrics_of(real, syn, prov, synthetic, extractor=extractor, seed=seed, smoke=smoke, out=out, command=command)
+    return metrics_of(real, syn, prov, synthetic, MetricsOptions(extractor, seed, smoke), out=out, command=command)
 
 
 def metrics_of(real: dict[str, tuple[np.ndarray, np.ndarray]], syn: tuple[np.ndarray, np.ndarray], prov: dict[str, Any],
-               synthetic: str | os.PathLike, extractor: str = "auto", seed: int = 0, smoke: bool = False,
+               synthetic: str | os.PathLike, options: MetricsOptions | None = None,
                out: str | os.PathLike | None = None, command: str | None = None) -> dict[str, Any]:
-    """run_metrics on arrays already loaded (evaluation.load_real / load_synthetic_folder), as the study holds them."""
+    """run_metrics on arrays already loaded (inputs.load_real / load_synthetic_folder), as the study holds them;
+    options None: MetricsOptions() (auto extractor, seed 0, full sizes)."""
+    o = options or MetricsOptions()
+    extractor, seed, smoke = o.extractor, o.seed, o.smoke
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = real["train"], real["val"], real["test"]
     if len(x_tr) < 2 or len(x_te) < 1:
         raise UserError(f"--data {prov['data']}: needs real train and test images (train {len(x_tr)}, test {len(x_te)}); "

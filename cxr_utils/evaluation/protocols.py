@@ -124,68 +124,32 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
     class are used (train_set); provenance: extra fields of the result. Every number of the result is computed from
     the per-seed entries as stored (probabilities rounded to 6 decimals), so reused entries (options.done) give the
     same result."""
-    import keras
-
     o = options or RunOptions()
-    weights, seeds, verbose, log, resolved, done, on_seed = o.weights, o.seeds, o.verbose, o.log, o.resolved, o.done, o.on_seed
     cfg = (o.cfg or (EvalConfig.smoke() if smoke_mode() else EvalConfig())).validate()
-    if seeds < 1:
-        raise UserError(f"--seeds {seeds}: must be >= 1")
+    if o.seeds < 1:
+        raise UserError(f"--seeds {o.seeds}: must be >= 1")
     x_te, y_te = real["test"]
-    if len(x_te) == 0:
-        raise UserError("--data: the real test split is empty; rebuild the cache with `python -m cxr_utils prepare`")
-    s = int(x_te.shape[1])
-    if synthetic is not None and (synthetic[0].ndim < 3 or synthetic[0].shape[1] != s):
-        raise UserError(f"--synthetic: images are {synthetic[0].shape[1]}x{synthetic[0].shape[1]} but the real data is "
-                        f"{s}x{s}; export from a generator trained at size {s}")
+    s = _check_images(x_te, synthetic)
     phases = train_set(protocol, real["train"], synthetic, ratio, folder)
     ratio_used = None if protocol == "trtr" else float(ratio)
     label = protocol if ratio_used is None else f"{protocol} x{ratio_used:g}"
-    for name, _, yy in phases:
-        missing = [n for n, k in _class_counts(yy).items() if k == 0]
-        if missing:
-            raise UserError(f"protocol {protocol}: the {name} training set has no {', '.join(missing)} images; "
-                            f"check --data / --synthetic")
-    weights_path, weights_label, note = resolved or resolve_weights(weights)
+    _check_phases(protocol, phases)
+    weights_path, weights_label, note = o.resolved or resolve_weights(o.weights)
     tag = imagenet.model_tag(weights_path)  # says random init, or which ImageNet copy
-    precision = resolve_precision(cfg)
+    clf = _Classifier(cfg, weights_path, resolve_precision(cfg))
     notes = [note] if note else []
     x_va, y_va = real.get("val", (np.zeros((0, s, s), np.uint8), np.zeros(0, np.int64)))
     if not len(x_va):
         notes.append("no real val split: fixed epochs, no early stopping (test is never used for selection)")
-    todo = [cfg.seed + i for i in range(seeds) if cfg.seed + i not in (done or {})]
-    if todo:  # the VGG16 inputs (float32, 3 channels) only when a classifier is trained
-        val = (to_vgg_input(x_va), np.asarray(y_va, np.float32)) if len(x_va) else None
-        x_test = to_vgg_input(x_te)
-        inputs = [(name, to_vgg_input(xx), np.asarray(yy).astype(np.int64)) for name, xx, yy in phases]
-    per_seed = []
-    for i in range(seeds):
-        seed = cfg.seed + i
-        if seed in (done or {}):
-            entry, how = done[seed], " (finished earlier, not retrained)"  # type: ignore[index]
-        else:
-            t0 = time.perf_counter()
-            start_fit(seed, cfg.deterministic)
-            model, base = build_classifier(s, cfg, weights_path, precision=precision)
-            stages: list[dict[str, Any]] = []
-            for name, xx, yy in inputs:
-                stages += fit_two_stage(model, base, xx, yy, val, cfg, verbose, name, precision)
-            entry = _seed_entry(seed, model, x_test, y_te, val, cfg.threshold, stages)
-            entry["seconds"] = round(time.perf_counter() - t0, 3)
-            keras.backend.clear_session()  # free the graph between seeds
-            how = ""
-            if on_seed is not None:
-                on_seed(entry)
-        per_seed.append(entry)
-        log(f"[{label} | {tag} | {precision} | seed {seed}]{how} " + _seed_line(entry, cfg.threshold))
+    per_seed = _per_seed(o, clf, phases, (x_va, y_va), (x_te, y_te), f"{label} | {tag} | {clf.precision}")
     mean, std = _seed_stats(per_seed, (*METRICS, *COUNTS))
     tuned = [e["tuned"] for e in per_seed if "tuned" in e]
     mean_tuned = _seed_stats(tuned, ("threshold", *HEADLINE, *COUNTS))[0] if tuned else None  # AUC has no threshold
     probs_all = [np.asarray(e["test_probs"], np.float64) for e in per_seed]
     result = {
         "protocol": protocol, "protocol_text": PROTOCOL_TEXT[protocol], "model": tag,
-        "weights": weights_label, "weights_requested": weights, "weights_source": imagenet.weights_source(weights_path),
-        "precision": precision, "notes": notes,
+        "weights": weights_label, "weights_requested": o.weights, "weights_source": imagenet.weights_source(weights_path),
+        "precision": clf.precision, "notes": notes,
         "positive_class": CLASS_NAMES[1], "threshold": cfg.threshold,
         "threshold_tuning": ("per seed on the real val split: the threshold with the highest balanced accuracy "
                              "(Youden's J), ties to the one nearest 0.5; test never chooses it") if tuned else None,
@@ -200,6 +164,71 @@ def run_protocol(protocol: str, real: dict[str, tuple[np.ndarray, np.ndarray]],
         "config": dataclasses.asdict(cfg), "smoke": smoke_mode(), **(provenance or {}),
     }
     return result
+
+
+def _check_images(x_te: np.ndarray, synthetic: tuple[np.ndarray, np.ndarray] | None) -> int:
+    """The real image size S; UserError on an empty real test split or synthetic images of another size."""
+    if len(x_te) == 0:
+        raise UserError("--data: the real test split is empty; rebuild the cache with `python -m cxr_utils prepare`")
+    s = int(x_te.shape[1])
+    if synthetic is not None and (synthetic[0].ndim < 3 or synthetic[0].shape[1] != s):
+        raise UserError(f"--synthetic: images are {synthetic[0].shape[1]}x{synthetic[0].shape[1]} but the real data is "
+                        f"{s}x{s}; export from a generator trained at size {s}")
+    return s
+
+
+def _check_phases(protocol: str, phases: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """UserError naming a training phase that lacks a class."""
+    for name, _, yy in phases:
+        missing = [n for n, k in _class_counts(yy).items() if k == 0]
+        if missing:
+            raise UserError(f"protocol {protocol}: the {name} training set has no {', '.join(missing)} images; "
+                            f"check --data / --synthetic")
+
+
+@dataclass(frozen=True)
+class _Classifier:
+    """What every seed of a protocol builds and trains: the settings, the VGG16 start and the precision."""
+
+    cfg: EvalConfig
+    weights_path: Path | None
+    precision: str
+
+
+def _per_seed(o: RunOptions, clf: _Classifier, phases: Sequence[tuple[str, np.ndarray, np.ndarray]],
+              val_split: tuple[np.ndarray, np.ndarray], test_split: tuple[np.ndarray, np.ndarray],
+              prefix: str) -> list[dict[str, Any]]:
+    """Every seed's entry, trained here or handed back in o.done; one log line each, `[prefix | seed N]`."""
+    import keras
+
+    cfg, (x_va, y_va), (x_te, y_te) = clf.cfg, val_split, test_split
+    done = o.done or {}
+    todo = [cfg.seed + i for i in range(o.seeds) if cfg.seed + i not in done]
+    if todo:  # the VGG16 inputs (float32, 3 channels) only when a classifier is trained
+        val = (to_vgg_input(x_va), np.asarray(y_va, np.float32)) if len(x_va) else None
+        x_test = to_vgg_input(x_te)
+        inputs = [(name, to_vgg_input(xx), np.asarray(yy).astype(np.int64)) for name, xx, yy in phases]
+    per_seed = []
+    for i in range(o.seeds):
+        seed = cfg.seed + i
+        if seed in done:
+            entry, how = done[seed], " (finished earlier, not retrained)"
+        else:
+            t0 = time.perf_counter()
+            start_fit(seed, cfg.deterministic)
+            model, base = build_classifier(int(x_te.shape[1]), cfg, clf.weights_path, precision=clf.precision)
+            stages: list[dict[str, Any]] = []
+            for phase in inputs:
+                stages += fit_two_stage(model, base, phase, val, cfg, o.verbose, clf.precision)
+            entry = _seed_entry(seed, model, x_test, y_te, val, cfg.threshold, stages)
+            entry["seconds"] = round(time.perf_counter() - t0, 3)
+            keras.backend.clear_session()  # free the graph between seeds
+            how = ""
+            if o.on_seed is not None:
+                o.on_seed(entry)
+        per_seed.append(entry)
+        o.log(f"[{prefix} | seed {seed}]{how} " + _seed_line(entry, cfg.threshold))
+    return per_seed
 
 
 def _seed_entry(seed: int, model: Any, x_test: np.ndarray, y_te: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,

@@ -21,12 +21,9 @@ import numpy as np
 from .. import drawing
 from ..errors import UserError
 from ..files import atomic_write_bytes, atomic_write_json
-from ..metrics import classification
-from ..metrics import paired as stats
-from . import charts, classifier, inputs
+from ..metrics import classification, paired
+from . import charts, classifier, inputs, study_store, tables
 from . import protocols as proto  # `protocols` is run_study's parameter
-from . import study_store as study_entries
-from . import tables as report
 from .study_store import entry_name
 
 RESULTS_JSON = "results.json"
@@ -58,7 +55,7 @@ class Study:
     across_folders: list[dict[str, Any]] = field(default_factory=list)  # per (protocol, ratio): spreads, pooled vs trtr
     ratios: list[float] = field(default_factory=list)
     folders: list[str] = field(default_factory=list)
-    resume: study_entries.Resume | None = None  # what OUT/entries held before training (reused, set aside)
+    resume: study_store.Resume | None = None  # what OUT/entries held before training (reused, set aside)
 
 
 def parse_protocols(protocols: str | Sequence[str]) -> list[str]:
@@ -121,16 +118,16 @@ def _probs(entries: Sequence[dict[str, Any]]) -> list[np.ndarray]:
 
 
 def compare_to_trtr(results: Sequence[dict[str, Any]], n_boot: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Set every entry's "vs_trtr" (paired difference from trtr on the same test images, stats.paired_difference) and
+    """Set every entry's "vs_trtr" (paired difference from trtr on the same test images, paired.paired_difference) and
     return, per (protocol, ratio), the spread across synthetic folders beside the spread across classifier seeds and
     the difference from trtr pooled over the folders."""
     trtr = next((r for r in results if r["protocol"] == "trtr"), None)
-    method = stats.PAIRED_METHOD.format(n=n_boot)
+    method = paired.PAIRED_METHOD.format(n=n_boot)
 
     def vs(entries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         if trtr is None:
             return None
-        return {**stats.paired_difference(trtr["test_labels"], _probs(entries), _probs([trtr]), entries[0]["threshold"],
+        return {**paired.paired_difference(trtr["test_labels"], _probs(entries), _probs([trtr]), entries[0]["threshold"],
                                           n_boot, seed), "method": method}
 
     groups: dict[tuple[str, float | None], list[dict[str, Any]]] = {}
@@ -143,14 +140,14 @@ def compare_to_trtr(results: Sequence[dict[str, Any]], n_boot: int, seed: int = 
         across.append({
             "protocol": protocol, "synthetic_ratio": ratio, "synthetic": [r.get("synthetic") for r in entries],
             "seeds": [len(r["seeds"]) for r in entries],
-            "metrics": {k: stats.spread_across_folders([[e.get(k) for e in r["per_seed"]] for r in entries])
+            "metrics": {k: paired.spread_across_folders([[e.get(k) for e in r["per_seed"]] for r in entries])
                         for k in classification.METRICS},
             "vs_trtr_pooled": vs(entries) if len(entries) > 1 else (entries[0]["vs_trtr"]),
         })
     return across
 
 
-def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[Any], out: str | os.PathLike,
+def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[Any], out: str | os.PathLike, *,
               protocols: str | Sequence[str] = proto.PROTOCOLS, weights: str = "auto", seeds: int | None = 1,
               epochs: int | None = None, input_size: int | None = None, bootstrap: int | None = None,
               extractor: str = "auto", smoke: bool = False, figures_dir: str | os.PathLike | None = None,
@@ -163,40 +160,92 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
     None means 3 on the full data set and 1 on a small source or in smoke mode.
 
     Resumes: every classifier seed is saved to OUT/entries as soon as it is tested, and a rerun with the same inputs
-    reuses those (study_entries; entries made with other inputs are set aside, never mixed); fresh deletes them first."""
-    from . import folder_metrics as generative
+    reuses those (study_store; entries made with other inputs are set aside, never mixed); fresh deletes them first.
 
+    The keyword-only parameters after `out` are the `study` command's flags one for one (notebook 04 and the CLI pass
+    them by these names), so they stay one flat list: the notebook cell, the CLI flags and this signature read alike."""
     names = parse_protocols(protocols)
     folders = parse_folders(synthetic)
     ratio_list = parse_ratios(ratios)
     out = Path(out)
-    figures_dir = Path(figures_dir) if figures_dir is not None else out / "figures"
     cfg = classifier.eval_config(smoke, epochs=epochs, input_size=input_size, bootstrap=bootstrap, precision=precision,
                                  deterministic=deterministic)
+    inp = _load_inputs(npz, names, folders, ratio_list, cfg, seeds, smoke, command)
+    _log_plan(inp, npz, log)
+    results, resume = _train_all(inp, out, weights, verbose, fresh, log)
+    across = compare_to_trtr(results, cfg.bootstrap, cfg.seed)
+    hr = headline_ratio(ratio_list)
+    headline = [r for r in results if r["protocol"] == "trtr"
+                or (r.get("synthetic") == folders[0] and r.get("synthetic_ratio") == hr)]
+    seed_check = tables.search_confusion_matrices(**tables.SEED_CLAIM, **tables.KAGGLE_TEST)
+    results_json = atomic_write_json(out / RESULTS_JSON, {
+        "protocols": results, "across_folders": across, "synthetic_folders": folders, "synthetic_ratios": ratio_list,
+        "headline_ratio": hr, "ratio_zero": RATIO_ZERO, "paired_method": paired.PAIRED_METHOD.format(n=cfg.bootstrap),
+        "seed_claim_check": seed_check})
+    figures_dir = Path(figures_dir) if figures_dir is not None else out / "figures"
+    figures = _protocol_figures(results, headline, across, ratio_list, figures_dir)
+    gen = _generative_metrics(inp, out / METRICS_JSON, extractor, smoke, command, log)
+    figures.update(_closest_pairs(inp, gen, 4 if smoke else 8, figures_dir))
+    return Study(results, seed_check, gen, results_json, out / METRICS_JSON, figures, headline, across, ratio_list,
+                 folders, resume)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a study reads and plans, loaded and checked before any classifier trains."""
+
+    real: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (uint8 images, labels)
+    prov: dict[str, Any]  # the real cache's provenance, with the command and smoke flag
+    syn: dict[str, Any]  # synthetic folder -> ((images, labels), its provenance)
+    folders: list[str]
+    ratios: list[float]
+    plan: list[tuple[str, str | None, float | None]]  # plan_entries
+    cfg: classifier.EvalConfig
+    seeds: int
+
+
+def _load_inputs(npz: str | os.PathLike, names: Sequence[str], folders: list[str], ratios: list[float],
+                 cfg: classifier.EvalConfig, seeds: int | None, smoke: bool, command: str | None) -> _Inputs:
+    """Load the real cache and every synthetic folder, settle the seed count, plan the classifiers, and check that
+    every folder holds enough images for the largest ratio (a UserError before any training)."""
     real, prov = inputs.load_real(npz)
     prov.update(command=command, smoke=bool(smoke))
     size = int(real["test"][0].shape[1])
     syn = {f: inputs.load_synthetic_folder(f, size) for f in folders}
     if seeds is None:  # 3 seeds where the numbers mean something; a small source is a pipeline check
         seeds = 3 if prov["full_dataset"] and not smoke else 1
-    plan = plan_entries(names, folders, ratio_list)
-    if any(p != "trtr" for p in names) and max(ratio_list) > 0:
+    plan = plan_entries(names, folders, ratios)
+    if any(p != "trtr" for p in names) and max(ratios) > 0:
         for f in folders:  # every folder holds enough for the largest ratio, checked before any training
-            proto.select_synthetic(syn[f][0], real["train"][1], max(ratio_list), f)
-    log(f"real data  : {npz} (source {prov['source']}, {prov['n_images']} images; full data set: {prov['full_dataset']})")
-    log(f"real splits: { {s: inputs._class_counts(y) for s, (_, y) in real.items()} }")
-    for f in folders:
-        log(f"synthetic  : {f} {syn[f][1]['n_synthetic']}")
-    log(f"classifier : {cfg}")
-    log(f"plan       : {len(plan)} classifier(s) x {seeds} seed(s): " + ", ".join(_entry_name(*e, folders) for e in plan)
-        + ("; ratio 0 of augment/pretrain is trtr (not retrained)" if 0.0 in ratio_list else ""))
+            proto.select_synthetic(syn[f][0], real["train"][1], max(ratios), f)
+    return _Inputs(real, prov, syn, folders, ratios, plan, cfg, seeds)
 
+
+def _log_plan(inp: _Inputs, npz: str | os.PathLike, log: Callable[[str], None]) -> None:
+    """The study's opening lines: the real data, the synthetic folders, the classifier and the plan."""
+    prov = inp.prov
+    log(f"real data  : {npz} (source {prov['source']}, {prov['n_images']} images; full data set: {prov['full_dataset']})")
+    log(f"real splits: { {s: inputs._class_counts(y) for s, (_, y) in inp.real.items()} }")
+    for f in inp.folders:
+        log(f"synthetic  : {f} {inp.syn[f][1]['n_synthetic']}")
+    log(f"classifier : {inp.cfg}")
+    log(f"plan       : {len(inp.plan)} classifier(s) x {inp.seeds} seed(s): "
+        + ", ".join(_entry_name(*e, inp.folders) for e in inp.plan)
+        + ("; ratio 0 of augment/pretrain is trtr (not retrained)" if 0.0 in inp.ratios else ""))
+
+
+def _train_all(inp: _Inputs, out: Path, weights: str, verbose: int, fresh: bool,
+               log: Callable[[str], None]) -> tuple[list[dict[str, Any]], study_store.Resume]:
+    """Every planned classifier, each seed saved to OUT/entries as soon as it is tested (entries done earlier on the
+    same inputs reused); returns the protocol results in plan order and what the store held before."""
     results = []
     resolved = classifier.resolve_weights(weights)  # once for every protocol: offline, each attempt waits ~15 s
-    store, resume, folder_sha, idents = _resume(out, real, syn, folders, plan, cfg, seeds, resolved, fresh, log)
-    for protocol, folder, ratio in plan:
-        log(f"== {_entry_name(protocol, folder, ratio, folders)} ==")
-        entry_prov = {**prov, **(syn[folder][1] if folder else {"synthetic": None, "n_synthetic": None, "generator": None})}
+    store, resume, folder_sha, idents = _resume(out, inp, resolved, fresh, log)
+    cfg, seeds = inp.cfg, inp.seeds
+    for protocol, folder, ratio in inp.plan:
+        log(f"== {_entry_name(protocol, folder, ratio, inp.folders)} ==")
+        entry_prov = {**inp.prov, **(inp.syn[folder][1] if folder else
+                                     {"synthetic": None, "n_synthetic": None, "generator": None})}
         keys = {cfg.seed + i: idents[(protocol, folder, ratio, cfg.seed + i)] for i in range(seeds)}
 
         def save(entry: dict[str, Any], keys: dict[int, dict[str, Any]] = keys, folder: str | None = folder) -> None:
@@ -205,56 +254,68 @@ def run_study(npz: str | os.PathLike, synthetic: str | os.PathLike | Sequence[An
 
         done = {sd: resume.done[entry_name(k)] for sd, k in keys.items() if entry_name(k) in resume.done}
         options = proto.RunOptions(weights, seeds, cfg, verbose, log, resolved, done, on_seed=save)
-        res = proto.run_protocol(protocol, real, syn[folder][0] if folder else None, 1.0 if ratio is None else ratio,
-                                 folder, entry_prov, options)
+        res = proto.run_protocol(protocol, inp.real, inp.syn[folder][0] if folder else None,
+                                 1.0 if ratio is None else ratio, folder, entry_prov, options)
         for note in res["notes"]:
             log(f"  note: {note}")
         results.append(res)
     if not all(classification.counts_consistent(e) for r in results for e in r["per_seed"]):
         raise RuntimeError("a protocol's metrics disagree with its confusion counts")  # a bug, never user input
-    across = compare_to_trtr(results, cfg.bootstrap, cfg.seed)
-    hr = headline_ratio(ratio_list)
-    headline = [r for r in results if r["protocol"] == "trtr"
-                or (r.get("synthetic") == folders[0] and r.get("synthetic_ratio") == hr)]
-    seed_check = report.search_confusion_matrices(**report.SEED_CLAIM, **report.KAGGLE_TEST)
-    results_json = atomic_write_json(out / RESULTS_JSON, {
-        "protocols": results, "across_folders": across, "synthetic_folders": folders, "synthetic_ratios": ratio_list,
-        "headline_ratio": hr, "ratio_zero": RATIO_ZERO, "paired_method": stats.PAIRED_METHOD.format(n=cfg.bootstrap),
-        "seed_claim_check": seed_check})
+    return results, resume
 
+
+def _save(figures: dict[str, Path], figures_dir: Path, fig: Any, name: str) -> None:
+    """Write one figure into figures_dir, note it in `figures` and close it."""
+    figures[name] = drawing.save_figure(fig, figures_dir / name)
+    drawing.close(fig)
+
+
+def _protocol_figures(results: Sequence[dict[str, Any]], headline: Sequence[dict[str, Any]],
+                      across: Sequence[dict[str, Any]], ratios: Sequence[float], figures_dir: Path) -> dict[str, Path]:
+    """The protocol comparison, each headline protocol's history and confusion matrix, the ROC curves, the paired
+    differences (with trtr) and the ratio sweep (with several ratios)."""
     figures: dict[str, Path] = {}
-
-    def save(fig: Any, name: str) -> None:
-        figures[name] = drawing.save_figure(fig, figures_dir / name)
-        drawing.close(fig)
-
-    save(charts.protocol_comparison(headline), "04_protocol_comparison.png")
+    _save(figures, figures_dir, charts.protocol_comparison(headline), "04_protocol_comparison.png")
     for r in headline:
-        save(charts.classifier_history(r), f"04_history_{r['protocol']}.png")
-        save(charts.confusion_heatmap(r), f"04_confusion_{r['protocol']}.png")
-    save(charts.roc_curves(headline), "04_roc.png")
+        _save(figures, figures_dir, charts.classifier_history(r), f"04_history_{r['protocol']}.png")
+        _save(figures, figures_dir, charts.confusion_heatmap(r), f"04_confusion_{r['protocol']}.png")
+    _save(figures, figures_dir, charts.roc_curves(headline), "04_roc.png")
     if any(r.get("vs_trtr") for r in results):
-        save(charts.paired_differences(results, across), PAIRED_FIGURE)
-    if len(ratio_list) > 1:
-        save(charts.ratio_sweep(results, across), RATIO_FIGURE)
+        _save(figures, figures_dir, charts.paired_differences(results, across), PAIRED_FIGURE)
+    if len(ratios) > 1:
+        _save(figures, figures_dir, charts.ratio_sweep(results, across), RATIO_FIGURE)
+    return figures
 
-    # the generative metrics of the first folder, on the arrays the protocols read: the closest pairs index them
-    first = syn[folders[0]][0]
-    if len(folders) > 1:
-        log(f"note: generative metrics of the first synthetic folder only ({folders[0]})")
-    gen = generative.metrics_of(real, first, {**prov, **syn[folders[0]][1]}, folders[0], extractor=extractor, seed=0,
-                                smoke=smoke, out=out / METRICS_JSON, command=command)
+
+def _generative_metrics(inp: _Inputs, path: Path, extractor: str, smoke: bool, command: str | None,
+                        log: Callable[[str], None]) -> dict[str, Any]:
+    """The generative metrics of the first folder, on the arrays the protocols read (the closest pairs index them),
+    written to `path`."""
+    from . import folder_metrics
+
+    first = inp.folders[0]
+    if len(inp.folders) > 1:
+        log(f"note: generative metrics of the first synthetic folder only ({first})")
+    gen = folder_metrics.metrics_of(inp.real, inp.syn[first][0], {**inp.prov, **inp.syn[first][1]}, first,
+                                    folder_metrics.MetricsOptions(extractor=extractor, seed=0, smoke=smoke),
+                                    out=path, command=command)
     for note in gen["notes"]:
         log(f"note: {note}")
+    return gen
+
+
+def _closest_pairs(inp: _Inputs, gen: dict[str, Any], n: int, figures_dir: Path) -> dict[str, Path]:
+    """The n synthetic images of the first folder nearest a real training image, above those training images."""
     ex_name, ex_entry = next(iter(gen["extractors"].items()))
-    pairs = ex_entry["overall"]["memorization"]["closest_pairs"][: (4 if smoke else 8)]
-    x_train = real["train"][0]
-    save(drawing.image_grid([[first[0][p["synthetic"]] for p in pairs], [x_train[p["train"]] for p in pairs]],
-                          row_titles=["SYNTHETIC", "real train"],
-                          title=f"closest pairs in {ex_name} features (distance "
-                                + ", ".join(f"{p['distance']:.2f}" for p in pairs) + ")"), "04_closest_pairs.png")
-    return Study(results, seed_check, gen, results_json, out / METRICS_JSON, figures, headline, across, ratio_list,
-                 folders, resume)
+    pairs = ex_entry["overall"]["memorization"]["closest_pairs"][:n]
+    first, x_train = inp.syn[inp.folders[0]][0], inp.real["train"][0]
+    figures: dict[str, Path] = {}
+    _save(figures, figures_dir,
+          drawing.image_grid([[first[0][p["synthetic"]] for p in pairs], [x_train[p["train"]] for p in pairs]],
+                             row_titles=["SYNTHETIC", "real train"],
+                             title=f"closest pairs in {ex_name} features (distance "
+                                   + ", ".join(f"{p['distance']:.2f}" for p in pairs) + ")"), "04_closest_pairs.png")
+    return figures
 
 
 def comparable(doc: Any, varies: Sequence[str] = VARIES) -> Any:
@@ -266,27 +327,26 @@ def comparable(doc: Any, varies: Sequence[str] = VARIES) -> Any:
     return doc
 
 
-def _resume(out: Path, real: dict[str, tuple[np.ndarray, np.ndarray]], syn: dict[str, Any], folders: Sequence[str],
-            plan: Sequence[tuple[str, str | None, float | None]], cfg: classifier.EvalConfig,
-            seeds: int, resolved: tuple[Any, str, str | None], fresh: bool, log: Callable[[str], None],
-            ) -> tuple[study_entries.EntryStore, study_entries.Resume, dict[str, str],
+def _resume(out: Path, inp: _Inputs, resolved: tuple[Any, str, str | None], fresh: bool, log: Callable[[str], None],
+            ) -> tuple[study_store.EntryStore, study_store.Resume, dict[str, str],
                        dict[tuple[str, str | None, float | None, int], dict[str, Any]]]:
     """The study's entry store, what it already holds for this plan (stale entries set aside, one line each), the
     digest of every synthetic folder and the identity of every planned classifier seed."""
     from ..metrics import imagenet
 
-    store = study_entries.EntryStore(out)
+    store = study_store.EntryStore(out)
     if fresh and (n := store.clear()):
         log(f"study: fresh start: deleted {n} finished result(s) in {store.dir}")
-    shared = study_entries.shared_inputs(real, cfg, classifier.resolve_precision(cfg), resolved[1],
-                                         imagenet.weights_source(resolved[0]))
-    folder_sha = {f: study_entries.array_digest(*syn[f][0]) for f in folders}
+    real, syn, cfg = inp.real, inp.syn, inp.cfg
+    shared = study_store.shared_inputs(real, cfg, classifier.resolve_precision(cfg), resolved[1],
+                                       imagenet.weights_source(resolved[0]))
+    folder_sha = {f: study_store.array_digest(*syn[f][0]) for f in inp.folders}
     y_train = real["train"][1]
-    subset_sha = {(f, r): study_entries.array_digest(*proto.select_synthetic(syn[f][0], y_train, r, f))
-                  for f, r in dict.fromkeys((f, r) for _, f, r in plan if f is not None)}
-    idents = study_entries.planned_identities(shared, plan, [cfg.seed + i for i in range(seeds)], subset_sha)
+    subset_sha = {(f, r): study_store.array_digest(*proto.select_synthetic(syn[f][0], y_train, r, f))
+                  for f, r in dict.fromkeys((f, r) for _, f, r in inp.plan if f is not None)}
+    idents = study_store.planned_identities(shared, inp.plan, [cfg.seed + i for i in range(inp.seeds)], subset_sha)
     resume = store.scan({entry_name(k): k for k in idents.values()}, shared, folder_sha)
-    for line in (study_entries.stale_line(resume, store.dir), resume.line(store.dir)):
+    for line in (study_store.stale_line(resume, store.dir), resume.line(store.dir)):
         if line:
             log(line)
     return store, resume, folder_sha, idents
@@ -304,7 +364,7 @@ def publish_figures(results: Sequence[dict[str, Any]], figures_dir: str | os.Pat
                     names: Sequence[str] = CURATED) -> list[str] | None:
     """Copy the curated figures into assets_dir (the README's figures) if every result is study-grade (ImageNet
     weights, full data set, not smoke) and return their names; None, and assets_dir left alone, otherwise."""
-    if not all(report.is_study_grade(r) for r in results):
+    if not all(tables.is_study_grade(r) for r in results):
         return None
     figures_dir, assets_dir = Path(figures_dir), Path(assets_dir)
     for name in names:

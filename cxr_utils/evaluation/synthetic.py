@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,34 +161,13 @@ def export(run_dir: str | os.PathLike, n_per_class: int | Sequence[int], out: st
         raise UserError(f"--n-per-class: must be >= 1 for every class, got {','.join(map(str, counts)) or 'nothing'}")
     if batch_size < 1:
         raise UserError(f"--batch-size: must be >= 1, got {batch_size}")
-    if not run_dir.is_dir():
-        raise UserError(f"--run-dir {run_dir}: folder not found; train a GAN first (`python -m cxr_utils train ...`)")
-    src, described = runs.generator_source(run_dir, which)  # resolved once: the manifest names the file that was loaded
-    if not src.is_file():
-        raise UserError(f"--run-dir {run_dir}: no {src.name} in it; let the training finish (or resume it) first")
+    src, described = _generator_file(run_dir, which)
     run_name = run_dir.resolve().name
     _check_out(out, run_name)
-
-    sha = file_digest(src)
-    generator, cfg = runs.load_generator(run_dir, src)
-    if file_digest(src) != sha:  # a trainer replaced it meanwhile (atomically): the hash must describe these weights
-        raise UserError(f"{src}: replaced while it was being loaded (a trainer is still writing the run); export again")
+    generator, cfg, sha = _load_unchanged(run_dir, src)
     class_names = tuple(getattr(cfg, "class_names", CLASS_NAMES))
-    if len(counts) == 1:
-        counts *= len(class_names)
-    if len(counts) != len(class_names):
-        raise UserError(f"--n-per-class {','.join(map(str, counts))}: give one count, or one per class "
-                        f"({', '.join(class_names)})")
-    latent = latent_dim_of(generator)
-    n_total = sum(counts)
-    # one seed -> all the noise; image i of class k always gets the same noise row, whatever the batch size
-    noise = noise_for(seed, n_total, latent)
-    labels = np.repeat(np.arange(len(class_names)), counts)
-    index_in_class = np.concatenate([np.arange(1, n + 1) for n in counts])
-
-    rows: list[dict[str, str]] = []
+    job = _Job(class_names, _per_class(counts, class_names), seed, batch_size, run_name, sha, described)
     show = (sys.stderr.isatty() or in_notebook()) if progress == "auto" else bool(progress)
-    tqdm = _tqdm()
     stage: Path | None = None
     flush: _StageFlush | None = None
     try:
@@ -195,21 +175,7 @@ def export(run_dir: str | os.PathLike, n_per_class: int | Sequence[int], out: st
         _remove_abandoned_stages(out)
         stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.part-", dir=out.parent))
         flush = _StageFlush(stage)  # before the first PNG: it owns the stage and sees every write-back error
-        for name in class_names:
-            (stage / name).mkdir()
-        with tqdm(total=n_total, desc=f"export {out.name}", unit="img", disable=not show) as bar:
-            for i in range(0, n_total, batch_size):
-                imgs = generate(generator, noise[i:i + batch_size], labels[i:i + batch_size], batch_size=batch_size)
-                for j, img in enumerate(imgs):
-                    k = int(labels[i + j])
-                    rel = f"{class_names[k]}/syn-s{seed}-{int(index_in_class[i + j]):06d}.png"
-                    text = {"Synthetic": "true", "Description": SYNTHETIC_TAG, "Software": SOFTWARE,
-                            "Source-Run": run_name, "Generator-SHA256": sha, "Generator": described,
-                            "Class": class_names[k], "Seed": str(seed)}
-                    (stage / rel).write_bytes(png_bytes(img, text))
-                    rows.append({"file": rel, "class": class_names[k], "label": str(k), "seed": str(seed),
-                                 "run": run_name, "generator_sha256": sha, "synthetic": "true", "generator": described})
-                bar.update(len(imgs))
+        rows = _write_pngs(stage, generator, job, f"export {out.name}", show)
         atomic_write_csv(stage / MANIFEST_NAME, rows, MANIFEST_FIELDS)
         flush()
         _swap_into_place(stage, out, run_name)
@@ -226,6 +192,78 @@ def export(run_dir: str | os.PathLike, n_per_class: int | Sequence[int], out: st
         if flush is not None:
             flush.close()
     return out
+
+
+def _generator_file(run_dir: Path, which: str | int) -> tuple[Path, str]:
+    """(the generator file `which` names in the run folder, its description); UserError if either is missing.
+    Resolved once: the manifest names the file that was loaded."""
+    if not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir}: folder not found; train a GAN first (`python -m cxr_utils train ...`)")
+    src, described = runs.generator_source(run_dir, which)
+    if not src.is_file():
+        raise UserError(f"--run-dir {run_dir}: no {src.name} in it; let the training finish (or resume it) first")
+    return src, described
+
+
+def _load_unchanged(run_dir: Path, src: Path) -> tuple[Any, Any, str]:
+    """(generator, its config, the file's SHA-256), the digest taken before and checked after loading."""
+    sha = file_digest(src)
+    generator, cfg = runs.load_generator(run_dir, src)
+    if file_digest(src) != sha:  # a trainer replaced it meanwhile (atomically): the hash must describe these weights
+        raise UserError(f"{src}: replaced while it was being loaded (a trainer is still writing the run); export again")
+    return generator, cfg, sha
+
+
+def _per_class(counts: list[int], class_names: Sequence[str]) -> list[int]:
+    """One count per class: a single count repeated; UserError if the number of counts fits neither."""
+    if len(counts) == 1:
+        counts = counts * len(class_names)
+    if len(counts) != len(class_names):
+        raise UserError(f"--n-per-class {','.join(map(str, counts))}: give one count, or one per class "
+                        f"({', '.join(class_names)})")
+    return counts
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one export writes: the classes and their counts, the seed of all the noise, the batch size, and the
+    provenance every PNG and manifest row carries."""
+
+    class_names: tuple[str, ...]
+    counts: list[int]
+    seed: int
+    batch_size: int
+    run_name: str
+    sha: str
+    described: str
+
+
+def _write_pngs(stage: Path, generator: Any, job: _Job, desc: str, show: bool) -> list[dict[str, str]]:
+    """Generate and write every PNG of the job into stage/<class>/ (a progress bar `desc` if show); the manifest rows."""
+    n_total = sum(job.counts)
+    # one seed -> all the noise; image i of class k always gets the same noise row, whatever the batch size
+    noise = noise_for(job.seed, n_total, latent_dim_of(generator))
+    labels = np.repeat(np.arange(len(job.class_names)), job.counts)
+    index_in_class = np.concatenate([np.arange(1, n + 1) for n in job.counts])
+    for name in job.class_names:
+        (stage / name).mkdir()
+    rows: list[dict[str, str]] = []
+    b = job.batch_size
+    with _tqdm()(total=n_total, desc=desc, unit="img", disable=not show) as bar:
+        for i in range(0, n_total, b):
+            imgs = generate(generator, noise[i:i + b], labels[i:i + b], batch_size=b)
+            for j, img in enumerate(imgs):
+                k = int(labels[i + j])
+                cls = job.class_names[k]
+                rel = f"{cls}/syn-s{job.seed}-{int(index_in_class[i + j]):06d}.png"
+                text = {"Synthetic": "true", "Description": SYNTHETIC_TAG, "Software": SOFTWARE,
+                        "Source-Run": job.run_name, "Generator-SHA256": job.sha, "Generator": job.described,
+                        "Class": cls, "Seed": str(job.seed)}
+                (stage / rel).write_bytes(png_bytes(img, text))
+                rows.append({"file": rel, "class": cls, "label": str(k), "seed": str(job.seed), "run": job.run_name,
+                             "generator_sha256": job.sha, "synthetic": "true", "generator": job.described})
+            bar.update(len(imgs))
+    return rows
 
 
 def _tqdm() -> Any:

@@ -184,6 +184,28 @@ def _vs_cell(vs: dict[str, Any] | None) -> str:
 def results_markdown(*paths: str | os.PathLike, seed_check: bool = True) -> str:
     """The README Results section from results JSON files; runs without ImageNet weights or the full data set are
     described, not tabulated, so pipeline checks are never presented as the study's result."""
+    results, across = _read_results(paths)
+    grade = [(p, r) for p, r in results if is_study_grade(r)]
+    other = [(p, r) for p, r in results if not is_study_grade(r)]
+    lines: list[str] = []
+    if grade:
+        lines += _study_table([r for _, r in grade])
+        if across:
+            lines += _across_table(across)
+    else:
+        lines += ["**No study result yet.** The VGG16 study has not been run with ImageNet weights on the full data set, "
+                  "so no numbers are shown here.", ""]
+    lines += _pipeline_checks(other)
+    if seed_check:
+        chk = search_confusion_matrices(**SEED_CLAIM, **KAGGLE_TEST)
+        lines += ["The seed repository reported accuracy/precision/recall/F1 = " + "/".join(f"{v:.2f}" for v in SEED_CLAIM.values()) + " for VGG16 trained on "
+                  "GAN images and tested on the Kaggle test split, without confusion counts. " + chk["statement"], ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _read_results(paths: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, dict[str, Any]]], list[dict[str, Any]]]:
+    """Every protocol result of the files (a study's results.json, a list, or one evaluate JSON) with its file, and
+    the across-GAN-runs entries (several folders) of the files whose every result is study-grade."""
     results = []
     across: list[dict[str, Any]] = []
     for p in paths:
@@ -192,48 +214,55 @@ def results_markdown(*paths: str | os.PathLike, seed_check: bool = True) -> str:
         results += [(Path(p), it) for it in items]
         if isinstance(r, dict) and items and all(is_study_grade(it) for it in items):
             across += [a for a in r.get("across_folders", []) if len(a["synthetic"]) > 1]
-    lines: list[str] = []
-    grade = [(p, r) for p, r in results if is_study_grade(r)]
-    other = [(p, r) for p, r in results if not is_study_grade(r)]
-    labels = folder_labels([r for _, r in grade])
-    if grade:
-        lines += ["VGG16 (ImageNet weights) on the real test split; mean +- std over classifier seeds, 95% bootstrap "
-                  "interval of the mean over test images. `xR`: R synthetic images per real training image of each "
-                  "class. Last column: the difference from trtr on the same test images (percentage points) with a "
-                  "paired, class-stratified bootstrap 95% interval (BCa); an interval that excludes 0 is a difference "
-                  "the test images resolve. Positive class = PNEUMONIA.", "",
-                  "| Protocol | Data | Seeds | Accuracy | Precision | Recall | F1 | ROC AUC | tn/fp/fn/tp (first seed) "
-                  "| vs trtr (paired 95% CI) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for _p, r in grade:
-            cells = []
-            for k in METRICS:
-                m, s, ci = r["mean"].get(k), r["std"].get(k), r["ci95"].get(k)
-                cells.append("n/a" if m is None else f"{100 * m:.2f} +- {100 * s:.2f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""))
-            c = r["per_seed"][0]
-            lines.append(f"| {_entry_name(r, labels)} ({r['protocol_text']}) | {r.get('source')} | {len(r['seeds'])} | "
-                         + " | ".join(cells) + f" | {c['tn']}/{c['fp']}/{c['fn']}/{c['tp']} | {_vs_cell(r.get('vs_trtr'))} |")
-        lines.append("")
-        if across:
-            lines += ["Across GAN runs (synthetic folders from GANs trained with different seeds): the spread across GAN "
-                      "runs (std of the per-run means) beside the spread across classifier seeds (mean within-run std), "
-                      "percent; the difference from trtr pools every run's classifiers.", "",
-                      "| Protocol | GAN runs | Accuracy | std across GAN runs | std across seeds | ROC AUC "
-                      "| std across GAN runs | std across seeds | vs trtr, pooled (paired 95% CI) |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+    return results, across
 
-            def f(v: float | None) -> str:
-                return "n/a" if v is None else f"{100 * v:.2f}"
 
-            for a in across:
-                m = [a["metrics"][k] for k in ("accuracy", "roc_auc")]
-                lines.append(f"| {a['protocol']} x{a['synthetic_ratio']:g} | {len(a['synthetic'])} | "
-                             + " | ".join(f"{f(x['mean'])} | {f(x['std_across_folders'])} | {f(x['std_across_seeds'])}"
-                                          for x in m) + f" | {_vs_cell(a.get('vs_trtr_pooled'))} |")
-            lines.append("")
-    else:
-        lines += ["**No study result yet.** The VGG16 study has not been run with ImageNet weights on the full data set, "
-                  "so no numbers are shown here.", ""]
+def _study_table(grade: Sequence[dict[str, Any]]) -> list[str]:
+    """The results table of the study-grade results: one row per protocol entry, its paired difference from trtr."""
+    labels = folder_labels(list(grade))
+    lines = ["VGG16 (ImageNet weights) on the real test split; mean +- std over classifier seeds, 95% bootstrap "
+             "interval of the mean over test images. `xR`: R synthetic images per real training image of each "
+             "class. Last column: the difference from trtr on the same test images (percentage points) with a "
+             "paired, class-stratified bootstrap 95% interval (BCa); an interval that excludes 0 is a difference "
+             "the test images resolve. Positive class = PNEUMONIA.", "",
+             "| Protocol | Data | Seeds | Accuracy | Precision | Recall | F1 | ROC AUC | tn/fp/fn/tp (first seed) "
+             "| vs trtr (paired 95% CI) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in grade:
+        cells = []
+        for k in METRICS:
+            m, s, ci = r["mean"].get(k), r["std"].get(k), r["ci95"].get(k)
+            cells.append("n/a" if m is None else f"{100 * m:.2f} +- {100 * s:.2f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""))
+        c = r["per_seed"][0]
+        lines.append(f"| {_entry_name(r, labels)} ({r['protocol_text']}) | {r.get('source')} | {len(r['seeds'])} | "
+                     + " | ".join(cells) + f" | {c['tn']}/{c['fp']}/{c['fn']}/{c['tp']} | {_vs_cell(r.get('vs_trtr'))} |")
+    lines.append("")
+    return lines
+
+
+def _across_table(across: Sequence[dict[str, Any]]) -> list[str]:
+    """The spread across GAN runs beside the spread across classifier seeds, and the pooled difference from trtr."""
+    lines = ["Across GAN runs (synthetic folders from GANs trained with different seeds): the spread across GAN "
+             "runs (std of the per-run means) beside the spread across classifier seeds (mean within-run std), "
+             "percent; the difference from trtr pools every run's classifiers.", "",
+             "| Protocol | GAN runs | Accuracy | std across GAN runs | std across seeds | ROC AUC "
+             "| std across GAN runs | std across seeds | vs trtr, pooled (paired 95% CI) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.2f}"
+
+    for a in across:
+        m = [a["metrics"][k] for k in ("accuracy", "roc_auc")]
+        lines.append(f"| {a['protocol']} x{a['synthetic_ratio']:g} | {len(a['synthetic'])} | "
+                     + " | ".join(f"{f(x['mean'])} | {f(x['std_across_folders'])} | {f(x['std_across_seeds'])}"
+                                  for x in m) + f" | {_vs_cell(a.get('vs_trtr_pooled'))} |")
+    lines.append("")
+    return lines
+
+
+def _pipeline_checks(other: Sequence[tuple[Path, dict[str, Any]]]) -> list[str]:
+    """One line per file and reason for the results that are not study-grade: why their numbers are not shown."""
     groups: dict[tuple[str, str], list[str]] = {}
     for p, r in other:
         why = []
@@ -246,13 +275,7 @@ def results_markdown(*paths: str | os.PathLike, seed_check: bool = True) -> str:
         if r.get("smoke"):
             why.append("smoke-mode sizes")
         groups.setdefault((p.name, ", ".join(why)), []).append(_entry_name(r, {}))
-    for (name, why), protocols in groups.items():
-        lines.append(f"- `{name}` ({', '.join(dict.fromkeys(protocols))}): ran with {why}; these numbers only show that the pipeline "
-                     f"runs and are not the study's result, so they are not shown here (they stay in the JSON).")
-    if other:
-        lines.append("")
-    if seed_check:
-        chk = search_confusion_matrices(**SEED_CLAIM, **KAGGLE_TEST)
-        lines += ["The seed repository reported accuracy/precision/recall/F1 = " + "/".join(f"{v:.2f}" for v in SEED_CLAIM.values()) + " for VGG16 trained on "
-                  "GAN images and tested on the Kaggle test split, without confusion counts. " + chk["statement"], ""]
-    return "\n".join(lines).rstrip() + "\n"
+    lines = [f"- `{name}` ({', '.join(dict.fromkeys(protocols))}): ran with {why}; these numbers only show that the pipeline "
+             f"runs and are not the study's result, so they are not shown here (they stay in the JSON)."
+             for (name, why), protocols in groups.items()]
+    return lines + ([""] if other else [])

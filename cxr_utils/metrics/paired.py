@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,7 +88,7 @@ def _multiplicities(idx: np.ndarray, n: int) -> np.ndarray:
 
 
 def paired_difference(y_true: np.ndarray, probs_a: Sequence[np.ndarray], probs_b: Sequence[np.ndarray],
-                      threshold: float = 0.5, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95,
+                      threshold: float = 0.5, n_boot: int = 1000, seed: int = 0, *, confidence: float = 0.95,
                       metrics: Sequence[str] = PAIRED_METRICS) -> dict[str, Any]:
     """(seed-mean metric of A) - (seed-mean metric of B) on the same test images, with a paired, class-stratified
     bootstrap interval (BCa). probs_a / probs_b: one probability vector per classifier run, aligned with y_true.
@@ -96,9 +96,9 @@ def paired_difference(y_true: np.ndarray, probs_a: Sequence[np.ndarray], probs_b
     Returns {"difference": {metric: d}, "ci95": {metric: [lo, hi] | None}, "a": {...}, "b": {...},
     "interval_method": {metric: "BCa" | "percentile" | "degenerate"}, ...}. AUC is None when the test split lacks a
     class; intervals are None when n_boot is 0 or no class has two test images to resample.
+    Eight parameters as scipy.stats.bootstrap takes its own: the arrays, then the bootstrap's settings (the rarely
+    changed confidence and metrics keyword-only).
     """
-    from scipy.stats import bootstrap
-
     y = np.asarray(y_true).astype(np.int64).ravel()
     a = np.stack([np.asarray(p, np.float64).ravel() for p in probs_a])
     b = np.stack([np.asarray(p, np.float64).ravel() for p in probs_b])
@@ -139,13 +139,26 @@ def paired_difference(y_true: np.ndarray, probs_a: Sequence[np.ndarray], probs_b
         return at(_multiplicities(flat, len(y))).reshape(len(names), *lead)
 
     data = tuple(strata[i] for i in resampled)
+    for k, (ci, how) in zip(names, _intervals(statistic, data, len(names), n_boot, seed, confidence), strict=True):
+        res["ci95"][k], res["interval_method"][k] = ci, how
+    return res
+
+
+def _intervals(statistic: Callable[..., np.ndarray], data: tuple[np.ndarray, ...], n_metrics: int, n_boot: int,
+               seed: int, confidence: float) -> list[tuple[list[float], str]]:
+    """Per metric, ([lo, hi], how) from n_boot resamples of `data` (the resampled strata's image indices): scipy's
+    BCa, the percentile interval of the same resamples where BCa is undefined, the single value where every
+    resample gives the same difference."""
+    from scipy.stats import bootstrap
+
     kw = dict(batch=BATCH, vectorized=True, confidence_level=confidence)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning: handled below by the percentile fallback
         bca = bootstrap(data, statistic, method="BCa", n_resamples=int(n_boot), **kw, **_rng_kw(seed))
         pct = bootstrap(data, statistic, method="percentile", bootstrap_result=bca, n_resamples=0, **kw, **_rng_kw(seed))
     dist = np.atleast_2d(bca.bootstrap_distribution)
-    for j, k in enumerate(names):
+    out = []
+    for j in range(n_metrics):
         lo, hi = np.atleast_1d(bca.confidence_interval.low)[j], np.atleast_1d(bca.confidence_interval.high)[j]
         how = "BCa"
         if np.ptp(dist[j]) == 0:  # every resample gives the same difference: that value is the interval
@@ -154,9 +167,8 @@ def paired_difference(y_true: np.ndarray, probs_a: Sequence[np.ndarray], probs_b
         elif not (np.isfinite(lo) and np.isfinite(hi)):
             lo, hi = np.atleast_1d(pct.confidence_interval.low)[j], np.atleast_1d(pct.confidence_interval.high)[j]
             how = "percentile"
-        res["ci95"][k] = [float(lo), float(hi)]
-        res["interval_method"][k] = how
-    return res
+        out.append(([float(lo), float(hi)], how))
+    return out
 
 
 def excludes_zero(ci: Sequence[float] | None) -> bool | None:
