@@ -66,7 +66,10 @@ notebooks: install
 
 ## make test-colab-stack: the unit tests and the notebooks again, in .venv-colab with Colab's TensorFlow, Keras, NumPy
 ## (and the other libraries Colab preinstalls, at its versions: constraints-colab.txt); the rest current. CI runs it
-## after `make test`. test_stack.py checks that the venv holds exactly the pinned versions.
+## after `make test`. test_stack.py checks that the venv holds exactly the pinned versions. tests/reliability (kill -9,
+## full disks, locks, bad files: the operating system's side, run by `make test` on the current stack) is left out here
+## so that all of CI stays under 25 minutes on 2 cores; the training, checkpoint and resume paths it drives are the
+## unit tests' too, which do run here.
 $(COLAB_STAMP): $(STAMP) $(COLAB_PINS)
 	@start=$$(date +%s); \
 	{ test -x $(COLAB_BIN)/python || $(PYTHON) -m venv $(COLAB_VENV); } && \
@@ -78,7 +81,7 @@ colab-install: $(COLAB_STAMP)
 
 test-colab-stack: install colab-install
 	CXR_SMOKE=1 CXR_STACK=$(COLAB_PINS) $(TIMED) colab_unit_tests -- $(COLAB_BIN)/python -m pytest tests -q -p no:cacheprovider \
-	  -n $(TEST_WORKERS) -m "not slow"
+	  -n $(TEST_WORKERS) -m "not slow" --ignore=tests/reliability
 	CXR_SMOKE=1 $(TIMED) colab_notebooks -- $(COLAB_BIN)/python -m pytest --nbval-lax --nbval-current-env -q -p no:cacheprovider \
 	  notebooks --durations=0
 	@$(BIN)/python scripts/timed.py $(TIMES) --show
