@@ -55,7 +55,8 @@ unit: install
 	  --durations=15
 
 ## make test-slow: the tests marked slow (over ~30 s each: the many-kills resume, two devices vs one, the study killed
-## mid-write, notebook 04 rerun, the ImageNet photographs probe, a fresh-process load); CI runs them after `make test`
+## mid-write, notebook 04 rerun, the ImageNet photographs probe, a fresh-process load, the study CLI, notebook 02
+## rerun, three benchmark smoke runs); CI runs them after `make test`
 test-slow: install
 	CXR_SMOKE=1 $(TIMED) slow_tests -- $(BIN)/python -m pytest tests -q -p no:cacheprovider -n $(TEST_WORKERS) -m slow \
 	  --durations=0

@@ -304,6 +304,7 @@ def test_cli_writes_json_and_markdown(tmp_path, capsys):
     assert "Machine:" in md and "| Measure | Result | Target | Status |" in md
 
 
+@pytest.mark.slow  # 17-49 s; a benchmark's end-to-end smoke run: make test-slow (CI's second stage) keeps it
 def test_loop_measures_train_against_the_bare_step_and_pairs_before_after(sample_npz, tmp_path):
     from cxr_utils.config import GANConfig
 

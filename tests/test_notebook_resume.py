@@ -22,6 +22,7 @@ def _printed(nb) -> tuple[str, dict]:
     return text, json.loads(text[start:text.index("}", start) + 1])
 
 
+@pytest.mark.slow  # 17-49 s; the CLI and notebook resume paths are unit-tested in test_train and test_train_setup: make test-slow (CI's second stage) keeps it
 def test_rerunning_notebook_02_resumes_the_run(sample_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from nbclient import NotebookClient
     from papermill.iorw import load_notebook_node

@@ -43,6 +43,7 @@ def test_cli_study_bad_protocol_is_one_line_exit_2(sample_npz: Path, tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # 17-49 s; notebook 04 runs the same study under nbval in make test: make test-slow (CI's second stage) keeps it
 def test_study_cli_writes_the_results_json_of_notebook_04(sample_npz: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Notebook 04 executed (papermill, smoke mode) and the CLI on the same inputs write equal JSON."""

@@ -108,6 +108,7 @@ def test_digits_time_counts_the_epochs_own_seconds_and_keeps_the_restarts_beside
         assert r["step"] == 32 and r["kept_step"] is None
 
 
+@pytest.mark.slow  # 17-49 s; a benchmark's end-to-end smoke run: make test-slow (CI's second stage) keeps it
 def test_xray_time_runs_the_default_recipe_with_the_given_settings(sample_data_dir, tmp_path, monkeypatch) -> None:
     from benchmarks.time_to_quality import xray_time
 

@@ -8,6 +8,7 @@ import json
 import pytest
 
 
+@pytest.mark.slow  # 17-49 s; a benchmark's end-to-end smoke run: make test-slow (CI's second stage) keeps it
 def test_recipes_benchmark_smoke(sample_data_dir, tmp_path, monkeypatch) -> None:
     from PIL import Image
 
