@@ -23,28 +23,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def balanced_share(x: Any, y: Any) -> tuple[float, dict[str, float]]:
-    """(class-balanced mean high-frequency share, per class) of uint8 images x labelled y (NORMAL 0, PNEUMONIA 1)."""
-    import numpy as np
-
-    from cxr_utils.config import CLASS_NAMES
-    from cxr_utils.metrics.artefacts import high_frequency_share
-
-    h = high_frequency_share(x)
-    per = {n: float(h[np.asarray(y) == c].mean()) for c, n in enumerate(CLASS_NAMES) if (np.asarray(y) == c).any()}
-    return float(np.mean(list(per.values()))), per
-
-
 def sample_part() -> dict[str, Any]:
     """The sample's val and test X-rays against its training X-rays."""
     from cxr_utils import data
+    from cxr_utils.config import CLASS_NAMES
+    from cxr_utils.metrics.artefacts import balanced_share
 
     ds = data.load(data.prepare(source="sample", size=64, progress=False))
-    train, per_train = balanced_share(*ds.subset("train"))
+    train, per_train = balanced_share(*ds.subset("train"), CLASS_NAMES)
     out: dict[str, Any] = {"train": {"images": int(len(ds.subset("train")[1])), "hf_share": train, "per_class": per_train}}
     for split in ("val", "test"):
         x, y = ds.subset(split)
-        v, per = balanced_share(x, y)
+        v, per = balanced_share(x, y, CLASS_NAMES)
         out[split] = {"images": int(len(y)), "hf_share": v, "per_class": per, "vs_train": v / train,
                       "per_class_vs_train": {n: per[n] / per_train[n] for n in per}}
     return out

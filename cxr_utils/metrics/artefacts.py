@@ -28,3 +28,13 @@ def high_frequency_share(images: np.ndarray, band: float = HIGH_BAND) -> np.ndar
     total = power.sum(axis=(1, 2))
     share = np.divide(power[:, high].sum(axis=1), total, out=np.zeros(len(x)), where=total > 0)
     return share
+
+
+def balanced_share(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str],
+                   band: float = HIGH_BAND) -> tuple[float | None, dict[str, float]]:
+    """(the class-balanced mean of high_frequency_share, per class: class name -> mean) of labelled images; classes
+    without images are left out (None overall when none has any): every class weighs alike, whatever its share."""
+    y = np.asarray(labels)
+    hf = high_frequency_share(images, band) if len(y) else np.zeros(0)
+    per = {n: float(hf[y == c].mean()) for c, n in enumerate(class_names) if (y == c).any()}
+    return (float(np.mean(list(per.values()))) if per else None), per

@@ -140,14 +140,12 @@ def artefact_reference(probe: Any) -> dict[str, Any]:
     sample: 10 against 4 held-out images, whose mean moved by 16 % (val) and 19 % (test) from the training images';
     per class up to 2.3x between the 2 test and 2 val PNEUMONIA images). The held-out images' own ratio to this
     reference is the bar's calibration (`held_out_vs_train`)."""
-    from .artefacts import high_frequency_share
+    from .artefacts import balanced_share
 
-    x, y = np.asarray(probe.x_train), np.asarray(probe.y_train)
-    hf = high_frequency_share(x) if len(x) else np.zeros(0)
-    per = {n: float(hf[y == c].mean()) for c, n in enumerate(probe.class_names) if (y == c).any()}
+    hf, per = balanced_share(np.asarray(probe.x_train), np.asarray(probe.y_train), probe.class_names)
     return {"what": "class-balanced mean high-frequency share of the probe's training images (metrics."
-                    "high_frequency_share)", "hf_share": float(np.mean(list(per.values()))) if per else None,
-            "per_class": per, "images": int(len(y)), "held_out_vs_train": None}
+                    "high_frequency_share)", "hf_share": hf, "per_class": per, "images": int(len(probe.y_train)),
+            "held_out_vs_train": None}
 
 
 def load_or_compute(path: Path | None, reuse: bool, probe: Any, x_held: np.ndarray | None,
@@ -202,7 +200,7 @@ def vs_real(probe: Any, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats:
         if not info or "missing" in info:
             continue
         at = at_count(probe, x, ys, probs, feats, side, info, row)
-        for key in keys:
+        for key in (k for k in keys if k != "hf_share"):  # hf_share: its own reference, below
             v, b = finite(at.get(key)), finite(scores.get(key))
             cols[f"{key}_vs_real"] = v / b if v is not None and b is not None and b > 0 else None
     # the artefact score against the training images (artefact_reference), with or without held-out stand-ins
