@@ -104,7 +104,7 @@ def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed:
     best = tracker.load_best(run_dir)
     # the ratios to the real-vs-real baseline and the row's bars: meets_bar judges a curve point as learned_check does
     keep = ("epoch", "step", *tracker.SUMMARY_KEYS, "kid_balanced", "train_covered", "train_images",
-            "diversity_vs_real", "train_coverage_vs_real", "hf_share_vs_real", "bars", "alarm")
+            "diversity_vs_real", "train_coverage_vs_real", "hf_share_vs_real", "stripe_vs_real", "bars", "alarm")
     curve = [{k: _val(r.get(k)) for k in keep} for r in rows]
     res = {"recipe": name, "fields": dict(sorted(variant_fields(name).items())), "steps": int(out["step"]),
            "seconds": round(seconds, 1), "train_seconds": round(out["train_seconds"], 1), "precision": out["precision"],
@@ -416,9 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in res["recipes"]:
         b = (r["best"] or {}).get("scores", {})
         hf = "n/a" if b.get("hf_share_vs_real") is None else f"{b['hf_share_vs_real']:.2f}x"
+        stripe = "n/a" if b.get("stripe_vs_real") is None else f"{b['stripe_vs_real']:.2f}x"
         print(f"{r['recipe']:>16s}: kept epoch {(r['best'] or {}).get('epoch')}, diversity {b.get('diversity')}, "
               f"{b.get('train_covered')}/{b.get('train_images')} training images covered, fidelity {b.get('fidelity')}, "
-              f"artefact {hf} real, bar {'met' if meets_bar(b) else 'missed'}; {r['seconds']:.0f} s")
+              f"artefact {hf} real, stripes {stripe} real, bar {'met' if meets_bar(b) else 'missed'}; "
+              f"{r['seconds']:.0f} s")
     print(f"wrote {out}")
     return 0
 

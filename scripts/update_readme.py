@@ -193,14 +193,19 @@ ARTEFACT_NOTE = ("*Artefact score*: the share of each image's spectral energy at
                  "entries measured before that reference divide by the held-out val X-rays' value instead: 4 images "
                  "on the sample, a noisier reference); n/a for rows measured before the score existed. Since then the "
                  "kept generator's artefact score is at most `cxr_utils.gan.tracker.ARTEFACT_MAX` x the training images' "
-                 "wherever any evaluation of the run was.")
+                 "wherever any evaluation of the run was. *Stripes*: the second artefact score (`stripe_vs_real`, "
+                 "`cxr_utils.metrics.artefacts.stripe_ratio`): the strongest single row or column frequency between "
+                 "0.25 and 0.5 cycles/pixel, as a multiple of the training X-rays' share there (the 1-D marginals of each "
+                 "image's power spectrum, class-balanced): the fine periodic banding of a nearest-neighbour upsample, "
+                 "which the band share averages away; gate `cxr_utils.gan.tracker.STRIPE_MAX`; n/a for entries measured "
+                 "before it existed.")
 
 
 def _artefact(scores: dict) -> str:
     """The kept generator's artefact score: its high-frequency share as a multiple of the real images' ("n/a" before
     the score existed)."""
-    x, v = scores.get("hf_share_vs_real"), scores.get("hf_share")
-    return "n/a" if x is None else f"{x:.2f}x ({v:.4f})"
+    x, v, st = scores.get("hf_share_vs_real"), scores.get("hf_share"), scores.get("stripe_vs_real")
+    return ("n/a" if x is None else f"{x:.2f}x ({v:.4f})") + "; stripes " + ("n/a" if st is None else f"{st:.2f}x")
 
 
 @measured("xray_recipes.json", "python benchmarks/xray_recipes.py --out assets/results/xray_recipes.json --grid assets/xray-recipes-grid.png")
@@ -213,7 +218,7 @@ def section_xray(d: dict, p: Path) -> str:
              f"that the quality rule kept (`generator-best.keras`), measured by the trainer itself (`quality.csv`). "
              f"Bar of the `make run` check: diversity >= {bar['diversity']} and >= {bar['train_coverage']:.0%} of the "
              f"{bar['of']} training images covered.", "",
-             "| Recipe | Kept epoch | Diversity | Training images covered | Fidelity | Artefact score (x real) | "
+             "| Recipe | Kept epoch | Diversity | Training images covered | Fidelity | Artefact scores (x real) | "
              "KID (val, 4 images) | Collapse alarm (last evaluation) | Bar | Wall time |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["recipes"]:
@@ -265,7 +270,21 @@ def section_artefact_calibration(d: dict, p: Path) -> str:
             f"and its {s['test']['images']} test X-rays {s['test']['vs_train']:.2f}x ({per('test')}) of its "
             f"{s['train']['images']} training X-rays; random halves of the {g['images']} real digits ({g['half']} against "
             f"{g['half']}, {g['draws']} draws) {q['p5']:.2f}-{q['p95']:.2f}x (5th-95th percentile). The kept generator's "
-            f"gate is {d['artefact_max']}x. JSON: `{_rel(p)}` (`{d['command']}`).\n")
+            f"gate is {d['artefact_max']}x.{_stripe_calibration(d)} JSON: `{_rel(p)}` (`{d['command']}`).\n")
+
+
+def _stripe_calibration(d: dict) -> str:
+    """The stripe score's calibration sentence ("" for a JSON measured before the score existed)."""
+    s, g = d["sample"], d["digits"]
+    if "stripe_max" not in d:
+        return ""
+    st, sp = g["stripe_percentiles"], g["stripe_probe_count_percentiles"]
+    return (f" On the stripe score's scale (the strongest row or column frequency between 0.25 and 0.5 cycles/pixel "
+            f"over the training images' share there, a maximum over frequencies, so never far below 1.0x) the "
+            f"sample's val X-rays score {s['val']['stripe_vs_train']:.2f}x and its test X-rays "
+            f"{s['test']['stripe_vs_train']:.2f}x (2 images: the noise of a tiny set); the digits' halves "
+            f"{st['p5']:.2f}-{st['p95']:.2f}x, and {g['probe_count']} digits (the quality probe's count per class) against "
+            f"{g['half']} {sp['p5']:.2f}-{sp['p95']:.2f}x. The kept generator's stripe gate is {d['stripe_max']}x.")
 
 
 @measured("generator_upgrade.json", "python -m benchmarks.generator_upgrade --out assets/results/generator_upgrade.json")
@@ -323,7 +342,7 @@ def section_generator_upgrade(d: dict, p: Path) -> str:
         lines += ["", "**The real sample X-rays** (3,000 steps each, the trainer's own scores of the kept generator; seed 0 "
                   "is the table and grid under \"Does it learn real chest X-rays?\", with one variant per change; seed 1 "
                   "`assets/results/xray_recipes-seed1.json`):", "",
-                  "| Seed | Arm | Kept epoch | Diversity | Training images covered | Fidelity | Artefact score (x real) | "
+                  "| Seed | Arm | Kept epoch | Diversity | Training images covered | Fidelity | Artefact scores (x real) | "
                   "Bar | Wall time |", "|---|---|---|---|---|---|---|---|---|", *rows]
         f1 = xray[1][1]
         g1 = read_json(f1).get("grid") if f1.is_file() else None

@@ -22,7 +22,14 @@ def test_the_share_is_class_balanced() -> None:
 
 
 def test_halves_of_real_digits_score_about_one() -> None:
-    d = AC.digits_part(draws=30, half=200, seed=1)
+    from cxr_utils.gan.tracker import STRIPE_MAX
+
+    d = AC.digits_part(draws=30, half=200, seed=1, probe_count=64)
     q = d["ratio_percentiles"]
-    assert d["images"] == 1797 and q["p5"] <= q["p50"] <= q["p95"]
+    assert d["images"] == 1797 and d["probe_count"] == 64 and q["p5"] <= q["p50"] <= q["p95"]
     assert 0.85 < q["p5"] and q["p95"] < 1.15  # real images of one kind: far inside the 1.5x gate
+    # the stripe score is a maximum over frequency bins: never much below 1 (some bin is at least as strong), and for
+    # real images of one kind inside its gate, at the halves' size and at the probe's
+    for key in ("stripe_percentiles", "stripe_probe_count_percentiles"):
+        s = d[key]
+        assert 0.95 < s["p5"] <= s["p50"] <= s["p95"] < STRIPE_MAX

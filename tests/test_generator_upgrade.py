@@ -118,12 +118,12 @@ def test_the_readme_section_marks_budget_cut_digits_runs_and_carried_xray_rows(t
     monkeypatch.setattr(R, "RESULTS", tmp_path)
     monkeypatch.setattr(R, "_rel", lambda p: p.name)
     text = R.section_generator_upgrade()
-    assert "| 1 | variant (`xray:g_upsample=transpose`) | 1500 | 0.50 | 7 / 10 | 0.90 | 1.20x (0.0100) | met | 300 s |" \
+    assert "| 1 | variant (`xray:g_upsample=transpose`) | 1500 | 0.50 | 7 / 10 | 0.90 | 1.20x (0.0100); stripes n/a | met | 300 s |" \
         in text  # another seed's variants are listed (seed 0's are the recipe table)
     assert "| digits, 16 px | before | 0 | 0.9800 (0.9800) | 0.9800 | 0.970 | 0.950 | 6,000 (1 of 1 runs cut by the " \
            "600 s budget) | 590 s | yes |" in text
     assert "| digits, 16 px | after | 0 | 0.9900 (0.9900) | 0.9900 | 0.970 | 0.950 | 6,000 | 590 s | yes |" in text
-    assert "| 0 (carried over from an earlier run) | after (`xray`) | 1500 | 0.50 | 7 / 10 | 0.90 | 1.20x (0.0100) |" \
+    assert "| 0 (carried over from an earlier run) | after (`xray`) | 1500 | 0.50 | 7 / 10 | 0.90 | 1.20x (0.0100); stripes n/a |" \
         in text
     assert "before (`xray-v1`)" not in text and "Seed 1" not in text  # no seed-1 JSON: no seed-1 grid
 

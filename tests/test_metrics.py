@@ -288,3 +288,43 @@ def test_high_frequency_share_closed_forms() -> None:
     assert abs(hf(rng.normal(size=(200, s, s))).mean() - band) < 0.005
     with pytest.raises(ValueError, match="expected images"):
         hf(np.zeros(5))
+
+
+def test_axis_spectrum_and_stripe_ratio_closed_forms() -> None:
+    """axis_spectrum: each image's energy shares at each |fx| (row 0) and |fy| (row 1); stripe_ratio: the strongest
+    bin at or above half Nyquist as a multiple of the reference's."""
+    from cxr_utils.metrics.artefacts import axis_spectrum, balanced_axis_spectrum, stripe_ratio
+
+    s = 16
+    i = np.arange(s, dtype=np.float64)
+    cols = np.tile(np.cos(2 * np.pi * 5 * i / s)[None, :], (s, 1))  # varies along x: all energy at |fx| = 5
+    rows = np.tile(np.cos(2 * np.pi * 3 * i / s)[:, None], (1, s))  # varies along y: all energy at |fy| = 3
+    spec = axis_spectrum(np.stack([cols, rows]) * 20 + 100)
+    assert spec.shape == (2, 2, s // 2 + 1)
+    np.testing.assert_allclose(spec.sum(axis=2), 1.0, atol=1e-12)  # each marginal holds all the energy
+    assert spec[0, 0, 5] == pytest.approx(1.0) and spec[0, 1, 0] == pytest.approx(1.0)  # fy = 0 for column stripes
+    assert spec[1, 1, 3] == pytest.approx(1.0) and spec[1, 0, 0] == pytest.approx(1.0)
+    # two orthogonal parts: shares by energy (a^2 : b^2, both cosines)
+    a, b = 1.0, 2.0
+    mix = axis_spectrum((a * cols + b * rows)[None])[0]
+    assert mix[0, 5] == pytest.approx(a**2 / (a**2 + b**2)) and mix[1, 3] == pytest.approx(b**2 / (a**2 + b**2))
+    assert axis_spectrum(np.full((1, 8, 8), 9.0)).sum() == 0.0  # a constant image: no energy, no nan
+    np.testing.assert_allclose(axis_spectrum(np.repeat(cols[None, ..., None], 3, -1)), axis_spectrum(cols[None]), atol=1e-12)
+    with pytest.raises(ValueError, match="square"):
+        axis_spectrum(np.zeros((1, 8, 4)))
+    # the class-balanced mean: the mean of the class means, whatever the counts (3 of class 0, 1 of class 1)
+    bal = balanced_axis_spectrum(np.stack([cols, cols, cols, rows]), np.array([0, 0, 0, 1]), 2)
+    np.testing.assert_allclose(bal, (spec[0] + spec[1]) / 2, atol=1e-12)
+    assert balanced_axis_spectrum(np.zeros((0, 8, 8)), np.zeros(0), 2) is None
+    # stripe_ratio: bins k >= 0.5 * (S/2) = 4 of 8; a bin below the band never counts
+    ref = np.full((2, 9), 0.1)
+    syn = ref.copy()
+    syn[0, 3] = 0.9  # 9x, but at k = 3 < 4: outside the band
+    assert stripe_ratio(syn, ref) == pytest.approx(1.0)
+    syn[1, 6] = 0.25  # 2.5x at |fy| = 6
+    assert stripe_ratio(syn, ref) == pytest.approx(2.5)
+    ref[1, 6] = 0.0  # the reference holds nothing there: the bin is skipped, not infinite
+    assert stripe_ratio(syn, ref) == pytest.approx(1.0)
+    assert stripe_ratio(None, ref) is None and stripe_ratio(syn, None) is None
+    with pytest.raises(ValueError, match="differ in shape"):
+        stripe_ratio(syn, ref[:, :5])

@@ -133,6 +133,16 @@ def test_the_artefact_gate_keeps_a_generator_without_banding_over_a_lower_kid() 
     assert tracker.select_best([{**r, "hf_share_vs_real": 3.0} for r in rows])["epoch"] == 1500  # all over: KID decides
     assert tracker.select_best([{**r, "hf_share_vs_real": ""} for r in rows])["epoch"] == 1500  # rows before the score
     assert tracker.artefact_ok({"hf_share_vs_real": 1.5}) and not tracker.artefact_ok({"hf_share_vs_real": 1.51})
+    assert tracker.artefact_ok({"stripe_vs_real": 1.5}) and not tracker.artefact_ok({"stripe_vs_real": 1.51})
+    assert not tracker.artefact_ok({"hf_share_vs_real": 1.0, "stripe_vs_real": 2.7})  # banding the band share misses
+    stripy = [{**r, "stripe_vs_real": 2.7 if r["epoch"] == 2500 else 1.2} for r in rows]
+    assert tracker.select_best(stripy)["epoch"] == 3000  # the gate passes the banded step-2500 generator over
+    # no evaluation without banding: the stripe gate gives way first, the high-frequency gate still holds (the step-1500
+    # generator at 2.4x stays passed over), as it did before the stripe score existed
+    banded = [{**r, "stripe_vs_real": 2.0} for r in rows]
+    assert tracker.select_best(banded)["epoch"] == tracker.select_best([{**r, "stripe_vs_real": ""} for r in rows])["epoch"]
+    assert tracker.select_best(banded)["epoch"] == 2500
+    assert tracker.artefact_ok({"hf_share_vs_real": 1.0, "stripe_vs_real": 2.0}, stripes=False)
     assert "artefact score" in tracker.rule_text(2) and "1.5x" in tracker.rule_text(2)
 
 

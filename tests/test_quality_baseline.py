@@ -220,8 +220,10 @@ def test_a_tiny_or_missing_held_out_split_falls_back_to_the_fixed_bars_and_says_
     assert b["sides"]["reference"]["missing"].startswith("too few held-out images of NORMAL (1 image): fewer than 4")
     row = p.score_images(np.concatenate([x_tr[:4], x_tr[5:9]]))
     assert row["bars"] == "fixed: " + why
-    # no stand-ins, no ratios; only the artefact score, whose reference is the training images
-    assert all(row[c] is None for c in (*QB.VS_REAL_COLUMNS, *QB.REAL_COLUMNS) if c != "hf_share_vs_real")
+    # no stand-ins, no ratios; only the artefact scores, whose reference is the training images
+    artefact_cols = ("hf_share_vs_real", "stripe_vs_real")
+    assert all(row[c] is None for c in (*QB.VS_REAL_COLUMNS, *QB.REAL_COLUMNS) if c not in artefact_cols)
+    assert row["stripe_vs_real"] is not None and b["artefact"]["stripe_held_out_vs_train"] is None
     assert row["hf_share_vs_real"] == pytest.approx(row["hf_share"] / b["artefact"]["hf_share"], rel=1e-12)
     assert tracker.learned_check(row)[1].endswith("fixed bars: " + why)
     alarm = tracker.collapse_alarm({"epoch": 1, "diversity": 0.1, "train_coverage": 0.5})
@@ -339,6 +341,37 @@ def test_the_artefact_score_sits_beside_what_the_training_images_hold(tmp_path) 
         "hf_share_vs_real" in tracker.columns(NAMES)
 
 
+def test_the_stripe_score_sees_fine_stripes_the_band_share_averages_away(tmp_path) -> None:
+    """stripe_vs_real (metrics.artefacts.stripe_ratio against the training images' class-balanced axis spectrum):
+    the training images scored as if synthetic give exactly 1.0x; faint stripes at 0.41 cycles/pixel laid over them
+    (the banding of a nearest-neighbour upsample) leave hf_share_vs_real near 1 but push the stripe score past the gate,
+    and the kept-generator rule then passes that row over."""
+    from cxr_utils.metrics.artefacts import axis_spectrum, balanced_axis_spectrum
+
+    rng = np.random.default_rng(3)
+    x_tr, y_tr = _images(rng, (10, 10))
+    x_val, y_val = _images(rng, (20, 20))
+    p = _probe(x_tr, y_tr, x_val, y_val, n_per_class=10)
+    art = p.baseline["artefact"]
+    np.testing.assert_allclose(art["axis_spectrum"], balanced_axis_spectrum(x_tr, y_tr, 2), rtol=1e-12)
+    stand = p.baseline["sides"]["train"]["indices"]
+    held = QB.stripe_vs_real(art, x_val[stand], y_val[stand], 2)
+    assert art["stripe_held_out_vs_train"] == pytest.approx(held, rel=1e-12) and 0.9 < held < tracker.STRIPE_MAX
+    assert "stripe score of the held-out real images" in QB.describe(p.baseline)
+    order = np.concatenate([np.flatnonzero(y_tr == c) for c in range(2)])  # the probe's labels: 10 of 0, then 10 of 1
+    same = p.score_images(x_tr[order])
+    assert same["stripe_vs_real"] == pytest.approx(1.0, rel=1e-9)
+    k = round(0.41 * S)
+    stripes = 30 * np.cos(2 * np.pi * k * np.arange(S) / S)[None, None, :]  # energy: half the texture's
+    banded = np.clip(np.rint(x_tr[order] + stripes), 0, 255).astype(np.uint8)
+    row = p.score_images(banded)
+    assert row["stripe_vs_real"] > 2 * tracker.STRIPE_MAX
+    assert row["hf_share_vs_real"] < tracker.ARTEFACT_MAX  # what the band share alone would let through
+    assert axis_spectrum(banded)[:, 0, k].mean() > axis_spectrum(x_tr)[:, 0, k].mean()
+    assert not tracker.artefact_ok(row) and tracker.artefact_ok(same)
+    assert "stripe_vs_real" in tracker.columns(NAMES) and "stripes" in tracker.summary(row)
+
+
 def test_a_baseline_file_of_the_earlier_format_is_measured_again(tmp_path) -> None:
     """A resumed run whose quality-baseline.json predates the artefact score (format 1) gets a fresh baseline (the
     same numbers for the earlier scores: a pure function of the data and the classifier) with hf_share in it."""
@@ -353,9 +386,10 @@ def test_a_baseline_file_of_the_earlier_format_is_measured_again(tmp_path) -> No
 
     cio.atomic_write_json(path, old)
     again = QB.load_or_compute(path, True, p, x_val, y_val)
-    assert again["version"] == QB.FORMAT_VERSION == 3 and "hf_share" in again["scores"] and "artefact" in again
+    assert again["version"] == QB.FORMAT_VERSION == 4 and "hf_share" in again["scores"] and "artefact" in again
+    assert len(again["artefact"]["axis_spectrum"]) == 2  # format 4: the stripe score's reference
     assert {k: again["scores"][k] for k in old["scores"]} == pytest.approx(old["scores"])
-    assert cio.read_json(path)["version"] == 3
+    assert cio.read_json(path)["version"] == 4
     assert QB.load_or_compute(path, True, p, x_val, y_val) == cio.read_json(path)  # read back, not recomputed
 
 

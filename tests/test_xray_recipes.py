@@ -89,7 +89,7 @@ def test_readme_section_comes_from_the_json(tmp_path, monkeypatch) -> None:
          "bar": {"diversity": 0.4, "train_coverage": 0.7, "of": 10}, "command": "python benchmarks/xray_recipes.py",
          "recipes": [{"recipe": "xray", "seconds": 12.0, "last": {"alarm": ""}, "best": {"epoch": 2500, "scores": {
              "diversity": 0.52, "train_coverage": 0.8, "train_covered": 8, "train_images": 10, "fidelity": 0.9,
-             "kid": 0.01, "hf_share": 0.0135, "hf_share_vs_real": 1.46}}},
+             "kid": 0.01, "hf_share": 0.0135, "hf_share_vs_real": 1.46, "stripe_vs_real": 1.234}}},
              {"recipe": "seed", "seconds": 30.0, "last": {"alarm": "quality alarm"}, "best": {"epoch": 500, "scores": {
                  "diversity": 0.1, "train_coverage": 0.2, "train_covered": 2, "train_images": 10, "fidelity": 1.0,
                  "kid": 0.3}}}]}
@@ -97,9 +97,9 @@ def test_readme_section_comes_from_the_json(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(U, "RESULTS", tmp_path)
     monkeypatch.setattr(U, "_rel", lambda p: p.name)
     text = U.section_xray()
-    # the artefact score beside the real images' (n/a: a row measured before the score existed)
-    assert "| `xray` | 2500 | 0.52 | 8 / 10 | 0.90 | 1.46x (0.0135) | 0.0100 | no | met | 12 s |" in text
-    assert "| `seed` | 500 | 0.10 | 2 / 10 | 1.00 | n/a | 0.3000 | yes | missed | 30 s |" in text
+    # the artefact scores beside the real images' (n/a: a row measured before the score existed)
+    assert "| `xray` | 2500 | 0.52 | 8 / 10 | 0.90 | 1.46x (0.0135); stripes 1.23x | 0.0100 | no | met | 12 s |" in text
+    assert "| `seed` | 500 | 0.10 | 2 / 10 | 1.00 | n/a; stripes n/a | 0.3000 | yes | missed | 30 s |" in text
     assert "10 images can show X." in text
 
 

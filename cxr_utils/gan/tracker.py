@@ -67,6 +67,11 @@ LEARNED_TRAIN_COVERAGE = 0.7
 # ones (benchmarks/artefact_calibration.py); the 1.5x of issue 20, above which a checkerboard or banding is visible in
 # the grids (make run galleries at 2.5x)
 ARTEFACT_MAX = 1.5
+# The stripe gate of select_best: no row or column frequency in the upper half of the band (0.25-0.5 cycles/pixel) may
+# hold more than this multiple of the training images' share there (stripe_vs_real, metrics.artefacts.stripe_ratio):
+# the fine periodic banding of a nearest-neighbour upsample, which hf_share misses (a make-run generator at 1.13x
+# hf_share had 2.7x at 0.41 cycles/pixel). Calibrated on real images by benchmarks/artefact_calibration.py
+STRIPE_MAX = 1.5
 
 
 def min_fidelity(num_classes: int) -> float:
@@ -185,24 +190,26 @@ def rule_text(num_classes: int) -> str:
     """The best-generator rule in words (best.json's `rule`)."""
     return ("lowest class-balanced KID (the mean of the per-class KIDs against the held-out reference) among "
             f"evaluations without a collapse alarm, with fidelity >= {min_fidelity(num_classes):.3g} and an artefact "
-            f"score (high-frequency energy) at most {ARTEFACT_MAX}x the training images' (cxr_utils.gan.tracker.select_best)")
+            f"scores at most {ARTEFACT_MAX}x the training images' high-frequency energy and {STRIPE_MAX}x their stripe energy "
+            "(cxr_utils.gan.tracker.select_best)")
 
 
-def artefact_ok(row: dict[str, Any]) -> bool:
-    """True unless the row's artefact score is over ARTEFACT_MAX x the real images' (a row without one passes)."""
-    v = finite(row.get("hf_share_vs_real"))
-    return v is None or v <= ARTEFACT_MAX
+def artefact_ok(row: dict[str, Any], stripes: bool = True) -> bool:
+    """True unless one of the row's artefact scores is over its gate: hf_share_vs_real over ARTEFACT_MAX or (stripes)
+    stripe_vs_real over STRIPE_MAX x the training images' (a score the row lacks passes)."""
+    hf, stripe = finite(row.get("hf_share_vs_real")), finite(row.get("stripe_vs_real"))
+    return (hf is None or hf <= ARTEFACT_MAX) and (not stripes or stripe is None or stripe <= STRIPE_MAX)
 
 
 def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAMES),
                 class_names: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The evaluation whose generator is kept as generator-best.keras.
 
-    Rule: among evaluations without a collapse alarm, with fidelity >= min_fidelity(K) and an artefact score at most
-    ARTEFACT_MAX x the training images' (artefact_ok), the lowest class-balanced KID: the mean over classes of each
-    class's KID (synthetic images of class c against the reference images of class c); a tie goes to the later epoch;
-    with no such evaluation, the same without the artefact gate, then the lowest of all. Rows without per-class KIDs
-    fall back to the overall KID.
+    Rule: among evaluations without a collapse alarm, with fidelity >= min_fidelity(K) and artefact scores at most
+    ARTEFACT_MAX and STRIPE_MAX x the training images' (artefact_ok), the lowest class-balanced KID: the mean over
+    classes of each class's KID (synthetic images of class c against the reference images of class c); a tie goes to
+    the later epoch; with no such evaluation, the same without the stripe gate, then without either artefact gate,
+    then the lowest of all. Rows without per-class KIDs fall back to the overall KID.
     Why KID: it is unbiased at small sample sizes (FID is not when images < feature dimensions) and is what
     keras-io's gan_ada monitors; it compares whole distributions, so it rewards fidelity and variety together.
     Why class-balanced, and why the mean of per-class KIDs rather than a KID against a class-balanced reference: the
@@ -224,7 +231,9 @@ def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAM
         return None
     gate = min_fidelity(num_classes)
     ok = [r for r in scored if not r.get("alarm") and (finite(r.get("fidelity")) or 0.0) >= gate]
-    pool = [r for r in ok if artefact_ok(r)] or ok or scored
+    # the gates give way one at a time: the stripe gate first (no evaluation without banding), then the
+    # high-frequency gate, then fidelity and the alarm
+    pool = ([r for r in ok if artefact_ok(r)] or [r for r in ok if artefact_ok(r, stripes=False)] or ok or scored)
     return min(pool, key=lambda r: (ranking_kid(r, class_names), -int(r["epoch"])))
 
 
@@ -263,6 +272,9 @@ def summary(row: dict[str, Any]) -> str:
         x = finite(row.get(f"{k}_vs_real"))
         parts.append((f"{k} {v:.4f}" if k.startswith("kid") or k == "hf_share" else f"{k} {v:.3f}")
                      + (f" ({x:.2f}x real)" if x is not None else ""))
+    stripe = finite(row.get("stripe_vs_real"))
+    if stripe is not None:
+        parts.append(f"stripes {stripe:.2f}x real")
     cov = f" ({row.get('train_covered')}/{row.get('train_images')} training images covered)" if row.get("train_images") else ""
     return f"quality @ epoch {row.get('epoch')}: " + ", ".join(parts) + cov
 

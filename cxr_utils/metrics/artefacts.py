@@ -38,3 +38,58 @@ def balanced_share(images: np.ndarray, labels: np.ndarray, class_names: tuple[st
     hf = high_frequency_share(images, band) if len(y) else np.zeros(0)
     per = {n: float(hf[y == c].mean()) for c, n in enumerate(class_names) if (y == c).any()}
     return (float(np.mean(list(per.values()))) if per else None), per
+
+
+STRIPE_BAND = 0.5  # of Nyquist: where stripe_ratio looks (0.25-0.5 cycles/pixel: the spectral images of a 2x upsample)
+
+
+def axis_spectrum(images: np.ndarray) -> np.ndarray:
+    """Per image: the share of its spectral energy at each horizontal and each vertical frequency -> float64
+    (N, 2, S // 2 + 1); [:, 0, k] = energy at |fx| = k / S summed over every fy, [:, 1, k] = at |fy| = k / S.
+
+    The two 1-D marginals of the power spectrum P = |FFT2(x)|^2 (x grey, channels averaged, mean removed), each image's
+    P divided by its total first (a constant image: zeros). Stripes along rows or columns, the banding of a
+    nearest-neighbour upsample, put their energy at a few k of one marginal, which a radial band share
+    (high_frequency_share) averages with the quiet rest of its ring. Images must be square.
+    """
+    x = np.asarray(images, np.float64)
+    if x.ndim == 4:
+        x = x.mean(axis=-1)
+    if x.ndim != 3 or x.shape[1] != x.shape[2]:
+        raise ValueError(f"expected square images (N, S, S[, C]), got shape {x.shape}")
+    s = x.shape[1]
+    x = x - x.mean(axis=(1, 2), keepdims=True)
+    power = np.abs(np.fft.fft2(x)) ** 2
+    total = power.sum(axis=(1, 2))
+    power = np.divide(power, total[:, None, None], out=np.zeros_like(power), where=total[:, None, None] > 0)
+    k = np.abs(np.round(np.fft.fftfreq(s) * s)).astype(np.int64)  # |frequency index| of each FFT bin: 0..S/2
+    out = np.zeros((len(x), 2, s // 2 + 1))
+    np.add.at(out[:, 0].T, k, power.sum(axis=1).T)  # sum over fy, binned by |fx|
+    np.add.at(out[:, 1].T, k, power.sum(axis=2).T)  # sum over fx, binned by |fy|
+    return out
+
+
+def balanced_axis_spectrum(images: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+    """The class-balanced mean axis_spectrum of labelled images (2, S // 2 + 1): the mean over classes of each class's
+    mean (classes without images left out; None when none has any)."""
+    y = np.asarray(labels)
+    spec = axis_spectrum(images) if len(y) else None
+    per = [spec[y == c].mean(axis=0) for c in range(num_classes) if (y == c).any()]
+    return np.mean(per, axis=0) if per else None
+
+
+def stripe_ratio(spectrum: np.ndarray | None, reference: np.ndarray | list | None,
+                 band: float = STRIPE_BAND) -> float | None:
+    """The stripe score: the most any single horizontal or vertical frequency at or above `band` x Nyquist holds of the
+    spectrum, as a multiple of what the reference holds there: max over the axes and k >= band * S / 2 of
+    spectrum[a, k] / reference[a, k] (bins where the reference holds nothing are skipped). 1.0 = no frequency
+    stronger than in the real images; None without both spectra."""
+    if spectrum is None or reference is None:
+        return None
+    s, r = np.asarray(spectrum, np.float64), np.asarray(reference, np.float64)
+    if s.shape != r.shape:
+        raise ValueError(f"spectrum {s.shape} and reference {r.shape} differ in shape")
+    k0 = int(np.ceil(band * (s.shape[1] - 1)))
+    s, r = s[:, k0:], r[:, k0:]
+    ok = r > 0
+    return float((s[ok] / r[ok]).max()) if ok.any() else None

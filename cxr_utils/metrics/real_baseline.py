@@ -40,8 +40,8 @@ import numpy as np
 
 from .. import files as cio
 
-FORMAT_VERSION = 3  # 2: the train side holds hf_share (the artefact score); 3: the artefact reference (the training
-# images' hf_share, `artefact`); an earlier file is measured again
+FORMAT_VERSION = 4  # 2: the train side holds hf_share (the artefact score); 3: the artefact reference (the training
+# images' hf_share, `artefact`); 4: the stripe score's reference (their axis spectrum); an earlier file is measured again
 MIN_STAND_INS = 2  # per class, for a baseline at all: one image has no spread and covers one training image
 # per class, for the bars to be fractions of the baseline. Measured on real digits (benchmarks/quality_bars.py,
 # tests/test_quality_baseline.py): with 2 held-out images per class, a generator that repeats 2 images per class
@@ -54,7 +54,8 @@ MIN_FOR_BARS = 10
 # G learns from (a checkerboard), and the stand-ins' own ratio is what unseen real images reach
 TRAIN_SIDE = ("diversity", "train_coverage", "fidelity", "hf_share")
 REFERENCE_SIDE = ("precision", "recall", "density", "coverage")  # measured against the held-out reference
-VS_REAL_COLUMNS = tuple(f"{k}_vs_real" for k in (*TRAIN_SIDE, *REFERENCE_SIDE))
+# stripe_vs_real: the second artefact score (metrics.artefacts.stripe_ratio), a ratio to the training images by definition
+VS_REAL_COLUMNS = (*(f"{k}_vs_real" for k in (*TRAIN_SIDE, *REFERENCE_SIDE)), "stripe_vs_real")
 REAL_COLUMNS = ("kid_real", "kid_balanced_real")  # KID is a difference (~0 for real images): shown beside, not divided
 SIDES = {"train": "against the training images", "reference": "against the held-out reference"}
 REAL_BARS = "real baseline"  # a row's `bars` when the alarm and the learned bar are fractions of the baseline
@@ -92,6 +93,7 @@ def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None) ->
                            "stand in for a synthetic one")
         return out
     y_held = np.asarray(y_held).astype(np.int64)
+    stand_ins = None  # the train side's held-out stand-ins (x, y): the stripe score's calibration
     for side, offset, halve in (("train", 0, False), ("reference", 1, True)):
         idx, counts, rest = stand_in_indices(y_held, n, k, probe.seed + offset, halve)
         per_class = dict(zip(names, counts, strict=True))
@@ -110,6 +112,7 @@ def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None) ->
                                + (" to split into stand-ins and a reference" if halve else " to stand in"))
         else:
             xs, ys = np.asarray(x_held)[idx], y_held[idx]
+            stand_ins = (xs, ys) if side == "train" else stand_ins
             probs, feats = probe.predict(xs)
             ref = (probe.ref_feats[rest], probe.y_ref[rest]) if halve else None
             with one_blas_thread():  # as score_images scores synthetic images
@@ -127,7 +130,20 @@ def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None) ->
     hf, ref = finite(out["scores"].get("hf_share")), out["artefact"]["hf_share"]
     # the calibration of the artefact bar: what held-out real images score against the training images
     out["artefact"]["held_out_vs_train"] = hf / ref if hf is not None and ref else None
+    if stand_ins is not None:
+        out["artefact"]["stripe_held_out_vs_train"] = stripe_vs_real(out["artefact"], *stand_ins, k)
     return out
+
+
+def stripe_vs_real(artefact: dict[str, Any], x: np.ndarray, ys: np.ndarray, num_classes: int) -> float | None:
+    """The stripe score (metrics.artefacts.stripe_ratio) of labelled images against the reference's axis spectrum
+    (artefact_reference): the class-balanced axis spectra of both, the strongest row or column frequency's ratio."""
+    from .artefacts import balanced_axis_spectrum, stripe_ratio
+
+    ref = artefact.get("axis_spectrum")
+    if ref is None or not len(ys):
+        return None
+    return stripe_ratio(balanced_axis_spectrum(x, ys, num_classes), ref)
 
 
 def artefact_reference(probe: Any) -> dict[str, Any]:
@@ -139,13 +155,19 @@ def artefact_reference(probe: Any) -> dict[str, Any]:
     compares with nothing, so every real image is a fair reference, and the training images are many more (the
     sample: 10 against 4 held-out images, whose mean moved by 16 % (val) and 19 % (test) from the training images';
     per class up to 2.3x between the 2 test and 2 val PNEUMONIA images). The held-out images' own ratio to this
-    reference is the bar's calibration (`held_out_vs_train`)."""
-    from .artefacts import balanced_share
+    reference is the bar's calibration (`held_out_vs_train`).
+    The stripe score (stripe_vs_real) likewise divides by the training images' class-balanced axis spectrum
+    (`axis_spectrum`, metrics.artefacts.axis_spectrum: [horizontal, vertical] x frequency); the held-out stand-ins' own
+    stripe score is its calibration (`stripe_held_out_vs_train`)."""
+    from .artefacts import balanced_axis_spectrum, balanced_share
 
-    hf, per = balanced_share(np.asarray(probe.x_train), np.asarray(probe.y_train), probe.class_names)
+    x, y = np.asarray(probe.x_train), np.asarray(probe.y_train)
+    hf, per = balanced_share(x, y, probe.class_names)
+    spec = balanced_axis_spectrum(x, y, len(probe.class_names))
     return {"what": "class-balanced mean high-frequency share of the probe's training images (metrics."
-                    "high_frequency_share)", "hf_share": hf, "per_class": per, "images": int(len(probe.y_train)),
-            "held_out_vs_train": None}
+                    "high_frequency_share) and their class-balanced axis spectrum (metrics.axis_spectrum)",
+            "hf_share": hf, "per_class": per, "images": int(len(y)), "held_out_vs_train": None,
+            "axis_spectrum": None if spec is None else spec.tolist(), "stripe_held_out_vs_train": None}
 
 
 def load_or_compute(path: Path | None, reuse: bool, probe: Any, x_held: np.ndarray | None,
@@ -206,6 +228,7 @@ def vs_real(probe: Any, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats:
     # the artefact score against the training images (artefact_reference), with or without held-out stand-ins
     v, b = finite(row.get("hf_share")), finite((base.get("artefact") or {}).get("hf_share"))
     cols["hf_share_vs_real"] = v / b if v is not None and b is not None and b > 0 else None
+    cols["stripe_vs_real"] = stripe_vs_real(base.get("artefact") or {}, x, ys, len(probe.class_names))
     cols["kid_real"], cols["kid_balanced_real"] = finite(scores.get("kid")), finite(scores.get("kid_balanced"))
     cols["bars"] = bars_label(base)
     return cols
@@ -248,6 +271,9 @@ def describe(base: dict[str, Any] | None) -> str:
         cal = finite(art.get("held_out_vs_train"))
         parts.append(f"artefact score against the {art.get('images')} training images' high-frequency share "
                      f"{_fmt(art['hf_share'], 4)}" + (f" (held-out real images: {cal:.2f}x)" if cal is not None else ""))
+        st = finite(art.get("stripe_held_out_vs_train"))
+        if st is not None:
+            parts.append(f"stripe score of the held-out real images against the training images' axis spectrum {st:.2f}x")
     head = "real-vs-real baseline (quality-baseline.json): " + "; ".join(parts) if parts else "real-vs-real baseline: none"
     return head + (f". Fallback to the fixed bars: {base['fallback']}" if base.get("fallback") else "")
 
