@@ -32,6 +32,10 @@ def data_dir() -> Path:
     return Path(os.environ.get("CXR_DATA_DIR", project_root() / "data"))
 
 
+# how G doubles its feature maps (`g_upsample`); networks.build_generator says what each does
+G_UPSAMPLES = ("transpose", "upsample", "bilinear", "antialias")
+
+
 @dataclass
 class GANConfig:
     """Everything that defines a conditional-GAN run (architecture, losses, training)."""
@@ -45,7 +49,12 @@ class GANConfig:
     embed_dim: int = 50
     g_base_filters: int = 64  # filters of the last G block; doubled per block towards 4x4
     d_base_filters: int = 64  # filters of the first D block; doubled per block
-    g_upsample: str = "transpose"  # transpose (stride-2 transposed conv) | upsample (nearest resize + conv) | bilinear
+    # transpose (stride-2 transposed conv) | upsample (nearest resize + conv) | bilinear | antialias (nearest in the
+    # blocks, bilinear for the image layer's resize)
+    g_upsample: str = "transpose"
+    # > 0: one more G block at full resolution (3x3 conv of this many filters, norm, ReLU) before a 3x3 conv makes the
+    # image, which then needs no upsampling of its own; 0: the last upsampling makes the image (DCGAN)
+    g_full_res_filters: int = 0
     norm: str = "layer"  # layer | batch | none (none = spectral normalization in D)
     # the generator's own normalization (layer | batch | none | class_layer); None = `norm`. class_layer: keras
     # LayerNormalization without gain and bias, then a gain and bias per class from the label embedding (models.ClassAffine)
@@ -100,8 +109,9 @@ class GANConfig:
             (self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels}"),
             (self.num_classes >= 2, f"num_classes must be >= 2, got {self.num_classes}"),
             (len(self.class_names) == self.num_classes, "class_names must have num_classes entries"),
-            (self.g_upsample in ("transpose", "upsample", "bilinear"),
-             f"g_upsample must be transpose|upsample|bilinear, got {self.g_upsample}"),
+            (self.g_full_res_filters >= 0, "g_full_res_filters must be >= 0"),
+            (self.g_upsample in G_UPSAMPLES,
+             f"g_upsample must be {'|'.join(G_UPSAMPLES)}, got {self.g_upsample}"),
             (self.norm in ("layer", "batch", "none"), f"norm must be layer|batch|none, got {self.norm}"),
             (self.g_norm in (None, "layer", "batch", "none", "class_layer"),
              f"g_norm must be layer|batch|none|class_layer, got {self.g_norm}"),

@@ -208,6 +208,29 @@ def test_bilinear_resize_is_an_option() -> None:
     assert g.get_layer("to_image_resize").interpolation == "bilinear"
 
 
+def _resizes(g: keras.Model) -> dict[str, str]:
+    return {layer.name: layer.interpolation for layer in g.layers if layer.name.endswith("_resize")}
+
+
+def test_antialias_smooths_only_the_image_layers_resize_and_a_full_resolution_block_is_an_option() -> None:
+    """antialias: nearest in the blocks, bilinear before the image layer (whose single 3x3 conv cannot remove the
+    spectral images of a nearest resize); g_full_res_filters: one more block at full size, then a plain conv."""
+    g = build_generator(_cfg(image_size=32, channels=1, g_upsample="antialias"))
+    assert _resizes(g) == {"up0_conv_resize": "nearest", "up1_conv_resize": "nearest", "to_image_resize": "bilinear"}
+    plain = build_generator(_cfg(image_size=32, channels=1, g_upsample="upsample"))
+    assert set(_resizes(plain).values()) == {"nearest"} and plain.count_params() == g.count_params()
+    full = build_generator(_cfg(image_size=32, channels=1, g_upsample="upsample", g_full_res_filters=4, g_norm="layer"))
+    assert full.get_layer("full_res_conv").output.shape == (None, 32, 32, 4)
+    assert full.get_layer("full_res_norm").output.shape == (None, 32, 32, 4)
+    to_image = full.get_layer("to_image")
+    assert to_image.kernel.shape == (3, 3, 4, 1) and to_image.output.shape == (None, 32, 32, 1)
+    assert "to_image_resize" not in _resizes(full) and full.output.shape == (None, 32, 32, 1)
+    from cxr_utils.errors import UserError
+
+    with pytest.raises(UserError, match="g_full_res_filters must be >= 0"):
+        GANConfig(g_full_res_filters=-1).validate()
+
+
 def _sn_discriminator(dtype: str | None = None, **kw) -> keras.Model:
     return build_discriminator(_cfg(image_size=16, channels=1, norm="none", projection=True, spectral_all=True, **kw),
                                dtype=dtype)
@@ -262,7 +285,7 @@ def test_new_fields_are_validated() -> None:
 
     with pytest.raises(UserError, match="spectral_all needs norm none"):
         GANConfig(spectral_all=True).validate()
-    with pytest.raises(UserError, match=r"g_upsample must be transpose\|upsample\|bilinear, got cubic"):
+    with pytest.raises(UserError, match=r"g_upsample must be transpose\|upsample\|bilinear\|antialias, got cubic"):
         GANConfig(g_upsample="cubic").validate()
     with pytest.raises(UserError, match=r"g_norm must be layer\|batch\|none\|class_layer, got instance"):
         GANConfig(g_norm="instance").validate()

@@ -123,21 +123,34 @@ def build_generator(cfg: GANConfig, dtype: str | None = None, name: str = "gener
     x = _norm(x, gn, "project_norm", dtype, emb)
     x = layers.ReLU(name="project_relu", dtype=dtype)(x)
 
-    def up(x, f: int, name: str, out_dtype: str | None, bias: bool):
+    def up(x, f: int, name: str, out_dtype: str | None, bias: bool, image: bool = False):
         if cfg.g_upsample == "transpose":
             return layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=bias, name=name, dtype=out_dtype)(x)
         # resize, then convolve (Odena et al. 2016): every output pixel gets the same number of kernel taps, so no
-        # checkerboard; "upsample" = nearest neighbour, "bilinear" = bilinear interpolation
-        interpolation = "bilinear" if cfg.g_upsample == "bilinear" else "nearest"
-        x = layers.UpSampling2D(2, interpolation=interpolation, name=f"{name}_resize", dtype=dtype)(x)
+        # checkerboard; "upsample" = nearest neighbour, "bilinear" = bilinear interpolation everywhere, "antialias" =
+        # nearest in the blocks and bilinear before the image layer. A nearest 2x resize repeats the map's spectrum
+        # mirrored about half the new Nyquist (content at f cycles/pixel also appears at 0.5 - f); the blocks' convs
+        # have the filters to remove those images, the image layer's one 3x3 conv to one channel has not, and they
+        # stay in the image as fine periodic stripes. A 2x bilinear resize is zero insertion then the binomial
+        # [1, 3, 3, 1] / 4 low-pass (StyleGAN2's upsampling filter): it damps them (by ~13x in amplitude at 0.41).
+        smooth = cfg.g_upsample == "bilinear" or (image and cfg.g_upsample == "antialias")
+        x = layers.UpSampling2D(2, interpolation="bilinear" if smooth else "nearest", name=f"{name}_resize",
+                                dtype=dtype)(x)
         return layers.Conv2D(f, 3, padding="same", use_bias=bias, name=name, dtype=out_dtype)(x)
 
     for i, f in enumerate(filters[1:]):
         x = up(x, f, f"up{i}_conv", dtype, gn == "none")
         x = _norm(x, gn, f"up{i}_norm", dtype, emb)
         x = layers.ReLU(name=f"up{i}_relu", dtype=dtype)(x)
-    # the last upsampling makes the image; float32 so mixed precision never quantises the output
-    x = up(x, cfg.channels, "to_image", "float32", True)
+    # the last upsampling makes the image (float32 so mixed precision never quantises the output), or with
+    # g_full_res_filters one more block at full resolution, then a plain 3x3 conv makes it
+    if cfg.g_full_res_filters:
+        x = up(x, cfg.g_full_res_filters, "full_res_conv", dtype, gn == "none", image=True)
+        x = _norm(x, gn, "full_res_norm", dtype, emb)
+        x = layers.ReLU(name="full_res_relu", dtype=dtype)(x)
+        x = layers.Conv2D(cfg.channels, 3, padding="same", name="to_image", dtype="float32")(x)
+    else:
+        x = up(x, cfg.channels, "to_image", "float32", True, image=True)
     out = layers.Activation("tanh", name="tanh", dtype="float32")(x)
     return keras.Model([noise, label], out, name=name)
 
