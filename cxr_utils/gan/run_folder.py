@@ -35,13 +35,26 @@ LATEST = "latest.json"
 SAMPLES = "samples"
 TENSORBOARD = "tb"
 LOCK = "lock"
-CHECKPOINT_GLOB = "ckpt-*.npz"
-GRID_GLOB = "epoch-*.png"
+# per-epoch files: one (prefix, suffix) each, from which the name of an epoch, the glob and owns()'s pattern follow
+_CHECKPOINT = ("ckpt-", ".npz")
+_GRID = ("epoch-", ".png")
+
+
+def _epoch_name(kind: tuple[str, str], epoch: int) -> str:
+    return f"{kind[0]}{epoch:04d}{kind[1]}"
+
+
+def _epoch_pattern(kind: tuple[str, str]) -> str:
+    return re.escape(kind[0]) + r"\d{4,}" + re.escape(kind[1])
+
+
+CHECKPOINT_GLOB = "*".join(_CHECKPOINT)
+GRID_GLOB = "*".join(_GRID)
 
 # the files directly in the run folder, and the name patterns of the files in its sub-folders (tb/: TensorBoard's own)
 FILES = (CONFIG, METRICS, GENERATOR, BEST_GENERATOR, BEST_JSON, QUALITY, BASELINE, CLASSIFIER, LOCK)
-_IN_FOLDER = {CHECKPOINTS: re.compile(r"ckpt-\d{4,}\.npz|latest\.json"), SAMPLES: re.compile(r"epoch-\d{4,}\.png"),
-              TENSORBOARD: re.compile(r".+")}
+_IN_FOLDER = {CHECKPOINTS: re.compile(f"{_epoch_pattern(_CHECKPOINT)}|{re.escape(LATEST)}"),
+              SAMPLES: re.compile(_epoch_pattern(_GRID)), TENSORBOARD: re.compile(r".+")}
 
 
 class RunFolder:
@@ -110,11 +123,11 @@ class RunFolder:
 
     def checkpoint(self, epoch: int) -> Path:
         """checkpoints/ckpt-EEEE.npz of one epoch."""
-        return self.checkpoints / f"ckpt-{epoch:04d}.npz"
+        return self.checkpoints / _epoch_name(_CHECKPOINT, epoch)
 
     def grid(self, epoch: int) -> Path:
         """samples/epoch-EEEE.png of one epoch."""
-        return self.samples / f"epoch-{epoch:04d}.png"
+        return self.samples / _epoch_name(_GRID, epoch)
 
     def grids(self) -> list[Path]:
         """The sample grids on disk, oldest epoch first."""
