@@ -335,7 +335,7 @@ def test_quality_curves_and_description_without_evaluations(tmp_path) -> None:
     assert tracker.describe_run(tmp_path) == ["no quality evaluation in this run (quality tracking off: eval_every -1)"]
     tracker.write_rows(tmp_path / tracker.QUALITY_FILE, [{"epoch": 5, "step": 5, **_scores(0.45, 0.02), "alarm": ""}], NAMES)
     fig = curves.quality_curves(tmp_path)
-    assert [ax.get_lines()[0].get_xdata().tolist() for ax in fig.axes] == [[5], [5], [5]]
+    assert [ax.get_lines()[0].get_xdata().tolist() for ax in fig.axes] == [[5], [5], [5], [5]]
     drawing.close(fig)
 
 
@@ -394,6 +394,7 @@ def test_a_run_from_before_the_change_is_read_ranked_drawn_and_resumed(tmp_path)
     fig = curves.quality_curves(tmp_path)
     assert "fixed bars" in fig.axes[0].get_title()
     assert fig.axes[2].get_lines()[0].get_ydata().tolist() == pytest.approx([0.01, 0.03])  # class-balanced, recomputed
+    assert np.isnan(fig.axes[3].get_lines()[1].get_ydata()).all()  # rows from before the stripe score: nothing drawn
     drawing.close(fig)
 
     # resumed at epoch 2: the rows are kept (rewritten with the new columns); the rule now prefers epoch 1, whose
@@ -434,3 +435,23 @@ def test_the_probe_can_measure_kid_and_prdc_in_imagenet_vgg16_features(sample_np
     assert row["kid"] is not None and 0 <= row["coverage"] <= 1
     with pytest.raises(ValueError, match="features must be domain or vgg16, got 'inception'"):
         gan_probe.build_probe(NAMES, real, gan_probe.ProbeSettings(16, 4, 3, features="inception"))
+
+
+def test_the_quality_figure_draws_both_artefact_scores_beside_their_gates_and_the_real_images(tmp_path) -> None:
+    from cxr_utils import drawing, files as cio
+    from cxr_utils.gan import curves
+
+    rows = [{"epoch": e, "step": 10 * e, "kid": 0.1, "fidelity": 0.9, "hf_share_vs_real": hf, "stripe_vs_real": st,
+             "alarm": ""} for e, hf, st in ((1, 2.0, 3.1), (2, 1.1, 1.4))]
+    tracker.write_rows(tmp_path / tracker.QUALITY_FILE, rows, NAMES)
+    cio.atomic_write_json(tmp_path / tracker.BASELINE_FILE, {"artefact": {"held_out_vs_train": 0.86,
+                                                                          "stripe_held_out_vs_train": 1.27}})
+    fig = curves.quality_curves(tmp_path)
+    ax = fig.axes[3]
+    lines = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
+    assert list(lines["high-frequency share (checkerboard)"]) == [2.0, 1.1]
+    assert list(lines["stripes (strongest row/column frequency)"]) == [3.1, 1.4]
+    assert list(lines["held-out real images, stripes (1.27)"]) == [1.27, 1.27]
+    assert list(lines[f"gate of the kept generator, stripes ({tracker.STRIPE_MAX}x)"]) == [tracker.STRIPE_MAX] * 2
+    assert ax.get_title().startswith("artefacts")
+    drawing.close(fig)

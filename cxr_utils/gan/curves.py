@@ -43,7 +43,7 @@ def training_curves(metrics_csv: str | os.PathLike, title: str = "GAN training")
 def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality") -> plt.Figure | None:
     """Per evaluated epoch of a run folder: variety (diversity, train coverage), fidelity and KID, each beside what
     held-out real images reach (quality-baseline.json: a grey line per score), with the learned bar and the collapse
-    alarm; the kept generator's epoch dashed. Without a baseline (no held-out split, an older run) the variety panel
+    alarm, and the artefact scores beside their gates; the kept generator's epoch dashed. Without a baseline (no held-out split, an older run) the variety panel
     shows the absolute scores against the fixed bars. None when the run has no quality evaluation (eval_every -1)."""
     import pandas as pd
 
@@ -56,10 +56,11 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
         return None
     best_epoch = (tracker.load_best(run_dir) or {}).get("epoch")
     base = tracker.load_baseline(run_dir) or {}
-    fig, axes = _plt().subplots(1, 3, figsize=(13, 3.4))
+    fig, axes = _plt().subplots(1, 4, figsize=(17, 3.4))
     _variety_panel(axes[0], df)
     _fidelity_panel(axes[1], df, base)
     _kid_panel(axes[2], df, base.get("scores") or {})
+    _artefact_panel(axes[3], df, base.get("artefact") or {})
     for a in axes:
         a.set_xlabel("epoch")
         if best_epoch is not None:
@@ -151,3 +152,23 @@ def _kid_panel(ax: plt.Axes, df: pd.DataFrame, real: dict) -> None:
                        label=f"held-out real images ({'balanced' if key == 'kid_balanced' else 'all'}: {v:.4f})")
     ref = str(df["reference"].iloc[-1]) if "reference" in df and len(df) else "?"
     ax.set_title(f"KID vs {ref} (lower is closer)", fontsize=9)
+
+
+def _artefact_panel(ax: plt.Axes, df: pd.DataFrame, art: dict) -> None:
+    """The two artefact scores (x the training images'), their gates, and where held-out real images land."""
+    from ..metrics import real_baseline
+    from . import tracker
+
+    x = df["epoch"]
+    ax.plot(x, _column(df, "hf_share_vs_real"), "o-", ms=3, color="C5", label="high-frequency share (checkerboard)")
+    ax.plot(x, _column(df, "stripe_vs_real"), "s-", ms=3, color="C6", label="stripes (strongest row/column frequency)")
+    ax.axhline(1.0, color="grey", lw=1.2, label="training images (= 1)")
+    for key, c, what in (("held_out_vs_train", "C5", "share"), ("stripe_held_out_vs_train", "C6", "stripes")):
+        v = real_baseline.finite(art.get(key))
+        if v is not None:
+            ax.plot(x.iloc[[0, -1]], [v, v], color=c, lw=0.8, alpha=0.5, label=f"held-out real images, {what} ({v:.2f})")
+    for v, c, what in ((tracker.ARTEFACT_MAX, "C5", "share"), (tracker.STRIPE_MAX, "C6", "stripes")):
+        ax.axhline(v, color=c, ls=":", lw=0.9, label=f"gate of the kept generator, {what} ({v}x)")
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("x the training images'", fontsize=8)
+    ax.set_title("artefacts (above the gates: visible texture)", fontsize=9)
