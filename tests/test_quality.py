@@ -438,7 +438,8 @@ def test_the_probe_can_measure_kid_and_prdc_in_imagenet_vgg16_features(sample_np
 
 
 def test_the_quality_figure_draws_both_artefact_scores_beside_their_gates_and_the_real_images(tmp_path) -> None:
-    from cxr_utils import drawing, files as cio
+    from cxr_utils import drawing
+    from cxr_utils import files as cio
     from cxr_utils.gan import curves
 
     rows = [{"epoch": e, "step": 10 * e, "kid": 0.1, "fidelity": 0.9, "hf_share_vs_real": hf, "stripe_vs_real": st,
