@@ -197,8 +197,9 @@ ARTEFACT_NOTE = ("*Artefact score*: the share of each image's spectral energy at
                  "`cxr_utils.metrics.artefacts.stripe_ratio`): the strongest single row or column frequency between "
                  "0.25 and 0.5 cycles/pixel, as a multiple of the training X-rays' share there (the 1-D marginals of each "
                  "image's power spectrum, class-balanced): the fine periodic banding of a nearest-neighbour upsample, "
-                 "which the band share averages away; gate `cxr_utils.gan.tracker.STRIPE_MAX`; n/a for entries measured "
-                 "before it existed.")
+                 "which the band share averages away; its line `cxr_utils.gan.tracker.STRIPE_MAX` is not a gate of the kept "
+                 "generator (a blurred, unfinished image has no stripes either); n/a for entries measured before it "
+                 "existed.")
 
 
 def _artefact(scores: dict) -> str:
@@ -284,7 +285,7 @@ def _stripe_calibration(d: dict) -> str:
             f"sample's val X-rays score {s['val']['stripe_vs_train']:.2f}x and its test X-rays "
             f"{s['test']['stripe_vs_train']:.2f}x (2 images: the noise of a tiny set); the digits' halves "
             f"{st['p5']:.2f}-{st['p95']:.2f}x, and {g['probe_count']} digits (the quality probe's count per class) against "
-            f"{g['half']} {sp['p5']:.2f}-{sp['p95']:.2f}x. The kept generator's stripe gate is {d['stripe_max']}x.")
+            f"{g['half']} {sp['p5']:.2f}-{sp['p95']:.2f}x. The stripe line is {d['stripe_max']}x (shown, not a gate).")
 
 
 @measured("generator_upgrade.json", "python -m benchmarks.generator_upgrade --out assets/results/generator_upgrade.json")

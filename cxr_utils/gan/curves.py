@@ -167,8 +167,9 @@ def _artefact_panel(ax: plt.Axes, df: pd.DataFrame, art: dict) -> None:
         v = real_baseline.finite(art.get(key))
         if v is not None:
             ax.plot(x.iloc[[0, -1]], [v, v], color=c, lw=0.8, alpha=0.5, label=f"held-out real images, {what} ({v:.2f})")
-    for v, c, what in ((tracker.ARTEFACT_MAX, "C5", "share"), (tracker.STRIPE_MAX, "C6", "stripes")):
-        ax.axhline(v, color=c, ls=":", lw=0.9, label=f"gate of the kept generator, {what} ({v}x)")
+    ax.axhline(tracker.ARTEFACT_MAX, color="C5", ls=":", lw=0.9,
+               label=f"gate of the kept generator, share ({tracker.ARTEFACT_MAX}x)")
+    ax.axhline(tracker.STRIPE_MAX, color="C6", ls="--", lw=0.9, label=f"line, stripes ({tracker.STRIPE_MAX}x; not a gate)")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("x the training images'", fontsize=8)
     ax.set_title("artefacts (above the gates: visible texture)", fontsize=9)
