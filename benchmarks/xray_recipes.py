@@ -276,10 +276,15 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
             if "generated labels" in (r.get("carried_over") or ""):
                 text = r["carried_over"]
         folder = _measured_in(r, [] if work is None else [work] if isinstance(work, (str, Path)) else work)
-        # drawn in the new grid from the run that measured it, or shown by the picture it was in (carried before: its own)
-        shown = None if folder is not None or r.get("carried_over") else _kept_grid(old, grid)
+        # drawn in the new grid from the run that measured it, or shown by the picture it was in: its own if carried
+        # before, else the earlier JSON's grid (kept under another name), also for an entry carried before that was
+        # drawn in that grid (in_grid) from a run folder not given now
+        drawn_before = bool(r.get("carried_over")) and bool(r.get("in_grid"))
+        shown = None if folder is not None or (r.get("carried_over") and not drawn_before) else _kept_grid(old, grid)
         entry = {**r, "recipe": name, "fields": dict(sorted(variant_fields(name).items())), "carried_over": text,
-                 "grid": r.get("grid") if r.get("carried_over") else (str(shown) if shown else None)}
+                 "grid": r.get("grid") if r.get("carried_over") and not drawn_before else (str(shown) if shown else None)}
+        if drawn_before and folder is None:
+            entry["in_grid"] = False
         if folder is not None:
             entry["run_dir"] = str(folder)
         out.append(entry)

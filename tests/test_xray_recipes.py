@@ -148,6 +148,13 @@ def test_carry_over_reuses_only_unchanged_recipes_and_keeps_the_earlier_grid(tmp
     # the JSON's figure was since replaced by another run's (its sha256 no longer matches): no picture is claimed
     fresh.write_text(json.dumps({"seed": 0, "grid": "grid.png", "grid_sha256": "0" * 64, "recipes": [seed_entry]}))
     assert X.carry_over(["seed"], fresh, 3000, 0, tmp_path / "grid.png")[0]["grid"] is None
+    # an entry carried before and drawn in that JSON's grid from a run folder not given now keeps that grid, copied
+    drawn = {**seed_entry, "carried_over": "not re-run: measured by --drawn", "grid": None, "in_grid": True}
+    (tmp_path / "grid.png").write_bytes(b"drawn picture")
+    fresh.write_text(json.dumps({"seed": 0, "grid": "grid.png", "recipes": [drawn]}))
+    kept = X.carry_over(["seed"], fresh, 3000, 0, tmp_path / "grid.png")[0]
+    assert kept["grid"] == "grid-earlier-3.png" and (tmp_path / "grid-earlier-3.png").read_bytes() == b"drawn picture"
+    assert kept["in_grid"] is False and kept["carried_over"].startswith("not re-run: measured by --drawn")
     with pytest.raises(UserError, match="xray: its fields, steps or seed changed"):
         X.carry_over(["xray"], old, 3000, 0, None)  # its optimiser changed: must be re-run
     with pytest.raises(UserError, match="seed: its fields, steps or seed changed"):
