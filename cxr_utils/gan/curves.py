@@ -172,4 +172,4 @@ def _artefact_panel(ax: plt.Axes, df: pd.DataFrame, art: dict) -> None:
     ax.axhline(tracker.STRIPE_MAX, color="C6", ls="--", lw=0.9, label=f"line, stripes ({tracker.STRIPE_MAX}x; not a gate)")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("x the training images'", fontsize=8)
-    ax.set_title("artefacts (above the gates: visible texture)", fontsize=9)
+    ax.set_title("artefacts (above the dotted and dashed lines: visible texture)", fontsize=9)
