@@ -328,3 +328,14 @@ def test_axis_spectrum_and_stripe_ratio_closed_forms() -> None:
     assert stripe_ratio(None, ref) is None and stripe_ratio(syn, None) is None
     with pytest.raises(ValueError, match="differ in shape"):
         stripe_ratio(syn, ref[:, :5])
+
+
+def test_the_spectra_are_the_same_in_chunks(monkeypatch) -> None:
+    """A training split's spectra are computed CHUNK images at a time (memory at full scale): same numbers."""
+    from cxr_utils.metrics import artefacts
+
+    x = np.random.default_rng(1).integers(0, 256, (11, 8, 8)).astype(np.uint8)
+    whole = artefacts.axis_spectrum(x), artefacts.high_frequency_share(x)
+    monkeypatch.setattr(artefacts, "CHUNK", 4)  # 4 + 4 + 3
+    np.testing.assert_array_equal(artefacts.axis_spectrum(x), whole[0])
+    np.testing.assert_array_equal(artefacts.high_frequency_share(x), whole[1])
