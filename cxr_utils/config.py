@@ -50,7 +50,7 @@ class GANConfig:
     g_base_filters: int = 64  # filters of the last G block; doubled per block towards 4x4
     d_base_filters: int = 64  # filters of the first D block; doubled per block
     # transpose (stride-2 transposed conv) | upsample (nearest resize + conv) | bilinear | antialias (nearest in the
-    # blocks, bilinear for the image layer's resize)
+    # blocks, bilinear for the last resize: the image layer's, or the full-resolution block's with g_full_res_filters)
     g_upsample: str = "transpose"
     # > 0: one more G block at full resolution (3x3 conv of this many filters, norm, ReLU) before a 3x3 conv makes the
     # image, which then needs no upsampling of its own; 0: the last upsampling makes the image (DCGAN)

@@ -310,13 +310,20 @@ def test_axis_spectrum_and_stripe_ratio_closed_forms() -> None:
     assert mix[0, 5] == pytest.approx(a**2 / (a**2 + b**2)) and mix[1, 3] == pytest.approx(b**2 / (a**2 + b**2))
     assert axis_spectrum(np.full((1, 8, 8), 9.0)).sum() == 0.0  # a constant image: no energy, no nan
     np.testing.assert_allclose(axis_spectrum(np.repeat(cols[None, ..., None], 3, -1)), axis_spectrum(cols[None]), atol=1e-12)
-    with pytest.raises(ValueError, match="square"):
+    with pytest.raises(ValueError, match="square images of an even side"):
         axis_spectrum(np.zeros((1, 8, 4)))
+    with pytest.raises(ValueError, match="square images of an even side"):
+        axis_spectrum(np.zeros((1, 9, 9)))  # an odd side has no Nyquist bin
+    # the Nyquist bin: alternating columns put all their energy at |fx| = S / 2; any image's marginals hold all of it
+    alternating = np.tile((-1.0) ** i, (s, 1))
+    assert axis_spectrum(alternating[None])[0, 0, s // 2] == pytest.approx(1.0)
+    noise = axis_spectrum(np.random.default_rng(0).normal(size=(5, s, s)))
+    np.testing.assert_allclose(noise.sum(axis=2), 1.0, atol=1e-12)
     # the class-balanced mean: the mean of the class means, whatever the counts (3 of class 0, 1 of class 1)
     bal = balanced_axis_spectrum(np.stack([cols, cols, cols, rows]), np.array([0, 0, 0, 1]), 2)
     np.testing.assert_allclose(bal, (spec[0] + spec[1]) / 2, atol=1e-12)
     assert balanced_axis_spectrum(np.zeros((0, 8, 8)), np.zeros(0), 2) is None
-    # stripe_ratio: bins k >= 0.5 * (S/2) = 4 of 8; a bin below the band never counts
+    # stripe_ratio: bins k >= 0.5 * (S/2) = 4 of 8 (0.25 cycles/pixel); a bin below the band never counts
     ref = np.full((2, 9), 0.1)
     syn = ref.copy()
     syn[0, 3] = 0.9  # 9x, but at k = 3 < 4: outside the band

@@ -433,7 +433,7 @@ def test_the_probe_can_measure_kid_and_prdc_in_imagenet_vgg16_features(sample_np
         gan_probe.build_probe(NAMES, real, gan_probe.ProbeSettings(16, 4, 3, features="inception"))
 
 
-def test_the_quality_figure_draws_both_artefact_scores_beside_their_gates_and_the_real_images(tmp_path) -> None:
+def test_the_quality_figure_draws_both_artefact_scores_beside_their_lines_and_the_real_images(tmp_path) -> None:
     from cxr_utils import drawing
     from cxr_utils import files as cio
     from cxr_utils.gan import curves
@@ -441,14 +441,14 @@ def test_the_quality_figure_draws_both_artefact_scores_beside_their_gates_and_th
     rows = [{"epoch": e, "step": 10 * e, "kid": 0.1, "fidelity": 0.9, "hf_share_vs_real": hf, "stripe_vs_real": st,
              "alarm": ""} for e, hf, st in ((1, 2.0, 3.1), (2, 1.1, 1.4))]
     tracker.write_rows(tmp_path / tracker.QUALITY_FILE, rows, NAMES)
-    cio.atomic_write_json(tmp_path / tracker.BASELINE_FILE, {"artefact": {"held_out_vs_train": 0.86,
-                                                                          "stripe_held_out_vs_train": 1.27}})
+    cio.atomic_write_json(tmp_path / tracker.BASELINE_FILE, {"artefact": {
+        "held_out_vs_train": 0.86, "stripe_held_out_vs_train": 1.27, "stripe_held_out_images": 4}})
     fig = curves.quality_curves(tmp_path)
     ax = fig.axes[3]
     lines = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}
     assert list(lines["high-frequency share (checkerboard)"]) == [2.0, 1.1]
     assert list(lines["stripes (strongest row/column frequency)"]) == [3.1, 1.4]
-    assert list(lines["held-out real images, stripes (1.27)"]) == [1.27, 1.27]
+    assert list(lines["held-out real images (4), stripes (1.27)"]) == [1.27, 1.27]  # its count: a small set scores higher
     assert list(lines[f"line, stripes ({tracker.STRIPE_MAX}x; not a gate)"]) == [tracker.STRIPE_MAX] * 2
     assert list(lines[f"gate of the kept generator, share ({tracker.ARTEFACT_MAX}x)"]) == [tracker.ARTEFACT_MAX] * 2
     assert ax.get_title().startswith("artefacts")

@@ -357,7 +357,12 @@ def test_the_stripe_score_sees_fine_stripes_the_band_share_averages_away(tmp_pat
     stand = p.baseline["sides"]["train"]["indices"]
     held = QB.stripe_vs_real(art, x_val[stand], y_val[stand], 2)
     assert art["stripe_held_out_vs_train"] == pytest.approx(held, rel=1e-12) and 0.9 < held < tracker.STRIPE_MAX
-    assert "stripe score of the held-out real images" in QB.describe(p.baseline)
+    assert art["stripe_held_out_images"] == len(stand) == 20  # 10 stand-ins per class, the probe's count
+    spec = balanced_axis_spectrum(x_val[stand], y_val[stand], 2)  # the ratio by hand: strongest bin in the upper half
+    by_hand = (spec / np.asarray(art["axis_spectrum"]))[:, S // 4:].max()
+    assert held == pytest.approx(by_hand, rel=1e-12)
+    assert "stripe score of 20 held-out real images" in QB.describe(p.baseline)
+    assert "the synthetic rows score 20 images" in QB.describe(p.baseline)
     order = np.concatenate([np.flatnonzero(y_tr == c) for c in range(2)])  # the probe's labels: 10 of 0, then 10 of 1
     same = p.score_images(x_tr[order])
     assert same["stripe_vs_real"] == pytest.approx(1.0, rel=1e-9)
@@ -369,7 +374,8 @@ def test_the_stripe_score_sees_fine_stripes_the_band_share_averages_away(tmp_pat
     assert row["hf_share_vs_real"] < tracker.ARTEFACT_MAX  # what the band share alone would let through
     assert axis_spectrum(banded)[:, 0, k].mean() > axis_spectrum(x_tr)[:, 0, k].mean()
     assert tracker.stripes_ok(row) is False and tracker.stripes_ok(same) and tracker.artefact_ok(row)
-    assert "stripe_vs_real" in tracker.columns(NAMES) and "stripes" in tracker.summary(row)
+    assert "stripe_vs_real" in tracker.columns(NAMES) and f"(over the {tracker.STRIPE_MAX}x line)" in tracker.summary(row)
+    assert "over the" not in tracker.summary(same)
 
 
 def test_a_baseline_file_of_the_earlier_format_is_measured_again(tmp_path) -> None:

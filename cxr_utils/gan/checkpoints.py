@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import files as cio
 from ..errors import RunLocked, UserError
-from .run_folder import CHECKPOINT_GLOB, RunFolder
+from .run_folder import CHECKPOINT_GLOB, RunFolder, checkpoint_epoch
 
 if TYPE_CHECKING:
     import keras
@@ -231,13 +231,16 @@ class Checkpoints:
         """Checkpoint files, newest epoch first (temp files of interrupted writes are ignored)."""
         if not self.dir.is_dir():
             return []
-        found = [p for p in self.dir.glob(CHECKPOINT_GLOB) if p.stem[5:].isdigit()]
+        found = [p for p in self.dir.glob(CHECKPOINT_GLOB) if checkpoint_epoch(p) is not None]
         return sorted(found, key=self.epoch_of, reverse=True)
 
     @staticmethod
     def epoch_of(path: Path) -> int:
         """The epoch of a checkpoint file name (ckpt-EEEE.npz)."""
-        return int(path.stem[5:])
+        epoch = checkpoint_epoch(path)
+        if epoch is None:
+            raise ValueError(f"not a checkpoint file name: {Path(path).name}")
+        return epoch
 
     def load_latest(self) -> Found | None:
         """The newest readable checkpoint (epoch, state, path, meta), or None if there is none."""

@@ -43,7 +43,8 @@ def training_curves(metrics_csv: str | os.PathLike, title: str = "GAN training")
 def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality") -> plt.Figure | None:
     """Per evaluated epoch of a run folder: variety (diversity, train coverage), fidelity and KID, each beside what
     held-out real images reach (quality-baseline.json: a grey line per score), with the learned bar and the collapse
-    alarm, and the artefact scores beside their gates; the kept generator's epoch dashed. Without a baseline (no held-out split, an older run) the variety panel
+    alarm, and the artefact scores beside their lines (the high-frequency share's a gate, the stripes' shown only); the
+    kept generator's epoch dashed. Without a baseline (no held-out split, an older run) the variety panel
     shows the absolute scores against the fixed bars. None when the run has no quality evaluation (eval_every -1)."""
     import pandas as pd
 
@@ -155,7 +156,8 @@ def _kid_panel(ax: plt.Axes, df: pd.DataFrame, real: dict) -> None:
 
 
 def _artefact_panel(ax: plt.Axes, df: pd.DataFrame, art: dict) -> None:
-    """The two artefact scores (x the training images'), their gates, and where held-out real images land."""
+    """The two artefact scores (x the training images'), their lines (the share's a gate of the kept generator, the
+    stripes' not) and where held-out real images land (the stripe line's count said: a small set scores higher)."""
     from ..metrics import real_baseline
     from . import tracker
 
@@ -166,10 +168,12 @@ def _artefact_panel(ax: plt.Axes, df: pd.DataFrame, art: dict) -> None:
     for key, c, what in (("held_out_vs_train", "C5", "share"), ("stripe_held_out_vs_train", "C6", "stripes")):
         v = real_baseline.finite(art.get(key))
         if v is not None:
-            ax.plot(x.iloc[[0, -1]], [v, v], color=c, lw=0.8, alpha=0.5, label=f"held-out real images, {what} ({v:.2f})")
+            n = art.get("stripe_held_out_images") if what == "stripes" else None
+            ax.plot(x.iloc[[0, -1]], [v, v], color=c, lw=0.8, alpha=0.5,
+                    label=f"held-out real images{f' ({n})' if n else ''}, {what} ({v:.2f})")
     ax.axhline(tracker.ARTEFACT_MAX, color="C5", ls=":", lw=0.9,
                label=f"gate of the kept generator, share ({tracker.ARTEFACT_MAX}x)")
-    ax.axhline(tracker.STRIPE_MAX, color="C6", ls="--", lw=0.9, label=f"line, stripes ({tracker.STRIPE_MAX}x; not a gate)")
+    ax.axhline(tracker.STRIPE_MAX, color="C6", ls="-.", lw=0.9, label=f"line, stripes ({tracker.STRIPE_MAX}x; not a gate)")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("x the training images'", fontsize=8)
-    ax.set_title("artefacts (above the dotted and dashed lines: visible texture)", fontsize=9)
+    ax.set_title("artefacts (share: gate, dotted; stripes: shown, dash-dot)", fontsize=9)

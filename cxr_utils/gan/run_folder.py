@@ -48,6 +48,12 @@ def _epoch_pattern(kind: tuple[str, str]) -> str:
     return re.escape(kind[0]) + r"\d{4,}" + re.escape(kind[1])
 
 
+def checkpoint_epoch(path: str | os.PathLike) -> int | None:
+    """The epoch in a checkpoint file's name (ckpt-EEEE.npz), None for any other name."""
+    m = re.fullmatch(re.escape(_CHECKPOINT[0]) + r"(\d+)" + re.escape(_CHECKPOINT[1]), Path(path).name)
+    return int(m.group(1)) if m else None
+
+
 CHECKPOINT_GLOB = "*".join(_CHECKPOINT)
 GRID_GLOB = "*".join(_GRID)
 

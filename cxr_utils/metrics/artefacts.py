@@ -10,9 +10,24 @@ HIGH_BAND = 0.75  # of Nyquist: where high_frequency_share starts counting
 CHUNK = 256
 
 
-def _grey(images: np.ndarray) -> np.ndarray:
-    x = np.asarray(images)
-    return x.mean(axis=-1) if x.ndim == 4 else x
+def _normalised_power(images: np.ndarray):
+    """Yield (start, P) per chunk of CHUNK images: P (n, H, W) float64, each image's power spectrum |FFT2(x)|^2 (x grey:
+    channels averaged in the chunk; mean removed) divided by its total (a constant image: zeros)."""
+    x_all = np.asarray(images)
+    for i in range(0, len(x_all), CHUNK):
+        x = np.asarray(x_all[i:i + CHUNK], np.float64)
+        x = x.mean(axis=-1) if x.ndim == 4 else x
+        x = x - x.mean(axis=(1, 2), keepdims=True)
+        power = np.abs(np.fft.fft2(x)) ** 2
+        total = power.sum(axis=(1, 2), keepdims=True)
+        yield i, np.divide(power, total, out=np.zeros_like(power), where=total > 0)
+
+
+def _spatial_shape(images: np.ndarray) -> tuple[int, ...]:
+    shape = np.shape(images)
+    if len(shape) not in (3, 4):
+        raise ValueError(f"expected images (N, H, W[, C]), got shape {shape}")
+    return shape[1:3]
 
 
 def high_frequency_share(images: np.ndarray, band: float = HIGH_BAND) -> np.ndarray:
@@ -24,18 +39,12 @@ def high_frequency_share(images: np.ndarray, band: float = HIGH_BAND) -> np.ndar
     1, a smooth image ~0; a 64 px X-ray, area-downsampled from a large JPEG, holds little energy up there, which is
     why a transposed-convolution checkerboard stands out. No window: the same edges are in real and synthetic images.
     """
-    g = _grey(images)
-    if g.ndim != 3:
-        raise ValueError(f"expected images (N, H, W[, C]), got shape {np.shape(images)}")
-    fy, fx = np.fft.fftfreq(g.shape[1]), np.fft.fftfreq(g.shape[2])
+    h, w = _spatial_shape(images)
+    fy, fx = np.fft.fftfreq(h), np.fft.fftfreq(w)
     high = np.hypot(fy[:, None], fx[None, :]) > band * 0.5
-    out = np.zeros(len(g))
-    for i in range(0, len(g), CHUNK):
-        x = np.asarray(g[i:i + CHUNK], np.float64)
-        x = x - x.mean(axis=(1, 2), keepdims=True)
-        power = np.abs(np.fft.fft2(x)) ** 2
-        total = power.sum(axis=(1, 2))
-        out[i:i + len(x)] = np.divide(power[:, high].sum(axis=1), total, out=np.zeros(len(x)), where=total > 0)
+    out = np.zeros(len(images))
+    for i, power in _normalised_power(images):
+        out[i:i + len(power)] = power[:, high].sum(axis=1)
     return out
 
 
@@ -59,21 +68,17 @@ def axis_spectrum(images: np.ndarray) -> np.ndarray:
     The two 1-D marginals of the power spectrum P = |FFT2(x)|^2 (x grey, channels averaged, mean removed), each image's
     P divided by its total first (a constant image: zeros). Stripes along rows or columns, the banding of a
     nearest-neighbour upsample, put their energy at a few k of one marginal, which a radial band share
-    (high_frequency_share) averages with the quiet rest of its ring. Images must be square.
+    (high_frequency_share) averages with the quiet rest of its ring. Images must be square with an even side (every
+    size the generator makes), so bin k is k / S cycles/pixel and the last is Nyquist.
     """
-    g = _grey(images)
-    if g.ndim != 3 or g.shape[1] != g.shape[2]:
-        raise ValueError(f"expected square images (N, S, S[, C]), got shape {np.shape(images)}")
-    s = g.shape[1]
+    h, w = _spatial_shape(images)
+    if h != w or h % 2:
+        raise ValueError(f"expected square images of an even side (N, S, S[, C]), got shape {np.shape(images)}")
+    s = h
     k = np.abs(np.round(np.fft.fftfreq(s) * s)).astype(np.int64)  # |frequency index| of each FFT bin: 0..S/2
-    out = np.zeros((len(g), 2, s // 2 + 1))
-    for i in range(0, len(g), CHUNK):
-        x = np.asarray(g[i:i + CHUNK], np.float64)
-        x = x - x.mean(axis=(1, 2), keepdims=True)
-        power = np.abs(np.fft.fft2(x)) ** 2
-        total = power.sum(axis=(1, 2))
-        power = np.divide(power, total[:, None, None], out=np.zeros_like(power), where=total[:, None, None] > 0)
-        part = out[i:i + len(x)]
+    out = np.zeros((len(images), 2, s // 2 + 1))
+    for i, power in _normalised_power(images):
+        part = out[i:i + len(power)]
         np.add.at(part[:, 0].T, k, power.sum(axis=1).T)  # sum over fy, binned by |fx|
         np.add.at(part[:, 1].T, k, power.sum(axis=2).T)  # sum over fx, binned by |fy|
     return out
@@ -92,14 +97,16 @@ def stripe_ratio(spectrum: np.ndarray | None, reference: np.ndarray | list | Non
                  band: float = STRIPE_BAND) -> float | None:
     """The stripe score: the most any single horizontal or vertical frequency at or above `band` x Nyquist holds of the
     spectrum, as a multiple of what the reference holds there: max over the axes and k >= band * S / 2 of
-    spectrum[a, k] / reference[a, k] (bins where the reference holds nothing are skipped). 1.0 = no frequency
-    stronger than in the real images; None without both spectra."""
+    spectrum[a, k] / reference[a, k] (bins where the reference holds nothing are skipped; spectra of axis_spectrum,
+    S // 2 + 1 bins of an even side S). 1.0 = no frequency stronger than in the real images; None without both
+    spectra. For real images of the reference's kind it lands at or a little above 1.0 (the maximum of noisy ratios);
+    a blurred image can score far below 1."""
     if spectrum is None or reference is None:
         return None
     s, r = np.asarray(spectrum, np.float64), np.asarray(reference, np.float64)
     if s.shape != r.shape:
         raise ValueError(f"spectrum {s.shape} and reference {r.shape} differ in shape")
-    k0 = int(np.ceil(band * (s.shape[1] - 1)))
+    k0 = int(np.ceil(round(band * (s.shape[1] - 1), 9)))  # bins k >= band * S / 2 (S = 2 * (bins - 1))
     s, r = s[:, k0:], r[:, k0:]
     ok = r > 0
     return float((s[ok] / r[ok]).max()) if ok.any() else None

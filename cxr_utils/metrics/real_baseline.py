@@ -20,7 +20,9 @@ Diversity, train coverage and PRDC depend on how many images are scored (more im
 score is compared with its baseline at the same count: the mean over disjoint chunks of m_c of the probe's
 n_per_class synthetic images per class. When m_c = n_per_class (full scale: 128 of ~260 val NORMAL images) that is
 one chunk: the usual score (against the reference half, for PRDC). KID is compared at full count. Each ratio
-(`<score>_vs_real`, 1.0 = what held-out real images reach) goes into every quality.csv row beside the absolute score;
+(`<score>_vs_real`, 1.0 = what held-out real images reach; the two artefact scores, hf_share_vs_real and
+stripe_vs_real, divide by the training images' instead: artefact_reference) goes into every quality.csv row beside the
+absolute score;
 the baseline itself is stored once per run in quality-baseline.json (read back on resume).
 
 Fallback: without a held-out split, or with fewer than MIN_STAND_INS held-out images of a class (2 MIN_STAND_INS for
@@ -130,8 +132,9 @@ def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None) ->
     hf, ref = finite(out["scores"].get("hf_share")), out["artefact"]["hf_share"]
     # the calibration of the artefact bar: what held-out real images score against the training images
     out["artefact"]["held_out_vs_train"] = hf / ref if hf is not None and ref else None
-    if stand_ins is not None:
+    if stand_ins is not None:  # at the stand-ins' count (a maximum over frequencies grows with a small set's noise)
         out["artefact"]["stripe_held_out_vs_train"] = stripe_vs_real(out["artefact"], *stand_ins, k)
+        out["artefact"]["stripe_held_out_images"] = int(len(stand_ins[1]))
     return out
 
 
@@ -234,6 +237,12 @@ def vs_real(probe: Any, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats:
     return cols
 
 
+def probe_count_text(base: dict[str, Any]) -> str:
+    """How many synthetic images a row's stripe score is taken over (said beside the held-out images' count)."""
+    n, k = base.get("n_per_class"), len(base.get("class_names") or [])
+    return f"{n * k} images" if n and k else "the probe's images"
+
+
 def bars_label(base: dict[str, Any] | None) -> str:
     """'real baseline' when the bars are fractions of it, else 'fixed: <why>'."""
     if not base:
@@ -273,7 +282,9 @@ def describe(base: dict[str, Any] | None) -> str:
                      f"{_fmt(art['hf_share'], 4)}" + (f" (held-out real images: {cal:.2f}x)" if cal is not None else ""))
         st = finite(art.get("stripe_held_out_vs_train"))
         if st is not None:
-            parts.append(f"stripe score of the held-out real images against the training images' axis spectrum {st:.2f}x")
+            n_st = art.get("stripe_held_out_images")
+            parts.append(f"stripe score of {n_st or 'the'} held-out real images against the training images' axis "
+                         f"spectrum {st:.2f}x (the synthetic rows score {probe_count_text(base)})")
     head = "real-vs-real baseline (quality-baseline.json): " + "; ".join(parts) if parts else "real-vs-real baseline: none"
     return head + (f". Fallback to the fixed bars: {base['fallback']}" if base.get("fallback") else "")
 
