@@ -442,7 +442,8 @@ def test_the_quality_figure_draws_both_artefact_scores_beside_their_lines_and_th
              "alarm": ""} for e, hf, st in ((1, 2.0, 3.1), (2, 1.1, 1.4))]
     tracker.write_rows(tmp_path / tracker.QUALITY_FILE, rows, NAMES)
     cio.atomic_write_json(tmp_path / tracker.BASELINE_FILE, {"artefact": {
-        "held_out_vs_train": 0.86, "stripe_held_out_vs_train": 1.27, "stripe_held_out_images": 4}})
+        "held_out_vs_train": 0.86, "stripe_held_out_vs_train": 1.27},
+        "sides": {"train": {"per_class": {"NORMAL": 2, "PNEUMONIA": 2}}}})
     fig = curves.quality_curves(tmp_path)
     ax = fig.axes[3]
     lines = {ln.get_label(): ln.get_ydata() for ln in ax.get_lines()}

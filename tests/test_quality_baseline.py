@@ -357,7 +357,7 @@ def test_the_stripe_score_sees_fine_stripes_the_band_share_averages_away(tmp_pat
     stand = p.baseline["sides"]["train"]["indices"]
     held = QB.stripe_vs_real(art, x_val[stand], y_val[stand], 2)
     assert art["stripe_held_out_vs_train"] == pytest.approx(held, rel=1e-12) and 0.9 < held < tracker.STRIPE_MAX
-    assert art["stripe_held_out_images"] == len(stand) == 20  # 10 stand-ins per class, the probe's count
+    assert QB.stand_in_count(p.baseline) == len(stand) == 20  # 10 stand-ins per class, the probe's count
     spec = balanced_axis_spectrum(x_val[stand], y_val[stand], 2)  # the ratio by hand: strongest bin in the upper half
     by_hand = (spec / np.asarray(art["axis_spectrum"]))[:, S // 4:].max()
     assert held == pytest.approx(by_hand, rel=1e-12)

@@ -61,7 +61,7 @@ def quality_curves(run_dir: str | os.PathLike, title: str = "Generator quality")
     _variety_panel(axes[0], df)
     _fidelity_panel(axes[1], df, base)
     _kid_panel(axes[2], df, base.get("scores") or {})
-    _artefact_panel(axes[3], df, base.get("artefact") or {})
+    _artefact_panel(axes[3], df, base)
     for a in axes:
         a.set_xlabel("epoch")
         if best_epoch is not None:
@@ -155,20 +155,20 @@ def _kid_panel(ax: plt.Axes, df: pd.DataFrame, real: dict) -> None:
     ax.set_title(f"KID vs {ref} (lower is closer)", fontsize=9)
 
 
-def _artefact_panel(ax: plt.Axes, df: pd.DataFrame, art: dict) -> None:
+def _artefact_panel(ax: plt.Axes, df: pd.DataFrame, base: dict) -> None:
     """The two artefact scores (x the training images'), their lines (the share's a gate of the kept generator, the
     stripes' not) and where held-out real images land (the stripe line's count said: a small set scores higher)."""
     from ..metrics import real_baseline
     from . import tracker
 
-    x = df["epoch"]
+    x, art = df["epoch"], base.get("artefact") or {}
     ax.plot(x, _column(df, "hf_share_vs_real"), "o-", ms=3, color="C5", label="high-frequency share (checkerboard)")
     ax.plot(x, _column(df, "stripe_vs_real"), "s-", ms=3, color="C6", label="stripes (strongest row/column frequency)")
     ax.axhline(1.0, color="grey", lw=1.2, label="training images (= 1)")
     for key, c, what in (("held_out_vs_train", "C5", "share"), ("stripe_held_out_vs_train", "C6", "stripes")):
         v = real_baseline.finite(art.get(key))
         if v is not None:
-            n = art.get("stripe_held_out_images") if what == "stripes" else None
+            n = real_baseline.stand_in_count(base) if what == "stripes" else None
             ax.plot(x.iloc[[0, -1]], [v, v], color=c, lw=0.8, alpha=0.5,
                     label=f"held-out real images{f' ({n})' if n else ''}, {what} ({v:.2f})")
     ax.axhline(tracker.ARTEFACT_MAX, color="C5", ls=":", lw=0.9,

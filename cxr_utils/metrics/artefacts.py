@@ -48,13 +48,20 @@ def high_frequency_share(images: np.ndarray, band: float = HIGH_BAND) -> np.ndar
     return out
 
 
+def class_means(values: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[int, np.ndarray]:
+    """Per-image values (N, ...) averaged within each class: class index -> mean (classes without images left out).
+    The mean of these is the class-balanced mean both artefact scores use: every class weighs alike, whatever its
+    share of the data (Kaggle: 1 NORMAL to 3 PNEUMONIA)."""
+    y = np.asarray(labels)
+    return {c: np.asarray(values)[y == c].mean(axis=0) for c in range(num_classes) if (y == c).any()}
+
+
 def balanced_share(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...] | list[str],
                    band: float = HIGH_BAND) -> tuple[float | None, dict[str, float]]:
     """(the class-balanced mean of high_frequency_share, per class: class name -> mean) of labelled images; classes
     without images are left out (None overall when none has any): every class weighs alike, whatever its share."""
-    y = np.asarray(labels)
-    hf = high_frequency_share(images, band) if len(y) else np.zeros(0)
-    per = {n: float(hf[y == c].mean()) for c, n in enumerate(class_names) if (y == c).any()}
+    hf = high_frequency_share(images, band) if len(labels) else np.zeros(0)
+    per = {class_names[c]: float(v) for c, v in class_means(hf, labels, len(class_names)).items()}
     return (float(np.mean(list(per.values()))) if per else None), per
 
 
@@ -87,10 +94,10 @@ def axis_spectrum(images: np.ndarray) -> np.ndarray:
 def balanced_axis_spectrum(images: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
     """The class-balanced mean axis_spectrum of labelled images (2, S // 2 + 1): the mean over classes of each class's
     mean (classes without images left out; None when none has any)."""
-    y = np.asarray(labels)
-    spec = axis_spectrum(images) if len(y) else None
-    per = [spec[y == c].mean(axis=0) for c in range(num_classes) if (y == c).any()]
-    return np.mean(per, axis=0) if per else None
+    if not len(labels):
+        return None
+    per = class_means(axis_spectrum(images), labels, num_classes)
+    return np.mean(list(per.values()), axis=0) if per else None
 
 
 def stripe_ratio(spectrum: np.ndarray | None, reference: np.ndarray | list | None,

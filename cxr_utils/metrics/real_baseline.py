@@ -132,9 +132,8 @@ def compute(probe: Any, x_held: np.ndarray | None, y_held: np.ndarray | None) ->
     hf, ref = finite(out["scores"].get("hf_share")), out["artefact"]["hf_share"]
     # the calibration of the artefact bar: what held-out real images score against the training images
     out["artefact"]["held_out_vs_train"] = hf / ref if hf is not None and ref else None
-    if stand_ins is not None:  # at the stand-ins' count (a maximum over frequencies grows with a small set's noise)
+    if stand_ins is not None:  # at the stand-ins' count (stand_in_count: a small set scores higher on a maximum)
         out["artefact"]["stripe_held_out_vs_train"] = stripe_vs_real(out["artefact"], *stand_ins, k)
-        out["artefact"]["stripe_held_out_images"] = int(len(stand_ins[1]))
     return out
 
 
@@ -237,6 +236,12 @@ def vs_real(probe: Any, x: np.ndarray, ys: np.ndarray, probs: np.ndarray, feats:
     return cols
 
 
+def stand_in_count(base: dict[str, Any] | None) -> int | None:
+    """How many held-out images stood in on the train side (what the stripe calibration is taken over), or None."""
+    info = ((base or {}).get("sides") or {}).get("train") or {}
+    return None if not info.get("per_class") or "missing" in info else int(sum(info["per_class"].values()))
+
+
 def probe_count_text(base: dict[str, Any]) -> str:
     """How many synthetic images a row's stripe score is taken over (said beside the held-out images' count)."""
     n, k = base.get("n_per_class"), len(base.get("class_names") or [])
@@ -282,7 +287,7 @@ def describe(base: dict[str, Any] | None) -> str:
                      f"{_fmt(art['hf_share'], 4)}" + (f" (held-out real images: {cal:.2f}x)" if cal is not None else ""))
         st = finite(art.get("stripe_held_out_vs_train"))
         if st is not None:
-            n_st = art.get("stripe_held_out_images")
+            n_st = stand_in_count(base)
             parts.append(f"stripe score of {n_st or 'the'} held-out real images against the training images' axis "
                          f"spectrum {st:.2f}x (the synthetic rows score {probe_count_text(base)})")
     head = "real-vs-real baseline (quality-baseline.json): " + "; ".join(parts) if parts else "real-vs-real baseline: none"
