@@ -242,7 +242,8 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
     The first of `old_jsons` with a matching entry gives it. The earlier grid, the only picture of their generators,
     is kept beside the new one (<grid>-earlier.png) before the new grid replaces it; an entry whose run folder is in
     `work` (the earlier runs' --work-dir, the first that has it) gets `run_dir`, so the new grid draws its kept
-    generator too."""
+    generator too. An entry whose quality curve today's kept-generator rule would rank differently is refused (its
+    scores and picture belong to another generator)."""
     from cxr_utils.config import GANConfig
     from cxr_utils.errors import UserError
     from cxr_utils.files import read_json
@@ -264,6 +265,11 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
             raise UserError(f"--carry-over {item}: its fields, steps or seed changed since {found[0][0]} was measured; "
                             "run it")
         old_json, old, r = same[0]
+        kept, today = (r.get("best") or {}).get("epoch"), _kept_today(r)
+        if kept is not None and today is not None and int(today) != int(kept):
+            raise UserError(f"--carry-over {item}: today's kept-generator rule (tracker.select_best) keeps epoch "
+                            f"{today} of its quality curve, the entry kept epoch {kept}: the rule changed since "
+                            f"{old_json} was measured; run it")
         # carried twice, it still names the run that measured it (and the picture of that run)
         # a partial JSON (an interrupted run) names no command: `note` says where and when it was measured
         src = f"`{old['command']}`" if old.get("command") else f"{old_json}{'; ' + note if note else ''}"
@@ -289,6 +295,14 @@ def carry_over(names: list[str], old_jsons: Path | list[Path], steps: int, seed:
             entry["run_dir"] = str(folder)
         out.append(entry)
     return out
+
+
+def _kept_today(entry: dict[str, Any]) -> Any:
+    """The epoch today's kept-generator rule picks from an entry's quality curve (None: no curve to rank)."""
+    from cxr_utils.gan import tracker
+
+    best = tracker.select_best(entry.get("curve") or [])
+    return None if best is None else best.get("epoch")
 
 
 def _measured_in(entry: dict[str, Any], works: list[Path]) -> Path | None:

@@ -163,6 +163,25 @@ def test_carry_over_reuses_only_unchanged_recipes_and_keeps_the_earlier_grid(tmp
         X.carry_over(["xray-ln"], old, 3000, 0, None)
 
 
+def test_carry_over_refuses_an_entry_that_todays_kept_generator_rule_ranks_differently(tmp_path) -> None:
+    """Issue 20's fidelity bar moved the kept epoch of some runs: their entries must be measured again, not carried."""
+    from benchmarks import xray_recipes as X
+    from cxr_utils.config import recipe
+    from cxr_utils.errors import UserError
+
+    curve = [{"epoch": 2000, "fidelity": 0.78, "kid_balanced": -0.12, "hf_share_vs_real": 1.35, "alarm": None},
+             {"epoch": 2500, "fidelity": 0.89, "kid_balanced": -0.06, "hf_share_vs_real": 1.19, "alarm": None}]
+    entry = {"recipe": "xray", "fields": recipe("xray"), "steps": 3000, "curve": curve, "best": {"epoch": 2000}}
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"seed": 0, "command": "python benchmarks/xray_recipes.py --x", "recipes": [entry]}))
+    with pytest.raises(UserError, match="xray: today's kept-generator rule .* keeps epoch 2500 of its quality curve, "
+                                        "the entry kept epoch 2000"):
+        X.carry_over(["xray"], old, 3000, 0, None)
+    old.write_text(json.dumps({"seed": 0, "command": "python benchmarks/xray_recipes.py --x",
+                               "recipes": [{**entry, "best": {"epoch": 2500}}]}))
+    assert X.carry_over(["xray"], old, 3000, 0, None)[0]["best"] == {"epoch": 2500}
+
+
 def test_carry_over_by_configuration_from_several_jsons_and_run_folders(tmp_path, monkeypatch) -> None:
     from benchmarks import xray_recipes as X
     from cxr_utils.config import recipe

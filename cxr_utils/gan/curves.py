@@ -118,7 +118,7 @@ def _variety_panel(ax: plt.Axes, df: pd.DataFrame) -> None:
 
 
 def _fidelity_panel(ax: plt.Axes, df: pd.DataFrame, base: dict) -> None:
-    """Label fidelity beside the held-out real images' and the kept generator's gate ((1 + 1/K) / 2)."""
+    """Label fidelity beside the held-out real images', the kept generator's bar and its fallback gate ((1 + 1/K) / 2)."""
     from ..metrics import real_baseline
     from . import tracker
 
@@ -127,8 +127,10 @@ def _fidelity_panel(ax: plt.Axes, df: pd.DataFrame, base: dict) -> None:
     if real_baseline.finite(real.get("fidelity")) is not None:
         ax.axhline(real["fidelity"], color="grey", lw=1.2, label=f"held-out real images ({real['fidelity']:.2f})")
     classes = base.get("class_names") or [c for c in df if c.startswith("fidelity_") and c != "fidelity_vs_real"]
-    gate = tracker.min_fidelity(max(1, len(classes)))
-    ax.axhline(gate, color="C2", ls=":", lw=0.8, label=f"gate of the kept generator ({gate:.2f})")
+    k = max(1, len(classes))
+    bar, gate = tracker.fidelity_bar(k), tracker.min_fidelity(k)
+    ax.axhline(bar, color="C2", ls="--", lw=0.8, label=f"bar of the kept generator ({bar:.2f})")
+    ax.axhline(gate, color="C2", ls=":", lw=0.8, label=f"its fallback gate ({gate:.2f})")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("class fidelity (real-trained classifier agrees)", fontsize=9)
 

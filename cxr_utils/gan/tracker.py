@@ -79,6 +79,11 @@ ARTEFACT_MAX = 1.5
 STRIPE_MAX = 1.5
 
 
+def fidelity_bar(num_classes: int) -> float:
+    """The fidelity select_best prefers: FIDELITY_BAR, or min_fidelity(K) if that is higher (never for K >= 2)."""
+    return max(FIDELITY_BAR, min_fidelity(num_classes))
+
+
 def min_fidelity(num_classes: int) -> float:
     """The fidelity gate of select_best for K classes: halfway from chance to perfect, (1 + 1/K) / 2.
 
@@ -90,6 +95,15 @@ def min_fidelity(num_classes: int) -> float:
 
 
 MIN_FIDELITY = min_fidelity(len(CLASS_NAMES))  # 0.75 for NORMAL vs PNEUMONIA
+# The fidelity the kept generator should reach (issue 20's bar for the default recipe): select_best keeps an evaluation
+# at or above it when any passes the other gates, and falls back to min_fidelity(K) only when none does. Why: on the
+# sample the class-balanced KID rests on 4 held-out X-rays, one of which the quality classifier itself labels as the
+# other class (the real images' own fidelity is 0.75), so the per-class KIDs favour a generator that draws the same
+# confusion: on 3 of 5 runs of the default and its antialias variant (make run; benchmarks/xray_recipes.py seeds 0
+# and 1) the lowest KID fell on an evaluation at fidelity 0.78-0.82 between evaluations at 0.89-1.0. With hundreds of
+# held-out images (Kaggle) the reference is not that lopsided and the bar rarely binds; digits generators score
+# 0.97+ (benchmarks/generator_upgrade.py curves)
+FIDELITY_BAR = 0.85
 # auto eval_every: about this many generator steps between evaluations
 AUTO_EVAL_STEPS = 500
 # the run folder's names (run_folder owns them; these aliases are what tests and plots import)
@@ -194,8 +208,9 @@ def ranking_kid(row: dict[str, Any], class_names: Sequence[str] | None = None) -
 def rule_text(num_classes: int) -> str:
     """The best-generator rule in words (best.json's `rule`)."""
     return ("lowest class-balanced KID (the mean of the per-class KIDs against the held-out reference) among "
-            f"evaluations without a collapse alarm, with fidelity >= {min_fidelity(num_classes):.3g} and an artefact "
-            f"score (high-frequency energy) at most {ARTEFACT_MAX}x the training images' (cxr_utils.gan.tracker.select_best)")
+            f"evaluations without a collapse alarm, with fidelity >= {fidelity_bar(num_classes):.3g} (else >= "
+            f"{min_fidelity(num_classes):.3g} when no evaluation reaches it) and an artefact score (high-frequency "
+            f"energy) at most {ARTEFACT_MAX}x the training images' (cxr_utils.gan.tracker.select_best)")
 
 
 def artefact_ok(row: dict[str, Any]) -> bool:
@@ -215,10 +230,11 @@ def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAM
                 class_names: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The evaluation whose generator is kept as generator-best.keras.
 
-    Rule: among evaluations without a collapse alarm, with fidelity >= min_fidelity(K) and an artefact score at most
-    ARTEFACT_MAX x the training images' (artefact_ok), the lowest class-balanced KID: the mean over classes of each
-    class's KID (synthetic images of class c against the reference images of class c); a tie goes to the later epoch;
-    with no such evaluation, the same without the artefact gate, then the lowest of all. Rows without per-class KIDs
+    Rule: among evaluations without a collapse alarm, with fidelity >= fidelity_bar(K) (FIDELITY_BAR, 0.85) and an
+    artefact score at most ARTEFACT_MAX x the training images' (artefact_ok), the lowest class-balanced KID: the mean
+    over classes of each class's KID (synthetic images of class c against the reference images of class c); a tie goes
+    to the later epoch; with no such evaluation, the same with fidelity >= min_fidelity(K) (halfway from chance), then
+    without the artefact gate, then the lowest of all. Rows without per-class KIDs
     fall back to the overall KID. The stripe score is recorded, not gated (STRIPE_MAX says why).
     Why KID: it is unbiased at small sample sizes (FID is not when images < feature dimensions) and is what
     keras-io's gan_ada monitors; it compares whole distributions, so it rewards fidelity and variety together.
@@ -239,9 +255,12 @@ def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAM
     scored = [r for r in rows if ranking_kid(r, class_names) is not None]
     if not scored:
         return None
-    gate = min_fidelity(num_classes)
-    ok = [r for r in scored if not r.get("alarm") and (finite(r.get("fidelity")) or 0.0) >= gate]
-    pool = [r for r in ok if artefact_ok(r)] or ok or scored
+    def fid(r: dict[str, Any]) -> float:
+        return finite(r.get("fidelity")) or 0.0
+
+    ok = [r for r in scored if not r.get("alarm") and fid(r) >= min_fidelity(num_classes)]
+    clean = [r for r in ok if artefact_ok(r)]
+    pool = [r for r in clean if fid(r) >= fidelity_bar(num_classes)] or clean or ok or scored
     return min(pool, key=lambda r: (ranking_kid(r, class_names), -int(r["epoch"])))
 
 
