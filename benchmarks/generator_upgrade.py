@@ -1,6 +1,7 @@
 """Issue 20 measured: the generator and discriminator of the literature against the ones before, in one run per part.
 
-Parts (each written into the same JSON as soon as it is measured, so parts can run in separate processes):
+Parts (each run written into the same JSON as soon as it is measured, re-read first, so parts and seeds can run in
+separate processes; a run replaces only an earlier run of its part, seed and arm):
 
 - `digits16`, `digits32`, `imbalanced`: the digits benchmark (benchmarks/digits_tstr.py, its own plan: 9,000 steps,
   a 600 s budget, the generator kept by its real validation split) with its own config ("before") and with the change
@@ -139,15 +140,34 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the chosen parts; the JSON is updated (read, merged, written atomically) after every run."""
+def update(out: Path, meta: dict[str, Any], commands: dict[str, str], run: dict[str, Any] | None = None,
+           step: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read OUT again (another process may have written other parts or seeds since), put in one digits run (it
+    replaces an earlier run of the same part, seed and arm) or the step part, re-summarise, write atomically."""
     from cxr_utils.files import atomic_write_json, read_json
 
+    res: dict[str, Any] = read_json(out) if out.is_file() else {}
+    res.update(meta)
+    runs = list(res.get("digits_runs", []))
+    if run is not None:
+        same = (run["part"], run["seed"], run["arm"])
+        runs = [r for r in runs if (r["part"], r["seed"], r["arm"]) != same] + [run]
+    res["digits_runs"] = runs
+    res["digits"] = summarize(runs)
+    res["commands"] = {**(res.get("commands") or {}), **commands}
+    if step is not None:
+        res["step"] = step
+    atomic_write_json(out, res)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen parts; the JSON is updated (read, merged, written atomically) after every run."""
     from .machine import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    ap.add_argument("--out", required=True, help="the JSON (an existing one keeps the parts not re-run)")
+    ap.add_argument("--out", required=True, help="the JSON (an existing one keeps every run not re-run)")
     ap.add_argument("--rounds", type=int, default=6, help="step part: alternating rounds")
     ap.add_argument("--seeds", default=None, help="digits parts: comma-separated seeds (default: each part's own)")
     args = ap.parse_args(argv)
@@ -162,37 +182,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --seeds {args.seeds}: expected comma-separated integers, e.g. 0,1", file=sys.stderr)
         return 2
     out = Path(args.out)
-    res: dict[str, Any] = read_json(out) if out.is_file() else {}
     m = machine_info()
-    res.update({"benchmark": "issue 20: the generator and discriminator of the literature, before / after",
-                "arms": {"before": "the configuration as it was (digits: its own config; x-ray step: xray-v1)",
-                         "after": "with issue 20's generator (digits: + class-conditional LayerNorm in G; x-ray step: "
-                                  "the xray recipe)"},
-                "digits_changes": ARMS["after"],
-                "machine": {"cpu_model": m["cpu_model"], "cores": m["cores"], "flags": m.get("flags"), "shared": True,
-                            "note": "other jobs shared the machine (load averages recorded per run): seconds are "
-                                    "indicative, ratios measured in one run"}})
-    commands = dict(res.get("commands") or {})
-    runs = [r for r in res.get("digits_runs", []) if r["part"] not in parts]  # a part re-run replaces all its runs
+    meta = {"benchmark": "issue 20: the generator and discriminator of the literature, before / after",
+            "arms": {"before": "the configuration as it was (digits: its own config; x-ray step: xray-v1)",
+                     "after": "with issue 20's generator (digits: + class-conditional LayerNorm in G; x-ray step: "
+                              "the xray recipe)"},
+            "digits_changes": ARMS["after"],
+            "machine": {"cpu_model": m["cpu_model"], "cores": m["cores"], "flags": m.get("flags"), "shared": True,
+                        "note": "other jobs shared the machine (load averages recorded per run): seconds are "
+                                "indicative, ratios measured in one run"}}
+    command = "python -m benchmarks.generator_upgrade " + " ".join(argv if argv is not None else sys.argv[1:])
     for part in parts:
-        commands[part] = "python -m benchmarks.generator_upgrade " + " ".join(argv if argv is not None else sys.argv[1:])
         t0 = time.perf_counter()
         if part == "step":
-            res["step"] = step_part(rounds=args.rounds)
+            update(out, meta, {part: command}, step=step_part(rounds=args.rounds))
         else:
-            for seed in seeds or DIGITS_PARTS[part]["seeds"]:
+            part_seeds = seeds or DIGITS_PARTS[part]["seeds"]
+            # the command that measured these seeds (other seeds' runs, and the commands that measured them, stay)
+            key = part if seeds is None else f"{part} seeds {','.join(map(str, part_seeds))}"
+            for seed in part_seeds:
                 for arm in arm_order(seed):
                     r = {"part": part, **digits_run(part, seed, arm)}
-                    runs.append(r)
-                    res["digits_runs"] = runs
-                    res["digits"] = summarize(runs)
-                    res["commands"] = commands
-                    atomic_write_json(out, res)
+                    update(out, meta, {key: command}, run=r)
                     print(f"[generator-upgrade] {part} seed {seed} {arm}: TSTR/TRTR {r['ratio']:.4f} at step "
                           f"{r['selected_step']} of {r['steps']} in {r['seconds']:.0f} s (load {r['load_average_before']})",
                           file=sys.stderr, flush=True)
-        res["commands"] = commands
-        atomic_write_json(out, res)
         print(f"[generator-upgrade] {part} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     print(f"wrote {out}")
     return 0

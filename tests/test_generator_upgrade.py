@@ -54,6 +54,24 @@ def test_the_runner_alternates_arms_merges_parts_and_summarises(tmp_path: Path, 
     calls.clear()
     assert U.main(["--parts", "imbalanced", "--out", str(out)]) == 0
     assert [r["part"] for r in json.loads(out.read_text())["digits_runs"]] == ["digits16"] * 4 + ["imbalanced"] * 2
+    # a seed added later (--seeds) replaces that seed's runs only: the other seeds and the command that measured them
+    # stay, and the summary covers every seed
+    before = json.loads(out.read_text())
+    assert U.main(["--parts", "digits16", "--seeds", "1", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    key = lambda r: (r["part"], r["seed"], r["arm"])  # noqa: E731
+    assert sorted(map(key, d["digits_runs"])) == sorted(map(key, before["digits_runs"]))
+    assert [r for r in d["digits_runs"] if r["seed"] == 0] == [r for r in before["digits_runs"] if r["seed"] == 0]
+    assert d["commands"]["digits16"] == before["commands"]["digits16"]
+    assert d["commands"]["digits16 seeds 1"].endswith("--parts digits16 --seeds 1 --out " + str(out))
+    assert d["digits"]["digits16"]["after"]["seeds"] == [0, 1]
+    # and a run written by another process meanwhile is not lost: the JSON is read again before every write
+    other = {**before["digits_runs"][-1], "part": "digits32", "seed": 5}
+    U.update(out, {}, {"digits32 seeds 5": "elsewhere"}, run=other)
+    assert U.main(["--parts", "imbalanced", "--seeds", "0", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert other in d["digits_runs"] and d["commands"]["digits32 seeds 5"] == "elsewhere"
+    assert d["digits"]["digits32"][other["arm"]]["seeds"] == [5]
 
 
 def test_the_runner_refuses_unknown_parts(tmp_path: Path, capsys) -> None:
