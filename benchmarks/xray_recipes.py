@@ -102,9 +102,11 @@ def run_recipe(name: str, npz: Path, n_train: int, work: Path, steps: int, seed:
     seconds = time.perf_counter() - t0
     rows = tracker.read_rows(run_dir / tracker.QUALITY_FILE)
     best = tracker.load_best(run_dir)
-    # the ratios to the real-vs-real baseline and the row's bars: meets_bar judges a curve point as learned_check does
+    # the ratios to the real-vs-real baseline and the row's bars: meets_bar judges a curve point as learned_check does,
+    # and select_best re-ranks it as the trainer did (carry_over)
     keep = ("epoch", "step", *tracker.SUMMARY_KEYS, "kid_balanced", "train_covered", "train_images",
-            "diversity_vs_real", "train_coverage_vs_real", "hf_share_vs_real", "stripe_vs_real", "bars", "alarm")
+            "diversity_vs_real", "train_coverage_vs_real", "fidelity_vs_real", "hf_share_vs_real", "stripe_vs_real",
+            "bars", "alarm")
     curve = [{k: _val(r.get(k)) for k in keep} for r in rows]
     res = {"recipe": name, "fields": dict(sorted(variant_fields(name).items())), "steps": int(out["step"]),
            "seconds": round(seconds, 1), "train_seconds": round(out["train_seconds"], 1), "precision": out["precision"],

@@ -169,6 +169,13 @@ def test_the_kept_generator_reaches_the_fidelity_bar_when_an_evaluation_does() -
     assert tracker.select_best(rows)["epoch"] == 2500
     # only the bar moved it: with every row under the bar, the lowest KID above the fallback gate (0.75) is kept
     assert tracker.select_best([{**r, "fidelity": 0.8} for r in rows])["epoch"] == 1500
+    # where the real-vs-real baseline judges (enough held-out images), reaching the held-out real images' own fidelity
+    # is enough: with real images at 0.80 the bar does not demand 0.85 (it would favour caricatures of the classes)
+    learned = [{**r, "fidelity": 0.8, "fidelity_vs_real": 1.0, "bars": tracker.REAL_BARS} if r["epoch"] == 1500 else r for r in rows]
+    assert tracker.reaches_fidelity_bar(learned[2], 2) and tracker.select_best(learned)["epoch"] == 1500
+    assert not tracker.reaches_fidelity_bar({**learned[2], "fidelity_vs_real": 0.99}, 2)
+    assert not tracker.reaches_fidelity_bar({**learned[2], "bars": "fixed: too few held-out images"}, 2)
+    assert tracker.reaches_fidelity_bar({"fidelity": 0.85}, 2) and not tracker.reaches_fidelity_bar({"fidelity": ""}, 2)
     # the artefact gate still comes first: a row at the bar but over ARTEFACT_MAX is not kept over one under the bar
     assert tracker.select_best([{**r, "hf_share_vs_real": 2.0 if r["fidelity"] >= 0.85 else 1.0} for r in rows])["epoch"] == 1500
 

@@ -84,6 +84,15 @@ def fidelity_bar(num_classes: int) -> float:
     return max(FIDELITY_BAR, min_fidelity(num_classes))
 
 
+def reaches_fidelity_bar(row: dict[str, Any], num_classes: int) -> bool:
+    """Whether a row's fidelity reaches fidelity_bar(K), or, when the real-vs-real baseline judges the row (`bars`
+    "real baseline"), at least what the held-out real images reach (fidelity_vs_real >= 1)."""
+    if (finite(row.get("fidelity")) or 0.0) >= fidelity_bar(num_classes):
+        return True
+    fx = finite(row.get("fidelity_vs_real"))
+    return row.get("bars") == REAL_BARS and fx is not None and fx >= 1.0
+
+
 def min_fidelity(num_classes: int) -> float:
     """The fidelity gate of select_best for K classes: halfway from chance to perfect, (1 + 1/K) / 2.
 
@@ -100,9 +109,11 @@ MIN_FIDELITY = min_fidelity(len(CLASS_NAMES))  # 0.75 for NORMAL vs PNEUMONIA
 # sample the class-balanced KID rests on 4 held-out X-rays, one of which the quality classifier itself labels as the
 # other class (the real images' own fidelity is 0.75), so the per-class KIDs favour a generator that draws the same
 # confusion: on 3 of 5 runs of the default and its antialias variant (make run; benchmarks/xray_recipes.py seeds 0
-# and 1) the lowest KID fell on an evaluation at fidelity 0.78-0.82 between evaluations at 0.89-1.0. With hundreds of
-# held-out images (Kaggle) the reference is not that lopsided and the bar rarely binds; digits generators score
-# 0.97+ (benchmarks/generator_upgrade.py curves)
+# and 1) the lowest KID fell on an evaluation at fidelity 0.78-0.82 between evaluations at 0.89-1.0. 0.85 is a fixed
+# bar, not measured on real images (the sample's 4 held-out X-rays reach 0.75), so where the real-vs-real baseline
+# judges (enough held-out images: Kaggle's val split, digits) an evaluation that reaches the held-out real images' own
+# fidelity passes too (reaches_fidelity_bar): a bar above what real images reach would favour caricatures of the
+# classes. Digits generators score 0.97+ (benchmarks/generator_upgrade.py curves) and real digits about as much
 FIDELITY_BAR = 0.85
 # auto eval_every: about this many generator steps between evaluations
 AUTO_EVAL_STEPS = 500
@@ -209,8 +220,9 @@ def rule_text(num_classes: int) -> str:
     """The best-generator rule in words (best.json's `rule`)."""
     return ("lowest class-balanced KID (the mean of the per-class KIDs against the held-out reference) among "
             f"evaluations without a collapse alarm, with fidelity >= {fidelity_bar(num_classes):.3g} (else >= "
-            f"{min_fidelity(num_classes):.3g} when no evaluation reaches it) and an artefact score (high-frequency "
-            f"energy) at most {ARTEFACT_MAX}x the training images' (cxr_utils.gan.tracker.select_best)")
+            f"{min_fidelity(num_classes):.3g} when no evaluation reaches it; the held-out real images' own fidelity "
+            "reaches it where the real-vs-real baseline judges) and an artefact score (high-frequency energy) at most "
+            f"{ARTEFACT_MAX}x the training images' (cxr_utils.gan.tracker.select_best)")
 
 
 def artefact_ok(row: dict[str, Any]) -> bool:
@@ -230,8 +242,8 @@ def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAM
                 class_names: Sequence[str] | None = None) -> dict[str, Any] | None:
     """The evaluation whose generator is kept as generator-best.keras.
 
-    Rule: among evaluations without a collapse alarm, with fidelity >= fidelity_bar(K) (FIDELITY_BAR, 0.85) and an
-    artefact score at most ARTEFACT_MAX x the training images' (artefact_ok), the lowest class-balanced KID: the mean
+    Rule: among evaluations without a collapse alarm, with fidelity >= fidelity_bar(K) (FIDELITY_BAR, 0.85, or the
+    held-out real images' own fidelity where the baseline judges: reaches_fidelity_bar) and an artefact score at most ARTEFACT_MAX x the training images' (artefact_ok), the lowest class-balanced KID: the mean
     over classes of each class's KID (synthetic images of class c against the reference images of class c); a tie goes
     to the later epoch; with no such evaluation, the same with fidelity >= min_fidelity(K) (halfway from chance), then
     without the artefact gate, then the lowest of all. Rows without per-class KIDs
@@ -255,12 +267,10 @@ def select_best(rows: Sequence[dict[str, Any]], num_classes: int = len(CLASS_NAM
     scored = [r for r in rows if ranking_kid(r, class_names) is not None]
     if not scored:
         return None
-    def fid(r: dict[str, Any]) -> float:
-        return finite(r.get("fidelity")) or 0.0
-
-    ok = [r for r in scored if not r.get("alarm") and fid(r) >= min_fidelity(num_classes)]
+    gate = min_fidelity(num_classes)
+    ok = [r for r in scored if not r.get("alarm") and (finite(r.get("fidelity")) or 0.0) >= gate]
     clean = [r for r in ok if artefact_ok(r)]
-    pool = [r for r in clean if fid(r) >= fidelity_bar(num_classes)] or clean or ok or scored
+    pool = [r for r in clean if reaches_fidelity_bar(r, num_classes)] or clean or ok or scored
     return min(pool, key=lambda r: (ranking_kid(r, class_names), -int(r["epoch"])))
 
 
